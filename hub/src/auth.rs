@@ -1,0 +1,256 @@
+//! Token verification: JWTs from `?token=` or `Authorization: Bearer`, verified with an HS256
+//! secret or an EdDSA / RS256 public key. The algorithm is pinned by the key, never taken from
+//! the token alone, so a token cannot pick a weaker algorithm than the operator configured.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, TokenArgs};
+use crate::error::ApiError;
+
+/// The tenant of anonymous connections and of tokens without a `tenant` claim.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What a connection may do in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Receive everything; updates are refused.
+    Read,
+    /// Receive and edit.
+    Write,
+}
+
+impl Role {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+        }
+    }
+}
+
+/// JWT claims Chorus reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Tenant; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Room names (`name`) or prefixes (`prefix*`, `*` for all) the token opens.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// `read` or `write`; `read` when absent (least privilege).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Expiry, seconds since the epoch (required).
+    pub exp: u64,
+    /// Display name for presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Presence colour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+}
+
+/// Who a connection is, once verified.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Tenant of the room.
+    pub tenant: String,
+    /// User id, if the token named one.
+    pub user: Option<String>,
+    /// Access level.
+    pub role: Role,
+    /// Room patterns this identity may open.
+    rooms: Vec<String>,
+}
+
+impl Identity {
+    /// The identity of a tokenless connection where anonymous access is allowed.
+    pub fn anonymous() -> Self {
+        Identity {
+            tenant: DEFAULT_TENANT.to_string(),
+            user: None,
+            role: Role::Write,
+            rooms: vec!["*".to_string()],
+        }
+    }
+
+    /// Whether this identity may open `room`.
+    pub fn may_open(&self, room: &str) -> bool {
+        self.rooms.iter().any(|p| pattern_matches(p, room))
+    }
+}
+
+/// `*` matches everything, `prefix*` matches names starting with `prefix`, anything else
+/// matches only itself.
+pub fn pattern_matches(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
+}
+
+/// Verifies tokens with the configured keys.
+pub struct Verifier {
+    hs256: Option<DecodingKey>,
+    public: Option<(DecodingKey, Algorithm)>,
+    anonymous: bool,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("hs256", &self.hs256.is_some())
+            .field("public", &self.public.as_ref().map(|(_, a)| *a))
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+/// A configuration error in the key settings.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The public key could not be read or parsed.
+    #[error("--jwt-public-key: {0}")]
+    PublicKey(String),
+    /// The secret is empty.
+    #[error("--jwt-secret must not be empty")]
+    EmptySecret,
+}
+
+impl Verifier {
+    /// Builds the verifier from the config.
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        let hs256 = match config.jwt_secret.as_deref() {
+            Some("") => return Err(KeyError::EmptySecret),
+            Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
+            None => None,
+        };
+        let public = match config.jwt_public_key.as_deref() {
+            None => None,
+            Some(v) => Some(parse_public_key(v)?),
+        };
+        Ok(Verifier {
+            hs256,
+            public,
+            anonymous: config.anonymous_allowed(),
+        })
+    }
+
+    /// Verifies an optional token. `None` is accepted only where anonymous access is allowed.
+    pub fn verify(&self, token: Option<&str>) -> Result<Identity, ApiError> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return if self.anonymous {
+                Ok(Identity::anonymous())
+            } else {
+                Err(ApiError::Unauthenticated("missing token".into()))
+            };
+        };
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
+        let (key, alg) = match header.alg {
+            Algorithm::HS256 => (self.hs256.as_ref(), Algorithm::HS256),
+            Algorithm::EdDSA | Algorithm::RS256 => match &self.public {
+                Some((k, a)) if *a == header.alg => (Some(k), *a),
+                _ => (None, header.alg),
+            },
+            _ => (None, header.alg),
+        };
+        let Some(key) = key else {
+            return Err(ApiError::Unauthenticated(format!(
+                "token algorithm {alg:?} is not accepted by this server"
+            )));
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            ApiError::Unauthenticated(
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::InvalidSignature => "invalid token signature",
+                    ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+                    _ => "invalid token",
+                }
+                .into(),
+            )
+        })?;
+        let c = data.claims;
+        let tenant = c.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
+        if tenant.is_empty() || tenant.len() > 128 {
+            return Err(ApiError::Unauthenticated("invalid tenant claim".into()));
+        }
+        Ok(Identity {
+            tenant,
+            user: c.sub,
+            role: c.role.unwrap_or(Role::Read),
+            rooms: c.rooms,
+        })
+    }
+}
+
+fn parse_public_key(value: &str) -> Result<(DecodingKey, Algorithm), KeyError> {
+    let pem = if value.trim_start().starts_with("-----BEGIN") {
+        value.as_bytes().to_vec()
+    } else {
+        std::fs::read(value).map_err(|e| KeyError::PublicKey(format!("cannot read {value}: {e}")))?
+    };
+    if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
+        return Ok((k, Algorithm::EdDSA));
+    }
+    if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((k, Algorithm::RS256));
+    }
+    Err(KeyError::PublicKey(
+        "not an Ed25519 or RSA public key in PEM form".into(),
+    ))
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Signs an HS256 token (what `chorus token` prints).
+pub fn mint_hs256(args: &TokenArgs) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = Claims {
+        sub: Some(args.sub.clone()),
+        tenant: Some(args.tenant.clone()),
+        rooms: args.rooms.clone(),
+        role: Some(if args.role == "read" { Role::Read } else { Role::Write }),
+        exp: now_secs() + args.ttl.as_secs(),
+        name: args.name.clone(),
+        color: None,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(args.jwt_secret.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("docs/*", "docs/a"));
+        assert!(!pattern_matches("docs/*", "doc"));
+        assert!(pattern_matches("exact", "exact"));
+        assert!(!pattern_matches("exact", "exact2"));
+    }
+}

@@ -1,0 +1,202 @@
+//! Command line and environment configuration. Every field is a flag with a `CHORUS_*`
+//! environment variable and a documented default; tests build [`Config`] values directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Chorus: a self-hostable real-time collaboration hub (Yjs rooms over WebSockets).
+#[derive(Debug, Parser)]
+#[command(name = "chorus", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub (the default).
+    Serve(Config),
+    /// Print a signed development token (HS256, signed with --jwt-secret).
+    Token(TokenArgs),
+}
+
+/// Options of `chorus token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Room name or pattern the token grants (`name`, `prefix*`, or `*`). Repeatable.
+    #[arg(long = "room", required = true)]
+    pub rooms: Vec<String>,
+    /// `write` (edit) or `read` (view only).
+    #[arg(long, default_value = "write", value_parser = ["read", "write"])]
+    pub role: String,
+    /// Tenant the rooms belong to. Default: `default`.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Subject (user id). Default: `dev`.
+    #[arg(long, default_value = "dev")]
+    pub sub: String,
+    /// Display name for presence. Default: none.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, e.g. `1h`, `30m`. Default: 1h.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// HS256 secret to sign with. Default: none (required).
+    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+}
+
+/// Options of the server.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on. Default: 127.0.0.1:8080.
+    #[arg(long, env = "CHORUS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded SQLite database (`chorus.db`). Default: ./data.
+    #[arg(long, env = "CHORUS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL; overrides --data-dir. `sqlite://path` for now. Default: none.
+    #[arg(long, env = "CHORUS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// HS256 secret that verifies tokens. Default: none.
+    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// EdDSA (Ed25519) or RS256 public key verifying tokens: PEM text or a path to a PEM file.
+    /// Default: none.
+    #[arg(long, env = "CHORUS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// Accept connections without a token (tenant `default`, write access to every room).
+    /// Default: true when listening on a loopback address and no JWT key is configured,
+    /// false otherwise.
+    #[arg(long, env = "CHORUS_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
+
+    /// Largest WebSocket message accepted, in bytes. Default: 16777216 (16 MiB).
+    #[arg(long, env = "CHORUS_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest document, in stored bytes (snapshot plus update log); an update beyond it is
+    /// refused and its sender closed with 4413. Default: 67108864 (64 MiB).
+    #[arg(long, env = "CHORUS_MAX_DOCUMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_document_bytes: usize,
+
+    /// Largest awareness state of one client, in bytes of JSON. Default: 65536.
+    #[arg(long, env = "CHORUS_MAX_AWARENESS_BYTES", default_value_t = 64 * 1024)]
+    pub max_awareness_bytes: usize,
+
+    /// Most rooms open at once on this node. Default: 10000.
+    #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Most WebSocket connections at once on this node. Default: 18000 (below the 20000
+    /// open-file cap of one process on small hosts).
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS", default_value_t = 18_000)]
+    pub max_connections: usize,
+
+    /// Most messages queued for one connection before it is closed as a slow consumer (1013).
+    /// Default: 1024.
+    #[arg(long, env = "CHORUS_SEND_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub send_queue_messages: usize,
+
+    /// Most bytes queued for one connection before it is closed as a slow consumer (1013).
+    /// Default: 16777216 (16 MiB).
+    #[arg(long, env = "CHORUS_SEND_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
+    /// How long updates gather before they are written in one batch. Default: 20ms.
+    #[arg(long, env = "CHORUS_PERSIST_BATCH", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub persist_batch: Duration,
+
+    /// Log entries after which a room's log is compacted into a snapshot. Default: 500.
+    #[arg(long, env = "CHORUS_COMPACT_THRESHOLD", default_value_t = 500)]
+    pub compact_threshold: usize,
+
+    /// Awareness coalescing period: changes within it go out as one message. Default: 30ms.
+    #[arg(long, env = "CHORUS_AWARENESS_TICK", default_value = "30ms", value_parser = humantime::parse_duration)]
+    pub awareness_tick: Duration,
+
+    /// How long an empty room stays open before it is flushed and dropped. Default: 30s.
+    #[arg(long, env = "CHORUS_ROOM_IDLE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub room_idle: Duration,
+
+    /// Longest a graceful shutdown waits for clients to close and rooms to flush. Default: 10s.
+    #[arg(long, env = "CHORUS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log as JSON lines instead of text. Default: false.
+    #[arg(long, env = "CHORUS_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Parsing an empty command line yields exactly the documented defaults.
+        match Cli::try_parse_from(["chorus"]) {
+            Ok(cli) => cli.serve,
+            Err(e) => unreachable!("defaults must parse: {e}"),
+        }
+    }
+}
+
+impl Config {
+    /// Whether tokenless connections are accepted (see `--allow-anonymous`).
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or_else(|| {
+            self.listen.ip().is_loopback()
+                && self.jwt_secret.is_none()
+                && self.jwt_public_key.is_none()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.anonymous_allowed());
+        assert_eq!(c.persist_batch, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn anonymous_default_depends_on_listen_address_and_keys() {
+        let mut c = Config::default();
+        c.listen = "0.0.0.0:8080".parse().expect("addr");
+        assert!(!c.anonymous_allowed());
+        c.listen = "127.0.0.1:8080".parse().expect("addr");
+        c.jwt_secret = Some("s".into());
+        assert!(!c.anonymous_allowed());
+        c.allow_anonymous = Some(true);
+        assert!(c.anonymous_allowed());
+    }
+
+    #[test]
+    fn subcommands_and_flags_parse() {
+        let cli = Cli::try_parse_from(["chorus", "serve", "--listen", "127.0.0.1:0"]).expect("parse");
+        assert!(matches!(cli.command, Some(Command::Serve(c)) if c.listen.port() == 0));
+        let cli = Cli::try_parse_from([
+            "chorus", "token", "--room", "a*", "--role", "read", "--ttl", "2h", "--jwt-secret", "x",
+        ])
+        .expect("parse");
+        assert!(matches!(cli.command, Some(Command::Token(t)) if t.role == "read" && t.ttl.as_secs() == 7200));
+        assert!(Cli::try_parse_from(["chorus", "token", "--room", "a", "--role", "admin", "--jwt-secret", "x"]).is_err());
+        assert!(Cli::try_parse_from(["chorus", "--max-rooms", "lots"]).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! The one place where failures become what clients see: an HTTP status with a JSON body before
+//! the upgrade, or a close code after it. Internal details go to the log, never to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chorus_protocol::ext::ErrorCode;
+use serde_json::json;
+
+/// A refusal before the WebSocket upgrade.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request (bad room name, bad query).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No valid token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing here.
+    #[error("{0}")]
+    NotFound(String),
+    /// The node is at a limit or draining; retry later (elsewhere).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside; the detail is logged, the client sees a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(detail = %detail, "internal error");
+        }
+        let body = json!({ "error": { "code": code, "message": self.to_string() } });
+        (status, Json(body)).into_response()
+    }
+}

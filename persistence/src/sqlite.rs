@@ -1,0 +1,166 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{AppendBatch, DocStore, LoadedDoc, RoomKey, StoreError};
+
+/// The embedded store: one SQLite file in WAL mode.
+///
+/// `synchronous = FULL` makes every committed batch survive a power cut, not just a process
+/// kill: "saved" must mean saved. The cost is one fsync per group commit, which the
+/// [`crate::Persister`] amortises over every room that flushed in that window.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let opts = SqliteConnectOptions::new().filename(path);
+        Self::open(opts).await
+    }
+
+    /// Opens a `sqlite:` URL (e.g. `sqlite:///var/lib/chorus/chorus.db`).
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad sqlite url: {e}")))?;
+        Self::open(opts).await
+    }
+
+    async fn open(opts: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let opts = opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        // SQLite has one writer at a time; a few readers serve room loads in parallel.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl DocStore for SqliteStore {
+    async fn load(&self, key: &RoomKey) -> Result<LoadedDoc, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let snap = sqlx::query("SELECT upto_id, data FROM snapshots WHERE tenant = ? AND room = ?")
+            .bind(&*key.tenant)
+            .bind(&*key.room)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (snapshot, upto) = match snap {
+            Some(row) => (
+                Some(Bytes::from(row.try_get::<Vec<u8>, _>("data")?)),
+                row.try_get::<i64, _>("upto_id")?,
+            ),
+            None => (None, 0),
+        };
+        let rows = sqlx::query(
+            "SELECT id, data FROM updates WHERE tenant = ? AND room = ? AND id > ? ORDER BY id",
+        )
+        .bind(&*key.tenant)
+        .bind(&*key.room)
+        .bind(upto)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut last_id = upto;
+        let mut updates = Vec::with_capacity(rows.len());
+        for row in rows {
+            last_id = row.try_get("id")?;
+            updates.push(Bytes::from(row.try_get::<Vec<u8>, _>("data")?));
+        }
+        Ok(LoadedDoc {
+            snapshot,
+            snapshot_upto: upto,
+            updates,
+            last_id,
+        })
+    }
+
+    async fn append(&self, batches: &[AppendBatch]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for b in batches {
+            for u in &b.updates {
+                sqlx::query("INSERT INTO updates (tenant, room, data) VALUES (?, ?, ?)")
+                    .bind(&*b.key.tenant)
+                    .bind(&*b.key.room)
+                    .bind(&u[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_snapshot(
+        &self,
+        key: &RoomKey,
+        upto_id: i64,
+        snapshot: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let written = sqlx::query(
+            "INSERT INTO snapshots (tenant, room, upto_id, data) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, room) DO UPDATE
+               SET upto_id = excluded.upto_id, data = excluded.data, updated = unixepoch()
+               WHERE excluded.upto_id >= snapshots.upto_id",
+        )
+        .bind(&*key.tenant)
+        .bind(&*key.room)
+        .bind(upto_id)
+        .bind(snapshot)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if written > 0 {
+            sqlx::query("DELETE FROM updates WHERE tenant = ? AND room = ? AND id <= ?")
+                .bind(&*key.tenant)
+                .bind(&*key.room)
+                .bind(upto_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_room(&self, key: &RoomKey) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM updates WHERE tenant = ? AND room = ?",
+            "DELETE FROM snapshots WHERE tenant = ? AND room = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(&*key.tenant)
+                .bind(&*key.room)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

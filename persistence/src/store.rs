@@ -1,0 +1,93 @@
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::StoreError;
+
+/// A room's identity: rooms of different tenants never share anything, even a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomKey {
+    /// Tenant (organisation) id.
+    pub tenant: Arc<str>,
+    /// Room name within the tenant.
+    pub room: Arc<str>,
+}
+
+impl RoomKey {
+    /// Builds a key.
+    pub fn new(tenant: impl Into<Arc<str>>, room: impl Into<Arc<str>>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            room: room.into(),
+        }
+    }
+}
+
+impl fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.room)
+    }
+}
+
+/// What a store holds for one room.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedDoc {
+    /// The latest snapshot (a v1 update holding the whole document up to `snapshot_upto`).
+    pub snapshot: Option<Bytes>,
+    /// Log id merged into the snapshot (0 without a snapshot).
+    pub snapshot_upto: i64,
+    /// Updates appended after the snapshot, oldest first.
+    pub updates: Vec<Bytes>,
+    /// Highest log id returned (equals `snapshot_upto` when the log is empty).
+    pub last_id: i64,
+}
+
+impl LoadedDoc {
+    /// Whether nothing was ever stored for the room.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.updates.is_empty()
+    }
+
+    /// Bytes stored for the room (snapshot plus log).
+    pub fn stored_bytes(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, Bytes::len)
+            + self.updates.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// Updates of one room to append, in order.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    /// The room.
+    pub key: RoomKey,
+    /// v1 updates, oldest first.
+    pub updates: Vec<Bytes>,
+}
+
+/// A document store. Implementations must pass [`crate::suite`].
+#[async_trait]
+pub trait DocStore: Send + Sync + 'static {
+    /// Loads a room's snapshot and the log after it. An unknown room loads as empty.
+    async fn load(&self, key: &RoomKey) -> Result<LoadedDoc, StoreError>;
+
+    /// Appends every batch in one transaction: either all are durable or none is.
+    async fn append(&self, batches: &[AppendBatch]) -> Result<(), StoreError>;
+
+    /// Replaces the room's snapshot with `snapshot`, which merges every log entry up to and
+    /// including `upto_id`, and deletes those entries, atomically. Entries after `upto_id` stay.
+    /// A snapshot older than the stored one (`upto_id` lower) is ignored.
+    async fn write_snapshot(
+        &self,
+        key: &RoomKey,
+        upto_id: i64,
+        snapshot: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes everything stored for the room.
+    async fn delete_room(&self, key: &RoomKey) -> Result<(), StoreError>;
+
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,232 @@
+//! Behaviour tests every [`DocStore`] must pass, written once and run against each store by
+//! that store's test file (`tests/sqlite.rs`, later Postgres). Each function takes a fresh,
+//! empty store and panics with a description when the store misbehaves.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use yrs::{GetString, Doc, Text, Transact, ReadTxn, StateVector, Map};
+
+use crate::{AppendBatch, DocStore, Persister, RoomKey, compact};
+
+/// A v1 update that inserts `text` at the end of the `t` text of a fresh doc with `client`.
+fn text_update(client: u64, prefix_state: &Doc, text: &str) -> Bytes {
+    let doc = Doc::with_client_id(client);
+    {
+        let st = prefix_state.transact().encode_state_as_update_v1(&StateVector::default());
+        let mut txn = doc.transact_mut();
+        if let Ok(u) = <yrs::Update as yrs::updates::decoder::Decode>::decode_v1(&st) {
+            let _ = txn.apply_update(u);
+        }
+    }
+    let sv = doc.transact().state_vector();
+    let t = doc.get_or_insert_text("t");
+    {
+        let mut txn = doc.transact_mut();
+        let len = t.get_string(&txn).len() as u32;
+        t.insert(&mut txn, len, text);
+    }
+    // Mirror the edit into prefix_state so the next update builds on it.
+    let update = doc.transact().encode_state_as_update_v1(&sv);
+    if let Ok(u) = <yrs::Update as yrs::updates::decoder::Decode>::decode_v1(&update) {
+        let _ = prefix_state.transact_mut().apply_update(u);
+    }
+    Bytes::from(update)
+}
+
+fn text_of(store_doc: &Doc) -> String {
+    let t = store_doc.get_or_insert_text("t");
+    t.get_string(&store_doc.transact())
+}
+
+async fn loaded_text(store: &dyn DocStore, key: &RoomKey) -> String {
+    let loaded = store.load(key).await.expect("load");
+    let (doc, errors) = loaded.into_doc(key);
+    assert!(errors.is_empty(), "stored updates failed to apply: {errors:?}");
+    text_of(&doc)
+}
+
+/// An unknown room loads as empty.
+pub async fn unknown_room_is_empty(store: Arc<dyn DocStore>) {
+    let loaded = store.load(&RoomKey::new("t", "nope")).await.expect("load");
+    assert!(loaded.is_empty());
+    assert_eq!(loaded.last_id, 0);
+    store.ping().await.expect("ping");
+}
+
+/// Appended updates come back in order and rebuild the document.
+pub async fn append_then_load_in_order(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "room");
+    let mirror = Doc::new();
+    let mut updates = Vec::new();
+    for word in ["one ", "two ", "three"] {
+        updates.push(text_update(7, &mirror, word));
+    }
+    store
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates: updates[..2].to_vec(),
+        }])
+        .await
+        .expect("append");
+    store
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates: updates[2..].to_vec(),
+        }])
+        .await
+        .expect("append");
+    let loaded = store.load(&key).await.expect("load");
+    assert_eq!(loaded.updates, updates, "log must come back in append order");
+    assert!(loaded.last_id > 0);
+    assert_eq!(loaded_text(&*store, &key).await, "one two three");
+}
+
+/// Rooms and tenants never see each other's updates, even with the same room name.
+pub async fn rooms_and_tenants_are_separate(store: Arc<dyn DocStore>) {
+    let a = RoomKey::new("tenant-a", "shared-name");
+    let b = RoomKey::new("tenant-b", "shared-name");
+    let c = RoomKey::new("tenant-a", "other");
+    let (ma, mb) = (Doc::new(), Doc::new());
+    store
+        .append(&[
+            AppendBatch {
+                key: a.clone(),
+                updates: vec![text_update(1, &ma, "alpha")],
+            },
+            AppendBatch {
+                key: b.clone(),
+                updates: vec![text_update(2, &mb, "beta")],
+            },
+        ])
+        .await
+        .expect("append");
+    assert_eq!(loaded_text(&*store, &a).await, "alpha");
+    assert_eq!(loaded_text(&*store, &b).await, "beta");
+    assert!(store.load(&c).await.expect("load").is_empty());
+    store.delete_room(&a).await.expect("delete");
+    assert!(store.load(&a).await.expect("load").is_empty());
+    assert_eq!(loaded_text(&*store, &b).await, "beta");
+}
+
+/// Compaction keeps the content, empties the log, and keeps updates appended after its marker.
+pub async fn compaction_keeps_everything(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "compact");
+    let mirror = Doc::new();
+    let mut expected = String::new();
+    for i in 0..50 {
+        let word = format!("w{i} ");
+        expected.push_str(&word);
+        store
+            .append(&[AppendBatch {
+                key: key.clone(),
+                updates: vec![text_update(3, &mirror, &word)],
+            }])
+            .await
+            .expect("append");
+    }
+    let merged = compact(&*store, &key).await.expect("compact");
+    assert_eq!(merged, 50);
+    let loaded = store.load(&key).await.expect("load");
+    assert!(loaded.snapshot.is_some());
+    assert!(loaded.updates.is_empty(), "compacted log entries must be deleted");
+    assert_eq!(loaded_text(&*store, &key).await, expected);
+
+    // Simulate an edit landing while a compaction encodes: the compactor read up to `marker`,
+    // then an update is appended, then the snapshot is written with the old marker.
+    let before = store.load(&key).await.expect("load");
+    let marker = before.last_id;
+    let (doc, _) = before.into_doc(&key);
+    let snapshot = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    store
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates: vec![text_update(3, &mirror, "late")],
+        }])
+        .await
+        .expect("append");
+    store
+        .write_snapshot(&key, marker, &snapshot)
+        .await
+        .expect("snapshot");
+    expected.push_str("late");
+    assert_eq!(
+        loaded_text(&*store, &key).await,
+        expected,
+        "an update appended during compaction was lost"
+    );
+
+    // A stale snapshot (lower marker) never replaces a newer one.
+    store
+        .write_snapshot(&key, 0, &Doc::new().transact().encode_state_as_update_v1(&StateVector::default()))
+        .await
+        .expect("stale snapshot");
+    assert_eq!(loaded_text(&*store, &key).await, expected);
+}
+
+/// The group-committing persister makes many rooms' concurrent batches durable.
+pub async fn persister_commits_concurrent_rooms(store: Arc<dyn DocStore>) {
+    let persister = Persister::spawn(store.clone(), 64);
+    let mut tasks = Vec::new();
+    for r in 0..20 {
+        let p = persister.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = RoomKey::new("t", format!("room-{r}"));
+            let mirror = Doc::new();
+            for i in 0..5 {
+                let u = text_update(100 + r, &mirror, &format!("{i}"));
+                p.persist(AppendBatch {
+                    key: key.clone(),
+                    updates: vec![u],
+                })
+                .await
+                .expect("persist");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    for r in 0..20 {
+        let key = RoomKey::new("t", format!("room-{r}"));
+        assert_eq!(loaded_text(&*store, &key).await, "01234");
+    }
+}
+
+/// Map entries survive as well as text (any shared type is stored as opaque updates).
+pub async fn map_content_roundtrips(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "map");
+    let doc = Doc::with_client_id(9);
+    let map = doc.get_or_insert_map("m");
+    map.insert(&mut doc.transact_mut(), "k", "v");
+    let update = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    store
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates: vec![Bytes::from(update)],
+        }])
+        .await
+        .expect("append");
+    let (loaded, _) = store.load(&key).await.expect("load").into_doc(&key);
+    let m = loaded.get_or_insert_map("m");
+    let got = m.get(&loaded.transact(), "k").map(|v| v.to_string(&loaded.transact()));
+    assert_eq!(got.as_deref(), Some("v"));
+}
+
+/// Every behaviour test, for stores that want to run them in one go.
+pub async fn run_all<F, Fut>(mut fresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn DocStore>>,
+{
+    unknown_room_is_empty(fresh().await).await;
+    append_then_load_in_order(fresh().await).await;
+    rooms_and_tenants_are_separate(fresh().await).await;
+    compaction_keeps_everything(fresh().await).await;
+    persister_commits_concurrent_rooms(fresh().await).await;
+    map_content_roundtrips(fresh().await).await;
+}

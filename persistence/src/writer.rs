@@ -1,0 +1,85 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{AppendBatch, DocStore, StoreError};
+
+/// One room's request to make updates durable.
+#[derive(Debug)]
+pub struct PersistRequest {
+    /// The room and its updates, oldest first.
+    pub batch: AppendBatch,
+    /// Answered once the updates are committed (or the commit failed).
+    pub done: oneshot::Sender<Result<(), Arc<StoreError>>>,
+}
+
+/// Group commit: one task per store appends every request queued since its last commit in one
+/// transaction. While a commit is in flight, new requests gather, so the commit rate adapts to
+/// the database's latency instead of issuing one transaction per room.
+#[derive(Debug, Clone)]
+pub struct Persister {
+    tx: mpsc::Sender<PersistRequest>,
+}
+
+/// Most requests merged into one transaction, to bound its size and latency.
+const MAX_GROUP: usize = 512;
+
+impl Persister {
+    /// Starts the writer task for `store`. It ends when every `Persister` clone is dropped,
+    /// after committing what was queued.
+    pub fn spawn(store: Arc<dyn DocStore>, queue: usize) -> Self {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        tokio::spawn(run(store, rx));
+        Self { tx }
+    }
+
+    /// Queues `batch` and waits until it is durable.
+    pub async fn persist(&self, batch: AppendBatch) -> Result<(), Arc<StoreError>> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(PersistRequest { batch, done })
+            .await
+            .map_err(|_| Arc::new(StoreError::Stopped))?;
+        rx.await.map_err(|_| Arc::new(StoreError::Stopped))?
+    }
+
+    /// Queues `batch`; the returned receiver resolves once it is durable. Lets a room keep
+    /// serving while its batch commits.
+    pub async fn submit(
+        &self,
+        batch: AppendBatch,
+    ) -> oneshot::Receiver<Result<(), Arc<StoreError>>> {
+        let (done, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(PersistRequest { batch, done }).await
+        {
+            let _ = req.done.send(Err(Arc::new(StoreError::Stopped)));
+        }
+        rx
+    }
+}
+
+async fn run(store: Arc<dyn DocStore>, mut rx: mpsc::Receiver<PersistRequest>) {
+    let mut group: Vec<PersistRequest> = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let batches: Vec<AppendBatch> = group.iter().map(|r| r.batch.clone()).collect();
+        let updates: usize = batches.iter().map(|b| b.updates.len()).sum();
+        let started = Instant::now();
+        let result = store.append(&batches).await.map_err(Arc::new);
+        let elapsed = started.elapsed();
+        metrics::histogram!("chorus_persist_batch_seconds").record(elapsed.as_secs_f64());
+        match &result {
+            Ok(()) => {
+                metrics::counter!("chorus_persisted_updates_total").increment(updates as u64)
+            }
+            Err(e) => {
+                metrics::counter!("chorus_persist_errors_total").increment(1);
+                tracing::error!(error = %e, rooms = batches.len(), updates, "persist batch failed");
+            }
+        }
+        for req in group.drain(..) {
+            // A room that went away no longer needs the answer.
+            let _ = req.done.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! An async y-websocket client (tokio-tungstenite + yrs) for tests, bots and the load tester.
+//!
+//! It behaves like the stock `WebsocketProvider`: on connect it sends SyncStep1, answers the
+//! server's SyncStep1 with SyncStep2, reports `synced` when the server's SyncStep2 arrives,
+//! applies remote updates, sends local edits as updates and tracks awareness. Extension JSON
+//! frames (when opted in) are collected as [`ServerMessage`]s.
+//!
+//! One task owns the socket; the [`Client`] handle talks to it through an unbounded channel (the
+//! client is a test and bot tool, so memory is bounded by what its owner sends).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, Options, Origin, ReadTxn, StateVector, Transact, Update};
+
+use crate::awareness::{self, Entry};
+use crate::ext::{self, ServerMessage};
+use crate::sync::{Message, decode_frame};
+
+/// How to connect.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Token sent as `?token=` (what y-websocket's `params` does).
+    pub token: Option<String>,
+    /// Token sent as `Authorization: Bearer` instead.
+    pub bearer: Option<String>,
+    /// Opt in to extension JSON frames (`?ext=1`).
+    pub ext: bool,
+    /// Yjs client id; defaults to a random 32-bit id as browsers use.
+    pub client_id: Option<u64>,
+}
+
+/// Why connecting or talking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The WebSocket handshake or transport failed (includes HTTP refusals with their status).
+    #[error("websocket: {0}")]
+    Ws(#[from] tungstenite::Error),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// A wait ran out of patience.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+}
+
+/// What the client has seen so far.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The server's SyncStep2 arrived.
+    pub synced: bool,
+    /// Awareness states by client id: (clock, JSON). Removed clients are absent.
+    pub awareness: HashMap<u64, (u64, String)>,
+    /// Extension messages received, in order.
+    pub events: Vec<ServerMessage>,
+    /// Permission-denied reasons received.
+    pub denied: Vec<String>,
+    /// Close code and reason once the socket closed (code 1006 if it closed without a frame).
+    pub closed: Option<(u16, String)>,
+    /// Binary messages received.
+    pub messages_received: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    // Bumped on every change so waiters re-check their condition.
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.lock());
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+const REMOTE: &str = "chorus-remote";
+
+/// A connected client with its own Yjs document.
+pub struct Client {
+    doc: Doc,
+    out: mpsc::UnboundedSender<WsMessage>,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+    awareness_clock: u64,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws/my-room`) with a fresh document.
+    pub async fn connect(url: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let client_id = opts
+            .client_id
+            .unwrap_or_else(|| u64::from(random_u32()).max(1));
+        // Yjs ids are at most 53 bits (JavaScript numbers); yrs asserts it.
+        let doc = Doc::with_options(Options::with_client_id(ClientID::new(
+            client_id & ((1 << 53) - 1),
+        )));
+        Self::connect_with_doc(url, opts, doc).await
+    }
+
+    /// Connects with an existing document (offline edits are uploaded in reply to SyncStep1).
+    pub async fn connect_with_doc(
+        url: &str,
+        opts: ClientOptions,
+        doc: Doc,
+    ) -> Result<Client, ClientError> {
+        let mut full = url.to_string();
+        let mut params = Vec::new();
+        if let Some(t) = &opts.token {
+            params.push(format!("token={t}"));
+        }
+        if opts.ext {
+            params.push("ext=1".to_string());
+        }
+        if !params.is_empty() {
+            full.push(if full.contains('?') { '&' } else { '?' });
+            full.push_str(&params.join("&"));
+        }
+        let mut req = full.into_client_request()?;
+        if let Some(b) = &opts.bearer {
+            let v = HeaderValue::from_str(&format!("Bearer {b}"))
+                .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            req.headers_mut().insert("authorization", v);
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _resp) =
+            tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
+
+        let (out, rx) = mpsc::unbounded_channel();
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed,
+        });
+
+        // Local edits go out as updates; remote ones carry the REMOTE origin and are skipped.
+        let tx = out.clone();
+        let sub = doc
+            .observe_update_v1(format!("chorus-client-{client_id}", client_id = doc.client_id()), move |txn, e| {
+                if txn.origin() == Some(&Origin::from(REMOTE)) {
+                    return;
+                }
+                let msg = Message::Update(Bytes::from(e.update.clone())).encode();
+                let _ = tx.send(WsMessage::Binary(msg));
+            });
+        debug_assert!(sub.is_ok());
+
+        // Like y-websocket: open with our SyncStep1.
+        let sv = doc.transact().state_vector().encode_v1();
+        let _ = out.send(WsMessage::Binary(
+            Message::SyncStep1(Bytes::from(sv)).encode(),
+        ));
+
+        let task = tokio::spawn(run(ws, rx, out.clone(), doc.clone(), shared.clone()));
+        Ok(Client {
+            doc,
+            out,
+            shared,
+            task: Some(task),
+            awareness_clock: 0,
+        })
+    }
+
+    /// The client's document. Edit it with `transact_mut()`; edits are sent automatically.
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    /// Reads the client's state.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// The close code and reason, if the socket closed.
+    pub fn closed(&self) -> Option<(u16, String)> {
+        self.shared.lock().closed.clone()
+    }
+
+    /// Sets this client's awareness state (JSON text) and sends it.
+    pub fn set_awareness(&mut self, json: &str) -> Result<(), ClientError> {
+        self.awareness_clock += 1;
+        let entry = Entry {
+            client_id: self.doc.client_id().get(),
+            clock: self.awareness_clock,
+            state: Bytes::copy_from_slice(json.as_bytes()),
+        };
+        self.send_message(&Message::Awareness(awareness::encode_update([&entry])))
+    }
+
+    /// Sends one y-sync message.
+    pub fn send_message(&self, msg: &Message) -> Result<(), ClientError> {
+        self.send_raw(msg.encode())
+    }
+
+    /// Sends an arbitrary binary frame (for bad-input tests).
+    pub fn send_raw(&self, frame: Bytes) -> Result<(), ClientError> {
+        self.out
+            .send(WsMessage::Binary(frame))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a text frame.
+    pub fn send_text(&self, text: &str) -> Result<(), ClientError> {
+        self.out
+            .send(WsMessage::Text(text.into()))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Waits until `cond` holds for the state and document, or `patience` runs out.
+    pub async fn wait_for(
+        &self,
+        what: &'static str,
+        patience: Duration,
+        mut cond: impl FnMut(&State, &Doc) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut rx = self.shared.changed.subscribe();
+        let check = async {
+            loop {
+                if cond(&self.shared.lock(), &self.doc) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The task ended; the state will not change again. Check once more.
+                    if cond(&self.shared.lock(), &self.doc) {
+                        return;
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(patience, check)
+            .await
+            .map_err(|_| ClientError::Timeout(patience, what))
+    }
+
+    /// Waits for the server's SyncStep2.
+    pub async fn synced(&self, patience: Duration) -> Result<(), ClientError> {
+        self.wait_for("synced", patience, |s, _| s.synced).await
+    }
+
+    /// Waits for the socket to close and returns the close code and reason.
+    pub async fn wait_closed(&self, patience: Duration) -> Result<(u16, String), ClientError> {
+        self.wait_for("close", patience, |s, _| s.closed.is_some())
+            .await?;
+        self.closed().ok_or(ClientError::Closed)
+    }
+
+    /// Sends a normal close frame and waits (briefly) for the socket task to end.
+    pub async fn close(mut self) {
+        let _ = self.out.send(WsMessage::Close(Some(CloseFrame {
+            code: WsCloseCode::Normal,
+            reason: "bye".into(),
+        })));
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Drops the TCP connection without a close frame (an abrupt network death).
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn run(
+    ws: Ws,
+    mut rx: mpsc::UnboundedReceiver<WsMessage>,
+    out: mpsc::UnboundedSender<WsMessage>,
+    doc: Doc,
+    shared: Arc<Shared>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let close = loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break None };
+                if sink.send(msg).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = stream.next() => match incoming {
+                Some(Ok(WsMessage::Binary(frame))) => handle_binary(frame, &doc, &out, &shared),
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Ok(msg) = ext::decode_server(&text) {
+                        shared.update(|s| s.events.push(msg));
+                    }
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    break Some(frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new())));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break None,
+            }
+        }
+    };
+    shared.update(|s| s.closed = Some(close.unwrap_or((1006, String::new()))));
+}
+
+fn handle_binary(
+    frame: Bytes,
+    doc: &Doc,
+    out: &mpsc::UnboundedSender<WsMessage>,
+    shared: &Shared,
+) {
+    let mut synced = false;
+    let mut denied = Vec::new();
+    let mut aware = Vec::new();
+    for msg in decode_frame(frame) {
+        let Ok(msg) = msg else { break };
+        match msg {
+            Message::SyncStep1(sv) => {
+                if let Ok(sv) = StateVector::decode_v1(&sv) {
+                    let update = doc.transact().encode_state_as_update_v1(&sv);
+                    let _ = out.send(WsMessage::Binary(
+                        Message::SyncStep2(Bytes::from(update)).encode(),
+                    ));
+                }
+            }
+            Message::SyncStep2(u) => {
+                apply_remote(doc, &u);
+                synced = true;
+            }
+            Message::Update(u) => apply_remote(doc, &u),
+            Message::Awareness(p) => {
+                if let Ok(entries) = awareness::decode_update(p) {
+                    aware.extend(entries);
+                }
+            }
+            Message::PermissionDenied(reason) => denied.push(reason),
+            Message::QueryAwareness => {}
+        }
+    }
+    shared.update(|s| {
+        s.messages_received += 1;
+        s.synced |= synced;
+        s.denied.extend(denied);
+        for e in aware {
+            let newer = s.awareness.get(&e.client_id).is_none_or(|(c, _)| *c < e.clock);
+            if e.is_removal() {
+                s.awareness.remove(&e.client_id);
+            } else if newer {
+                s.awareness
+                    .insert(e.client_id, (e.clock, e.state_str().to_string()));
+            }
+        }
+    });
+}
+
+fn apply_remote(doc: &Doc, update: &[u8]) {
+    if let Ok(update) = Update::decode_v1(update) {
+        let _ = doc.transact_mut_with(REMOTE).apply_update(update);
+    }
+}
+
+/// A random 32-bit number without pulling in a RNG crate: hash of time and a counter.
+fn random_u32() -> u32 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
