@@ -202,7 +202,8 @@ fn parse_public_key(value: &str) -> Result<(DecodingKey, Algorithm), KeyError> {
     let pem = if value.trim_start().starts_with("-----BEGIN") {
         value.as_bytes().to_vec()
     } else {
-        std::fs::read(value).map_err(|e| KeyError::PublicKey(format!("cannot read {value}: {e}")))?
+        std::fs::read(value)
+            .map_err(|e| KeyError::PublicKey(format!("cannot read {value}: {e}")))?
     };
     if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
         return Ok((k, Algorithm::EdDSA));
@@ -229,7 +230,11 @@ pub fn mint_hs256(args: &TokenArgs) -> Result<String, jsonwebtoken::errors::Erro
         sub: Some(args.sub.clone()),
         tenant: Some(args.tenant.clone()),
         rooms: args.rooms.clone(),
-        role: Some(if args.role == "read" { Role::Read } else { Role::Write }),
+        role: Some(if args.role == "read" {
+            Role::Read
+        } else {
+            Role::Write
+        }),
         exp: now_secs() + args.ttl.as_secs(),
         name: args.name.clone(),
         color: None,

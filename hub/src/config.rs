@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// Chorus: a self-hostable real-time collaboration hub (Yjs rooms over WebSockets).
 #[derive(Debug, Parser)]
-#[command(name = "chorus", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "chorus",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -189,14 +194,38 @@ mod tests {
 
     #[test]
     fn subcommands_and_flags_parse() {
-        let cli = Cli::try_parse_from(["chorus", "serve", "--listen", "127.0.0.1:0"]).expect("parse");
+        let cli =
+            Cli::try_parse_from(["chorus", "serve", "--listen", "127.0.0.1:0"]).expect("parse");
         assert!(matches!(cli.command, Some(Command::Serve(c)) if c.listen.port() == 0));
         let cli = Cli::try_parse_from([
-            "chorus", "token", "--room", "a*", "--role", "read", "--ttl", "2h", "--jwt-secret", "x",
+            "chorus",
+            "token",
+            "--room",
+            "a*",
+            "--role",
+            "read",
+            "--ttl",
+            "2h",
+            "--jwt-secret",
+            "x",
         ])
         .expect("parse");
-        assert!(matches!(cli.command, Some(Command::Token(t)) if t.role == "read" && t.ttl.as_secs() == 7200));
-        assert!(Cli::try_parse_from(["chorus", "token", "--room", "a", "--role", "admin", "--jwt-secret", "x"]).is_err());
+        assert!(
+            matches!(cli.command, Some(Command::Token(t)) if t.role == "read" && t.ttl.as_secs() == 7200)
+        );
+        assert!(
+            Cli::try_parse_from([
+                "chorus",
+                "token",
+                "--room",
+                "a",
+                "--role",
+                "admin",
+                "--jwt-secret",
+                "x"
+            ])
+            .is_err()
+        );
         assert!(Cli::try_parse_from(["chorus", "--max-rooms", "lots"]).is_err());
     }
 }

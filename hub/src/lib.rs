@@ -1,1 +1,161 @@
-//! placeholder
+//! The Chorus hub: a real-time collaboration server for Yjs documents.
+//!
+//! - [`config`]: the one `Config` (clap flags with `CHORUS_*` env vars).
+//! - [`server`]: HTTP routes; every refusal (auth, limits, bad names) happens before the
+//!   WebSocket upgrade as an HTTP error with a JSON body.
+//! - [`auth`]: JWT verification (HS256 secret, EdDSA or RS256 public key), room patterns.
+//! - [`connection`]: one task per socket: decode and validate frames, forward them to the room,
+//!   write what the room queued.
+//! - [`conn`]: the room's handle to a connection: bounded queue, slow-consumer close.
+//! - [`registry`]: live rooms, atomic get-or-spawn per `(tenant, room)`.
+//! - [`room`]: one actor per room owning the `yrs::Doc` and awareness; fan-out, persistence
+//!   batching, compaction, idle exit.
+//! - [`metrics`]: the Prometheus recorder.
+//!
+//! A frame travels: socket -> `connection` (decode, validate, role check) -> room command queue
+//! -> `room` (apply, encode once) -> every member's `conn` queue -> their sockets; and
+//! `room` -> `Persister` (group commit) -> `saved` to opted-in senders.
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod connection;
+pub mod error;
+pub mod metrics;
+pub mod registry;
+pub mod room;
+pub mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chorus_persistence::{DocStore, Persister, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::auth::Verifier;
+use crate::registry::Registry;
+use crate::room::{Command, RoomContext, RoomLimits};
+use crate::server::AppState;
+
+/// Opens the store the config names: `--database-url`, else `chorus.db` in `--data-dir`.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn DocStore>> {
+    match config.database_url.as_deref() {
+        Some(url) if url.starts_with("sqlite:") => {
+            let store = SqliteStore::open_url(url)
+                .await
+                .context("opening the sqlite database")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) => {
+            let scheme = url.split(':').next().unwrap_or_default();
+            anyhow::bail!(
+                "unsupported --database-url scheme {scheme:?}: this build supports sqlite: URLs"
+            )
+        }
+        None => {
+            let path = config.data_dir.join("chorus.db");
+            let store = SqliteStore::open_file(&path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: refuse new sessions, close every
+/// socket with 1012, flush every room, and return within `--shutdown-grace`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let verifier = Verifier::from_config(&config)?;
+    let store = open_store(&config).await?;
+    let persister = Persister::spawn(store.clone(), 4096);
+    if config.anonymous_allowed() {
+        tracing::warn!(
+            "anonymous connections are allowed: clients without a token can edit every room of tenant \"default\" (pass --allow-anonymous=false or configure a JWT key to require tokens)"
+        );
+    }
+    let ctx = Arc::new(RoomContext {
+        limits: RoomLimits {
+            max_rooms: config.max_rooms,
+            max_document_bytes: config.max_document_bytes,
+            persist_batch: config.persist_batch,
+            compact_threshold: config.compact_threshold,
+            awareness_tick: config.awareness_tick,
+            room_idle: config.room_idle,
+        },
+        store: store.clone(),
+        persister,
+    });
+    let grace = config.shutdown_grace;
+    let app = Arc::new(AppState {
+        config,
+        verifier,
+        registry: Registry::new(ctx),
+        store,
+        shutdown: CancellationToken::new(),
+        draining: AtomicBool::new(false),
+        connections: Arc::new(AtomicUsize::new(0)),
+        metrics: metrics::handle(),
+    });
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let stop_accepting = app.shutdown.clone();
+    let server = axum::serve(listener, server::router(app.clone()))
+        .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+    let mut server = tokio::spawn(async move { server.await });
+
+    tokio::select! {
+        () = shutdown => {}
+        res = &mut server => {
+            // The listener failed; nothing to drain gracefully from.
+            res.context("server task")?.context("serving")?;
+            return Ok(());
+        }
+    }
+    drain(&app, grace).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    Ok(())
+}
+
+async fn drain(app: &AppState, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    tracing::info!(
+        connections = app.connections.load(Ordering::Acquire),
+        rooms = app.registry.len(),
+        "draining"
+    );
+    app.draining.store(true, Ordering::Release);
+    app.shutdown.cancel();
+    // Connections close with 1012 and leave their rooms.
+    while app.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Then every room flushes and exits.
+    let mut waits = Vec::new();
+    for handle in app.registry.handles() {
+        let (done, rx) = oneshot::channel();
+        if handle.tx.send(Command::Shutdown { done }).await.is_ok() {
+            waits.push(rx);
+        }
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let all = futures_util::future::join_all(waits);
+    if tokio::time::timeout(remaining.max(Duration::from_millis(100)), all)
+        .await
+        .is_err()
+    {
+        tracing::error!("shutdown grace period ran out before every room flushed");
+    } else {
+        tracing::info!("drained");
+    }
+}

@@ -39,17 +39,35 @@ pub fn merge_into_doc<'a>(
     errors
 }
 
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Log entries merged (and deleted).
+    pub merged: usize,
+    /// Their total size.
+    pub merged_bytes: usize,
+    /// Size of the snapshot before.
+    pub previous_snapshot_bytes: usize,
+    /// Size of the new snapshot.
+    pub snapshot_bytes: usize,
+}
+
 /// Merges a room's snapshot and log into a new snapshot and trims the log.
 ///
 /// The highest log id is read *before* encoding and only entries up to it are deleted, so an
-/// update appended while this runs is kept. Returns the number of log entries merged.
-pub async fn compact(store: &dyn DocStore, key: &RoomKey) -> Result<usize, StoreError> {
+/// update appended while this runs is kept.
+pub async fn compact(store: &dyn DocStore, key: &RoomKey) -> Result<CompactStats, StoreError> {
     let loaded = store.load(key).await?;
     if loaded.updates.is_empty() {
-        return Ok(0);
+        return Ok(CompactStats::default());
     }
     let upto = loaded.last_id;
-    let merged = loaded.updates.len();
+    let mut stats = CompactStats {
+        merged: loaded.updates.len(),
+        merged_bytes: loaded.updates.iter().map(bytes::Bytes::len).sum(),
+        previous_snapshot_bytes: loaded.snapshot.as_ref().map_or(0, bytes::Bytes::len),
+        snapshot_bytes: 0,
+    };
     let k = key.clone();
     // Encoding a large document is CPU-bound; keep it off the async workers.
     let snapshot = tokio::task::spawn_blocking(move || {
@@ -61,6 +79,7 @@ pub async fn compact(store: &dyn DocStore, key: &RoomKey) -> Result<usize, Store
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))?;
+    stats.snapshot_bytes = snapshot.len();
     store.write_snapshot(key, upto, &snapshot).await?;
-    Ok(merged)
+    Ok(stats)
 }

@@ -23,7 +23,7 @@ mod store;
 pub mod suite;
 mod writer;
 
-pub use compact::{compact, merge_into_doc};
+pub use compact::{CompactStats, compact, merge_into_doc};
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use store::{AppendBatch, DocStore, LoadedDoc, RoomKey};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use yrs::{GetString, Doc, Text, Transact, ReadTxn, StateVector, Map};
+use yrs::{Doc, GetString, Map, ReadTxn, StateVector, Text, Transact};
 
 use crate::{AppendBatch, DocStore, Persister, RoomKey, compact};
 
@@ -13,7 +13,9 @@ use crate::{AppendBatch, DocStore, Persister, RoomKey, compact};
 fn text_update(client: u64, prefix_state: &Doc, text: &str) -> Bytes {
     let doc = Doc::with_client_id(client);
     {
-        let st = prefix_state.transact().encode_state_as_update_v1(&StateVector::default());
+        let st = prefix_state
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
         let mut txn = doc.transact_mut();
         if let Ok(u) = <yrs::Update as yrs::updates::decoder::Decode>::decode_v1(&st) {
             let _ = txn.apply_update(u);
@@ -42,7 +44,10 @@ fn text_of(store_doc: &Doc) -> String {
 async fn loaded_text(store: &dyn DocStore, key: &RoomKey) -> String {
     let loaded = store.load(key).await.expect("load");
     let (doc, errors) = loaded.into_doc(key);
-    assert!(errors.is_empty(), "stored updates failed to apply: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "stored updates failed to apply: {errors:?}"
+    );
     text_of(&doc)
 }
 
@@ -77,7 +82,10 @@ pub async fn append_then_load_in_order(store: Arc<dyn DocStore>) {
         .await
         .expect("append");
     let loaded = store.load(&key).await.expect("load");
-    assert_eq!(loaded.updates, updates, "log must come back in append order");
+    assert_eq!(
+        loaded.updates, updates,
+        "log must come back in append order"
+    );
     assert!(loaded.last_id > 0);
     assert_eq!(loaded_text(&*store, &key).await, "one two three");
 }
@@ -125,11 +133,15 @@ pub async fn compaction_keeps_everything(store: Arc<dyn DocStore>) {
             .await
             .expect("append");
     }
-    let merged = compact(&*store, &key).await.expect("compact");
-    assert_eq!(merged, 50);
+    let stats = compact(&*store, &key).await.expect("compact");
+    assert_eq!(stats.merged, 50);
+    assert!(stats.snapshot_bytes > 0);
     let loaded = store.load(&key).await.expect("load");
     assert!(loaded.snapshot.is_some());
-    assert!(loaded.updates.is_empty(), "compacted log entries must be deleted");
+    assert!(
+        loaded.updates.is_empty(),
+        "compacted log entries must be deleted"
+    );
     assert_eq!(loaded_text(&*store, &key).await, expected);
 
     // Simulate an edit landing while a compaction encodes: the compactor read up to `marker`,
@@ -160,7 +172,13 @@ pub async fn compaction_keeps_everything(store: Arc<dyn DocStore>) {
 
     // A stale snapshot (lower marker) never replaces a newer one.
     store
-        .write_snapshot(&key, 0, &Doc::new().transact().encode_state_as_update_v1(&StateVector::default()))
+        .write_snapshot(
+            &key,
+            0,
+            &Doc::new()
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+        )
         .await
         .expect("stale snapshot");
     assert_eq!(loaded_text(&*store, &key).await, expected);
@@ -213,7 +231,9 @@ pub async fn map_content_roundtrips(store: Arc<dyn DocStore>) {
         .expect("append");
     let (loaded, _) = store.load(&key).await.expect("load").into_doc(&key);
     let m = loaded.get_or_insert_map("m");
-    let got = m.get(&loaded.transact(), "k").map(|v| v.to_string(&loaded.transact()));
+    let got = m
+        .get(&loaded.transact(), "k")
+        .map(|v| v.to_string(&loaded.transact()));
     assert_eq!(got.as_deref(), Some("v"));
 }
 

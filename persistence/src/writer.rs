@@ -69,9 +69,7 @@ async fn run(store: Arc<dyn DocStore>, mut rx: mpsc::Receiver<PersistRequest>) {
         let elapsed = started.elapsed();
         metrics::histogram!("chorus_persist_batch_seconds").record(elapsed.as_secs_f64());
         match &result {
-            Ok(()) => {
-                metrics::counter!("chorus_persisted_updates_total").increment(updates as u64)
-            }
+            Ok(()) => metrics::counter!("chorus_persisted_updates_total").increment(updates as u64),
             Err(e) => {
                 metrics::counter!("chorus_persist_errors_total").increment(1);
                 tracing::error!(error = %e, rooms = batches.len(), updates, "persist batch failed");

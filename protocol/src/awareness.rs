@@ -44,7 +44,9 @@ pub fn decode_update(payload: Bytes) -> Result<Vec<Entry>, DecodeError> {
     let mut d = Decoder::new(payload);
     let n = d.read_var_uint()?;
     // Each entry takes at least 3 bytes, so a count beyond that is a lie; cap the allocation.
-    let cap = usize::try_from(n).unwrap_or(usize::MAX).min(d.remaining() / 3);
+    let cap = usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .min(d.remaining() / 3);
     let mut entries = Vec::with_capacity(cap);
     for _ in 0..n {
         let client_id = d.read_var_uint()?;
@@ -64,9 +66,8 @@ pub fn decode_update(payload: Bytes) -> Result<Vec<Entry>, DecodeError> {
 /// Encodes entries as one awareness update payload.
 pub fn encode_update<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Bytes {
     let entries: Vec<&Entry> = entries.into_iter().collect();
-    let mut out = BytesMut::with_capacity(
-        1 + entries.iter().map(|e| e.state.len() + 12).sum::<usize>(),
-    );
+    let mut out =
+        BytesMut::with_capacity(1 + entries.iter().map(|e| e.state.len() + 12).sum::<usize>());
     write_var_uint(&mut out, entries.len() as u64);
     for e in entries {
         write_var_uint(&mut out, e.client_id);

@@ -154,14 +154,16 @@ impl Client {
 
         // Local edits go out as updates; remote ones carry the REMOTE origin and are skipped.
         let tx = out.clone();
-        let sub = doc
-            .observe_update_v1(format!("chorus-client-{client_id}", client_id = doc.client_id()), move |txn, e| {
+        let sub = doc.observe_update_v1(
+            format!("chorus-client-{client_id}", client_id = doc.client_id()),
+            move |txn, e| {
                 if txn.origin() == Some(&Origin::from(REMOTE)) {
                     return;
                 }
                 let msg = Message::Update(Bytes::from(e.update.clone())).encode();
                 let _ = tx.send(WsMessage::Binary(msg));
-            });
+            },
+        );
         debug_assert!(sub.is_ok());
 
         // Like y-websocket: open with our SyncStep1.
@@ -291,9 +293,8 @@ impl Drop for Client {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn run(
     ws: Ws,
@@ -330,12 +331,7 @@ async fn run(
     shared.update(|s| s.closed = Some(close.unwrap_or((1006, String::new()))));
 }
 
-fn handle_binary(
-    frame: Bytes,
-    doc: &Doc,
-    out: &mpsc::UnboundedSender<WsMessage>,
-    shared: &Shared,
-) {
+fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>, shared: &Shared) {
     let mut synced = false;
     let mut denied = Vec::new();
     let mut aware = Vec::new();
@@ -369,7 +365,10 @@ fn handle_binary(
         s.synced |= synced;
         s.denied.extend(denied);
         for e in aware {
-            let newer = s.awareness.get(&e.client_id).is_none_or(|(c, _)| *c < e.clock);
+            let newer = s
+                .awareness
+                .get(&e.client_id)
+                .is_none_or(|(c, _)| *c < e.clock);
             if e.is_removal() {
                 s.awareness.remove(&e.client_id);
             } else if newer {

@@ -15,7 +15,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::lib0::{DecodeError, Decoder, var_uint_len, write_var_bytes, write_var_string, write_var_uint};
+use crate::lib0::{
+    DecodeError, Decoder, var_uint_len, write_var_bytes, write_var_string, write_var_uint,
+};
 
 /// Top-level message type: document sync.
 pub const MSG_SYNC: u64 = 0;

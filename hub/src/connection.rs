@@ -1,0 +1,295 @@
+//! One task per WebSocket connection. It reads frames, decodes and validates them (so bad input
+//! is refused here, before it reaches the room), forwards what is valid to the room, and writes
+//! what the room queued for it. Reading and writing share one task: the room never waits on a
+//! socket (it only `try_send`s into the bounded queue), so a blocked write cannot deadlock it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
+use chorus_persistence::RoomKey;
+use chorus_protocol::CloseCode;
+use chorus_protocol::awareness;
+use chorus_protocol::ext::{self, ClientMessage, ErrorCode, ServerMessage};
+use chorus_protocol::sync::{Message, decode_all};
+use futures_util::SinkExt;
+use tokio_util::sync::CancellationToken;
+use yrs::StateVector;
+use yrs::Update;
+use yrs::updates::decoder::Decode;
+
+use crate::auth::{Identity, Role};
+use crate::conn::{ConnHandle, ConnQueue, Outbound};
+use crate::registry::{JoinError, Registry};
+use crate::room::{Command, Inbound};
+
+/// Everything a connection task needs, prepared by the HTTP handler before the upgrade.
+pub struct Session {
+    /// The room.
+    pub key: RoomKey,
+    /// Who is connected.
+    pub identity: Identity,
+    /// The room's handle to this connection.
+    pub conn: ConnHandle,
+    /// This task's end of the queue.
+    pub queue: ConnQueue,
+    /// Live rooms.
+    pub registry: Arc<Registry>,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+    /// See `--max-awareness-bytes`.
+    pub max_awareness_bytes: usize,
+    /// Released when the connection ends (connection count).
+    pub guard: Box<dyn Send + Sync>,
+}
+
+/// Most queued messages written before one flush: batches writes under load.
+const WRITE_BATCH: usize = 64;
+
+/// Runs the connection until either side closes it.
+pub async fn run(mut socket: WebSocket, s: Session) {
+    let Session {
+        key,
+        identity,
+        conn,
+        mut queue,
+        registry,
+        shutdown,
+        max_awareness_bytes,
+        guard: _guard,
+    } = s;
+    metrics::counter!("chorus_connections_total").increment(1);
+    conn.send_ext(&ServerMessage::Welcome {
+        room: key.room.to_string(),
+        tenant: key.tenant.to_string(),
+        role: identity.role.as_str().to_string(),
+        user: identity.user.clone(),
+    });
+    let room = match registry.join(&key, conn.clone()).await {
+        Ok(room) => room,
+        Err(e) => {
+            let code = match e {
+                JoinError::LoadFailed => CloseCode::RoomUnavailable,
+                JoinError::TooManyRooms | JoinError::Unavailable => CloseCode::Overloaded,
+            };
+            close(&mut socket, &mut queue, code, &e.to_string()).await;
+            return;
+        }
+    };
+
+    let (code, reason): (CloseCode, String) = loop {
+        tokio::select! {
+            biased;
+            _ = queue.close.token().cancelled() => {
+                break queue
+                    .close
+                    .reason()
+                    .cloned()
+                    .unwrap_or((CloseCode::Internal, String::new()));
+            }
+            _ = shutdown.cancelled() => {
+                break (CloseCode::Restarting, "server shutting down".into());
+            }
+            out = queue.rx.recv() => {
+                let Some(out) = out else { break (CloseCode::Internal, String::new()) };
+                if write(&mut socket, &mut queue, out).await.is_err() {
+                    break (CloseCode::Normal, String::new());
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Binary(frame))) => {
+                    metrics::counter!("chorus_messages_in_total").increment(1);
+                    match decode_frame(frame, identity.role, max_awareness_bytes) {
+                        Ok(decoded) => {
+                            if decoded.denied {
+                                deny(&conn);
+                            }
+                            if !decoded.msgs.is_empty() {
+                                let cmd = Command::Inbound { conn: conn.id, msgs: decoded.msgs };
+                                if room.tx.send(cmd).await.is_err() {
+                                    break (CloseCode::Restarting, "room closed".into());
+                                }
+                            }
+                        }
+                        Err((code, reason)) => {
+                            metrics::counter!("chorus_bad_frames_total").increment(1);
+                            tracing::info!(room = %key, conn = conn.id, code = code.code(), reason, "refusing frame");
+                            conn.send_ext(&ServerMessage::Error {
+                                code: if code == CloseCode::TooBig { ErrorCode::TooLarge } else { ErrorCode::BadRequest },
+                                message: reason.to_string(),
+                            });
+                            break (code, reason.to_string());
+                        }
+                    }
+                }
+                Some(Ok(WsMessage::Text(text))) => {
+                    if !conn.ext {
+                        break (CloseCode::UnsupportedData, "text frames need the chorus.v1 extension".into());
+                    }
+                    let reply = match ext::decode_client(&text) {
+                        Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
+                        Err(e) => ServerMessage::Error { code: ErrorCode::BadRequest, message: e.to_string() },
+                    };
+                    conn.send_ext(&reply);
+                }
+                Some(Ok(WsMessage::Close(_))) | None => break (CloseCode::Normal, String::new()),
+                Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
+                Some(Err(e)) => {
+                    if is_too_big(e) {
+                        metrics::counter!("chorus_limit_rejections_total", "limit" => "frame_bytes").increment(1);
+                        break (CloseCode::TooBig, "frame exceeds the size limit".into());
+                    }
+                    break (CloseCode::Normal, String::new());
+                }
+            }
+        }
+    };
+    let _ = room.tx.send(Command::Leave { conn: conn.id }).await;
+    // Say goodbye unless the peer already went away.
+    if !(code == CloseCode::Normal && reason.is_empty()) {
+        close(&mut socket, &mut queue, code, &reason).await;
+    }
+}
+
+fn is_too_big(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn write(
+    socket: &mut WebSocket,
+    queue: &mut ConnQueue,
+    first: Outbound,
+) -> Result<(), axum::Error> {
+    // Feed everything already queued, then flush once: one write for many small messages.
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(out) = next.take() {
+        queue.written(&out);
+        socket.feed(to_ws(out)).await?;
+        n += 1;
+        if n < WRITE_BATCH {
+            next = queue.rx.try_recv().ok();
+        }
+    }
+    socket.flush().await
+}
+
+fn to_ws(out: Outbound) -> WsMessage {
+    match out {
+        Outbound::Binary(b) => WsMessage::Binary(b),
+        Outbound::Text(t) => WsMessage::Text(t.into()),
+    }
+}
+
+/// Writes what is still queued (briefly), then the close frame, then waits briefly for the
+/// peer's close reply so the close is clean.
+async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCode, reason: &str) {
+    let bounded = async {
+        if code != CloseCode::Overloaded {
+            while let Ok(out) = queue.rx.try_recv() {
+                queue.written(&out);
+                if socket.feed(to_ws(out)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: chorus_protocol::close::truncate_reason(reason).into(),
+        };
+        if socket.send(WsMessage::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), bounded).await;
+}
+
+fn deny(conn: &ConnHandle) {
+    const REASON: &str = "read-only: updates are not accepted";
+    conn.send_binary(Message::PermissionDenied(REASON.into()).encode());
+    conn.send_ext(&ServerMessage::Error {
+        code: ErrorCode::Forbidden,
+        message: REASON.into(),
+    });
+}
+
+/// A validated frame.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// What goes to the room.
+    pub msgs: Vec<Inbound>,
+    /// A read-only connection tried to write.
+    pub denied: bool,
+}
+
+/// Decodes and validates one binary frame. Either the whole frame is accepted or it is refused
+/// with the close code and reason for its sender: nothing of a bad frame reaches the room.
+pub fn decode_frame(
+    frame: Bytes,
+    role: Role,
+    max_awareness_bytes: usize,
+) -> Result<Decoded, (CloseCode, &'static str)> {
+    let msgs = decode_all(frame).map_err(|_| (CloseCode::InvalidPayload, "malformed message"))?;
+    let mut out = Decoded::default();
+    for m in msgs {
+        match m {
+            Message::SyncStep1(sv) => {
+                let sv = guarded(|| StateVector::decode_v1(&sv))
+                    .ok_or((CloseCode::InvalidPayload, "malformed state vector"))?;
+                out.msgs.push(Inbound::SyncStep1(sv));
+            }
+            Message::SyncStep2(u) if role == Role::Read => {
+                // A reader's SyncStep2 usually repeats what the room has; only the room can
+                // tell whether it holds anything new, so the room decides whether to report.
+                let update = guarded(|| Update::decode_v1(&u))
+                    .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
+                if !update.is_empty() {
+                    out.msgs.push(Inbound::ReadOnlyStep2(update.state_vector()));
+                }
+            }
+            Message::Update(u) if role == Role::Read => {
+                let update = guarded(|| Update::decode_v1(&u))
+                    .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
+                out.denied |= !update.is_empty();
+            }
+            Message::SyncStep2(u) | Message::Update(u) => {
+                let update = guarded(|| Update::decode_v1(&u))
+                    .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
+                if !update.is_empty() {
+                    out.msgs.push(Inbound::Update {
+                        update,
+                        len: u.len(),
+                    });
+                }
+            }
+            Message::Awareness(p) => {
+                let entries = awareness::decode_update(p)
+                    .map_err(|_| (CloseCode::InvalidPayload, "malformed awareness update"))?;
+                if entries.iter().any(|e| e.state.len() > max_awareness_bytes) {
+                    return Err((CloseCode::TooBig, "awareness state exceeds the size limit"));
+                }
+                out.msgs.push(Inbound::Awareness(entries));
+            }
+            Message::QueryAwareness => out.msgs.push(Inbound::QueryAwareness),
+            // Only servers send permission-denied; a client sending one is harmless noise.
+            Message::PermissionDenied(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a yrs decoder, turning both its errors and its panics into `None`.
+fn guarded<T, E>(f: impl FnOnce() -> Result<T, E>) -> Option<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).ok()?.ok()
+}

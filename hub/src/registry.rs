@@ -1,0 +1,147 @@
+//! The live rooms of this node. Get-or-spawn is atomic per `(tenant, room)` (a DashMap entry),
+//! so two first joiners never load a room twice. A room removes itself when it exits, and only
+//! if the map still holds *its* generation, so a newer incarnation is never evicted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chorus_persistence::RoomKey;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::conn::ConnHandle;
+use crate::room::{Command, Room, RoomContext};
+
+/// How a room is reached.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    /// Incarnation number, unique per node.
+    pub generation: u64,
+    /// The room.
+    pub key: RoomKey,
+    /// The room task's command queue.
+    pub tx: mpsc::Sender<Command>,
+}
+
+/// Why a connection could not join its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The node has `--max-rooms` rooms open.
+    #[error("too many rooms open on this node")]
+    TooManyRooms,
+    /// The room could not be loaded from the store.
+    #[error("room could not be loaded")]
+    LoadFailed,
+    /// The room kept exiting under us or is shutting down.
+    #[error("room unavailable")]
+    Unavailable,
+}
+
+/// Live rooms by key.
+#[derive(Debug)]
+pub struct Registry {
+    rooms: DashMap<RoomKey, RoomHandle>,
+    ctx: Arc<RoomContext>,
+    generation: AtomicU64,
+}
+
+/// Commands a room's queue holds before joiners and readers wait (backpressure).
+const ROOM_QUEUE: usize = 4096;
+
+impl Registry {
+    /// An empty registry whose rooms share `ctx`.
+    pub fn new(ctx: Arc<RoomContext>) -> Arc<Self> {
+        Arc::new(Registry {
+            rooms: DashMap::new(),
+            ctx,
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    /// Rooms open now.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether no room is open.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Handles of every open room (for shutdown).
+    pub fn handles(&self) -> Vec<RoomHandle> {
+        self.rooms.iter().map(|r| r.value().clone()).collect()
+    }
+
+    /// The open room, or a freshly spawned one.
+    pub fn get_or_spawn(self: &Arc<Self>, key: &RoomKey) -> Result<RoomHandle, JoinError> {
+        if let Some(h) = self.rooms.get(key) {
+            return Ok(h.clone());
+        }
+        // Checked outside the entry lock: DashMap::len takes every shard's lock. The count may
+        // overshoot by the number of concurrent first joins, which is fine for a soft cap.
+        if self.rooms.len() >= self.ctx.limits.max_rooms {
+            return Err(JoinError::TooManyRooms);
+        }
+        match self.rooms.entry(key.clone()) {
+            Entry::Occupied(e) => Ok(e.get().clone()),
+            Entry::Vacant(e) => {
+                let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+                let handle = RoomHandle {
+                    generation: self.generation.fetch_add(1, Ordering::Relaxed),
+                    key: key.clone(),
+                    tx,
+                };
+                let room = Room::new(handle.clone(), self.ctx.clone(), self.clone());
+                tokio::spawn(room.run(rx));
+                metrics::gauge!("chorus_rooms_open").increment(1.0);
+                e.insert(handle.clone());
+                Ok(handle)
+            }
+        }
+    }
+
+    /// Removes the room if the map still holds this generation of it.
+    pub fn remove(&self, key: &RoomKey, generation: u64) {
+        if self
+            .rooms
+            .remove_if(key, |_, h| h.generation == generation)
+            .is_some()
+        {
+            metrics::gauge!("chorus_rooms_open").decrement(1.0);
+        }
+    }
+
+    /// Joins `conn` to its room, spawning or re-spawning the room as needed. Once this returns
+    /// the room has loaded and has queued its SyncStep1 to the connection.
+    pub async fn join(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        conn: ConnHandle,
+    ) -> Result<RoomHandle, JoinError> {
+        // A room may be exiting (idle) just as we join; it then drops our request and we
+        // spawn its successor. A few rounds cover any realistic race.
+        for _ in 0..8 {
+            let handle = self.get_or_spawn(key)?;
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Join {
+                conn: conn.clone(),
+                reply,
+            };
+            if handle.tx.send(cmd).await.is_err() {
+                self.remove(key, handle.generation);
+                continue;
+            }
+            match rx.await {
+                Ok(Ok(())) => return Ok(handle),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.remove(key, handle.generation);
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Err(JoinError::Unavailable)
+    }
+}

@@ -1,0 +1,755 @@
+//! One task per live room. It owns the `yrs::Doc` and the awareness states; everything else
+//! reaches it through [`Command`]s. Nothing here holds a lock across `.await`, and nothing
+//! awaits a socket: members are reached through their bounded queues ([`ConnHandle::send`]).
+//!
+//! Lifecycle: load (snapshot + log) before the first command is served, so a joiner's
+//! SyncStep2 always carries the persisted content; serve; when the last member has left and
+//! nothing is unsaved, wait `room_idle`, remove itself from the registry and exit. Shutdown
+//! flushes and exits at once.
+//!
+//! Persistence: applied updates gather in `pending`; after `persist_batch` they go to the
+//! [`Persister`] as one batch while the room keeps serving. One batch is in flight at a time,
+//! so the log keeps the order of application. When it commits, opted-in members whose updates
+//! were in it get `saved`. Past `compact_threshold` log entries a compaction runs in the
+//! background.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_persistence::{AppendBatch, DocStore, Persister, RoomKey, StoreError, compact};
+use chorus_protocol::CloseCode;
+use chorus_protocol::awareness::{self, Entry};
+use chorus_protocol::ext::{ErrorCode, ServerMessage};
+use chorus_protocol::sync::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant as TokioInstant, sleep_until};
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::auth::Role;
+use crate::conn::{ConnHandle, ConnId};
+use crate::registry::{JoinError, Registry, RoomHandle};
+
+/// Limits and timings rooms obey (from the config).
+#[derive(Debug, Clone)]
+pub struct RoomLimits {
+    /// See `--max-rooms`.
+    pub max_rooms: usize,
+    /// See `--max-document-bytes`.
+    pub max_document_bytes: usize,
+    /// See `--persist-batch`.
+    pub persist_batch: Duration,
+    /// See `--compact-threshold`.
+    pub compact_threshold: usize,
+    /// See `--awareness-tick`.
+    pub awareness_tick: Duration,
+    /// See `--room-idle`.
+    pub room_idle: Duration,
+}
+
+/// What every room of a node shares.
+pub struct RoomContext {
+    /// Limits and timings.
+    pub limits: RoomLimits,
+    /// Where documents load from and compact into.
+    pub store: Arc<dyn DocStore>,
+    /// The group-committing writer.
+    pub persister: Persister,
+}
+
+impl std::fmt::Debug for RoomContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomContext")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message a connection's reader has decoded and validated for the room.
+#[derive(Debug)]
+pub enum Inbound {
+    /// The client's state vector; answered with SyncStep2.
+    SyncStep1(StateVector),
+    /// A decoded update (from SyncStep2 or Update) of a writer.
+    Update {
+        /// The decoded update.
+        update: Update,
+        /// Its encoded size, for the document size limit.
+        len: usize,
+    },
+    /// A reader's SyncStep2: refused, but only reported if it holds something new.
+    ReadOnlyStep2(StateVector),
+    /// Validated awareness entries.
+    Awareness(Vec<Entry>),
+    /// Send every awareness state to the asker.
+    QueryAwareness,
+}
+
+/// What a room task is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Add a member; answered once its SyncStep1 and the awareness states are queued.
+    Join {
+        /// The new member.
+        conn: ConnHandle,
+        /// Ok, or why it cannot join.
+        reply: oneshot::Sender<Result<(), JoinError>>,
+    },
+    /// A member's connection ended.
+    Leave {
+        /// Which member.
+        conn: ConnId,
+    },
+    /// Messages from a member, in order.
+    Inbound {
+        /// Which member.
+        conn: ConnId,
+        /// What it sent.
+        msgs: Vec<Inbound>,
+    },
+    /// Flush everything and exit; answered when the room's data is durable.
+    Shutdown {
+        /// Answered on exit.
+        done: oneshot::Sender<()>,
+    },
+}
+
+struct Member {
+    conn: ConnHandle,
+    // Awareness client ids this connection controls: removed and broadcast when it leaves.
+    awareness_ids: HashSet<u64>,
+    // Update messages accepted from this member so far (what `saved` acknowledges).
+    accepted: u64,
+}
+
+struct AwarenessState {
+    clock: u64,
+    state: Bytes,
+    owner: ConnId,
+}
+
+struct InFlight {
+    done: oneshot::Receiver<Result<(), Arc<StoreError>>>,
+    updates: Vec<Bytes>,
+    bytes: usize,
+    acks: HashMap<ConnId, u64>,
+}
+
+/// A room task's state. Built by the registry, consumed by [`Room::run`].
+pub struct Room {
+    handle: RoomHandle,
+    ctx: Arc<RoomContext>,
+    registry: Arc<Registry>,
+    doc: Doc,
+    // Effective updates the doc observer captured during the last transaction.
+    captured: Arc<Mutex<Vec<Vec<u8>>>>,
+    members: HashMap<ConnId, Member>,
+    awareness: HashMap<u64, AwarenessState>,
+    awareness_dirty: HashSet<u64>,
+    awareness_removed: Vec<Entry>,
+    awareness_due: Option<TokioInstant>,
+    // SyncStep2 of the whole document, shared by every joiner until the next update.
+    full_state: Option<Bytes>,
+    // Our SyncStep1, shared by every joiner until the next update.
+    step1: Option<Bytes>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    pending_acks: HashMap<ConnId, u64>,
+    flush_due: Option<TokioInstant>,
+    in_flight: Option<InFlight>,
+    // Log entries since the last snapshot, and bytes stored for the document.
+    log_len: usize,
+    doc_bytes: usize,
+    compaction: Option<oneshot::Receiver<Result<chorus_persistence::CompactStats, StoreError>>>,
+    idle_since: Option<TokioInstant>,
+    failed: bool,
+}
+
+impl Room {
+    /// A room that has not loaded yet.
+    pub fn new(handle: RoomHandle, ctx: Arc<RoomContext>, registry: Arc<Registry>) -> Self {
+        Room {
+            handle,
+            ctx,
+            registry,
+            doc: Doc::new(),
+            captured: Arc::new(Mutex::new(Vec::new())),
+            members: HashMap::new(),
+            awareness: HashMap::new(),
+            awareness_dirty: HashSet::new(),
+            awareness_removed: Vec::new(),
+            awareness_due: None,
+            full_state: None,
+            step1: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            pending_acks: HashMap::new(),
+            flush_due: None,
+            in_flight: None,
+            log_len: 0,
+            doc_bytes: 0,
+            compaction: None,
+            idle_since: Some(TokioInstant::now()),
+            failed: false,
+        }
+    }
+
+    fn key(&self) -> &RoomKey {
+        &self.handle.key
+    }
+
+    /// Loads the room, then serves commands until it is idle or shut down.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        if let Err(e) = self.load().await {
+            tracing::error!(room = %self.key(), error = %e, "room load failed");
+            metrics::counter!("chorus_room_load_failures_total").increment(1);
+            self.registry.remove(self.key(), self.handle.generation);
+            rx.close();
+            while let Some(cmd) = rx.recv().await {
+                match cmd {
+                    Command::Join { reply, .. } => {
+                        let _ = reply.send(Err(JoinError::LoadFailed));
+                    }
+                    Command::Shutdown { done } => {
+                        let _ = done.send(());
+                    }
+                    Command::Leave { .. } | Command::Inbound { .. } => {}
+                }
+            }
+            return;
+        }
+        let mut shutdown_reply = None;
+        loop {
+            let idle_due = self
+                .idle_since
+                .filter(|_| self.members.is_empty() && !self.has_unsaved())
+                .map(|t| t + self.ctx.limits.room_idle);
+            tokio::select! {
+                biased;
+                res = recv_opt(self.in_flight.as_mut().map(|f| &mut f.done)),
+                    if self.in_flight.is_some() => {
+                    self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
+                }
+                res = recv_opt(self.compaction.as_mut()), if self.compaction.is_some() => {
+                    self.compaction = None;
+                    self.compacted(res.unwrap_or(Err(StoreError::Stopped)));
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Shutdown { done }) => {
+                        shutdown_reply = Some(done);
+                        break;
+                    }
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sleep_until(self.flush_due.unwrap_or_else(far_future)),
+                    if self.flush_due.is_some() && self.in_flight.is_none() => {
+                    self.start_flush().await;
+                }
+                _ = sleep_until(self.awareness_due.unwrap_or_else(far_future)),
+                    if self.awareness_due.is_some() => {
+                    self.broadcast_awareness();
+                }
+                _ = sleep_until(idle_due.unwrap_or_else(far_future)), if idle_due.is_some() => {
+                    // Leave the registry first: joiners that already hold our handle get their
+                    // Join dropped below and re-spawn the room, which loads what we saved.
+                    self.registry.remove(self.key(), self.handle.generation);
+                    rx.close();
+                    while let Some(cmd) = rx.recv().await {
+                        if let Command::Shutdown { done } = cmd {
+                            let _ = done.send(());
+                        }
+                    }
+                    break;
+                }
+            }
+            if self.failed {
+                break;
+            }
+        }
+        self.finish().await;
+        if let Some(done) = shutdown_reply {
+            let _ = done.send(());
+        }
+    }
+
+    async fn load(&mut self) -> Result<(), StoreError> {
+        let loaded = self.ctx.store.load(self.key()).await?;
+        self.log_len = loaded.updates.len();
+        self.doc_bytes = loaded.stored_bytes();
+        let key = self.key().clone();
+        let (doc, errors) = tokio::task::spawn_blocking(move || loaded.into_doc(&key))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        for e in errors {
+            tracing::error!(room = %self.key(), error = %e, "skipping corrupt stored update");
+        }
+        let captured = self.captured.clone();
+        doc.observe_update_v1("chorus-room", move |_, e| {
+            captured
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.update.clone());
+        })
+        .map_err(|e| StoreError::Task(format!("observe: {e}")))?;
+        self.doc = doc;
+        if self.log_len > self.ctx.limits.compact_threshold {
+            self.start_compaction();
+        }
+        Ok(())
+    }
+
+    fn has_unsaved(&self) -> bool {
+        !self.pending.is_empty() || self.in_flight.is_some() || !self.pending_acks.is_empty()
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join { conn, reply } => self.join(conn, reply),
+            Command::Leave { conn } => self.leave(conn),
+            Command::Inbound { conn, msgs } => {
+                for m in msgs {
+                    if !self.members.contains_key(&conn) || self.failed {
+                        break;
+                    }
+                    self.inbound(conn, m);
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn join(&mut self, conn: ConnHandle, reply: oneshot::Sender<Result<(), JoinError>>) {
+        let step1 = self
+            .step1
+            .get_or_insert_with(|| {
+                let sv = self.doc.transact().state_vector().encode_v1();
+                Message::SyncStep1(Bytes::from(sv)).encode()
+            })
+            .clone();
+        conn.send_binary(step1);
+        if !self.awareness.is_empty() {
+            let entries: Vec<Entry> = self.awareness_entries().collect();
+            conn.send_binary(Message::Awareness(awareness::encode_update(&entries)).encode());
+        }
+        let id = conn.id;
+        self.members.insert(
+            id,
+            Member {
+                conn,
+                awareness_ids: HashSet::new(),
+                accepted: 0,
+            },
+        );
+        self.idle_since = None;
+        if reply.send(Ok(())).is_err() {
+            // The joiner gave up while we loaded; it will never send Leave.
+            self.leave(id);
+        }
+    }
+
+    fn leave(&mut self, conn: ConnId) {
+        let Some(member) = self.members.remove(&conn) else {
+            return;
+        };
+        self.pending_acks.remove(&conn);
+        if let Some(f) = self.in_flight.as_mut() {
+            f.acks.remove(&conn);
+        }
+        // Remove the states it controlled and tell everyone now, not at the next tick.
+        for id in member.awareness_ids {
+            if let Some(st) = self.awareness.get(&id).filter(|s| s.owner == conn) {
+                let clock = st.clock + 1;
+                self.awareness.remove(&id);
+                self.awareness_dirty.remove(&id);
+                self.awareness_removed.push(Entry {
+                    client_id: id,
+                    clock,
+                    state: Bytes::from_static(awareness::NULL_STATE.as_bytes()),
+                });
+            }
+        }
+        if !self.awareness_removed.is_empty() {
+            self.broadcast_awareness();
+        }
+        if self.members.is_empty() {
+            self.idle_since = Some(TokioInstant::now());
+        }
+    }
+
+    fn inbound(&mut self, conn: ConnId, msg: Inbound) {
+        match msg {
+            Inbound::SyncStep1(sv) => {
+                let reply = if sv == StateVector::default() {
+                    self.full_state
+                        .get_or_insert_with(|| {
+                            let u = self
+                                .doc
+                                .transact()
+                                .encode_state_as_update_v1(&StateVector::default());
+                            Message::SyncStep2(Bytes::from(u)).encode()
+                        })
+                        .clone()
+                } else {
+                    let u = self.doc.transact().encode_state_as_update_v1(&sv);
+                    Message::SyncStep2(Bytes::from(u)).encode()
+                };
+                self.send_to(conn, reply);
+            }
+            Inbound::Update { update, len } => self.apply(conn, update, len),
+            Inbound::ReadOnlyStep2(sv) => {
+                let ours = self.doc.transact().state_vector();
+                let new = sv.iter().any(|(client, clock)| ours.get(client) < *clock);
+                if new {
+                    self.deny(conn, "read-only: updates are not accepted");
+                }
+            }
+            Inbound::Awareness(entries) => self.awareness_in(conn, entries),
+            Inbound::QueryAwareness => {
+                let entries: Vec<Entry> = self.awareness_entries().collect();
+                let msg = Message::Awareness(awareness::encode_update(&entries)).encode();
+                self.send_to(conn, msg);
+            }
+        }
+    }
+
+    fn deny(&mut self, conn: ConnId, reason: &str) {
+        if let Some(m) = self.members.get(&conn) {
+            m.conn
+                .send_binary(Message::PermissionDenied(reason.to_string()).encode());
+            m.conn.send_ext(&ServerMessage::Error {
+                code: ErrorCode::Forbidden,
+                message: reason.to_string(),
+            });
+        }
+    }
+
+    fn apply(&mut self, conn: ConnId, update: Update, len: usize) {
+        let Some(member) = self.members.get_mut(&conn) else {
+            return;
+        };
+        if member.conn.role != Role::Write {
+            // Readers' updates are filtered by their connection; this is defence in depth.
+            self.deny(conn, "read-only: updates are not accepted");
+            return;
+        }
+        if self.doc_bytes + len > self.ctx.limits.max_document_bytes {
+            metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
+                .increment(1);
+            member.conn.send_ext(&ServerMessage::Error {
+                code: ErrorCode::TooLarge,
+                message: "document size limit reached".into(),
+            });
+            member
+                .conn
+                .close(CloseCode::DocumentTooLarge, "document size limit reached");
+            return;
+        }
+        member.accepted += 1;
+        let accepted = member.accepted;
+        // yrs may panic on adversarial input that decodes; never let that kill the node.
+        let doc = &self.doc;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            txn.apply_update(update)
+        }));
+        let effective =
+            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Nothing was integrated; the document is unchanged.
+                tracing::info!(room = %self.key(), conn, error = %e, "update refused");
+                self.close_member(conn, CloseCode::InvalidPayload, "invalid update");
+                return;
+            }
+            Err(_) => {
+                // The document may be half-applied. Drop every member (they resync on
+                // reconnect) and exit after saving what was valid; the next join reloads.
+                tracing::error!(room = %self.key(), conn, "update application panicked; restarting room");
+                metrics::counter!("chorus_room_panics_total").increment(1);
+                let ids: Vec<ConnId> = self.members.keys().copied().collect();
+                for id in ids {
+                    self.close_member(id, CloseCode::Internal, "room restarting");
+                }
+                self.failed = true;
+                return;
+            }
+        }
+        self.pending_acks.insert(conn, accepted);
+        if effective.is_empty() {
+            // Nothing new (already known, or waiting for missing predecessors inside yrs).
+            self.schedule_flush();
+            return;
+        }
+        self.full_state = None;
+        self.step1 = None;
+        for u in effective {
+            let u = Bytes::from(u);
+            let frame = Message::Update(u.clone()).encode();
+            self.doc_bytes += u.len();
+            self.pending_bytes += u.len();
+            self.pending.push(u);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut dead = Vec::new();
+            for (id, m) in &self.members {
+                if *id == conn {
+                    continue;
+                }
+                if m.conn.send_binary(frame.clone()) {
+                    sent += 1;
+                } else {
+                    dead.push(*id);
+                }
+            }
+            metrics::counter!("chorus_messages_out_total").increment(sent);
+            metrics::histogram!("chorus_fanout_seconds").record(started.elapsed().as_secs_f64());
+            for id in dead {
+                self.leave(id);
+            }
+        }
+        self.schedule_flush();
+    }
+
+    fn schedule_flush(&mut self) {
+        if self.flush_due.is_none() {
+            self.flush_due = Some(TokioInstant::now() + self.ctx.limits.persist_batch);
+        }
+    }
+
+    async fn start_flush(&mut self) {
+        self.flush_due = None;
+        let acks = std::mem::take(&mut self.pending_acks);
+        if self.pending.is_empty() {
+            // Only already-known updates were acknowledged, and nothing is in flight: they
+            // are as durable as everything before them.
+            self.send_saved(acks);
+            return;
+        }
+        let updates = std::mem::take(&mut self.pending);
+        let bytes = std::mem::take(&mut self.pending_bytes);
+        let done = self
+            .ctx
+            .persister
+            .submit(AppendBatch {
+                key: self.key().clone(),
+                updates: updates.clone(),
+            })
+            .await;
+        self.in_flight = Some(InFlight {
+            done,
+            updates,
+            bytes,
+            acks,
+        });
+    }
+
+    fn flushed(&mut self, result: Result<(), Arc<StoreError>>) {
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.log_len += f.updates.len();
+                self.send_saved(f.acks);
+                if self.log_len > self.ctx.limits.compact_threshold && self.compaction.is_none() {
+                    self.start_compaction();
+                }
+            }
+            Err(e) => {
+                // Keep the batch in front of anything newer and retry; members are not told
+                // "saved" until it commits.
+                tracing::warn!(room = %self.key(), error = %e, "persist failed; will retry");
+                let mut updates = f.updates;
+                updates.append(&mut self.pending);
+                self.pending = updates;
+                self.pending_bytes += f.bytes;
+                for (c, n) in f.acks {
+                    let e = self.pending_acks.entry(c).or_insert(n);
+                    *e = (*e).max(n);
+                }
+                self.flush_due = Some(TokioInstant::now() + Duration::from_millis(500));
+            }
+        }
+    }
+
+    fn send_saved(&self, acks: HashMap<ConnId, u64>) {
+        for (conn, updates) in acks {
+            if let Some(m) = self.members.get(&conn) {
+                m.conn.send_ext(&ServerMessage::Saved { updates });
+            }
+        }
+    }
+
+    fn start_compaction(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        let store = self.ctx.store.clone();
+        let key = self.key().clone();
+        tokio::spawn(async move {
+            let _ = tx.send(compact(&*store, &key).await);
+        });
+        self.compaction = Some(rx);
+    }
+
+    fn compacted(&mut self, res: Result<chorus_persistence::CompactStats, StoreError>) {
+        match res {
+            Ok(stats) => {
+                metrics::counter!("chorus_compactions_total").increment(1);
+                self.log_len = self.log_len.saturating_sub(stats.merged);
+                self.doc_bytes = self
+                    .doc_bytes
+                    .saturating_sub(stats.merged_bytes)
+                    .saturating_add(stats.snapshot_bytes)
+                    .saturating_sub(stats.previous_snapshot_bytes);
+            }
+            Err(e) => {
+                metrics::counter!("chorus_compaction_failures_total").increment(1);
+                tracing::warn!(room = %self.key(), error = %e, "compaction failed");
+            }
+        }
+    }
+
+    fn awareness_in(&mut self, conn: ConnId, entries: Vec<Entry>) {
+        for e in entries {
+            let current = self.awareness.get(&e.client_id).map(|s| s.clock);
+            let accept = match current {
+                None => !e.is_removal(),
+                Some(c) => c < e.clock || (c == e.clock && e.is_removal()),
+            };
+            if !accept {
+                continue;
+            }
+            if let Some(m) = self.members.get_mut(&conn) {
+                m.awareness_ids.insert(e.client_id);
+            }
+            if e.is_removal() {
+                self.awareness.remove(&e.client_id);
+                self.awareness_dirty.remove(&e.client_id);
+                self.awareness_removed.push(e);
+            } else {
+                if let Some(prev) = self.awareness.get(&e.client_id) {
+                    if prev.owner != conn {
+                        if let Some(m) = self.members.get_mut(&prev.owner) {
+                            m.awareness_ids.remove(&e.client_id);
+                        }
+                    }
+                }
+                self.awareness.insert(
+                    e.client_id,
+                    AwarenessState {
+                        clock: e.clock,
+                        state: e.state,
+                        owner: conn,
+                    },
+                );
+                self.awareness_dirty.insert(e.client_id);
+            }
+        }
+        if self.awareness_due.is_none()
+            && (!self.awareness_dirty.is_empty() || !self.awareness_removed.is_empty())
+        {
+            self.awareness_due = Some(TokioInstant::now() + self.ctx.limits.awareness_tick);
+        }
+    }
+
+    fn awareness_entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.awareness.iter().map(|(id, s)| Entry {
+            client_id: *id,
+            clock: s.clock,
+            state: s.state.clone(),
+        })
+    }
+
+    /// Sends every awareness change since the last tick as one message to every member,
+    /// including the senders: stock clients drop a connection that hears nothing for 30 s,
+    /// and their own renewals relayed back are what keeps a lone client's socket alive.
+    fn broadcast_awareness(&mut self) {
+        self.awareness_due = None;
+        let mut entries = std::mem::take(&mut self.awareness_removed);
+        for id in self.awareness_dirty.drain() {
+            if let Some(s) = self.awareness.get(&id) {
+                entries.push(Entry {
+                    client_id: id,
+                    clock: s.clock,
+                    state: s.state.clone(),
+                });
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let frame = Message::Awareness(awareness::encode_update(&entries)).encode();
+        let mut dead = Vec::new();
+        for (id, m) in &self.members {
+            if !m.conn.send_binary(frame.clone()) {
+                dead.push(*id);
+            }
+        }
+        metrics::counter!("chorus_messages_out_total")
+            .increment((self.members.len() - dead.len()) as u64);
+        for id in dead {
+            self.leave(id);
+        }
+    }
+
+    fn send_to(&mut self, conn: ConnId, frame: Bytes) {
+        let ok = self
+            .members
+            .get(&conn)
+            .is_some_and(|m| m.conn.send_binary(frame));
+        if ok {
+            metrics::counter!("chorus_messages_out_total").increment(1);
+        } else {
+            self.leave(conn);
+        }
+    }
+
+    fn close_member(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        if let Some(m) = self.members.get(&conn) {
+            m.conn.close(code, reason);
+        }
+        self.leave(conn);
+    }
+
+    /// Persists everything still unsaved before the task ends.
+    async fn finish(&mut self) {
+        self.registry.remove(self.key(), self.handle.generation);
+        for m in self.members.values() {
+            m.conn.close(CloseCode::Restarting, "room closing");
+        }
+        // A failing store gets a few attempts; after that the loss is logged loudly.
+        for attempt in 0..4 {
+            if let Some(f) = self.in_flight.as_mut() {
+                let res = (&mut f.done).await;
+                self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
+            }
+            if (self.pending.is_empty() && self.pending_acks.is_empty()) || attempt == 3 {
+                break;
+            }
+            self.start_flush().await;
+        }
+        if !self.pending.is_empty() {
+            tracing::error!(room = %self.key(), updates = self.pending.len(), "room exiting with unsaved updates");
+        }
+        if let Some(c) = self.compaction.take() {
+            let _ = c.await;
+        }
+    }
+}
+
+async fn recv_opt<T>(
+    rx: Option<&mut oneshot::Receiver<T>>,
+) -> Result<T, oneshot::error::RecvError> {
+    match rx {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn far_future() -> TokioInstant {
+    TokioInstant::now() + Duration::from_secs(86_400 * 365)
+}

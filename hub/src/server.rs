@@ -1,0 +1,268 @@
+//! HTTP side: the router, the WebSocket upgrade (every check happens before it, so refusals are
+//! plain HTTP errors with JSON bodies), health and metrics endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chorus_persistence::{DocStore, RoomKey};
+use chorus_protocol::ext::SUBPROTOCOL;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::conn;
+use crate::connection::{self, Session};
+use crate::error::ApiError;
+use crate::registry::{JoinError, Registry};
+
+/// State shared by every request.
+pub struct AppState {
+    /// The configuration the node runs with.
+    pub config: Config,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Live rooms.
+    pub registry: Arc<Registry>,
+    /// The document store (for readiness).
+    pub store: Arc<dyn DocStore>,
+    /// Cancelled when shutdown begins: connections close with 1012.
+    pub shutdown: CancellationToken,
+    /// Set when shutdown begins: refuse new sessions, report not ready.
+    pub draining: AtomicBool,
+    /// Open WebSocket connections (for `--max-connections` and drain).
+    pub connections: Arc<AtomicUsize>,
+    /// Prometheus exposition.
+    pub metrics: PrometheusHandle,
+}
+
+/// Builds the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws/{*room}", get(ws_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+/// Query parameters of the WebSocket endpoint. Unknown parameters (y-websocket passes its
+/// `params` through) are ignored.
+#[derive(Debug, Deserialize)]
+pub struct WsParams {
+    token: Option<String>,
+    ext: Option<String>,
+}
+
+/// Longest room name accepted, in bytes.
+pub const MAX_ROOM_NAME: usize = 512;
+
+fn validate_room(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::BadRequest("room name is empty".into()));
+    }
+    if name.len() > MAX_ROOM_NAME {
+        return Err(ApiError::BadRequest(format!(
+            "room name longer than {MAX_ROOM_NAME} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "room name contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("malformed authorization header".into()))?;
+    match v.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(ApiError::Unauthenticated(
+            "authorization header must be a bearer token".into(),
+        )),
+    }
+}
+
+struct ConnGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("chorus_connections_active").decrement(1.0);
+    }
+}
+
+fn refused(reason: &'static str, e: ApiError) -> Response {
+    metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
+    e.into_response()
+}
+
+async fn ws_handler(
+    State(app): State<Arc<AppState>>,
+    room: Result<Path<String>, PathRejection>,
+    params: Result<Query<WsParams>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if app.draining.load(Ordering::Acquire) {
+        return refused(
+            "draining",
+            ApiError::Unavailable("server is shutting down".into()),
+        );
+    }
+    let Ok(Path(room)) = room else {
+        return refused(
+            "bad_request",
+            ApiError::BadRequest("invalid room path".into()),
+        );
+    };
+    if let Err(e) = validate_room(&room) {
+        return refused("bad_request", e);
+    }
+    let Ok(Query(params)) = params else {
+        return refused(
+            "bad_request",
+            ApiError::BadRequest("invalid query string".into()),
+        );
+    };
+    let token = match bearer(&headers) {
+        Ok(Some(t)) => Some(t),
+        Ok(None) => params.token.as_deref(),
+        Err(e) => return refused("unauthenticated", e),
+    };
+    let identity = match app.verifier.verify(token) {
+        Ok(i) => i,
+        Err(e) => return refused("unauthenticated", e),
+    };
+    if !identity.may_open(&room) {
+        return refused(
+            "forbidden",
+            ApiError::Forbidden("token does not grant this room".into()),
+        );
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return refused(
+                "bad_request",
+                ApiError::BadRequest("expected a websocket upgrade".into()),
+            );
+        }
+    };
+    // Reserve a connection slot; released by the guard when the session ends.
+    let open = app.connections.fetch_add(1, Ordering::AcqRel);
+    metrics::gauge!("chorus_connections_active").increment(1.0);
+    let guard = ConnGuard(app.connections.clone());
+    if open >= app.config.max_connections {
+        return refused(
+            "connections",
+            ApiError::Unavailable("too many connections on this node".into()),
+        );
+    }
+    let key = RoomKey::new(identity.tenant.clone(), room);
+    // Spawn (or find) the room now, so a room limit is an HTTP error, not a close code.
+    if let Err(JoinError::TooManyRooms) = app.registry.get_or_spawn(&key) {
+        return refused(
+            "rooms",
+            ApiError::Unavailable("too many rooms open on this node".into()),
+        );
+    }
+    let ws = ws
+        .protocols([SUBPROTOCOL])
+        .read_buffer_size(4096)
+        .max_message_size(app.config.max_frame_bytes)
+        .max_frame_size(app.config.max_frame_bytes);
+    let ext =
+        ws.selected_protocol().is_some() || matches!(params.ext.as_deref(), Some("1" | "true"));
+    let (handle, queue) = conn::channel(
+        conn::next_conn_id(),
+        ext,
+        identity.role,
+        app.config.send_queue_messages,
+        app.config.send_queue_bytes,
+    );
+    let session = Session {
+        key,
+        identity,
+        conn: handle,
+        queue,
+        registry: app.registry.clone(),
+        shutdown: app.shutdown.clone(),
+        max_awareness_bytes: app.config.max_awareness_bytes,
+        guard: Box::new(guard),
+    };
+    ws.on_upgrade(move |socket| connection::run(socket, session))
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.draining.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "draining" })),
+        )
+            .into_response();
+    }
+    match app.store.ping().await {
+        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: store unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "store unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_handler(State(app): State<Arc<AppState>>) -> Response {
+    app.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked() {
+        assert!(validate_room("notes/2026").is_ok());
+        assert!(validate_room("").is_err());
+        assert!(validate_room("a\u{0}b").is_err());
+        assert!(validate_room(&"x".repeat(MAX_ROOM_NAME + 1)).is_err());
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(bearer(&h), Ok(None)));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("header"));
+        assert!(matches!(bearer(&h), Ok(Some("abc"))));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
+        assert!(bearer(&h).is_err());
+    }
+}

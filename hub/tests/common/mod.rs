@@ -1,0 +1,207 @@
+//! Shared test harness: a real hub on 127.0.0.1:0 with its own data directory, token helpers,
+//! raw HTTP, and bounded waits (never fixed sleeps as assertions).
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chorus_hub::Config;
+use chorus_protocol::client::{Client, ClientOptions};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Patience for anything that should happen "soon" on a loaded 2-core CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub const SECRET: &str = "test-secret-for-chorus";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A config for tests: loopback port 0, the given data dir, fast timings.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.data_dir = data_dir.to_path_buf();
+    c.persist_batch = Duration::from_millis(10);
+    c.awareness_tick = Duration::from_millis(10);
+    c.shutdown_grace = Duration::from_secs(5);
+    c
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let listener = TcpListener::bind(config.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let data_dir = config.data_dir.clone();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(chorus_hub::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, room: &str) -> String {
+        format!("ws://{}/ws/{}", self.addr, room)
+    }
+
+    pub async fn client(&self, room: &str) -> Client {
+        self.client_with(room, ClientOptions::default()).await
+    }
+
+    pub async fn client_with(&self, room: &str, opts: ClientOptions) -> Client {
+        let c = Client::connect(&self.url(room), opts)
+            .await
+            .expect("connect");
+        c.synced(PATIENCE).await.expect("synced");
+        c
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("run task")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A bare HTTP/1.1 GET; returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+pub async fn http_request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Bodies may be chunked; tests only look for substrings and JSON fields.
+    (status, body)
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// HS256 token with the given claims merged over sensible defaults.
+pub fn token(claims: Value) -> String {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
+}
+
+pub fn sign(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
+    let mut base = json!({ "sub": "user-1", "rooms": ["*"], "role": "write", "exp": now() + 3600 });
+    if let (Some(b), Some(c)) = (base.as_object_mut(), claims.as_object()) {
+        for (k, v) in c {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    jsonwebtoken::encode(&Header::new(alg), &base, key).expect("sign")
+}
+
+/// Text of the root Y.Text `name` of a client's document.
+pub fn text(c: &Client, name: &str) -> String {
+    use yrs::{GetString, Transact};
+    let t = c.doc().get_or_insert_text(name);
+    t.get_string(&c.doc().transact())
+}
+
+/// Appends to a client's Y.Text.
+pub fn append(c: &Client, name: &str, s: &str) {
+    use yrs::{GetString, Text, Transact};
+    let t = c.doc().get_or_insert_text(name);
+    let mut txn = c.doc().transact_mut();
+    let len = t.get_string(&txn).len() as u32;
+    t.insert(&mut txn, len, s);
+}
+
+/// Waits until every client's text `name` equals `expected`.
+pub async fn wait_text(clients: &[&Client], name: &str, expected: &str) {
+    for c in clients {
+        let exp = expected.to_string();
+        let n = name.to_string();
+        let res = c
+            .wait_for("text", PATIENCE, move |_, doc| {
+                use yrs::{GetString, Transact};
+                doc.get_or_insert_text(n.as_str())
+                    .get_string(&doc.transact())
+                    == exp
+            })
+            .await;
+        if res.is_err() {
+            panic!(
+                "text {name:?} never became {expected:?}; it is {:?}",
+                text(c, name)
+            );
+        }
+    }
+}
+
+/// Polls `f` until it returns true or patience runs out.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !f() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("never happened: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
