@@ -210,8 +210,13 @@ async fn ws_handler(
     ws.on_upgrade(move |socket| connection::run(socket, session))
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({ "status": "ok" }))
+/// Liveness, with the node's load for operators and tests.
+async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "ok",
+        "rooms": app.registry.len(),
+        "connections": app.connections.load(Ordering::Acquire),
+    }))
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {

@@ -72,6 +72,10 @@ pub struct State {
     pub closed: Option<(u16, String)>,
     /// Binary messages received.
     pub messages_received: u64,
+    /// Awareness messages received.
+    pub awareness_messages: u64,
+    /// Update messages received (sync updates after the handshake).
+    pub updates_received: u64,
 }
 
 struct Shared {
@@ -335,6 +339,7 @@ fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>
     let mut synced = false;
     let mut denied = Vec::new();
     let mut aware = Vec::new();
+    let (mut n_aware, mut n_updates) = (0, 0);
     for msg in decode_frame(frame) {
         let Ok(msg) = msg else { break };
         match msg {
@@ -350,8 +355,12 @@ fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>
                 apply_remote(doc, &u);
                 synced = true;
             }
-            Message::Update(u) => apply_remote(doc, &u),
+            Message::Update(u) => {
+                n_updates += 1;
+                apply_remote(doc, &u);
+            }
             Message::Awareness(p) => {
+                n_aware += 1;
                 if let Ok(entries) = awareness::decode_update(p) {
                     aware.extend(entries);
                 }
@@ -362,6 +371,8 @@ fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>
     }
     shared.update(|s| {
         s.messages_received += 1;
+        s.awareness_messages += n_aware;
+        s.updates_received += n_updates;
         s.synced |= synced;
         s.denied.extend(denied);
         for e in aware {

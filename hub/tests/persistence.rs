@@ -1,0 +1,265 @@
+//! Documents survive restarts, crashes and idle room eviction; opted-in clients hear "saved".
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chorus_persistence::{DocStore, RoomKey, SqliteStore};
+use chorus_protocol::client::{Client, ClientOptions};
+use chorus_protocol::ext::ServerMessage;
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn ext() -> ClientOptions {
+    ClientOptions {
+        ext: true,
+        ..Default::default()
+    }
+}
+
+async fn wait_saved(c: &Client, n: u64) {
+    c.wait_for("saved", PATIENCE, |s, _| {
+        s.events
+            .iter()
+            .any(|e| matches!(e, ServerMessage::Saved { updates } if *updates >= n))
+    })
+    .await
+    .expect("saved acknowledgement");
+}
+
+#[tokio::test]
+async fn saved_acknowledges_durable_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let c = server.client_with("ack", ext()).await;
+    for i in 0..5 {
+        append(&c, "t", &format!("{i}"));
+    }
+    wait_saved(&c, 5).await;
+    // What was acknowledged is in the store right now.
+    let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
+        .await
+        .expect("open");
+    let loaded = store
+        .load(&RoomKey::new("default", "ack"))
+        .await
+        .expect("load");
+    let (doc, errors) = loaded.into_doc(&RoomKey::new("default", "ack"));
+    assert!(errors.is_empty());
+    use yrs::{GetString, Transact};
+    assert_eq!(
+        doc.get_or_insert_text("t").get_string(&doc.transact()),
+        "01234"
+    );
+    // Stock clients (no extension) never receive JSON frames.
+    let plain = server.client("ack").await;
+    append(&plain, "t", "x");
+    wait_text(&[&c], "t", "01234x").await;
+    assert!(plain.state().events.is_empty());
+}
+
+#[tokio::test]
+async fn documents_survive_a_graceful_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let a = server.client("restart").await;
+    append(&a, "t", "persisted text");
+    {
+        let m = a.doc().get_or_insert_map("m");
+        use yrs::{Map, Transact};
+        m.insert(&mut a.doc().transact_mut(), "k", "v");
+    }
+    // Once the server has applied the edits (another member sees them), stop at once:
+    // shutdown must flush what is still pending.
+    let watcher = server.client("restart").await;
+    wait_text(&[&watcher], "t", "persisted text").await;
+    watcher
+        .wait_for("map key", PATIENCE, |_, doc| {
+            use yrs::{Map, Transact};
+            doc.get_or_insert_map("m")
+                .get(&doc.transact(), "k")
+                .is_some()
+        })
+        .await
+        .expect("map edit applied");
+    server.stop().await.expect("graceful stop");
+    assert_eq!(a.wait_closed(PATIENCE).await.expect("closed").0, 1012);
+
+    let server = TestServer::start(test_config(dir.path())).await;
+    let b = server.client("restart").await;
+    assert_eq!(text(&b, "t"), "persisted text", "content present at synced");
+    use yrs::{Map, Transact};
+    let m = b.doc().get_or_insert_map("m");
+    assert!(m.get(&b.doc().transact(), "k").is_some());
+}
+
+#[tokio::test]
+async fn idle_rooms_are_flushed_dropped_and_reloaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.room_idle = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let a = server.client("idle").await;
+    append(&a, "t", "before idle");
+    a.close().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = server.get("/healthz").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if v["rooms"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "room never dropped: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = server.client("idle").await;
+    assert_eq!(text(&b, "t"), "before idle");
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_document_and_trims_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.compact_threshold = 10;
+    let server = TestServer::start(config).await;
+    let c = server.client_with("compact", ext()).await;
+    let mut expected = String::new();
+    for i in 0..60 {
+        let w = format!("{i},");
+        expected.push_str(&w);
+        append(&c, "t", &w);
+        if i % 7 == 0 {
+            wait_saved(&c, i + 1).await;
+        }
+    }
+    wait_saved(&c, 60).await;
+    let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
+        .await
+        .expect("open");
+    let key = RoomKey::new("default", "compact");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let loaded = store.load(&key).await.expect("load");
+        if loaded.snapshot.is_some() && loaded.updates.len() <= 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log never compacted: {} entries",
+            loaded.updates.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(c);
+    server.stop().await.expect("stop");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let b = server.client("compact").await;
+    assert_eq!(text(&b, "t"), expected);
+}
+
+/// Starts the real binary; returns the child and its address.
+async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--persist-batch",
+            "10ms",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chorus");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(PATIENCE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                if line.contains("listening") {
+                    let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    return a.parse().expect("addr");
+                }
+            }
+        }
+        panic!("chorus exited before listening");
+    })
+    .await
+    .expect("listening in time");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+#[tokio::test]
+async fn acknowledged_updates_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = spawn_binary(dir.path()).await;
+    let url = format!("ws://{addr}/ws/crash");
+    let c = Client::connect(&url, ext()).await.expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    for i in 0..20 {
+        append(&c, "t", &format!("{i};"));
+    }
+    wait_saved(&c, 20).await;
+    let expected = text(&c, "t");
+    child.start_kill().expect("kill -9");
+    let _ = child.wait().await;
+
+    let (mut child, addr) = spawn_binary(dir.path()).await;
+    let c2 = Client::connect(&format!("ws://{addr}/ws/crash"), ClientOptions::default())
+        .await
+        .expect("connect");
+    c2.synced(PATIENCE).await.expect("synced");
+    assert_eq!(
+        text(&c2, "t"),
+        expected,
+        "acknowledged updates lost by kill -9"
+    );
+    let _ = child.start_kill();
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = spawn_binary(dir.path()).await;
+    let c = Client::connect(&format!("ws://{addr}/ws/term"), ClientOptions::default())
+        .await
+        .expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    append(&c, "t", "flushed on sigterm");
+    // Let the edit reach the server (another client sees it), then SIGTERM at once.
+    let d = Client::connect(&format!("ws://{addr}/ws/term"), ClientOptions::default())
+        .await
+        .expect("connect");
+    wait_text(&[&d], "t", "flushed on sigterm").await;
+    let pid = child.id().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let (code, _) = c.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(code, 1012, "clients are told the server restarts");
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("exits in grace")
+        .expect("wait");
+    assert!(exit.success(), "clean exit: {exit:?}");
+
+    let (mut child, addr) = spawn_binary(dir.path()).await;
+    let c2 = Client::connect(&format!("ws://{addr}/ws/term"), ClientOptions::default())
+        .await
+        .expect("connect");
+    c2.synced(PATIENCE).await.expect("synced");
+    assert_eq!(text(&c2, "t"), "flushed on sigterm");
+    let _ = child.start_kill();
+}
