@@ -94,8 +94,17 @@ pub async fn run(mut socket: WebSocket, s: Session) {
             }
             out = queue.rx.recv() => {
                 let Some(out) = out else { break (CloseCode::Internal, String::new()) };
-                if write(&mut socket, &mut queue, out).await.is_err() {
-                    break (CloseCode::Normal, String::new());
+                // A peer that stopped reading blocks this write forever; a close request
+                // (slow consumer, shutdown) must still end the connection.
+                let close_signal = queue.close.clone();
+                tokio::select! {
+                    res = write(&mut socket, &mut queue, out) => {
+                        if res.is_err() {
+                            break (CloseCode::Normal, String::new());
+                        }
+                    }
+                    _ = close_signal.token().cancelled() => {}
+                    _ = shutdown.cancelled() => {}
                 }
             }
             incoming = socket.recv() => match incoming {

@@ -166,10 +166,10 @@ pub fn text(c: &Client, name: &str) -> String {
 
 /// Appends to a client's Y.Text.
 pub fn append(c: &Client, name: &str, s: &str) {
-    use yrs::{GetString, Text, Transact};
+    use yrs::{Text, Transact};
     let t = c.doc().get_or_insert_text(name);
     let mut txn = c.doc().transact_mut();
-    let len = t.get_string(&txn).len() as u32;
+    let len = t.len(&txn);
     t.insert(&mut txn, len, s);
 }
 
@@ -187,9 +187,14 @@ pub async fn wait_text(clients: &[&Client], name: &str, expected: &str) {
             })
             .await;
         if res.is_err() {
+            let got = text(c, name);
             panic!(
-                "text {name:?} never became {expected:?}; it is {:?}",
-                text(c, name)
+                "text {name:?} never became the expected {} bytes ({:?}...); it is {} bytes ({:?}...), closed: {:?}",
+                expected.len(),
+                expected.chars().take(60).collect::<String>(),
+                got.len(),
+                got.chars().take(60).collect::<String>(),
+                c.closed()
             );
         }
     }

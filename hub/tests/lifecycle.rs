@@ -1,0 +1,140 @@
+//! Slow consumers, graceful shutdown and the operator endpoints.
+
+mod common;
+
+use chorus_protocol::client::ClientOptions;
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_closed_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.send_queue_messages = 16;
+    config.send_queue_bytes = 256 * 1024;
+    let server = TestServer::start(config).await;
+    let writer = server.client("slow").await;
+    let reader = server.client("slow").await;
+
+    // A raw socket that completes the handshake and then never reads. Its receive buffer is
+    // pinned small: loopback autotuning would otherwise absorb tens of megabytes first.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(8 * 1024).expect("rcvbuf");
+    let stream = sock.connect(server.addr).await.expect("connect");
+    let (mut slow, _) = tokio_tungstenite::client_async(server.url("slow"), stream)
+        .await
+        .expect("handshake");
+    let count = || async {
+        let (_, body) = server.get("/healthz").await;
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["connections"]
+            .as_u64()
+            .expect("count")
+    };
+    assert_eq!(count().await, 3);
+
+    // Far more than the kernel's socket buffers plus the queue can hold.
+    // Each burst (10 messages, 40 KiB) fits the queue, and the healthy reader catches up
+    // before the next one, so only the reader that stopped reading can overflow.
+    let chunk = "z".repeat(4 * 1024);
+    let len_of = |doc: &yrs::Doc| {
+        use yrs::{Text, Transact};
+        doc.get_or_insert_text("t").len(&doc.transact())
+    };
+    let mut rounds = 0;
+    while count().await == 3 {
+        for _ in 0..10 {
+            append(&writer, "t", &chunk);
+        }
+        let target = len_of(writer.doc());
+        reader
+            .wait_for("reader caught up", PATIENCE, |_, doc| len_of(doc) == target)
+            .await
+            .expect("healthy reader keeps up");
+        rounds += 1;
+        assert!(rounds < 1000, "the slow consumer was never closed");
+    }
+    // The healthy reader got every update and stays connected.
+    let expected = text(&writer, "t");
+    wait_text(&[&reader], "t", &expected).await;
+    assert!(reader.closed().is_none() && writer.closed().is_none());
+
+    // The slow socket ends; if the close frame got through it says 1013.
+    let ended = tokio::time::timeout(PATIENCE, async {
+        while let Some(msg) = slow.next().await {
+            match msg {
+                Ok(WsMessage::Close(Some(f))) => return Some(u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("slow socket ends");
+    if let Some(code) = ended {
+        assert_eq!(code, 1013);
+    }
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("chorus_slow_consumer_closes_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_with_1012_and_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let mut clients = Vec::new();
+    for room in ["s1", "s2", "s2"] {
+        clients.push(server.client(room).await);
+    }
+    append(&clients[1], "t", "last words");
+    wait_text(&[&clients[2]], "t", "last words").await;
+    let addr = server.addr;
+    server.stop().await.expect("run returns Ok");
+    for c in &clients {
+        assert_eq!(c.wait_closed(PATIENCE).await.expect("closed").0, 1012);
+    }
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let server = TestServer::start(test_config(dir.path())).await;
+    let c = server.client("s2").await;
+    assert_eq!(text(&c, "t"), "last words");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_endpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let c = server
+        .client_with(
+            "ops",
+            ClientOptions {
+                ext: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    append(&c, "t", "x");
+    let (s, body) = server.get("/healthz").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    let (s, body) = server.get("/readyz").await;
+    assert_eq!(s, 200, "{body}");
+    let c2 = server.client("ops").await;
+    wait_text(&[&c2], "t", "x").await;
+    let (s, body) = server.get("/metrics").await;
+    assert_eq!(s, 200);
+    for name in [
+        "chorus_connections_active",
+        "chorus_rooms_open",
+        "chorus_messages_in_total",
+        "chorus_messages_out_total",
+        "chorus_fanout_seconds_bucket",
+    ] {
+        assert!(body.contains(name), "missing {name} in:\n{body}");
+    }
+    assert!(!body.contains("room=\""), "no per-room labels");
+}
