@@ -157,6 +157,41 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Rejects values that cannot work, with a message naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 7] = [
+            (
+                self.max_frame_bytes >= 1024,
+                "--max-frame-bytes must be at least 1024",
+            ),
+            (
+                self.max_document_bytes >= 1024,
+                "--max-document-bytes must be at least 1024",
+            ),
+            (
+                self.max_awareness_bytes >= 64,
+                "--max-awareness-bytes must be at least 64",
+            ),
+            (self.max_rooms >= 1, "--max-rooms must be at least 1"),
+            (
+                self.max_connections >= 1,
+                "--max-connections must be at least 1",
+            ),
+            (
+                self.send_queue_messages >= 2 && self.send_queue_bytes >= 1024,
+                "--send-queue-messages must be at least 2 and --send-queue-bytes at least 1024",
+            ),
+            (
+                self.compact_threshold >= 1,
+                "--compact-threshold must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err((*msg).to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// Whether tokenless connections are accepted (see `--allow-anonymous`).
     pub fn anonymous_allowed(&self) -> bool {
         self.allow_anonymous.unwrap_or_else(|| {
@@ -182,14 +217,31 @@ mod tests {
 
     #[test]
     fn anonymous_default_depends_on_listen_address_and_keys() {
-        let mut c = Config::default();
-        c.listen = "0.0.0.0:8080".parse().expect("addr");
+        let mut c = Config {
+            listen: "0.0.0.0:8080".parse().expect("addr"),
+            ..Config::default()
+        };
         assert!(!c.anonymous_allowed());
         c.listen = "127.0.0.1:8080".parse().expect("addr");
         c.jwt_secret = Some("s".into());
         assert!(!c.anonymous_allowed());
         c.allow_anonymous = Some(true);
         assert!(c.anonymous_allowed());
+    }
+
+    #[test]
+    fn nonsense_limits_are_rejected() {
+        assert!(Config::default().validate().is_ok());
+        let c = Config {
+            max_frame_bytes: 10,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err_and(|e| e.contains("--max-frame-bytes")));
+        let c = Config {
+            send_queue_messages: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
     }
 
     #[test]

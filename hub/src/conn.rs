@@ -129,7 +129,9 @@ impl ConnHandle {
         }
         let len = msg.len();
         let before = self.queued.fetch_add(len, Ordering::Relaxed);
-        if before + len > self.max_bytes {
+        // One message larger than the budget (a joiner's full state of a big document) is
+        // accepted when nothing else is queued; only a backlog counts as slow.
+        if before > 0 && before + len > self.max_bytes {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             self.overflow();
             return false;
@@ -204,6 +206,13 @@ mod tests {
         assert!(h.send_binary(Bytes::from_static(b"12345")));
         assert!(!h.send_binary(Bytes::from_static(b"123456")));
         assert_eq!(q.close.reason().map(|r| r.0), Some(CloseCode::Overloaded));
+    }
+
+    #[test]
+    fn one_large_message_fits_an_empty_queue() {
+        let (h, _q) = channel(1, false, Role::Write, 100, 10);
+        assert!(h.send_binary(Bytes::from(vec![0u8; 50])));
+        assert!(!h.send_binary(Bytes::from_static(b"x")));
     }
 
     #[test]

@@ -302,3 +302,55 @@ pub fn decode_frame(
 fn guarded<T, E>(f: impl FnOnce() -> Result<T, E>) -> Option<T> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).ok()?.ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn readers_are_denied_plain_updates_but_not_empty_ones() {
+        let empty = Message::Update(Bytes::from_static(&[0, 0])).encode();
+        let d = decode_frame(empty, Role::Read, 1024).expect("valid");
+        assert!(!d.denied && d.msgs.is_empty());
+        let doc = yrs::Doc::with_client_id(1);
+        {
+            use yrs::{Text, Transact};
+            let t = doc.get_or_insert_text("t");
+            t.insert(&mut doc.transact_mut(), 0, "x");
+        }
+        let update = {
+            use yrs::{ReadTxn, Transact};
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        };
+        let frame = Message::Update(Bytes::from(update.clone())).encode();
+        assert!(
+            decode_frame(frame.clone(), Role::Read, 1024)
+                .expect("valid")
+                .denied
+        );
+        let d = decode_frame(frame, Role::Write, 1024).expect("valid");
+        assert!(matches!(d.msgs.as_slice(), [Inbound::Update { .. }]));
+        let step2 = Message::SyncStep2(Bytes::from(update)).encode();
+        let d = decode_frame(step2, Role::Read, 1024).expect("valid");
+        assert!(!d.denied && matches!(d.msgs.as_slice(), [Inbound::ReadOnlyStep2(_)]));
+    }
+
+    proptest! {
+        #[test]
+        fn any_frame_is_accepted_or_refused_never_panics(
+            data in proptest::collection::vec(any::<u8>(), 0..256),
+            read in any::<bool>(),
+        ) {
+            let role = if read { Role::Read } else { Role::Write };
+            let _ = decode_frame(Bytes::from(data), role, 128);
+        }
+
+        #[test]
+        fn random_update_payloads_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let frame = Message::Update(Bytes::from(data)).encode();
+            let _ = decode_frame(frame, Role::Write, 128);
+        }
+    }
+}

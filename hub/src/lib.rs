@@ -76,6 +76,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
     let verifier = Verifier::from_config(&config)?;
     let store = open_store(&config).await?;
     let persister = Persister::spawn(store.clone(), 4096);

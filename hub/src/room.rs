@@ -631,12 +631,12 @@ impl Room {
                 self.awareness_dirty.remove(&e.client_id);
                 self.awareness_removed.push(e);
             } else {
-                if let Some(prev) = self.awareness.get(&e.client_id) {
-                    if prev.owner != conn {
-                        if let Some(m) = self.members.get_mut(&prev.owner) {
-                            m.awareness_ids.remove(&e.client_id);
-                        }
-                    }
+                // Ownership moves to the sender (a client that reconnected before its old
+                // socket timed out keeps its presence).
+                if let Some(prev) = self.awareness.get(&e.client_id).filter(|p| p.owner != conn)
+                    && let Some(m) = self.members.get_mut(&prev.owner)
+                {
+                    m.awareness_ids.remove(&e.client_id);
                 }
                 self.awareness.insert(
                     e.client_id,

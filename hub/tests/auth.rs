@@ -187,7 +187,7 @@ async fn read_role_receives_but_cannot_write() {
             use yrs::{GetString, Transact};
             doc.get_or_insert_text("t")
                 .get_string(&doc.transact())
-                .ends_with('!')
+                .contains('!')
         })
         .await
         .expect("reader receives later edits");

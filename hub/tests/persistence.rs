@@ -183,11 +183,11 @@ async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net
     let mut lines = BufReader::new(stderr).lines();
     let addr = tokio::time::timeout(PATIENCE, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                if line.contains("listening") {
-                    let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    return a.parse().expect("addr");
-                }
+            if let Some(rest) = line.split("addr=").nth(1)
+                && line.contains("listening")
+            {
+                let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                return a.parse().expect("addr");
             }
         }
         panic!("chorus exited before listening");

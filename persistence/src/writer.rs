@@ -62,7 +62,8 @@ impl Persister {
 async fn run(store: Arc<dyn DocStore>, mut rx: mpsc::Receiver<PersistRequest>) {
     let mut group: Vec<PersistRequest> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let batches: Vec<AppendBatch> = group.iter().map(|r| r.batch.clone()).collect();
+        let (batches, replies): (Vec<AppendBatch>, Vec<_>) =
+            group.drain(..).map(|r| (r.batch, r.done)).unzip();
         let updates: usize = batches.iter().map(|b| b.updates.len()).sum();
         let started = Instant::now();
         let result = store.append(&batches).await.map_err(Arc::new);
@@ -75,9 +76,9 @@ async fn run(store: Arc<dyn DocStore>, mut rx: mpsc::Receiver<PersistRequest>) {
                 tracing::error!(error = %e, rooms = batches.len(), updates, "persist batch failed");
             }
         }
-        for req in group.drain(..) {
+        for done in replies {
             // A room that went away no longer needs the answer.
-            let _ = req.done.send(result.clone());
+            let _ = done.send(result.clone());
         }
     }
 }

@@ -29,13 +29,14 @@ pub struct TestServer {
 
 /// A config for tests: loopback port 0, the given data dir, fast timings.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().expect("addr");
-    c.data_dir = data_dir.to_path_buf();
-    c.persist_batch = Duration::from_millis(10);
-    c.awareness_tick = Duration::from_millis(10);
-    c.shutdown_grace = Duration::from_secs(5);
-    c
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_path_buf(),
+        persist_batch: Duration::from_millis(10),
+        awareness_tick: Duration::from_millis(10),
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
 }
 
 impl TestServer {
