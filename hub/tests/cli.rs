@@ -1,0 +1,144 @@
+//! The `chorus` binary's command line: token minting, help, and refusing bad configuration.
+
+use std::process::Command;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+fn chorus(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(args)
+        .env_remove("CHORUS_JWT_SECRET")
+        .output()
+        .expect("run chorus")
+}
+
+#[test]
+fn token_prints_a_verifiable_hs256_token() {
+    let out = chorus(&[
+        "token",
+        "--room",
+        "team/*",
+        "--room",
+        "solo",
+        "--role",
+        "read",
+        "--tenant",
+        "acme",
+        "--ttl",
+        "2h",
+        "--jwt-secret",
+        "s3cret",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    let data = jsonwebtoken::decode::<Value>(
+        token.trim(),
+        &DecodingKey::from_secret(b"s3cret"),
+        &Validation::new(Algorithm::HS256),
+    )
+    .expect("valid token");
+    let c = data.claims;
+    assert_eq!(c["rooms"], serde_json::json!(["team/*", "solo"]));
+    assert_eq!(c["role"], "read");
+    assert_eq!(c["tenant"], "acme");
+    let exp = c["exp"].as_u64().expect("exp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(exp > now + 7000 && exp <= now + 7200);
+}
+
+#[test]
+fn token_without_a_secret_or_room_fails_clearly() {
+    let out = chorus(&["token", "--room", "r"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
+    let out = chorus(&["token", "--jwt-secret", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--room"));
+}
+
+#[test]
+fn help_documents_every_flag_with_its_env_var() {
+    let out = chorus(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "listen",
+        "data-dir",
+        "database-url",
+        "jwt-secret",
+        "jwt-public-key",
+        "allow-anonymous",
+        "max-frame-bytes",
+        "max-document-bytes",
+        "max-awareness-bytes",
+        "max-rooms",
+        "max-connections",
+        "send-queue-messages",
+        "send-queue-bytes",
+        "persist-batch",
+        "compact-threshold",
+        "awareness-tick",
+        "room-idle",
+        "shutdown-grace",
+        "log-json",
+    ] {
+        assert!(
+            help.contains(&format!("--{flag}")),
+            "--{flag} missing from help"
+        );
+        let env = format!("CHORUS_{}", flag.to_uppercase().replace('-', "_"));
+        assert!(help.contains(&env), "{env} missing from help");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    let out = chorus(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--max-frame-bytes",
+        "10",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-frame-bytes"));
+
+    let out = chorus(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--database-url",
+        "mysql://x",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported --database-url"));
+
+    let out = chorus(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--jwt-public-key",
+        "/nonexistent.pem",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-public-key"));
+
+    let out = chorus(&["serve", "--max-rooms", "many"]);
+    assert!(!out.status.success());
+}
