@@ -264,7 +264,7 @@ pub fn decode_frame(
                 let update = guarded(|| Update::decode_v1(&u))
                     .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
                 if !update.is_empty() {
-                    out.msgs.push(Inbound::ReadOnlyStep2(update.state_vector()));
+                    out.msgs.push(Inbound::ReadOnlyStep2(update));
                 }
             }
             Message::Update(u) if role == Role::Read => {
@@ -276,10 +276,7 @@ pub fn decode_frame(
                 let update = guarded(|| Update::decode_v1(&u))
                     .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
                 if !update.is_empty() {
-                    out.msgs.push(Inbound::Update {
-                        update,
-                        len: u.len(),
-                    });
+                    out.msgs.push(Inbound::Update { update, raw: u });
                 }
             }
             Message::Awareness(p) => {

@@ -77,11 +77,12 @@ pub enum Inbound {
     Update {
         /// The decoded update.
         update: Update,
-        /// Its encoded size, for the document size limit.
-        len: usize,
+        /// Its encoding: sized against the document limit, and stored as-is if yrs has to
+        /// hold it back waiting for missing predecessors.
+        raw: Bytes,
     },
     /// A reader's SyncStep2: refused, but only reported if it holds something new.
-    ReadOnlyStep2(StateVector),
+    ReadOnlyStep2(Update),
     /// Validated awareness entries.
     Awareness(Vec<Entry>),
     /// Send every awareness state to the asker.
@@ -399,11 +400,9 @@ impl Room {
                 };
                 self.send_to(conn, reply);
             }
-            Inbound::Update { update, len } => self.apply(conn, update, len),
-            Inbound::ReadOnlyStep2(sv) => {
-                let ours = self.doc.transact().state_vector();
-                let new = sv.iter().any(|(client, clock)| ours.get(client) < *clock);
-                if new {
+            Inbound::Update { update, raw } => self.apply(conn, update, raw),
+            Inbound::ReadOnlyStep2(update) => {
+                if carries_new(&update, &self.doc) {
                     self.deny(conn, "read-only: updates are not accepted");
                 }
             }
@@ -427,7 +426,8 @@ impl Room {
         }
     }
 
-    fn apply(&mut self, conn: ConnId, update: Update, len: usize) {
+    fn apply(&mut self, conn: ConnId, update: Update, raw: Bytes) {
+        let len = raw.len();
         let Some(member) = self.members.get_mut(&conn) else {
             return;
         };
@@ -451,6 +451,9 @@ impl Room {
         member.accepted += 1;
         let accepted = member.accepted;
         // yrs may panic on adversarial input that decodes; never let that kill the node.
+        // Whether it carries anything this document lacks; decides below whether an update
+        // that changed nothing is a duplicate or is waiting for its predecessors.
+        let extends = carries_new(&update, &self.doc);
         let doc = &self.doc;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
@@ -481,7 +484,14 @@ impl Room {
         }
         self.pending_acks.insert(conn, accepted);
         if effective.is_empty() {
-            // Nothing new (already known, or waiting for missing predecessors inside yrs).
+            if extends {
+                // yrs holds it back until its predecessors arrive. It was acknowledged, so it
+                // must survive a restart: store it as received (reloading re-queues it).
+                self.doc_bytes += len;
+                self.pending_bytes += len;
+                self.pending.push(raw);
+            }
+            // Otherwise nothing was new: already known, nothing to relay or store.
             self.schedule_flush();
             return;
         }
@@ -739,6 +749,17 @@ impl Room {
             let _ = c.await;
         }
     }
+}
+
+/// Whether `update` holds blocks `doc` lacks: either overlapping and extending its state, or
+/// starting beyond it (a gap yrs will hold back until the predecessors arrive).
+fn carries_new(update: &Update, doc: &Doc) -> bool {
+    let ours = doc.transact().state_vector();
+    update.extends(&ours)
+        || update
+            .state_vector_lower()
+            .iter()
+            .any(|(client, clock)| *clock >= ours.get(client))
 }
 
 async fn recv_opt<T>(

@@ -263,3 +263,46 @@ async fn sigterm_drains_and_persists() {
     assert_eq!(text(&c2, "t"), "flushed on sigterm");
     let _ = child.start_kill();
 }
+
+#[tokio::test]
+async fn updates_waiting_for_predecessors_survive_a_restart() {
+    use chorus_protocol::sync::Message;
+    use yrs::{ReadTxn, StateVector, Text, Transact};
+    // Two consecutive edits of one replica; the second arrives first (its predecessor is
+    // missing), is acknowledged, and must still be there after a restart.
+    let src = yrs::Doc::with_client_id(99);
+    let t = src.get_or_insert_text("t");
+    t.insert(&mut src.transact_mut(), 0, "a");
+    let first = src
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let sv = src.transact().state_vector();
+    t.insert(&mut src.transact_mut(), 1, "b");
+    let second = src.transact().encode_state_as_update_v1(&sv);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let c = server.client_with("pending", ext()).await;
+    c.send_message(&Message::Update(bytes::Bytes::from(second)))
+        .expect("send");
+    wait_saved(&c, 1).await;
+    {
+        let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
+            .await
+            .expect("open");
+        let stored = store
+            .load(&RoomKey::new("default", "pending"))
+            .await
+            .expect("load");
+        assert_eq!(stored.updates.len(), 1, "the held-back update is stored");
+    }
+    drop(c);
+    server.stop().await.expect("stop");
+
+    let server = TestServer::start(test_config(dir.path())).await;
+    let c = server.client("pending").await;
+    let watcher = server.client("pending").await;
+    c.send_message(&Message::Update(bytes::Bytes::from(first)))
+        .expect("send");
+    wait_text(&[&watcher], "t", "ab").await;
+}
