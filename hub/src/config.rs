@@ -137,6 +137,11 @@ pub struct Config {
     #[arg(long, env = "CHORUS_ROOM_IDLE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub room_idle: Duration,
 
+    /// How often the hub pings each WebSocket; a peer silent for two intervals (no frame, no
+    /// pong) is dropped, which detects dead TCP peers that never sent a FIN. Default: 30s.
+    #[arg(long, env = "CHORUS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
     /// Longest a graceful shutdown waits for clients to close and rooms to flush. Default: 10s.
     #[arg(long, env = "CHORUS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -159,7 +164,7 @@ impl Default for Config {
 impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 7] = [
+        let checks: [(bool, &str); 8] = [
             (
                 self.max_frame_bytes >= 1024,
                 "--max-frame-bytes must be at least 1024",
@@ -184,6 +189,10 @@ impl Config {
             (
                 self.compact_threshold >= 1,
                 "--compact-threshold must be at least 1",
+            ),
+            (
+                self.ping_interval >= Duration::from_millis(10),
+                "--ping-interval must be at least 10ms",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -41,6 +41,8 @@ pub struct Session {
     pub shutdown: CancellationToken,
     /// See `--max-awareness-bytes`.
     pub max_awareness_bytes: usize,
+    /// See `--ping-interval`.
+    pub ping_interval: Duration,
     /// Released when the connection ends (connection count).
     pub guard: Box<dyn Send + Sync>,
 }
@@ -58,6 +60,7 @@ pub async fn run(mut socket: WebSocket, s: Session) {
         registry,
         shutdown,
         max_awareness_bytes,
+        ping_interval,
         guard: _guard,
     } = s;
     metrics::counter!("chorus_connections_total").increment(1);
@@ -78,6 +81,12 @@ pub async fn run(mut socket: WebSocket, s: Session) {
             return;
         }
     };
+
+    // Keepalive: a peer that sends nothing (not even a pong) for two intervals is gone.
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = tokio::time::Instant::now();
 
     let (code, reason): (CloseCode, String) = loop {
         tokio::select! {
@@ -107,7 +116,20 @@ pub async fn run(mut socket: WebSocket, s: Session) {
                     _ = shutdown.cancelled() => {}
                 }
             }
-            incoming = socket.recv() => match incoming {
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= ping_interval * 2 {
+                    tracing::info!(room = %key, conn = conn.id, "peer unresponsive; dropping");
+                    break (CloseCode::Normal, String::new());
+                }
+                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    break (CloseCode::Normal, String::new());
+                }
+            }
+            incoming = socket.recv() => match incoming.inspect(|r| {
+                if r.is_ok() {
+                    last_seen = tokio::time::Instant::now();
+                }
+            }) {
                 Some(Ok(WsMessage::Binary(frame))) => {
                     metrics::counter!("chorus_messages_in_total").increment(1);
                     match decode_frame(frame, identity.role, max_awareness_bytes) {

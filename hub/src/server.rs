@@ -205,6 +205,7 @@ async fn ws_handler(
         registry: app.registry.clone(),
         shutdown: app.shutdown.clone(),
         max_awareness_bytes: app.config.max_awareness_bytes,
+        ping_interval: app.config.ping_interval,
         guard: Box::new(guard),
     };
     ws.on_upgrade(move |socket| connection::run(socket, session))

@@ -87,6 +87,7 @@ fn help_documents_every_flag_with_its_env_var() {
         "compact-threshold",
         "awareness-tick",
         "room-idle",
+        "ping-interval",
         "shutdown-grace",
         "log-json",
     ] {

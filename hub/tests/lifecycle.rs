@@ -138,3 +138,36 @@ async fn health_readiness_and_metrics_endpoints() {
     }
     assert!(!body.contains("room=\""), "no per-room labels");
 }
+
+#[tokio::test]
+async fn silent_peers_are_dropped_and_live_idle_ones_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.ping_interval = std::time::Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    // A live client that simply has nothing to say: it answers pings while reading.
+    let idle = server.client("keepalive").await;
+    // A dead peer: handshake done, then never reads (so never answers a ping).
+    let (dead, _) = tokio_tungstenite::connect_async(server.url("keepalive"))
+        .await
+        .expect("connect");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = server.get("/healthz").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if v["connections"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead peer never dropped: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(dead);
+    // The idle but live client survived many ping intervals.
+    assert!(idle.closed().is_none());
+    let other = server.client("keepalive").await;
+    append(&other, "t", "still here");
+    wait_text(&[&idle], "t", "still here").await;
+}

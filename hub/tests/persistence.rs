@@ -306,3 +306,21 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
         .expect("send");
     wait_text(&[&watcher], "t", "ab").await;
 }
+
+#[tokio::test]
+async fn database_url_selects_a_sqlite_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("elsewhere.db");
+    let mut config = test_config(&dir.path().join("unused"));
+    config.database_url = Some(format!("sqlite://{}", db.display()));
+    let server = TestServer::start(config.clone()).await;
+    let c = server.client_with("url", ext()).await;
+    append(&c, "t", "via url");
+    wait_saved(&c, 1).await;
+    server.stop().await.expect("stop");
+    assert!(db.exists(), "the URL's file holds the data");
+    assert!(!dir.path().join("unused/chorus.db").exists());
+    let server = TestServer::start(config).await;
+    let c = server.client("url").await;
+    assert_eq!(text(&c, "t"), "via url");
+}
