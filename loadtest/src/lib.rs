@@ -1,0 +1,17 @@
+//! The Chorus load tester.
+//!
+//! - [`target`]: refuses any server address outside 127.0.0.0/8 and ::1 unless the user passes
+//!   `--allow-remote`, so a typo cannot aim load at someone else's machine.
+//! - [`scenario`]: the scenarios (`connect`, `edit`), each bounded in count and time and
+//!   ending by itself, each producing a [`report::Report`].
+//! - [`report`]: HDR latency summaries, a human table and one JSON document per run.
+//! - [`proc`]: the server's resident memory and CPU time from `/proc/PID`, and the load
+//!   generator's own CPU time, so a reader can tell when the generator was the limit.
+//!
+//! Clients are the `chorus-protocol` client: real WebSockets, real yrs documents, 32-bit client
+//! ids as browsers use.
+
+pub mod proc;
+pub mod report;
+pub mod scenario;
+pub mod target;

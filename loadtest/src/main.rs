@@ -1,0 +1,166 @@
+//! `chorus-loadtest`: parses flags, checks the target is loopback, runs one scenario, prints
+//! a table and optionally writes the JSON report. Exits 1 if a correctness check failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chorus_loadtest::scenario::{self, ConnectParams, EditParams, Target};
+use clap::{Args, Parser, Subcommand};
+
+/// Load tester for Chorus and other y-websocket servers. Sends traffic only to loopback
+/// addresses unless --allow-remote is given; every run is bounded and stops by itself.
+#[derive(Debug, Parser)]
+#[command(name = "chorus-loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Base WebSocket URL; rooms are appended. Default: ws://127.0.0.1:8080/ws.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Token passed as ?token=. Default: none.
+    #[arg(
+        long,
+        global = true,
+        env = "CHORUS_LOADTEST_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Allow a target outside 127.0.0.0/8 and ::1. Default: false.
+    #[arg(long, global = true)]
+    allow_remote: bool,
+    /// Prefix of room names. Default: lt-<pid>-.
+    #[arg(long, global = true)]
+    room_prefix: Option<String>,
+    /// Most handshakes in flight at once. Default: 200.
+    #[arg(long, global = true, default_value_t = 200)]
+    concurrency: usize,
+    /// Patience for a handshake and for the final drain. Default: 30s.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Server pid, to report its memory and CPU from /proc. Default: none.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Also write the report as JSON to this file. Default: none.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Open N sessions over M rooms and hold them.
+    Connect {
+        /// Sessions. Default: 100.
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// Rooms. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        /// Hold time. Default: 5s.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+    },
+    /// N users in rooms of K, each sending small edits at a rate; measures delivery latency.
+    Edit {
+        /// Users. Default: 100.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Users per room. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Edits per second per user. Default: 1.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Editing time. Default: 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+/// Hard caps so a typo cannot start an unbounded run.
+const MAX_CLIENTS: usize = 18_000;
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let c = cli.common;
+    chorus_loadtest::target::check(&c.url, c.allow_remote)?;
+    let target = Target {
+        url: c.url,
+        token: c.token,
+        room_prefix: c
+            .room_prefix
+            .unwrap_or_else(|| format!("lt-{}-", std::process::id())),
+        concurrency: c.concurrency,
+        timeout: c.timeout,
+        server_pid: c.server_pid,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = match cli.scenario {
+        Scenario::Connect {
+            sessions,
+            rooms,
+            hold,
+        } => {
+            anyhow::ensure!(
+                sessions <= MAX_CLIENTS,
+                "--sessions is capped at {MAX_CLIENTS} per process"
+            );
+            anyhow::ensure!(hold <= MAX_DURATION, "--hold is capped at 1h");
+            runtime.block_on(scenario::connect(
+                &target,
+                &ConnectParams {
+                    sessions,
+                    rooms,
+                    hold,
+                },
+            ))
+        }
+        Scenario::Edit {
+            users,
+            room_size,
+            rate,
+            duration,
+        } => {
+            anyhow::ensure!(
+                users <= MAX_CLIENTS,
+                "--users is capped at {MAX_CLIENTS} per process"
+            );
+            anyhow::ensure!(duration <= MAX_DURATION, "--duration is capped at 1h");
+            anyhow::ensure!(rate > 0.0 && rate <= 1000.0, "--rate must be in (0, 1000]");
+            runtime.block_on(scenario::edit(
+                &target,
+                &EditParams {
+                    users,
+                    room_size,
+                    rate,
+                    duration,
+                },
+            ))
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = c.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(report.passed())
+}

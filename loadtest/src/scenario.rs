@@ -1,0 +1,360 @@
+//! Scenarios. Each is bounded in count and time and ends by itself.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chorus_protocol::client::{Client, ClientOptions};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use yrs::types::EntryChange;
+use yrs::types::ToJson;
+use yrs::types::map::MapEvent;
+use yrs::{Any, Map, Observable, Out, Transact};
+
+use crate::proc;
+use crate::report::{Latency, Report, histogram};
+
+/// Where and how to connect.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// Base URL; the room name is appended (`ws://127.0.0.1:8080/ws`).
+    pub url: String,
+    /// Token sent as `?token=`.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Prefix of room names, so runs do not collide.
+    pub room_prefix: String,
+    /// Most handshakes in flight at once.
+    pub concurrency: usize,
+    /// Patience for one handshake and for draining at the end.
+    pub timeout: Duration,
+    /// The server's pid, to read its memory and CPU from /proc.
+    pub server_pid: Option<u32>,
+}
+
+impl Target {
+    fn room_url(&self, room: usize) -> String {
+        format!(
+            "{}/{}{room}",
+            self.url.trim_end_matches('/'),
+            self.room_prefix
+        )
+    }
+
+    async fn connect(&self, room: usize) -> anyhow::Result<Client> {
+        let opts = ClientOptions {
+            token: self.token.clone(),
+            ..Default::default()
+        };
+        let client =
+            tokio::time::timeout(self.timeout, Client::connect(&self.room_url(room), opts))
+                .await
+                .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+        client.synced(self.timeout).await?;
+        Ok(client)
+    }
+
+    /// Connects `n` clients, client `i` to room `room_of(i)`, at most `concurrency` at a time.
+    /// Returns the clients that made it (by index), handshake latencies and failures.
+    async fn connect_many(
+        &self,
+        n: usize,
+        room_of: impl Fn(usize) -> usize,
+    ) -> (Vec<(usize, Client)>, Histogram<u64>, Vec<String>) {
+        let sem = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let sem = sem.clone();
+            let target = self.clone();
+            let room = room_of(i);
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let started = Instant::now();
+                let res = target.connect(room).await;
+                (i, started.elapsed(), res)
+            }));
+        }
+        let mut clients = Vec::with_capacity(n);
+        let mut hist = histogram();
+        let mut failures = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok((i, took, Ok(c))) => {
+                    let _ = hist.record(took.as_micros().max(1) as u64);
+                    clients.push((i, c));
+                }
+                Ok((i, _, Err(e))) => failures.push(format!("client {i}: {e}")),
+                Err(e) => failures.push(format!("task: {e}")),
+            }
+        }
+        (clients, hist, failures)
+    }
+}
+
+fn problems_from_failures(report: &mut Report, failures: &[String]) {
+    if !failures.is_empty() {
+        let sample: Vec<&str> = failures.iter().take(3).map(String::as_str).collect();
+        report.problems.push(format!(
+            "{} connections failed, e.g. {}",
+            failures.len(),
+            sample.join("; ")
+        ));
+    }
+}
+
+/// `connect`: N sessions over M rooms, held for a while.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectParams {
+    /// Sessions to open.
+    pub sessions: usize,
+    /// Rooms they spread over.
+    pub rooms: usize,
+    /// How long to hold them open once connected.
+    pub hold: Duration,
+}
+
+/// Runs the `connect` scenario.
+pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
+    let mut report = Report::new(
+        "connect",
+        serde_json::json!({ "target": target, "scenario": p }),
+    );
+    let rss_before = target.server_pid.and_then(proc::rss_bytes);
+    let server_cpu_before = target
+        .server_pid
+        .and_then(|pid| proc::cpu_seconds(&pid.to_string()));
+    let cpu_before = proc::cpu_seconds("self");
+    let started = Instant::now();
+    let rooms = p.rooms.max(1);
+    let (clients, hist, failures) = target.connect_many(p.sessions, |i| i % rooms).await;
+    let took = started.elapsed();
+    let ok = clients.len() as f64;
+    report.metrics.insert("sessions_ok".into(), ok);
+    report
+        .metrics
+        .insert("sessions_failed".into(), failures.len() as f64);
+    report.metrics.insert(
+        "connect_rate_per_s".into(),
+        ok / took.as_secs_f64().max(1e-9),
+    );
+    report
+        .latency
+        .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
+    if let (Some(before), Some(after)) = (rss_before, target.server_pid.and_then(proc::rss_bytes)) {
+        report
+            .metrics
+            .insert("server_rss_mib".into(), after as f64 / 1048576.0);
+        if ok > 0.0 {
+            report.metrics.insert(
+                "server_bytes_per_connection".into(),
+                (after.saturating_sub(before)) as f64 / ok,
+            );
+        }
+    }
+    if let (Some(before), Some(after)) = (
+        server_cpu_before,
+        target
+            .server_pid
+            .and_then(|pid| proc::cpu_seconds(&pid.to_string())),
+    ) && ok > 0.0
+    {
+        report.metrics.insert(
+            "server_cpu_us_per_connection".into(),
+            (after - before) * 1e6 / ok,
+        );
+    }
+    tokio::time::sleep(p.hold).await;
+    if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
+        report.metrics.insert("generator_cpu_s".into(), a - b);
+    }
+    problems_from_failures(&mut report, &failures);
+    // Dropping the clients closes their sockets.
+    drop(clients);
+    report
+}
+
+/// `edit`: N users in rooms of K, each editing at a fixed rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct EditParams {
+    /// Users (connections).
+    pub users: usize,
+    /// Users per room.
+    pub room_size: usize,
+    /// Edits per second per user.
+    pub rate: f64,
+    /// How long users edit.
+    pub duration: Duration,
+}
+
+/// Shared delivery accounting: every edit carries its send time, every receiver records the
+/// delay from send to arrival.
+struct Deliveries {
+    latency: Mutex<Histogram<u64>>,
+    received: AtomicU64,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the `edit` scenario.
+pub async fn edit(target: &Target, p: &EditParams) -> Report {
+    let mut report = Report::new(
+        "edit",
+        serde_json::json!({ "target": target, "scenario": p }),
+    );
+    let room_size = p.room_size.max(1);
+    let (clients, hist, failures) = target.connect_many(p.users, |i| i / room_size).await;
+    report
+        .latency
+        .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
+    problems_from_failures(&mut report, &failures);
+
+    let deliveries = Arc::new(Deliveries {
+        latency: Mutex::new(histogram()),
+        received: AtomicU64::new(0),
+    });
+    let mut members: HashMap<usize, usize> = HashMap::new();
+    for (i, c) in &clients {
+        *members.entry(i / room_size).or_default() += 1;
+        // Each user writes key = its index; others' keys arriving are deliveries.
+        let own = i.to_string();
+        let d = deliveries.clone();
+        let map = c.doc().get_or_insert_map("loadtest");
+        map.observe("loadtest", move |txn, e: &MapEvent| {
+            let now = now_micros();
+            for (key, change) in e.keys(txn) {
+                if **key == *own {
+                    continue;
+                }
+                let value = match change {
+                    EntryChange::Inserted(v) | EntryChange::Updated(_, v) => v,
+                    EntryChange::Removed(_) => continue,
+                };
+                if let Out::Any(Any::String(s)) = value
+                    && let Some(sent) = s.split(':').nth(1).and_then(|t| t.parse::<u64>().ok())
+                {
+                    d.received.fetch_add(1, Ordering::Relaxed);
+                    let mut h = d.latency.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = h.record(now.saturating_sub(sent).max(1));
+                }
+            }
+        });
+    }
+
+    let cpu_before = proc::cpu_seconds("self");
+    let server_cpu_before = target
+        .server_pid
+        .and_then(|pid| proc::cpu_seconds(&pid.to_string()));
+    let expected = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let period = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
+    let deadline = tokio::time::Instant::now() + p.duration;
+    let clients: Vec<(usize, Arc<Client>)> =
+        clients.into_iter().map(|(i, c)| (i, Arc::new(c))).collect();
+    let mut tasks = Vec::new();
+    for (n, (i, c)) in clients.iter().enumerate() {
+        let (i, c) = (*i, c.clone());
+        let peers = members.get(&(i / room_size)).copied().unwrap_or(1) as u64 - 1;
+        let (expected, sent) = (expected.clone(), sent.clone());
+        // Spread first edits over one period so users do not fire in lockstep.
+        let offset = period.mul_f64((n % 1000) as f64 / 1000.0);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let map = c.doc().get_or_insert_map("loadtest");
+            let key = i.to_string();
+            let mut seq = 0u64;
+            loop {
+                tick.tick().await;
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                seq += 1;
+                let value = format!("{seq}:{}", now_micros());
+                map.insert(&mut c.doc().transact_mut(), key.as_str(), value);
+                sent.fetch_add(1, Ordering::Relaxed);
+                expected.fetch_add(peers, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let edit_secs = p.duration.as_secs_f64();
+    // Drain: wait until every expected delivery arrived, or the timeout.
+    let want = expected.load(Ordering::Relaxed);
+    let drain_deadline = Instant::now() + target.timeout;
+    while deliveries.received.load(Ordering::Relaxed) < want && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = deliveries.received.load(Ordering::Relaxed);
+    if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
+        report.metrics.insert("generator_cpu_s".into(), a - b);
+    }
+    if let (Some(b), Some(a)) = (
+        server_cpu_before,
+        target
+            .server_pid
+            .and_then(|pid| proc::cpu_seconds(&pid.to_string())),
+    ) {
+        report.metrics.insert("server_cpu_s".into(), a - b);
+        if got > 0 {
+            report.metrics.insert(
+                "server_cpu_us_per_delivery".into(),
+                (a - b) * 1e6 / got as f64,
+            );
+        }
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    report.metrics.insert("edits_sent".into(), sent as f64);
+    report
+        .metrics
+        .insert("deliveries_expected".into(), want as f64);
+    report
+        .metrics
+        .insert("deliveries_received".into(), got as f64);
+    report
+        .metrics
+        .insert("deliveries_per_s".into(), got as f64 / edit_secs.max(1e-9));
+    let latency = deliveries
+        .latency
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    report
+        .latency
+        .insert("delivery".into(), Latency::from_micros(&latency));
+    if got != want {
+        report
+            .problems
+            .push(format!("deliveries: expected {want}, received {got}"));
+    }
+
+    // Convergence: every replica of a room holds the same map.
+    let mut by_room: HashMap<usize, Vec<Any>> = HashMap::new();
+    for (i, c) in &clients {
+        let map = c.doc().get_or_insert_map("loadtest");
+        let json = map.to_json(&c.doc().transact());
+        by_room.entry(i / room_size).or_default().push(json);
+    }
+    let diverged = by_room
+        .values()
+        .filter(|states| states.windows(2).any(|w| w[0] != w[1]))
+        .count();
+    report
+        .metrics
+        .insert("rooms_diverged".into(), diverged as f64);
+    if diverged > 0 {
+        report
+            .problems
+            .push(format!("{diverged} rooms did not converge"));
+    }
+    report
+}

@@ -1,0 +1,44 @@
+//! Where load may be sent.
+
+use std::net::IpAddr;
+
+/// Checks that `url` (a `ws://` URL) points at a loopback address, unless `allow_remote`.
+pub fn check(url: &str, allow_remote: bool) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| anyhow::anyhow!("--url must start with ws:// or wss://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if allow_remote {
+        return Ok(());
+    }
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "refusing to send load to {host:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) are allowed without --allow-remote"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_without_the_flag() {
+        assert!(check("ws://127.0.0.1:8080/ws", false).is_ok());
+        assert!(check("ws://127.0.0.9:8080/ws", false).is_ok());
+        assert!(check("ws://localhost:1/ws", false).is_ok());
+        assert!(check("ws://[::1]:8080/ws", false).is_ok());
+        assert!(check("ws://10.0.0.1:8080/ws", false).is_err());
+        assert!(check("ws://example.com/ws", false).is_err());
+        assert!(check("ws://example.com/ws", true).is_ok());
+        assert!(check("http://127.0.0.1/ws", false).is_err());
+    }
+}

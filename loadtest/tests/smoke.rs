@@ -1,0 +1,103 @@
+//! Short runs of every scenario against a real hub on 127.0.0.1:0. They check correctness (no
+//! lost deliveries, convergence, no failed connections), never timings.
+
+use std::time::Duration;
+
+use chorus_loadtest::scenario::{self, ConnectParams, EditParams, Target};
+
+struct Hub {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn hub() -> Hub {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = chorus_hub::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        ..chorus_hub::Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(chorus_hub::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    Hub {
+        url: format!("ws://{addr}/ws"),
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+fn target(url: &str) -> Target {
+    Target {
+        url: url.to_string(),
+        token: None,
+        room_prefix: "smoke-".into(),
+        concurrency: 16,
+        timeout: Duration::from_secs(20),
+        server_pid: Some(std::process::id()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_scenario_opens_every_session() {
+    let hub = hub().await;
+    let p = ConnectParams {
+        sessions: 40,
+        rooms: 5,
+        hold: Duration::from_millis(100),
+    };
+    let report = scenario::connect(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["sessions_ok"], 40.0);
+    assert_eq!(report.latency["handshake_to_synced"].count, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_scenario_delivers_everything_and_converges() {
+    let hub = hub().await;
+    let p = EditParams {
+        users: 12,
+        room_size: 4,
+        rate: 10.0,
+        duration: Duration::from_secs(1),
+    };
+    let report = scenario::edit(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    let sent = report.metrics["edits_sent"];
+    assert!(sent > 0.0);
+    // Rooms of 4: every edit reaches the 3 other members.
+    assert_eq!(report.metrics["deliveries_expected"], sent * 3.0);
+    assert_eq!(report.metrics["deliveries_received"], sent * 3.0);
+    assert_eq!(report.metrics["rooms_diverged"], 0.0);
+}
+
+#[tokio::test]
+async fn a_dead_target_is_reported_not_hung() {
+    // Nothing listens on this port (bound then released).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let p = ConnectParams {
+        sessions: 3,
+        rooms: 1,
+        hold: Duration::ZERO,
+    };
+    let report = scenario::connect(&target(&format!("ws://127.0.0.1:{port}/ws")), &p).await;
+    assert!(!report.passed());
+    assert_eq!(report.metrics["sessions_failed"], 3.0);
+}
