@@ -164,7 +164,8 @@ impl Default for Config {
 impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 8] = [
+        let hour = Duration::from_secs(3600);
+        let checks: [(bool, &str); 10] = [
             (
                 self.max_frame_bytes >= 1024,
                 "--max-frame-bytes must be at least 1024",
@@ -191,8 +192,18 @@ impl Config {
                 "--compact-threshold must be at least 1",
             ),
             (
-                self.ping_interval >= Duration::from_millis(10),
-                "--ping-interval must be at least 10ms",
+                self.ping_interval >= Duration::from_millis(10) && self.ping_interval <= hour,
+                "--ping-interval must be between 10ms and 1h",
+            ),
+            (
+                self.send_queue_messages <= 1 << 20 && self.room_idle <= 24 * hour,
+                "--send-queue-messages must be at most 1048576 and --room-idle at most 24h",
+            ),
+            (
+                self.persist_batch <= Duration::from_secs(10)
+                    && self.awareness_tick <= Duration::from_secs(60)
+                    && self.shutdown_grace <= hour,
+                "--persist-batch must be at most 10s, --awareness-tick at most 60s and --shutdown-grace at most 1h",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -155,6 +155,27 @@ impl ConnHandle {
         self.send(Outbound::Binary(frame))
     }
 
+    /// Queues a frame the connection asked for (its join handshake, its SyncStep2) outside
+    /// the byte budget: a full document larger than the budget must still reach a joiner.
+    /// The message count still bounds the queue.
+    pub fn send_reply(&self, frame: Bytes) -> bool {
+        if self.close.token.is_cancelled() {
+            return false;
+        }
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(Outbound::Binary(frame)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.overflow();
+                }
+                false
+            }
+        }
+    }
+
     /// Queues an extension message if the connection opted in; true if not opted in.
     pub fn send_ext(&self, msg: &ServerMessage) -> bool {
         !self.ext || self.send(Outbound::Text(ext::encode_server(msg)))

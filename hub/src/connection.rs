@@ -88,9 +88,10 @@ pub async fn run(mut socket: WebSocket, s: Session) {
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
 
+    // Not biased: a member with a constant stream of outbound traffic must still be read
+    // (its edits, its pongs), and a chatty peer must still receive.
     let (code, reason): (CloseCode, String) = loop {
         tokio::select! {
-            biased;
             _ = queue.close.token().cancelled() => {
                 break queue
                     .close
@@ -114,6 +115,10 @@ pub async fn run(mut socket: WebSocket, s: Session) {
                     }
                     _ = close_signal.token().cancelled() => {}
                     _ = shutdown.cancelled() => {}
+                    // A peer that accepts nothing for two ping intervals is gone.
+                    _ = tokio::time::sleep(ping_interval * 2) => {
+                        break (CloseCode::Normal, String::new());
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -121,7 +126,8 @@ pub async fn run(mut socket: WebSocket, s: Session) {
                     tracing::info!(room = %key, conn = conn.id, "peer unresponsive; dropping");
                     break (CloseCode::Normal, String::new());
                 }
-                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                let sent = tokio::time::timeout(ping_interval, socket.send(WsMessage::Ping(Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break (CloseCode::Normal, String::new());
                 }
             }
@@ -276,30 +282,30 @@ pub fn decode_frame(
     for m in msgs {
         match m {
             Message::SyncStep1(sv) => {
-                let sv = guarded(|| StateVector::decode_v1(&sv))
-                    .ok_or((CloseCode::InvalidPayload, "malformed state vector"))?;
+                let pairs = chorus_protocol::sync::decode_state_vector(sv)
+                    .map_err(|_| (CloseCode::InvalidPayload, "malformed state vector"))?;
+                let mut sv = StateVector::default();
+                for (client, clock) in pairs {
+                    sv.set_max(yrs::block::ClientID::new(client), clock);
+                }
                 out.msgs.push(Inbound::SyncStep1(sv));
             }
             Message::SyncStep2(u) if role == Role::Read => {
                 // A reader's SyncStep2 usually repeats what the room has; only the room can
                 // tell whether it holds anything new, so the room decides whether to report.
-                let update = guarded(|| Update::decode_v1(&u))
-                    .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
+                let update = decode_update(&u)?;
                 if !update.is_empty() {
                     out.msgs.push(Inbound::ReadOnlyStep2(update));
                 }
             }
             Message::Update(u) if role == Role::Read => {
-                let update = guarded(|| Update::decode_v1(&u))
-                    .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
+                let update = decode_update(&u)?;
                 out.denied |= !update.is_empty();
             }
             Message::SyncStep2(u) | Message::Update(u) => {
-                let update = guarded(|| Update::decode_v1(&u))
-                    .ok_or((CloseCode::InvalidPayload, "malformed update"))?;
-                if !update.is_empty() {
-                    out.msgs.push(Inbound::Update { update, raw: u });
-                }
+                // Empty updates go to the room too: `saved` counts every update message.
+                let update = decode_update(&u)?;
+                out.msgs.push(Inbound::Update { update, raw: u });
             }
             Message::Awareness(p) => {
                 let entries = awareness::decode_update(p)
@@ -317,6 +323,12 @@ pub fn decode_frame(
     Ok(out)
 }
 
+fn decode_update(u: &Bytes) -> Result<Update, (CloseCode, &'static str)> {
+    chorus_protocol::sync::check_update_header(u)
+        .map_err(|_| (CloseCode::InvalidPayload, "malformed update"))?;
+    guarded(|| Update::decode_v1(u)).ok_or((CloseCode::InvalidPayload, "malformed update"))
+}
+
 /// Runs a yrs decoder, turning both its errors and its panics into `None`.
 fn guarded<T, E>(f: impl FnOnce() -> Result<T, E>) -> Option<T> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).ok()?.ok()
@@ -330,8 +342,11 @@ mod tests {
     #[test]
     fn readers_are_denied_plain_updates_but_not_empty_ones() {
         let empty = Message::Update(Bytes::from_static(&[0, 0])).encode();
-        let d = decode_frame(empty, Role::Read, 1024).expect("valid");
+        let d = decode_frame(empty.clone(), Role::Read, 1024).expect("valid");
         assert!(!d.denied && d.msgs.is_empty());
+        // For writers an empty update still counts toward `saved`.
+        let d = decode_frame(empty, Role::Write, 1024).expect("valid");
+        assert_eq!(d.msgs.len(), 1);
         let doc = yrs::Doc::with_client_id(1);
         {
             use yrs::{Text, Transact};

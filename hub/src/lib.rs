@@ -142,16 +142,18 @@ async fn drain(app: &AppState, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Then every room flushes and exits.
-    let mut waits = Vec::new();
-    for handle in app.registry.handles() {
-        let (done, rx) = oneshot::channel();
-        if handle.tx.send(Command::Shutdown { done }).await.is_ok() {
-            waits.push(rx);
+    let rooms = async {
+        let mut waits = Vec::new();
+        for handle in app.registry.handles() {
+            let (done, rx) = oneshot::channel();
+            if handle.tx.send(Command::Shutdown { done }).await.is_ok() {
+                waits.push(rx);
+            }
         }
-    }
+        futures_util::future::join_all(waits).await
+    };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let all = futures_util::future::join_all(waits);
-    if tokio::time::timeout(remaining.max(Duration::from_millis(100)), all)
+    if tokio::time::timeout(remaining.max(Duration::from_millis(100)), rooms)
         .await
         .is_err()
     {

@@ -33,6 +33,10 @@ use crate::auth::Role;
 use crate::conn::{ConnHandle, ConnId};
 use crate::registry::{JoinError, Registry, RoomHandle};
 
+/// Most awareness client ids one connection may control (a browser tab has one; a few more
+/// cover reconnects that reuse a socket). Beyond it the connection is closed with 1008.
+pub const MAX_AWARENESS_IDS_PER_CONNECTION: usize = 8;
+
 /// Limits and timings rooms obey (from the config).
 #[derive(Debug, Clone)]
 pub struct RoomLimits {
@@ -238,14 +242,8 @@ impl Room {
                     self.compaction = None;
                     self.compacted(res.unwrap_or(Err(StoreError::Stopped)));
                 }
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Shutdown { done }) => {
-                        shutdown_reply = Some(done);
-                        break;
-                    }
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
-                },
+                // Due timers come before commands: a room whose queue never empties must
+                // still save and still send presence.
                 _ = sleep_until(self.flush_due.unwrap_or_else(far_future)),
                     if self.flush_due.is_some() && self.in_flight.is_none() => {
                     self.start_flush().await;
@@ -254,6 +252,14 @@ impl Room {
                     if self.awareness_due.is_some() => {
                     self.broadcast_awareness();
                 }
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Shutdown { done }) => {
+                        shutdown_reply = Some(done);
+                        break;
+                    }
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
                 _ = sleep_until(idle_due.unwrap_or_else(far_future)), if idle_due.is_some() => {
                     // Leave the registry first: joiners that already hold our handle get their
                     // Join dropped below and re-spawn the room, which loads what we saved.
@@ -331,10 +337,10 @@ impl Room {
                 Message::SyncStep1(Bytes::from(sv)).encode()
             })
             .clone();
-        conn.send_binary(step1);
+        conn.send_reply(step1);
         if !self.awareness.is_empty() {
             let entries: Vec<Entry> = self.awareness_entries().collect();
-            conn.send_binary(Message::Awareness(awareness::encode_update(&entries)).encode());
+            conn.send_reply(Message::Awareness(awareness::encode_update(&entries)).encode());
         }
         let id = conn.id;
         self.members.insert(
@@ -352,7 +358,27 @@ impl Room {
         }
     }
 
+    /// Removes members (and their awareness states), then tells everyone at once. Members
+    /// found dead while telling are removed in the same loop, not by recursion.
     fn leave(&mut self, conn: ConnId) {
+        self.leave_all(vec![conn]);
+    }
+
+    fn leave_all(&mut self, mut gone: Vec<ConnId>) {
+        while !gone.is_empty() {
+            for conn in gone.drain(..) {
+                self.remove_member(conn);
+            }
+            if !self.awareness_removed.is_empty() {
+                gone = self.broadcast_awareness_collect();
+            }
+        }
+        if self.members.is_empty() {
+            self.idle_since = Some(TokioInstant::now());
+        }
+    }
+
+    fn remove_member(&mut self, conn: ConnId) {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
@@ -360,10 +386,11 @@ impl Room {
         if let Some(f) = self.in_flight.as_mut() {
             f.acks.remove(&conn);
         }
-        // Remove the states it controlled and tell everyone now, not at the next tick.
+        // y-protocols removes a peer's state at its current clock, so the peer's next state
+        // (clock + 1) is accepted everywhere when it reconnects.
         for id in member.awareness_ids {
             if let Some(st) = self.awareness.get(&id).filter(|s| s.owner == conn) {
-                let clock = st.clock + 1;
+                let clock = st.clock;
                 self.awareness.remove(&id);
                 self.awareness_dirty.remove(&id);
                 self.awareness_removed.push(Entry {
@@ -372,12 +399,6 @@ impl Room {
                     state: Bytes::from_static(awareness::NULL_STATE.as_bytes()),
                 });
             }
-        }
-        if !self.awareness_removed.is_empty() {
-            self.broadcast_awareness();
-        }
-        if self.members.is_empty() {
-            self.idle_since = Some(TokioInstant::now());
         }
     }
 
@@ -436,67 +457,84 @@ impl Room {
             self.deny(conn, "read-only: updates are not accepted");
             return;
         }
-        if self.doc_bytes + len > self.ctx.limits.max_document_bytes {
+        // Whether it carries blocks this document lacks. Decides whether it counts against the
+        // size limit (a reconnect's SyncStep2 repeating known content must not) and whether an
+        // update that changed nothing is a duplicate or is held back by yrs.
+        let new = carries_new(&update, &self.doc);
+        let deletes = !update.delete_set().is_empty();
+        if new && self.doc_bytes + len > self.ctx.limits.max_document_bytes {
             metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
                 .increment(1);
             member.conn.send_ext(&ServerMessage::Error {
                 code: ErrorCode::TooLarge,
                 message: "document size limit reached".into(),
             });
-            member
-                .conn
-                .close(CloseCode::DocumentTooLarge, "document size limit reached");
+            self.close_member(
+                conn,
+                CloseCode::DocumentTooLarge,
+                "document size limit reached",
+            );
             return;
         }
         member.accepted += 1;
         let accepted = member.accepted;
         // yrs may panic on adversarial input that decodes; never let that kill the node.
-        // Whether it carries anything this document lacks; decides below whether an update
-        // that changed nothing is a duplicate or is waiting for its predecessors.
-        let extends = carries_new(&update, &self.doc);
         let doc = &self.doc;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
-            txn.apply_update(update)
+            let res = txn.apply_update(update);
+            let store = ReadTxn::store(&txn);
+            let held_back = store.pending_update().is_some() || store.pending_ds().is_some();
+            (res, held_back)
         }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                // Nothing was integrated; the document is unchanged.
-                tracing::info!(room = %self.key(), conn, error = %e, "update refused");
-                self.close_member(conn, CloseCode::InvalidPayload, "invalid update");
-                return;
-            }
+        let (result, held_back) = match outcome {
+            Ok(r) => r,
             Err(_) => {
                 // The document may be half-applied. Drop every member (they resync on
                 // reconnect) and exit after saving what was valid; the next join reloads.
                 tracing::error!(room = %self.key(), conn, "update application panicked; restarting room");
                 metrics::counter!("chorus_room_panics_total").increment(1);
                 let ids: Vec<ConnId> = self.members.keys().copied().collect();
-                for id in ids {
-                    self.close_member(id, CloseCode::Internal, "room restarting");
+                for id in &ids {
+                    if let Some(m) = self.members.get(id) {
+                        m.conn.close(CloseCode::Internal, "room restarting");
+                    }
                 }
+                self.leave_all(ids);
                 self.failed = true;
                 return;
             }
+        };
+        // Whatever yrs integrated, even from an update it then refused, is now in the
+        // document: it must be relayed and stored like any edit.
+        self.commit_effective(conn, effective);
+        if held_back && (new || deletes) {
+            // yrs holds (part of) it back until its predecessors arrive. Store it as received
+            // so a restart re-queues it; duplicates are harmless to a CRDT.
+            self.doc_bytes += len;
+            self.pending_bytes += len;
+            self.pending.push(raw);
+        }
+        if let Err(e) = result {
+            tracing::info!(room = %self.key(), conn, error = %e, "update refused");
+            self.close_member(conn, CloseCode::InvalidPayload, "invalid update");
+            self.schedule_flush();
+            return;
         }
         self.pending_acks.insert(conn, accepted);
+        self.schedule_flush();
+    }
+
+    /// Relays and queues for saving the updates a transaction produced.
+    fn commit_effective(&mut self, from: ConnId, effective: Vec<Vec<u8>>) {
         if effective.is_empty() {
-            if extends {
-                // yrs holds it back until its predecessors arrive. It was acknowledged, so it
-                // must survive a restart: store it as received (reloading re-queues it).
-                self.doc_bytes += len;
-                self.pending_bytes += len;
-                self.pending.push(raw);
-            }
-            // Otherwise nothing was new: already known, nothing to relay or store.
-            self.schedule_flush();
             return;
         }
         self.full_state = None;
         self.step1 = None;
+        let mut dead = Vec::new();
         for u in effective {
             let u = Bytes::from(u);
             let frame = Message::Update(u.clone()).encode();
@@ -505,9 +543,8 @@ impl Room {
             self.pending.push(u);
             let started = Instant::now();
             let mut sent = 0u64;
-            let mut dead = Vec::new();
             for (id, m) in &self.members {
-                if *id == conn {
+                if *id == from {
                     continue;
                 }
                 if m.conn.send_binary(frame.clone()) {
@@ -518,11 +555,12 @@ impl Room {
             }
             metrics::counter!("chorus_messages_out_total").increment(sent);
             metrics::histogram!("chorus_fanout_seconds").record(started.elapsed().as_secs_f64());
-            for id in dead {
-                self.leave(id);
-            }
         }
-        self.schedule_flush();
+        if !dead.is_empty() {
+            dead.sort_unstable();
+            dead.dedup();
+            self.leave_all(dead);
+        }
     }
 
     fn schedule_flush(&mut self) {
@@ -634,6 +672,14 @@ impl Room {
                 continue;
             }
             if let Some(m) = self.members.get_mut(&conn) {
+                if m.awareness_ids.len() >= MAX_AWARENESS_IDS_PER_CONNECTION
+                    && !m.awareness_ids.contains(&e.client_id)
+                {
+                    // One tab owns one state; dozens from one socket is an attack on every
+                    // joiner's handshake size.
+                    self.close_member(conn, CloseCode::Policy, "too many awareness states");
+                    return;
+                }
                 m.awareness_ids.insert(e.client_id);
             }
             if e.is_removal() {
@@ -678,6 +724,14 @@ impl Room {
     /// including the senders: stock clients drop a connection that hears nothing for 30 s,
     /// and their own renewals relayed back are what keeps a lone client's socket alive.
     fn broadcast_awareness(&mut self) {
+        let dead = self.broadcast_awareness_collect();
+        if !dead.is_empty() {
+            self.leave_all(dead);
+        }
+    }
+
+    /// Sends the pending awareness changes; returns members whose queues refused them.
+    fn broadcast_awareness_collect(&mut self) -> Vec<ConnId> {
         self.awareness_due = None;
         let mut entries = std::mem::take(&mut self.awareness_removed);
         for id in self.awareness_dirty.drain() {
@@ -690,7 +744,7 @@ impl Room {
             }
         }
         if entries.is_empty() {
-            return;
+            return Vec::new();
         }
         let frame = Message::Awareness(awareness::encode_update(&entries)).encode();
         let mut dead = Vec::new();
@@ -701,16 +755,15 @@ impl Room {
         }
         metrics::counter!("chorus_messages_out_total")
             .increment((self.members.len() - dead.len()) as u64);
-        for id in dead {
-            self.leave(id);
-        }
+        dead
     }
 
+    /// Answers a member's own request (SyncStep2, query-awareness) outside the byte budget.
     fn send_to(&mut self, conn: ConnId, frame: Bytes) {
         let ok = self
             .members
             .get(&conn)
-            .is_some_and(|m| m.conn.send_binary(frame));
+            .is_some_and(|m| m.conn.send_reply(frame));
         if ok {
             metrics::counter!("chorus_messages_out_total").increment(1);
         } else {

@@ -183,13 +183,23 @@ async fn ws_handler(
             ApiError::Unavailable("too many rooms open on this node".into()),
         );
     }
+    // Select chorus.v1 when offered; otherwise echo the client's first subprotocol, as the
+    // reference server does, since browsers fail a handshake that ignores their request.
+    let first_requested = ws.requested_protocols().next().cloned();
+    let mut ws = ws.protocols([SUBPROTOCOL]);
+    if ws.selected_protocol().is_none()
+        && let Some(p) = first_requested
+    {
+        ws.set_selected_protocol(p);
+    }
+    let ext_protocol = ws
+        .selected_protocol()
+        .is_some_and(|p| p.as_bytes() == SUBPROTOCOL.as_bytes());
     let ws = ws
-        .protocols([SUBPROTOCOL])
         .read_buffer_size(4096)
         .max_message_size(app.config.max_frame_bytes)
         .max_frame_size(app.config.max_frame_bytes);
-    let ext =
-        ws.selected_protocol().is_some() || matches!(params.ext.as_deref(), Some("1" | "true"));
+    let ext = ext_protocol || matches!(params.ext.as_deref(), Some("1" | "true"));
     let (handle, queue) = conn::channel(
         conn::next_conn_id(),
         ext,
@@ -228,7 +238,13 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    match app.store.ping().await {
+    // A busy store must not make the probe hang past the prober's own timeout.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.ping()).await;
+    match ping.unwrap_or_else(|_| {
+        Err(chorus_persistence::StoreError::Task(
+            "ping timed out".into(),
+        ))
+    }) {
         Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store unreachable");

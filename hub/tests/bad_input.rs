@@ -286,3 +286,99 @@ async fn connection_and_room_limits_refuse_with_503_json() {
     }
     assert!(a.closed().is_none());
 }
+
+#[tokio::test]
+async fn allocation_bombs_and_unsafe_integers_close_with_1007() {
+    let (_dir, config) = cfg();
+    let r = room(config, "bombs").await;
+    // A state vector declaring u32::MAX entries in five bytes.
+    let sv_bomb = Message::SyncStep1(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f])).encode();
+    assert_eq!(r.attack(sv_bomb).await, 1007);
+    // An update declaring ~2^28 clients.
+    let update_bomb = Message::Update(Bytes::from_static(&[0xff, 0xff, 0xff, 0x7f, 0, 0])).encode();
+    assert_eq!(r.attack(update_bomb).await, 1007);
+    // An awareness client id JavaScript cannot represent.
+    let e = Entry {
+        client_id: 1 << 60,
+        clock: 1,
+        state: Bytes::from_static(b"{}"),
+    };
+    let frame = Message::Awareness(chorus_protocol::awareness::encode_update([&e])).encode();
+    assert_eq!(r.attack(frame).await, 1007);
+    r.still_healthy(0).await;
+}
+
+#[tokio::test]
+async fn one_connection_cannot_flood_awareness_states() {
+    let (_dir, config) = cfg();
+    let r = room(config, "aw-flood").await;
+    let entries: Vec<Entry> = (0..50u64)
+        .map(|i| Entry {
+            client_id: 1000 + i,
+            clock: 1,
+            state: Bytes::from_static(b"{}"),
+        })
+        .collect();
+    let frame = Message::Awareness(chorus_protocol::awareness::encode_update(&entries)).encode();
+    assert_eq!(r.attack(frame).await, 1008);
+    r.still_healthy(0).await;
+}
+
+#[tokio::test]
+async fn reconnecting_with_known_content_near_the_size_limit_is_not_refused() {
+    let (_dir, mut config) = cfg();
+    config.max_document_bytes = 4096;
+    let server = TestServer::start(config).await;
+    let a = server.client("near-limit").await;
+    append(&a, "t", &"n".repeat(3000));
+    let b = server.client("near-limit").await;
+    wait_text(&[&b], "t", &"n".repeat(3000)).await;
+    // B reconnects with its full copy: its SyncStep2 repeats 3000 known bytes.
+    let doc = b.doc().clone();
+    b.close().await;
+    let b2 = Client::connect_with_doc(&server.url("near-limit"), ClientOptions::default(), doc)
+        .await
+        .expect("reconnect");
+    b2.synced(PATIENCE).await.expect("synced");
+    append(&a, "t", "!");
+    wait_text(&[&b2], "t", &format!("{}!", "n".repeat(3000))).await;
+    assert!(
+        b2.closed().is_none(),
+        "known content must not count against the limit"
+    );
+}
+
+#[tokio::test]
+async fn unknown_subprotocols_are_echoed_for_browsers() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (_dir, config) = cfg();
+    let server = TestServer::start(config).await;
+    let mut req = server.url("proto").into_client_request().expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "app-v2, other".parse().expect("header"),
+    );
+    let (_ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("app-v2")
+    );
+    let mut req = server.url("proto").into_client_request().expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "x, chorus.v1".parse().expect("header"),
+    );
+    let (_ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("chorus.v1")
+    );
+}

@@ -18,6 +18,9 @@ fn ext() -> ClientOptions {
     }
 }
 
+/// Waits until the first `n` update messages are durable. Every connection's first update
+/// message is its SyncStep2 answering the hub's SyncStep1, so a client's k-th edit is
+/// message k + 1.
 async fn wait_saved(c: &Client, n: u64) {
     c.wait_for("saved", PATIENCE, |s, _| {
         s.events
@@ -36,7 +39,7 @@ async fn saved_acknowledges_durable_updates() {
     for i in 0..5 {
         append(&c, "t", &format!("{i}"));
     }
-    wait_saved(&c, 5).await;
+    wait_saved(&c, 1 + 5).await;
     // What was acknowledged is in the store right now.
     let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
         .await
@@ -133,10 +136,10 @@ async fn compaction_keeps_the_document_and_trims_the_log() {
         expected.push_str(&w);
         append(&c, "t", &w);
         if i % 7 == 0 {
-            wait_saved(&c, i + 1).await;
+            wait_saved(&c, 1 + i + 1).await;
         }
     }
-    wait_saved(&c, 60).await;
+    wait_saved(&c, 1 + 60).await;
     let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
         .await
         .expect("open");
@@ -209,7 +212,7 @@ async fn acknowledged_updates_survive_kill_9() {
     for i in 0..20 {
         append(&c, "t", &format!("{i};"));
     }
-    wait_saved(&c, 20).await;
+    wait_saved(&c, 1 + 20).await;
     let expected = text(&c, "t");
     child.start_kill().expect("kill -9");
     let _ = child.wait().await;
@@ -285,7 +288,7 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
     let c = server.client_with("pending", ext()).await;
     c.send_message(&Message::Update(bytes::Bytes::from(second)))
         .expect("send");
-    wait_saved(&c, 1).await;
+    wait_saved(&c, 1 + 1).await;
     {
         let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
             .await
@@ -316,7 +319,7 @@ async fn database_url_selects_a_sqlite_file() {
     let server = TestServer::start(config.clone()).await;
     let c = server.client_with("url", ext()).await;
     append(&c, "t", "via url");
-    wait_saved(&c, 1).await;
+    wait_saved(&c, 1 + 1).await;
     server.stop().await.expect("stop");
     assert!(db.exists(), "the URL's file holds the data");
     assert!(!dir.path().join("unused/chorus.db").exists());

@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::de::IgnoredAny;
 
-use crate::lib0::{DecodeError, Decoder, write_var_string, write_var_uint};
+use crate::lib0::{DecodeError, Decoder, MAX_SAFE_INTEGER, write_var_string, write_var_uint};
 
 /// The JSON text y-protocols sends for a removed state.
 pub const NULL_STATE: &str = "null";
@@ -51,6 +51,11 @@ pub fn decode_update(payload: Bytes) -> Result<Vec<Entry>, DecodeError> {
     for _ in 0..n {
         let client_id = d.read_var_uint()?;
         let clock = d.read_var_uint()?;
+        // Stock clients (lib0) throw on larger values and would drop the whole message,
+        // other users' changes included.
+        if client_id > MAX_SAFE_INTEGER || clock > MAX_SAFE_INTEGER {
+            return Err(DecodeError::IntegerOutOfRange);
+        }
         let state = d.read_var_string()?;
         serde_json::from_slice::<IgnoredAny>(&state)
             .map_err(|_| DecodeError::InvalidAwarenessJson)?;
@@ -113,6 +118,19 @@ mod tests {
         assert_eq!(
             decode_update(out.freeze()),
             Err(DecodeError::InvalidAwarenessJson)
+        );
+    }
+
+    #[test]
+    fn ids_beyond_javascript_numbers_are_rejected() {
+        let e = Entry {
+            client_id: 1 << 53,
+            clock: 1,
+            state: Bytes::from_static(b"{}"),
+        };
+        assert_eq!(
+            decode_update(encode_update([&e])),
+            Err(DecodeError::IntegerOutOfRange)
         );
     }
 

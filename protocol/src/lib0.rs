@@ -41,7 +41,16 @@ pub enum DecodeError {
     /// An awareness state that is not valid JSON.
     #[error("awareness state is not valid json")]
     InvalidAwarenessJson,
+    /// An integer beyond what JavaScript clients can represent (2^53 - 1) or a field allows.
+    #[error("integer out of range")]
+    IntegerOutOfRange,
+    /// A declared element count larger than the bytes that could hold it.
+    #[error("declared count {0} exceeds the input")]
+    CountTooLarge(u64),
 }
+
+/// Largest integer a JavaScript number holds exactly; lib0 refuses larger varints.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Reads lib0 values from a frame, front to back.
 #[derive(Debug, Clone)]

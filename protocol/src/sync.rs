@@ -173,6 +173,44 @@ pub fn decode_all(frame: Bytes) -> Result<Vec<Message>, DecodeError> {
     decode_frame(frame).collect()
 }
 
+/// Decodes an encoded state vector (`varUint(n)` then n pairs of `varUint(client)`,
+/// `varUint(clock)`) without trusting its declared count: a few bytes declaring billions of
+/// entries would otherwise make a decoder reserve gigabytes. Client ids above 2^53 - 1 and
+/// clocks above u32::MAX are refused, as Yjs cannot produce them.
+pub fn decode_state_vector(payload: Bytes) -> Result<Vec<(u64, u32)>, DecodeError> {
+    let mut d = Decoder::new(payload);
+    let n = d.read_var_uint()?;
+    // Every entry takes at least two bytes.
+    if n > (d.remaining() / 2) as u64 {
+        return Err(DecodeError::CountTooLarge(n));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let client = d.read_var_uint()?;
+        let clock = d.read_var_uint()?;
+        if client > crate::lib0::MAX_SAFE_INTEGER {
+            return Err(DecodeError::IntegerOutOfRange);
+        }
+        let clock = u32::try_from(clock).map_err(|_| DecodeError::IntegerOutOfRange)?;
+        out.push((client, clock));
+    }
+    if !d.is_empty() {
+        return Err(DecodeError::CountTooLarge(n));
+    }
+    Ok(out)
+}
+
+/// Checks the declared client count at the head of a v1 update against the bytes that follow
+/// (each client section takes at least three bytes), before a CRDT decoder sizes buffers by it.
+pub fn check_update_header(payload: &Bytes) -> Result<(), DecodeError> {
+    let mut d = Decoder::new(payload.clone());
+    let n = d.read_var_uint()?;
+    if n > (d.remaining() / 3) as u64 {
+        return Err(DecodeError::CountTooLarge(n));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +287,22 @@ mod tests {
             decode_all(Bytes::from_static(&[3, 0, 2])),
             Err(DecodeError::UnexpectedEnd)
         );
+    }
+
+    #[test]
+    fn state_vectors_are_checked_before_allocating() {
+        // 0xff 0xff 0xff 0xff 0x0f declares u32::MAX entries in five bytes.
+        assert_eq!(
+            decode_state_vector(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f])),
+            Err(DecodeError::CountTooLarge(u64::from(u32::MAX)))
+        );
+        assert_eq!(
+            decode_state_vector(Bytes::from_static(&[1, 7, 3])),
+            Ok(vec![(7, 3)])
+        );
+        assert_eq!(decode_state_vector(Bytes::from_static(&[0])), Ok(vec![]));
+        assert!(check_update_header(&Bytes::from_static(&[0xff, 0xff, 0x03, 0])).is_err());
+        assert!(check_update_header(&Bytes::from_static(&[0, 0])).is_ok());
     }
 
     proptest! {
