@@ -111,6 +111,13 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let stop_accepting = app.shutdown.clone();
+    // Small messages must leave at once: with Nagle's algorithm on, a lone update waits for
+    // the peer's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, server::router(app.clone()))
         .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
     let mut server = tokio::spawn(async move { server.await });
