@@ -4,6 +4,7 @@
 //!   `--allow-remote`, so a typo cannot aim load at someone else's machine.
 //! - [`scenario`]: the scenarios (`connect`, `edit`), each bounded in count and time and
 //!   ending by itself, each producing a [`report::Report`].
+//! - [`trace`]: replays real editing traces and checks every replica ends with the trace's text.
 //! - [`report`]: HDR latency summaries, a human table and one JSON document per run.
 //! - [`proc`]: the server's resident memory and CPU time from `/proc/PID`, and the load
 //!   generator's own CPU time, so a reader can tell when the generator was the limit.
@@ -15,3 +16,4 @@ pub mod proc;
 pub mod report;
 pub mod scenario;
 pub mod target;
+pub mod trace;

@@ -66,6 +66,22 @@ enum Scenario {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         hold: Duration,
     },
+    /// Replay a real editing trace (sequential, .json or .json.gz) into rooms with observers;
+    /// every replica must end with the trace's text.
+    Trace {
+        /// Trace file, e.g. ../shared/traces/sequential/automerge-paper.json.gz.
+        #[arg(long)]
+        file: PathBuf,
+        /// Rooms replaying it at once. Default: 1.
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
+        /// Observers per room. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        observers: usize,
+        /// Transactions between waits for the observers (flow control). Default: 500.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
     /// N users in rooms of K, each sending small edits at a rate; measures delivery latency.
     Edit {
         /// Users. Default: 100.
@@ -132,6 +148,26 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     sessions,
                     rooms,
                     hold,
+                },
+            ))
+        }
+        Scenario::Trace {
+            file,
+            rooms,
+            observers,
+            batch,
+        } => {
+            anyhow::ensure!(
+                rooms * (observers + 1) <= MAX_CLIENTS,
+                "--rooms x (--observers + 1) is capped at {MAX_CLIENTS} per process"
+            );
+            runtime.block_on(chorus_loadtest::trace::trace(
+                &target,
+                &chorus_loadtest::trace::TraceParams {
+                    file,
+                    rooms,
+                    observers,
+                    batch,
                 },
             ))
         }

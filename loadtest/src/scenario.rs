@@ -44,7 +44,8 @@ impl Target {
         )
     }
 
-    async fn connect(&self, room: usize) -> anyhow::Result<Client> {
+    /// Connects one client to room number `room` and waits until it is synced.
+    pub async fn connect_room(&self, room: usize) -> anyhow::Result<Client> {
         let opts = ClientOptions {
             token: self.token.clone(),
             ..Default::default()
@@ -73,7 +74,7 @@ impl Target {
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let started = Instant::now();
-                let res = target.connect(room).await;
+                let res = target.connect_room(room).await;
                 (i, started.elapsed(), res)
             }));
         }

@@ -101,3 +101,54 @@ async fn a_dead_target_is_reported_not_hung() {
     assert!(!report.passed());
     assert_eq!(report.metrics["sessions_failed"], 3.0);
 }
+
+/// The real traces live in the shared folder beside the checkout (CI gets a copy too).
+fn shared_trace(name: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces/sequential")
+        .join(name);
+    p.exists().then_some(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_replay_ends_with_the_traces_text() {
+    use chorus_loadtest::trace::{Trace, TraceParams, trace};
+    let Some(file) = shared_trace("sveltecomponent.json.gz") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("../shared/traces is missing under CI");
+        }
+        eprintln!("SKIPPED: ../shared/traces not found; the trace smoke test did not run");
+        return;
+    };
+    // The reference: applying the patches to a plain string gives endContent.
+    let t = Trace::load(&file).expect("load trace");
+    assert_eq!(
+        t.replay_locally(),
+        t.end,
+        "trace file and its replay disagree"
+    );
+    let hub = hub().await;
+    let p = TraceParams {
+        file,
+        rooms: 1,
+        observers: 2,
+        batch: 2000,
+    };
+    let report = trace(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["transactions"], t.txns.len() as f64);
+}
+
+#[tokio::test]
+async fn a_missing_trace_file_is_a_clear_failure() {
+    use chorus_loadtest::trace::{TraceParams, trace};
+    let p = TraceParams {
+        file: "/nonexistent/trace.json.gz".into(),
+        rooms: 1,
+        observers: 1,
+        batch: 10,
+    };
+    let report = trace(&target("ws://127.0.0.1:9/ws"), &p).await;
+    assert!(!report.passed());
+    assert!(report.problems[0].contains("cannot read"));
+}
