@@ -25,13 +25,7 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
     let (mut slow, _) = tokio_tungstenite::client_async(server.url("slow"), stream)
         .await
         .expect("handshake");
-    let count = || async {
-        let (_, body) = server.get("/healthz").await;
-        serde_json::from_str::<serde_json::Value>(&body).expect("json")["connections"]
-            .as_u64()
-            .expect("count")
-    };
-    assert_eq!(count().await, 3);
+    assert_eq!(server.health_count("connections").await, 3);
 
     // Far more than the kernel's socket buffers plus the queue can hold.
     // Each burst (10 messages, 40 KiB) fits the queue, and the healthy reader catches up
@@ -42,7 +36,7 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
         doc.get_or_insert_text("t").len(&doc.transact())
     };
     let mut rounds = 0;
-    while count().await == 3 {
+    while server.health_count("connections").await == 3 {
         for _ in 0..10 {
             append(&writer, "t", &chunk);
         }
@@ -151,19 +145,7 @@ async fn silent_peers_are_dropped_and_live_idle_ones_kept() {
     let (dead, _) = tokio_tungstenite::connect_async(server.url("keepalive"))
         .await
         .expect("connect");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, body) = server.get("/healthz").await;
-        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-        if v["connections"] == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dead peer never dropped: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    server.wait_health("connections", 1).await;
     drop(dead);
     // The idle but live client survived many ping intervals.
     assert!(idle.closed().is_none());

@@ -106,19 +106,7 @@ async fn idle_rooms_are_flushed_dropped_and_reloaded() {
     let a = server.client("idle").await;
     append(&a, "t", "before idle");
     a.close().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, body) = server.get("/healthz").await;
-        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-        if v["rooms"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "room never dropped: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_health("rooms", 0).await;
     let b = server.client("idle").await;
     assert_eq!(text(&b, "t"), "before idle");
 }

@@ -87,6 +87,29 @@ impl TestServer {
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).await
     }
+
+    /// The `/healthz` counter `field` ("rooms" or "connections").
+    pub async fn health_count(&self, field: &str) -> u64 {
+        let (_, body) = self.get("/healthz").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("healthz json");
+        v[field].as_u64().expect("healthz count")
+    }
+
+    /// Waits until the `/healthz` counter `field` equals `want`.
+    pub async fn wait_health(&self, field: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let got = self.health_count(field).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "healthz {field} stayed {got}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for TestServer {
