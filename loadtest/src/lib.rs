@@ -4,6 +4,8 @@
 //!   `--allow-remote`, so a typo cannot aim load at someone else's machine.
 //! - [`scenario`]: the scenarios (`connect`, `edit`), each bounded in count and time and
 //!   ending by itself, each producing a [`report::Report`].
+//! - [`rooms`]: `presence` (many viewers moving cursors) and `join-storm` (many joiners of a
+//!   large document at once).
 //! - [`trace`]: replays real editing traces and checks every replica ends with the trace's text.
 //! - [`report`]: HDR latency summaries, a human table and one JSON document per run.
 //! - [`proc`]: the server's resident memory and CPU time from `/proc/PID`, and the load
@@ -14,6 +16,7 @@
 
 pub mod proc;
 pub mod report;
+pub mod rooms;
 pub mod scenario;
 pub mod target;
 pub mod trace;

@@ -66,6 +66,27 @@ enum Scenario {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         hold: Duration,
     },
+    /// V viewers in one room updating awareness at a rate; measures presence latency.
+    Presence {
+        /// Viewers. Default: 100.
+        #[arg(long, default_value_t = 100)]
+        viewers: usize,
+        /// Awareness updates per second per viewer. Default: 1.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Updating time. Default: 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Grow a document to a size, then J clients join it at once; time to the full state.
+    JoinStorm {
+        /// Document size in bytes. Default: 1000000.
+        #[arg(long, default_value_t = 1_000_000)]
+        doc_bytes: usize,
+        /// Joiners. Default: 100.
+        #[arg(long, default_value_t = 100)]
+        joiners: usize,
+    },
     /// Replay a real editing trace (sequential, .json or .json.gz) into rooms with observers;
     /// every replica must end with the trace's text.
     Trace {
@@ -149,6 +170,37 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     rooms,
                     hold,
                 },
+            ))
+        }
+        Scenario::Presence {
+            viewers,
+            rate,
+            duration,
+        } => {
+            anyhow::ensure!(
+                viewers <= MAX_CLIENTS,
+                "--viewers is capped at {MAX_CLIENTS} per process"
+            );
+            anyhow::ensure!(duration <= MAX_DURATION, "--duration is capped at 1h");
+            anyhow::ensure!(rate > 0.0 && rate <= 100.0, "--rate must be in (0, 100]");
+            runtime.block_on(chorus_loadtest::rooms::presence(
+                &target,
+                &chorus_loadtest::rooms::PresenceParams {
+                    viewers,
+                    rate,
+                    duration,
+                },
+            ))
+        }
+        Scenario::JoinStorm { doc_bytes, joiners } => {
+            anyhow::ensure!(
+                joiners < MAX_CLIENTS,
+                "--joiners is capped below {MAX_CLIENTS} per process"
+            );
+            anyhow::ensure!(doc_bytes <= 256 << 20, "--doc-bytes is capped at 256 MiB");
+            runtime.block_on(chorus_loadtest::rooms::join_storm(
+                &target,
+                &chorus_loadtest::rooms::JoinStormParams { doc_bytes, joiners },
             ))
         }
         Scenario::Trace {

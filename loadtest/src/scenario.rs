@@ -60,7 +60,7 @@ impl Target {
 
     /// Connects `n` clients, client `i` to room `room_of(i)`, at most `concurrency` at a time.
     /// Returns the clients that made it (by index), handshake latencies and failures.
-    async fn connect_many(
+    pub async fn connect_many(
         &self,
         n: usize,
         room_of: impl Fn(usize) -> usize,

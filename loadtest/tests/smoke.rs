@@ -152,3 +152,33 @@ async fn a_missing_trace_file_is_a_clear_failure() {
     assert!(!report.passed());
     assert!(report.problems[0].contains("cannot read"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_scenario_delivers_every_awareness_update() {
+    use chorus_loadtest::rooms::{PresenceParams, presence};
+    let hub = hub().await;
+    let p = PresenceParams {
+        viewers: 8,
+        rate: 5.0,
+        duration: Duration::from_secs(1),
+    };
+    let report = presence(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    let sent = report.metrics["updates_sent"];
+    assert!(sent > 0.0);
+    assert_eq!(report.metrics["deliveries_received"], sent * 7.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_storm_gives_every_joiner_the_whole_document() {
+    use chorus_loadtest::rooms::{JoinStormParams, join_storm};
+    let hub = hub().await;
+    let p = JoinStormParams {
+        doc_bytes: 200_000,
+        joiners: 20,
+    };
+    let report = join_storm(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["joined"], 20.0);
+    assert_eq!(report.latency["join_to_full_state"].count, 20);
+}

@@ -78,10 +78,14 @@ pub struct State {
     pub updates_received: u64,
 }
 
+/// Called with every awareness entry this client receives (load testers time them).
+pub type AwarenessHook = Box<dyn Fn(&Entry) + Send + Sync>;
+
 struct Shared {
     state: Mutex<State>,
     // Bumped on every change so waiters re-check their condition.
     changed: watch::Sender<u64>,
+    awareness_hook: Mutex<Option<AwarenessHook>>,
 }
 
 impl Shared {
@@ -154,6 +158,7 @@ impl Client {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed,
+            awareness_hook: Mutex::new(None),
         });
 
         // Local edits go out as updates; remote ones carry the REMOTE origin and are skipped.
@@ -199,6 +204,15 @@ impl Client {
     /// The close code and reason, if the socket closed.
     pub fn closed(&self) -> Option<(u16, String)> {
         self.shared.lock().closed.clone()
+    }
+
+    /// Calls `hook` with every awareness entry received from now on.
+    pub fn set_awareness_hook(&self, hook: AwarenessHook) {
+        *self
+            .shared
+            .awareness_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Sets this client's awareness state (JSON text) and sends it.
@@ -367,6 +381,17 @@ fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>
             }
             Message::PermissionDenied(reason) => denied.push(reason),
             Message::QueryAwareness => {}
+        }
+    }
+    if !aware.is_empty()
+        && let Some(hook) = shared
+            .awareness_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+    {
+        for e in &aware {
+            hook(e);
         }
     }
     shared.update(|s| {

@@ -1,0 +1,220 @@
+//! Scenarios about one busy room: `presence` (many viewers moving their cursors) and
+//! `join-storm` (many clients joining a large document at once).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use yrs::{Text, Transact};
+
+use crate::proc;
+use crate::report::{Latency, Report, histogram};
+use crate::scenario::Target;
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// `presence`: V viewers in one room, each updating its awareness state at a rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct PresenceParams {
+    /// Viewers in the room.
+    pub viewers: usize,
+    /// Awareness updates per second per viewer.
+    pub rate: f64,
+    /// How long viewers keep updating.
+    pub duration: Duration,
+}
+
+/// Runs the `presence` scenario: every state carries its send time; every other viewer records
+/// the delay until it arrives. Every update must reach every other viewer.
+pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
+    let mut report = Report::new(
+        "presence",
+        serde_json::json!({ "target": target, "scenario": p }),
+    );
+    let latency = Arc::new(Mutex::new(histogram()));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut viewers = Vec::new();
+    for _ in 0..p.viewers {
+        match target.connect_room(0).await {
+            Ok(c) => viewers.push(c),
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("viewer failed to connect: {e:#}"));
+                return report;
+            }
+        }
+    }
+    for c in &viewers {
+        let own = c.doc().client_id().get();
+        let (latency, received) = (latency.clone(), received.clone());
+        c.set_awareness_hook(Box::new(move |e| {
+            if e.client_id == own || e.is_removal() {
+                return;
+            }
+            // States look like {"cursor":N,"sent":MICROS}.
+            let sent = serde_json::from_slice::<serde_json::Value>(&e.state)
+                .ok()
+                .and_then(|v| v["sent"].as_u64());
+            if let Some(sent) = sent {
+                received.fetch_add(1, Ordering::Relaxed);
+                let _ = latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(now_micros().saturating_sub(sent).max(1));
+            }
+        }));
+    }
+    let cpu_before = proc::cpu_seconds("self");
+    let period = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
+    let deadline = tokio::time::Instant::now() + p.duration;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (n, mut c) in viewers.into_iter().enumerate() {
+        let sent = sent.clone();
+        let offset = period.mul_f64((n % 997) as f64 / 997.0);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut cursor = 0u64;
+            loop {
+                tick.tick().await;
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                cursor += 1;
+                let state = format!(r#"{{"cursor":{cursor},"sent":{}}}"#, now_micros());
+                if c.set_awareness(&state).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            c
+        }));
+    }
+    let mut viewers = Vec::new();
+    for t in tasks {
+        if let Ok(c) = t.await {
+            viewers.push(c);
+        }
+    }
+    let n = viewers.len() as u64;
+    let want = sent.load(Ordering::Relaxed) * n.saturating_sub(1);
+    let drain = Instant::now() + target.timeout;
+    while received.load(Ordering::Relaxed) < want && Instant::now() < drain {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
+        report.metrics.insert("generator_cpu_s".into(), a - b);
+    }
+    report
+        .metrics
+        .insert("updates_sent".into(), sent.load(Ordering::Relaxed) as f64);
+    report
+        .metrics
+        .insert("deliveries_expected".into(), want as f64);
+    report
+        .metrics
+        .insert("deliveries_received".into(), got as f64);
+    let h = latency.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    report
+        .latency
+        .insert("awareness".into(), Latency::from_micros(&h));
+    if got != want {
+        report.problems.push(format!(
+            "awareness deliveries: expected {want}, received {got}"
+        ));
+    }
+    drop(viewers);
+    report
+}
+
+/// `join-storm`: grow one document to a size, then have many clients join it at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinStormParams {
+    /// Document size to build first, in bytes of text.
+    pub doc_bytes: usize,
+    /// Clients joining at once.
+    pub joiners: usize,
+}
+
+/// Runs the `join-storm` scenario: time from connect to holding the full document.
+pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
+    let mut report = Report::new(
+        "join-storm",
+        serde_json::json!({ "target": target, "scenario": p }),
+    );
+    let writer = match target.connect_room(0).await {
+        Ok(c) => c,
+        Err(e) => {
+            report
+                .problems
+                .push(format!("writer failed to connect: {e:#}"));
+            return report;
+        }
+    };
+    // Build the document in 4 KiB edits, like a long editing session, then confirm the hub has
+    // all of it (a fresh client sees the full length) before the storm.
+    let text = writer.doc().get_or_insert_text("text");
+    let chunk = "lorem ipsum dolor sit amet, ".repeat(4096 / 28 + 1);
+    let mut len = 0usize;
+    while len < p.doc_bytes {
+        let piece = &chunk[..chunk.len().min(p.doc_bytes - len)];
+        text.insert(&mut writer.doc().transact_mut(), len as u32, piece);
+        len += piece.len();
+    }
+    let want = len as u32;
+    match target.connect_room(0).await {
+        Ok(probe) => {
+            if probe
+                .wait_for("document built", target.timeout, |_, doc| {
+                    doc.get_or_insert_text("text").len(&doc.transact()) == want
+                })
+                .await
+                .is_err()
+            {
+                report
+                    .problems
+                    .push("the hub never held the whole document".into());
+                return report;
+            }
+        }
+        Err(e) => {
+            report.problems.push(format!("probe failed: {e:#}"));
+            return report;
+        }
+    }
+    let storm = Target {
+        concurrency: p.joiners.max(1),
+        ..target.clone()
+    };
+    let (clients, hist, failures) = storm.connect_many(p.joiners, |_| 0).await;
+    let short = clients
+        .iter()
+        .filter(|(_, c)| c.doc().get_or_insert_text("text").len(&c.doc().transact()) != want)
+        .count();
+    report.metrics.insert("doc_bytes".into(), len as f64);
+    report.metrics.insert("joined".into(), clients.len() as f64);
+    report
+        .latency
+        .insert("join_to_full_state".into(), Latency::from_micros(&hist));
+    if !failures.is_empty() {
+        report.problems.push(format!(
+            "{} joiners failed, e.g. {}",
+            failures.len(),
+            failures[0]
+        ));
+    }
+    if short > 0 {
+        report.problems.push(format!(
+            "{short} joiners were synced without the full document"
+        ));
+    }
+    report
+}
