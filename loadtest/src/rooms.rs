@@ -194,7 +194,22 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
         concurrency: p.joiners.max(1),
         ..target.clone()
     };
+    let cpu_before = proc::cpu_seconds("self");
+    let server_cpu = || {
+        target
+            .server_pid
+            .and_then(|pid| proc::cpu_seconds(&pid.to_string()))
+    };
+    let server_before = server_cpu();
     let (clients, hist, failures) = storm.connect_many(p.joiners, |_| 0).await;
+    // Each joiner decodes the whole document: with many joiners the generator, not the hub,
+    // may be the limit, and these two numbers tell which.
+    if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
+        report.metrics.insert("generator_cpu_s".into(), a - b);
+    }
+    if let (Some(b), Some(a)) = (server_before, server_cpu()) {
+        report.metrics.insert("server_cpu_s".into(), a - b);
+    }
     let short = clients
         .iter()
         .filter(|(_, c)| c.doc().get_or_insert_text("text").len(&c.doc().transact()) != want)
