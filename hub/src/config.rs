@@ -146,6 +146,12 @@ pub struct Config {
     #[arg(long, env = "CHORUS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Record every session's inbound frames (JSON lines, one file per session) into this
+    /// directory, for `chorus-loadtest replay`. Holds document content: protect it. Default:
+    /// none (off).
+    #[arg(long, env = "CHORUS_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
+
     /// Log as JSON lines instead of text. Default: false.
     #[arg(long, env = "CHORUS_LOG_JSON")]
     pub log_json: bool,

@@ -43,6 +43,8 @@ pub struct Session {
     pub max_awareness_bytes: usize,
     /// See `--ping-interval`.
     pub ping_interval: Duration,
+    /// Writes inbound frames to `--record-dir`, when recording is on.
+    pub recorder: Option<crate::record::Recorder>,
     /// Released when the connection ends (connection count).
     pub guard: Box<dyn Send + Sync>,
 }
@@ -61,6 +63,7 @@ pub async fn run(mut socket: WebSocket, s: Session) {
         shutdown,
         max_awareness_bytes,
         ping_interval,
+        mut recorder,
         guard: _guard,
     } = s;
     metrics::counter!("chorus_connections_total").increment(1);
@@ -138,6 +141,9 @@ pub async fn run(mut socket: WebSocket, s: Session) {
             }) {
                 Some(Ok(WsMessage::Binary(frame))) => {
                     metrics::counter!("chorus_messages_in_total").increment(1);
+                    if let Some(r) = recorder.as_mut() {
+                        r.binary(&frame);
+                    }
                     match decode_frame(frame, identity.role, max_awareness_bytes) {
                         Ok(decoded) => {
                             if decoded.denied {
@@ -162,6 +168,9 @@ pub async fn run(mut socket: WebSocket, s: Session) {
                     }
                 }
                 Some(Ok(WsMessage::Text(text))) => {
+                    if let Some(r) = recorder.as_mut() {
+                        r.text(&text);
+                    }
                     if !conn.ext {
                         break (CloseCode::UnsupportedData, "text frames need the chorus.v1 extension".into());
                     }

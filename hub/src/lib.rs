@@ -11,6 +11,7 @@
 //! - [`room`]: one actor per room owning the `yrs::Doc` and awareness; fan-out, persistence
 //!   batching, compaction, idle exit.
 //! - [`metrics`]: the Prometheus recorder.
+//! - [`record`]: opt-in session recording (`--record-dir`) for replay by the load tester.
 //!
 //! A frame travels: socket -> `connection` (decode, validate, role check) -> room command queue
 //! -> `room` (apply, encode once) -> every member's `conn` queue -> their sockets; and
@@ -22,6 +23,7 @@ pub mod conn;
 pub mod connection;
 pub mod error;
 pub mod metrics;
+pub mod record;
 pub mod registry;
 pub mod room;
 pub mod server;

@@ -152,6 +152,9 @@ pub struct Room {
     // Effective updates the doc observer captured during the last transaction.
     captured: Arc<Mutex<Vec<Vec<u8>>>>,
     members: HashMap<ConnId, Member>,
+    // Connections closed for bad input: their messages still queued are dropped. Cleared by
+    // their Leave.
+    refused: HashSet<ConnId>,
     awareness: HashMap<u64, AwarenessState>,
     awareness_dirty: HashSet<u64>,
     awareness_removed: Vec<Entry>,
@@ -183,6 +186,7 @@ impl Room {
             doc: Doc::new(),
             captured: Arc::new(Mutex::new(Vec::new())),
             members: HashMap::new(),
+            refused: HashSet::new(),
             awareness: HashMap::new(),
             awareness_dirty: HashSet::new(),
             awareness_removed: Vec::new(),
@@ -316,10 +320,16 @@ impl Room {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Join { conn, reply } => self.join(conn, reply),
-            Command::Leave { conn } => self.leave(conn),
+            Command::Leave { conn } => {
+                self.refused.remove(&conn);
+                self.leave(conn);
+            }
             Command::Inbound { conn, msgs } => {
+                // Not gated on membership: a client that sends an edit and closes at once is
+                // often gone (its queue dropped) before the room gets to the edit, and the edit
+                // must still count. Only refused connections' later messages are dropped.
                 for m in msgs {
-                    if !self.members.contains_key(&conn) || self.failed {
+                    if self.failed || self.refused.contains(&conn) {
                         break;
                     }
                     self.inbound(conn, m);
@@ -449,11 +459,14 @@ impl Room {
 
     fn apply(&mut self, conn: ConnId, update: Update, raw: Bytes) {
         let len = raw.len();
-        let Some(member) = self.members.get_mut(&conn) else {
-            return;
-        };
-        if member.conn.role != Role::Write {
-            // Readers' updates are filtered by their connection; this is defence in depth.
+        // The connection already refused readers' updates; this is defence in depth. A
+        // member that is gone (closed right after sending) was a writer, or its update would
+        // not be here.
+        if self
+            .members
+            .get(&conn)
+            .is_some_and(|m| m.conn.role != Role::Write)
+        {
             self.deny(conn, "read-only: updates are not accepted");
             return;
         }
@@ -465,10 +478,12 @@ impl Room {
         if new && self.doc_bytes + len > self.ctx.limits.max_document_bytes {
             metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
                 .increment(1);
-            member.conn.send_ext(&ServerMessage::Error {
-                code: ErrorCode::TooLarge,
-                message: "document size limit reached".into(),
-            });
+            if let Some(m) = self.members.get(&conn) {
+                m.conn.send_ext(&ServerMessage::Error {
+                    code: ErrorCode::TooLarge,
+                    message: "document size limit reached".into(),
+                });
+            }
             self.close_member(
                 conn,
                 CloseCode::DocumentTooLarge,
@@ -476,8 +491,10 @@ impl Room {
             );
             return;
         }
-        member.accepted += 1;
-        let accepted = member.accepted;
+        let accepted = self.members.get_mut(&conn).map(|m| {
+            m.accepted += 1;
+            m.accepted
+        });
         // yrs may panic on adversarial input that decodes; never let that kill the node.
         let doc = &self.doc;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -523,7 +540,9 @@ impl Room {
             self.schedule_flush();
             return;
         }
-        self.pending_acks.insert(conn, accepted);
+        if let Some(accepted) = accepted {
+            self.pending_acks.insert(conn, accepted);
+        }
         self.schedule_flush();
     }
 
@@ -662,6 +681,11 @@ impl Room {
     }
 
     fn awareness_in(&mut self, conn: ConnId, entries: Vec<Entry>) {
+        // A connection that is gone can no longer own presence: its state would never be
+        // removed.
+        if !self.members.contains_key(&conn) {
+            return;
+        }
         for e in entries {
             let current = self.awareness.get(&e.client_id).map(|s| s.clock);
             let accept = match current {
@@ -766,12 +790,13 @@ impl Room {
             .is_some_and(|m| m.conn.send_reply(frame));
         if ok {
             metrics::counter!("chorus_messages_out_total").increment(1);
-        } else {
+        } else if self.members.contains_key(&conn) {
             self.leave(conn);
         }
     }
 
     fn close_member(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        self.refused.insert(conn);
         if let Some(m) = self.members.get(&conn) {
             m.conn.close(code, reason);
         }

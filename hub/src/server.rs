@@ -209,7 +209,14 @@ async fn ws_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
+    let conn_id = handle.id;
+    let recorder = app
+        .config
+        .record_dir
+        .as_deref()
+        .and_then(|dir| crate::record::Recorder::open(dir, &key, conn_id));
     let session = Session {
+        recorder,
         key,
         identity,
         conn: handle,

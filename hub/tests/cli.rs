@@ -88,6 +88,7 @@ fn help_documents_every_flag_with_its_env_var() {
         "awareness-tick",
         "room-idle",
         "ping-interval",
+        "record-dir",
         "shutdown-grace",
         "log-json",
     ] {

@@ -203,3 +203,23 @@ async fn map_values_from_different_clients_converge() {
         .expect("map converges");
     }
 }
+
+#[tokio::test]
+async fn edits_sent_right_before_closing_are_kept() {
+    // A tab that types and closes at once: the hub often handles the edit after the socket is
+    // gone (its send queue dropped). The edit must still be applied, relayed and stored.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    for round in 0..5 {
+        let a = server.client("close-fast").await;
+        // A SyncStep1 right before the edit makes the hub answer to a socket that is gone.
+        a.send_message(&chorus_protocol::sync::Message::SyncStep1(
+            bytes::Bytes::from_static(&[0]),
+        ))
+        .expect("send");
+        append(&a, "t", &format!("<{round}>"));
+        a.close().await;
+    }
+    let b = server.client("close-fast").await;
+    wait_text(&[&b], "t", "<0><1><2><3><4>").await;
+}

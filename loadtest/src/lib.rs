@@ -6,6 +6,7 @@
 //!   ending by itself, each producing a [`report::Report`].
 //! - [`rooms`]: `presence` (many viewers moving cursors) and `join-storm` (many joiners of a
 //!   large document at once).
+//! - [`replay`]: plays back sessions the hub recorded with `--record-dir`.
 //! - [`trace`]: replays real editing traces and checks every replica ends with the trace's text.
 //! - [`report`]: HDR latency summaries, a human table and one JSON document per run.
 //! - [`proc`]: the server's resident memory and CPU time from `/proc/PID`, and the load
@@ -15,6 +16,7 @@
 //! ids as browsers use.
 
 pub mod proc;
+pub mod replay;
 pub mod report;
 pub mod rooms;
 pub mod scenario;

@@ -87,6 +87,18 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         joiners: usize,
     },
+    /// Play back sessions recorded by `chorus --record-dir`, N copies at once.
+    Replay {
+        /// Directory of `.jsonl` recordings.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Copies of the whole set played at once. Default: 1.
+        #[arg(long, default_value_t = 1)]
+        copies: usize,
+        /// Time scale (2 = twice as fast as recorded). Default: 1.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
     /// Replay a real editing trace (sequential, .json or .json.gz) into rooms with observers;
     /// every replica must end with the trace's text.
     Trace {
@@ -201,6 +213,17 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             runtime.block_on(chorus_loadtest::rooms::join_storm(
                 &target,
                 &chorus_loadtest::rooms::JoinStormParams { doc_bytes, joiners },
+            ))
+        }
+        Scenario::Replay { dir, copies, speed } => {
+            anyhow::ensure!(copies <= MAX_CLIENTS, "--copies is capped at {MAX_CLIENTS}");
+            anyhow::ensure!(
+                speed > 0.0 && speed <= 1000.0,
+                "--speed must be in (0, 1000]"
+            );
+            runtime.block_on(chorus_loadtest::replay::replay(
+                &target,
+                &chorus_loadtest::replay::ReplayParams { dir, copies, speed },
             ))
         }
         Scenario::Trace {

@@ -20,10 +20,15 @@ impl Drop for Hub {
 }
 
 async fn hub() -> Hub {
+    hub_recording(None).await
+}
+
+async fn hub_recording(record_dir: Option<std::path::PathBuf>) -> Hub {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = chorus_hub::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
+        record_dir,
         ..chorus_hub::Config::default()
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -181,4 +186,72 @@ async fn join_storm_gives_every_joiner_the_whole_document() {
     assert!(report.passed(), "{}", report.table());
     assert_eq!(report.metrics["joined"], 20.0);
     assert_eq!(report.latency["join_to_full_state"].count, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_sessions_replay_to_the_same_document() {
+    use chorus_loadtest::replay::{ReplayParams, replay};
+    use chorus_protocol::client::{Client, ClientOptions};
+    use yrs::{GetString, Text, Transact};
+
+    let text_of = |c: &Client| {
+        c.doc()
+            .get_or_insert_text("t")
+            .get_string(&c.doc().transact())
+    };
+    let rec_dir = tempfile::tempdir().expect("tempdir");
+    let original = {
+        let hub = hub_recording(Some(rec_dir.path().to_path_buf())).await;
+        let a = Client::connect(&format!("{}/notes", hub.url), ClientOptions::default())
+            .await
+            .expect("connect");
+        a.synced(Duration::from_secs(10)).await.expect("synced");
+        let b = Client::connect(&format!("{}/notes", hub.url), ClientOptions::default())
+            .await
+            .expect("connect");
+        b.synced(Duration::from_secs(10)).await.expect("synced");
+        for (i, c) in [&a, &b, &a, &b].into_iter().enumerate() {
+            let t = c.doc().get_or_insert_text("t");
+            let mut txn = c.doc().transact_mut();
+            let len = t.len(&txn);
+            t.insert(&mut txn, len, &format!("[{i}]"));
+        }
+        a.wait_for("both edits", Duration::from_secs(10), |_, doc| {
+            doc.get_or_insert_text("t")
+                .get_string(&doc.transact())
+                .len()
+                == 12
+        })
+        .await
+        .expect("converged");
+        let text = text_of(&a);
+        a.close().await;
+        b.close().await;
+        text
+    };
+    let files = std::fs::read_dir(rec_dir.path()).expect("dir").count();
+    assert_eq!(files, 2, "one recording per session");
+
+    let hub = hub().await;
+    let p = ReplayParams {
+        dir: rec_dir.path().to_path_buf(),
+        copies: 2,
+        speed: 5.0,
+    };
+    let report = replay(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["sessions"], 4.0);
+
+    for copy in 0..2 {
+        let c = Client::connect(
+            &format!("{}/smoke-c{copy}-notes", hub.url),
+            ClientOptions::default(),
+        )
+        .await
+        .expect("connect");
+        c.synced(Duration::from_secs(10)).await.expect("synced");
+        let got = text_of(&c);
+        assert_eq!(got.len(), original.len());
+        assert_eq!(got, original, "copy {copy} differs from the recorded room");
+    }
 }

@@ -1,0 +1,210 @@
+//! `replay`: plays sessions recorded by the hub (`chorus --record-dir`) back against a server,
+//! N copies at a time, each copy in its own rooms, optionally faster or slower than recorded.
+//! Every frame is sent as recorded (the original client ids and updates), so a replayed room
+//! ends with the same document as the recorded one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+use crate::scenario::Target;
+
+/// One recorded session.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// Room it was recorded in.
+    pub room: String,
+    /// Frames with their offsets from the session start.
+    pub frames: Vec<(Duration, Frame)>,
+}
+
+/// A recorded inbound frame.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A binary (y-sync) frame.
+    Binary(Bytes),
+    /// A text (extension) frame.
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct Header {
+    v: u32,
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    t_ms: u64,
+    binary: Option<String>,
+    text: Option<String>,
+}
+
+impl Recording {
+    /// Reads one `.jsonl` recording.
+    pub fn load(path: &Path) -> anyhow::Result<Recording> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut lines = text.lines();
+        let header: Header = serde_json::from_str(lines.next().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("{}: bad header: {e}", path.display()))?;
+        anyhow::ensure!(
+            header.v == 1,
+            "{}: unsupported version {}",
+            path.display(),
+            header.v
+        );
+        let mut frames = Vec::new();
+        for (n, line) in lines.enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let l: Line = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 2))?;
+            let frame = match (l.binary, l.text) {
+                (Some(b), None) => Frame::Binary(Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 2))?,
+                )),
+                (None, Some(t)) => Frame::Text(t),
+                _ => anyhow::bail!(
+                    "{}:{}: need exactly one of binary/text",
+                    path.display(),
+                    n + 2
+                ),
+            };
+            frames.push((Duration::from_millis(l.t_ms), frame));
+        }
+        Ok(Recording {
+            room: header.room,
+            frames,
+        })
+    }
+
+    /// Every `.jsonl` file in `dir`, sorted by name (= by start time).
+    pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Recording>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| Recording::load(p)).collect()
+    }
+}
+
+/// Room names can hold anything; replayed rooms use a URL-safe form.
+pub fn safe_room(room: &str) -> String {
+    room.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_./".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Parameters of the `replay` scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayParams {
+    /// Directory of recordings.
+    pub dir: PathBuf,
+    /// Copies of the whole set played at once; copy `c` uses rooms `<prefix>c<c>-<room>`.
+    pub copies: usize,
+    /// Time scale: 2.0 plays twice as fast as recorded.
+    pub speed: f64,
+}
+
+/// Runs the `replay` scenario.
+pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
+    let mut report = Report::new(
+        "replay",
+        serde_json::json!({ "target": target, "scenario": p }),
+    );
+    let recordings = match Recording::load_dir(&p.dir) {
+        Ok(r) if !r.is_empty() => std::sync::Arc::new(r),
+        Ok(_) => {
+            report
+                .problems
+                .push(format!("no .jsonl recordings in {}", p.dir.display()));
+            return report;
+        }
+        Err(e) => {
+            report.problems.push(format!("{e:#}"));
+            return report;
+        }
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for copy in 0..p.copies.max(1) {
+        for i in 0..recordings.len() {
+            let (target, recs, speed) = (target.clone(), recordings.clone(), p.speed.max(0.001));
+            tasks.push(tokio::spawn(async move {
+                let rec = &recs[i];
+                let url = format!(
+                    "{}/{}c{copy}-{}",
+                    target.url.trim_end_matches('/'),
+                    target.room_prefix,
+                    safe_room(&rec.room)
+                );
+                let opts = chorus_protocol::client::ClientOptions {
+                    token: target.token.clone(),
+                    ..Default::default()
+                };
+                let client = chorus_protocol::client::Client::connect(&url, opts).await?;
+                client.synced(target.timeout).await?;
+                let t0 = tokio::time::Instant::now();
+                for (at, frame) in &rec.frames {
+                    tokio::time::sleep_until(t0 + at.div_f64(speed)).await;
+                    match frame {
+                        Frame::Binary(b) => client.send_raw(b.clone())?,
+                        Frame::Text(t) => client.send_text(t)?,
+                    }
+                }
+                let n = rec.frames.len();
+                if let Some((code, reason)) = client.closed() {
+                    anyhow::bail!("{url}: the server closed the session ({code} {reason})");
+                }
+                client.close().await;
+                anyhow::Ok(n)
+            }));
+        }
+    }
+    let mut sent = 0usize;
+    let mut failures = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => failures.push(format!("{e:#}")),
+            Err(e) => failures.push(format!("task: {e}")),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    report
+        .metrics
+        .insert("recordings".into(), recordings.len() as f64);
+    report.metrics.insert(
+        "sessions".into(),
+        (recordings.len() * p.copies.max(1)) as f64,
+    );
+    report.metrics.insert("frames_sent".into(), sent as f64);
+    report.metrics.insert("seconds".into(), secs);
+    report
+        .metrics
+        .insert("sessions_failed".into(), failures.len() as f64);
+    if !failures.is_empty() {
+        report.problems.push(format!(
+            "{} sessions failed, e.g. {}",
+            failures.len(),
+            failures[0]
+        ));
+    }
+    report
+}
