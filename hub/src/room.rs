@@ -805,7 +805,6 @@ impl Room {
 
     /// Persists everything still unsaved before the task ends.
     async fn finish(&mut self) {
-        self.registry.remove(self.key(), self.handle.generation);
         for m in self.members.values() {
             m.conn.close(CloseCode::Restarting, "room closing");
         }
@@ -826,6 +825,9 @@ impl Room {
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
         }
+        // Leave the registry only now: until this task ends, joiners that reach us wait on
+        // their (never answered) Join and then re-spawn the room, which loads what we saved.
+        self.registry.remove(self.key(), self.handle.generation);
     }
 }
 
