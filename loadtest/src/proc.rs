@@ -21,6 +21,15 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Microseconds since the Unix epoch: the send time stamped into edits and presence states, so
+/// receivers (possibly in other processes on this machine) can compute delivery delay.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

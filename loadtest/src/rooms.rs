@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use yrs::{Text, Transact};
@@ -11,13 +11,6 @@ use yrs::{Text, Transact};
 use crate::proc;
 use crate::report::{Latency, Report, histogram};
 use crate::scenario::Target;
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
 
 /// `presence`: V viewers in one room, each updating its awareness state at a rate.
 #[derive(Debug, Clone, Serialize)]
@@ -67,7 +60,7 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
                 let _ = latency
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .record(now_micros().saturating_sub(sent).max(1));
+                    .record(proc::now_micros().saturating_sub(sent).max(1));
             }
         }));
     }
@@ -89,7 +82,7 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
                     break;
                 }
                 cursor += 1;
-                let state = format!(r#"{{"cursor":{cursor},"sent":{}}}"#, now_micros());
+                let state = format!(r#"{{"cursor":{cursor},"sent":{}}}"#, proc::now_micros());
                 if c.set_awareness(&state).is_ok() {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -195,11 +188,7 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
         ..target.clone()
     };
     let cpu_before = proc::cpu_seconds("self");
-    let server_cpu = || {
-        target
-            .server_pid
-            .and_then(|pid| proc::cpu_seconds(&pid.to_string()))
-    };
+    let server_cpu = || target.server_cpu_seconds();
     let server_before = server_cpu();
     let (clients, hist, failures) = storm.connect_many(p.joiners, |_| 0).await;
     // Each joiner decodes the whole document: with many joiners the generator, not the hub,
@@ -207,7 +196,7 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
         report.metrics.insert("generator_cpu_s".into(), a - b);
     }
-    if let (Some(b), Some(a)) = (server_before, server_cpu()) {
+    if let (Some(b), Some(a)) = (server_before, target.server_cpu_seconds()) {
         report.metrics.insert("server_cpu_s".into(), a - b);
     }
     let short = clients

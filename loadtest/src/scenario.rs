@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chorus_protocol::client::{Client, ClientOptions};
 use hdrhistogram::Histogram;
@@ -42,6 +42,12 @@ impl Target {
             self.url.trim_end_matches('/'),
             self.room_prefix
         )
+    }
+
+    /// CPU seconds the server has used so far, when its pid was given.
+    pub fn server_cpu_seconds(&self) -> Option<f64> {
+        self.server_pid
+            .and_then(|pid| proc::cpu_seconds(&pid.to_string()))
     }
 
     /// Connects one client to room number `room` and waits until it is synced.
@@ -124,9 +130,7 @@ pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
         serde_json::json!({ "target": target, "scenario": p }),
     );
     let rss_before = target.server_pid.and_then(proc::rss_bytes);
-    let server_cpu_before = target
-        .server_pid
-        .and_then(|pid| proc::cpu_seconds(&pid.to_string()));
+    let server_cpu_before = target.server_cpu_seconds();
     let cpu_before = proc::cpu_seconds("self");
     let started = Instant::now();
     let rooms = p.rooms.max(1);
@@ -155,12 +159,8 @@ pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
             );
         }
     }
-    if let (Some(before), Some(after)) = (
-        server_cpu_before,
-        target
-            .server_pid
-            .and_then(|pid| proc::cpu_seconds(&pid.to_string())),
-    ) && ok > 0.0
+    if let (Some(before), Some(after)) = (server_cpu_before, target.server_cpu_seconds())
+        && ok > 0.0
     {
         report.metrics.insert(
             "server_cpu_us_per_connection".into(),
@@ -197,13 +197,6 @@ struct Deliveries {
     received: AtomicU64,
 }
 
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// Runs the `edit` scenario.
 pub async fn edit(target: &Target, p: &EditParams) -> Report {
     let mut report = Report::new(
@@ -229,7 +222,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         let d = deliveries.clone();
         let map = c.doc().get_or_insert_map("loadtest");
         map.observe("loadtest", move |txn, e: &MapEvent| {
-            let now = now_micros();
+            let now = proc::now_micros();
             for (key, change) in e.keys(txn) {
                 if **key == *own {
                     continue;
@@ -250,9 +243,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
     }
 
     let cpu_before = proc::cpu_seconds("self");
-    let server_cpu_before = target
-        .server_pid
-        .and_then(|pid| proc::cpu_seconds(&pid.to_string()));
+    let server_cpu_before = target.server_cpu_seconds();
     let expected = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let period = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
@@ -278,7 +269,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
                     break;
                 }
                 seq += 1;
-                let value = format!("{seq}:{}", now_micros());
+                let value = format!("{seq}:{}", proc::now_micros());
                 map.insert(&mut c.doc().transact_mut(), key.as_str(), value);
                 sent.fetch_add(1, Ordering::Relaxed);
                 expected.fetch_add(peers, Ordering::Relaxed);
@@ -299,12 +290,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
         report.metrics.insert("generator_cpu_s".into(), a - b);
     }
-    if let (Some(b), Some(a)) = (
-        server_cpu_before,
-        target
-            .server_pid
-            .and_then(|pid| proc::cpu_seconds(&pid.to_string())),
-    ) {
+    if let (Some(b), Some(a)) = (server_cpu_before, target.server_cpu_seconds()) {
         report.metrics.insert("server_cpu_s".into(), a - b);
         if got > 0 {
             report.metrics.insert(
