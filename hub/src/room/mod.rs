@@ -1,5 +1,5 @@
-//! One task per live room. It owns the `yrs::Doc` and the awareness states; everything else
-//! reaches it through [`Command`]s. Nothing here holds a lock across `.await`, and nothing
+//! One task per live room. It owns the `yrs::Doc` and the awareness states (`presence`, pure
+//! state in its own module); everything else reaches it through [`Command`]s. Nothing here holds a lock across `.await`, and nothing
 //! awaits a socket: members are reached through their bounded queues ([`ConnHandle::send`]).
 //!
 //! Lifecycle: load (snapshot + log) before the first command is served, so a joiner's
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_persistence::{AppendBatch, DocStore, Persister, RoomKey, StoreError, compact};
 use chorus_protocol::CloseCode;
-use chorus_protocol::awareness::{self, Entry};
+use chorus_protocol::awareness::Entry;
 use chorus_protocol::ext::{ErrorCode, ServerMessage};
 use chorus_protocol::sync::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -33,9 +33,10 @@ use crate::auth::Role;
 use crate::conn::{ConnHandle, ConnId};
 use crate::registry::{JoinError, Registry, RoomHandle};
 
-/// Most awareness client ids one connection may control (a browser tab has one; a few more
-/// cover reconnects that reuse a socket). Beyond it the connection is closed with 1008.
-pub const MAX_AWARENESS_IDS_PER_CONNECTION: usize = 8;
+mod presence;
+
+pub use presence::MAX_AWARENESS_IDS_PER_CONNECTION;
+use presence::Presence;
 
 /// Limits and timings rooms obey (from the config).
 #[derive(Debug, Clone)]
@@ -124,16 +125,8 @@ pub enum Command {
 
 struct Member {
     conn: ConnHandle,
-    // Awareness client ids this connection controls: removed and broadcast when it leaves.
-    awareness_ids: HashSet<u64>,
     // Update messages accepted from this member so far (what `saved` acknowledges).
     accepted: u64,
-}
-
-struct AwarenessState {
-    clock: u64,
-    state: Bytes,
-    owner: ConnId,
 }
 
 struct InFlight {
@@ -155,9 +148,7 @@ pub struct Room {
     // Connections closed for bad input: their messages still queued are dropped. Cleared by
     // their Leave.
     refused: HashSet<ConnId>,
-    awareness: HashMap<u64, AwarenessState>,
-    awareness_dirty: HashSet<u64>,
-    awareness_removed: Vec<Entry>,
+    presence: Presence,
     awareness_due: Option<TokioInstant>,
     // SyncStep2 of the whole document, shared by every joiner until the next update.
     full_state: Option<Bytes>,
@@ -187,9 +178,7 @@ impl Room {
             captured: Arc::new(Mutex::new(Vec::new())),
             members: HashMap::new(),
             refused: HashSet::new(),
-            awareness: HashMap::new(),
-            awareness_dirty: HashSet::new(),
-            awareness_removed: Vec::new(),
+            presence: Presence::default(),
             awareness_due: None,
             full_state: None,
             step1: None,
@@ -348,19 +337,11 @@ impl Room {
             })
             .clone();
         conn.send_reply(step1);
-        if !self.awareness.is_empty() {
-            let entries: Vec<Entry> = self.awareness_entries().collect();
-            conn.send_reply(Message::Awareness(awareness::encode_update(&entries)).encode());
+        if let Some(snapshot) = self.presence.snapshot() {
+            conn.send_reply(snapshot);
         }
         let id = conn.id;
-        self.members.insert(
-            id,
-            Member {
-                conn,
-                awareness_ids: HashSet::new(),
-                accepted: 0,
-            },
-        );
+        self.members.insert(id, Member { conn, accepted: 0 });
         self.idle_since = None;
         if reply.send(Ok(())).is_err() {
             // The joiner gave up while we loaded; it will never send Leave.
@@ -379,7 +360,7 @@ impl Room {
             for conn in gone.drain(..) {
                 self.remove_member(conn);
             }
-            if !self.awareness_removed.is_empty() {
+            if self.presence.has_removals() {
                 gone = self.broadcast_awareness_collect();
             }
         }
@@ -389,27 +370,14 @@ impl Room {
     }
 
     fn remove_member(&mut self, conn: ConnId) {
-        let Some(member) = self.members.remove(&conn) else {
+        if self.members.remove(&conn).is_none() {
             return;
-        };
+        }
         self.pending_acks.remove(&conn);
         if let Some(f) = self.in_flight.as_mut() {
             f.acks.remove(&conn);
         }
-        // y-protocols removes a peer's state at its current clock, so the peer's next state
-        // (clock + 1) is accepted everywhere when it reconnects.
-        for id in member.awareness_ids {
-            if let Some(st) = self.awareness.get(&id).filter(|s| s.owner == conn) {
-                let clock = st.clock;
-                self.awareness.remove(&id);
-                self.awareness_dirty.remove(&id);
-                self.awareness_removed.push(Entry {
-                    client_id: id,
-                    clock,
-                    state: Bytes::from_static(awareness::NULL_STATE.as_bytes()),
-                });
-            }
-        }
+        self.presence.remove_connection(conn);
     }
 
     fn inbound(&mut self, conn: ConnId, msg: Inbound) {
@@ -439,8 +407,10 @@ impl Room {
             }
             Inbound::Awareness(entries) => self.awareness_in(conn, entries),
             Inbound::QueryAwareness => {
-                let entries: Vec<Entry> = self.awareness_entries().collect();
-                let msg = Message::Awareness(awareness::encode_update(&entries)).encode();
+                let msg = self
+                    .presence
+                    .snapshot()
+                    .unwrap_or_else(|| Message::Awareness(Bytes::from_static(&[0])).encode());
                 self.send_to(conn, msg);
             }
         }
@@ -686,62 +656,15 @@ impl Room {
         if !self.members.contains_key(&conn) {
             return;
         }
-        for e in entries {
-            let current = self.awareness.get(&e.client_id).map(|s| s.clock);
-            let accept = match current {
-                None => !e.is_removal(),
-                Some(c) => c < e.clock || (c == e.clock && e.is_removal()),
-            };
-            if !accept {
-                continue;
-            }
-            if let Some(m) = self.members.get_mut(&conn) {
-                if m.awareness_ids.len() >= MAX_AWARENESS_IDS_PER_CONNECTION
-                    && !m.awareness_ids.contains(&e.client_id)
-                {
-                    // One tab owns one state; dozens from one socket is an attack on every
-                    // joiner's handshake size.
-                    self.close_member(conn, CloseCode::Policy, "too many awareness states");
-                    return;
-                }
-                m.awareness_ids.insert(e.client_id);
-            }
-            if e.is_removal() {
-                self.awareness.remove(&e.client_id);
-                self.awareness_dirty.remove(&e.client_id);
-                self.awareness_removed.push(e);
-            } else {
-                // Ownership moves to the sender (a client that reconnected before its old
-                // socket timed out keeps its presence).
-                if let Some(prev) = self.awareness.get(&e.client_id).filter(|p| p.owner != conn)
-                    && let Some(m) = self.members.get_mut(&prev.owner)
-                {
-                    m.awareness_ids.remove(&e.client_id);
-                }
-                self.awareness.insert(
-                    e.client_id,
-                    AwarenessState {
-                        clock: e.clock,
-                        state: e.state,
-                        owner: conn,
-                    },
-                );
-                self.awareness_dirty.insert(e.client_id);
-            }
+        if self.presence.apply(conn, entries).is_err() {
+            // One tab owns one state; dozens from one socket is an attack on every joiner's
+            // handshake size.
+            self.close_member(conn, CloseCode::Policy, "too many awareness states");
+            return;
         }
-        if self.awareness_due.is_none()
-            && (!self.awareness_dirty.is_empty() || !self.awareness_removed.is_empty())
-        {
+        if self.awareness_due.is_none() && self.presence.has_changes() {
             self.awareness_due = Some(TokioInstant::now() + self.ctx.limits.awareness_tick);
         }
-    }
-
-    fn awareness_entries(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.awareness.iter().map(|(id, s)| Entry {
-            client_id: *id,
-            clock: s.clock,
-            state: s.state.clone(),
-        })
     }
 
     /// Sends every awareness change since the last tick as one message to every member,
@@ -757,20 +680,9 @@ impl Room {
     /// Sends the pending awareness changes; returns members whose queues refused them.
     fn broadcast_awareness_collect(&mut self) -> Vec<ConnId> {
         self.awareness_due = None;
-        let mut entries = std::mem::take(&mut self.awareness_removed);
-        for id in self.awareness_dirty.drain() {
-            if let Some(s) = self.awareness.get(&id) {
-                entries.push(Entry {
-                    client_id: id,
-                    clock: s.clock,
-                    state: s.state.clone(),
-                });
-            }
-        }
-        if entries.is_empty() {
+        let Some(frame) = self.presence.take_changes() else {
             return Vec::new();
-        }
-        let frame = Message::Awareness(awareness::encode_update(&entries)).encode();
+        };
         let mut dead = Vec::new();
         for (id, m) in &self.members {
             if !m.conn.send_binary(frame.clone()) {
