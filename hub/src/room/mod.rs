@@ -1,6 +1,7 @@
 //! One task per live room. It owns the `yrs::Doc` and the awareness states (`presence`, pure
-//! state in its own module); everything else reaches it through [`Command`]s. Nothing here holds a lock across `.await`, and nothing
-//! awaits a socket: members are reached through their bounded queues ([`ConnHandle::send`]).
+//! state in its own module); everything else reaches it through [`Command`]s. Nothing here
+//! holds a lock across `.await`, and nothing awaits a socket: members are reached through their
+//! bounded queues ([`ConnHandle::send`]).
 //!
 //! Lifecycle: load (snapshot + log) before the first command is served, so a joiner's
 //! SyncStep2 always carries the persisted content; serve; when the last member has left and
