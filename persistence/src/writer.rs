@@ -25,6 +25,9 @@ pub struct Persister {
 /// Most requests merged into one transaction, to bound its size and latency.
 const MAX_GROUP: usize = 512;
 
+/// Shortest time between two commits.
+const MIN_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Persister {
     /// Starts the writer task for `store`. It ends when every `Persister` clone is dropped,
     /// after committing what was queued.
@@ -61,7 +64,17 @@ impl Persister {
 
 async fn run(store: Arc<dyn DocStore>, mut rx: mpsc::Receiver<PersistRequest>) {
     let mut group: Vec<PersistRequest> = Vec::with_capacity(MAX_GROUP);
+    let mut last_commit = tokio::time::Instant::now();
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // Commits at most every MIN_COMMIT_INTERVAL: requests arriving meanwhile join this one.
+        tokio::time::sleep_until(last_commit + MIN_COMMIT_INTERVAL).await;
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        last_commit = tokio::time::Instant::now();
         let (batches, replies): (Vec<AppendBatch>, Vec<_>) =
             group.drain(..).map(|r| (r.batch, r.done)).unzip();
         let updates: usize = batches.iter().map(|b| b.updates.len()).sum();
