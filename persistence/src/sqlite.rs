@@ -95,16 +95,28 @@ impl DocStore for SqliteStore {
     }
 
     async fn append(&self, batches: &[AppendBatch]) -> Result<(), StoreError> {
+        // Multi-row INSERTs: every statement is a round trip to SQLite's worker thread (a
+        // futex wake-up each way), so one statement per update dominated the cost of a commit.
+        const ROWS_PER_STATEMENT: usize = 256; // 768 parameters, far below SQLite's limit
+        let rows: Vec<(&str, &str, &[u8])> = batches
+            .iter()
+            .flat_map(|b| {
+                b.updates
+                    .iter()
+                    .map(move |u| (&*b.key.tenant, &*b.key.room, &u[..]))
+            })
+            .collect();
         let mut tx = self.pool.begin().await?;
-        for b in batches {
-            for u in &b.updates {
-                sqlx::query("INSERT INTO updates (tenant, room, data) VALUES (?, ?, ?)")
-                    .bind(&*b.key.tenant)
-                    .bind(&*b.key.room)
-                    .bind(&u[..])
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO updates (tenant, room, data) ",
+            );
+            q.push_values(chunk, |mut row, (tenant, room, data)| {
+                row.push_bind(tenant.to_string())
+                    .push_bind(room.to_string())
+                    .push_bind(data.to_vec());
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
