@@ -25,9 +25,6 @@ pub enum ApiError {
     /// The node is at a limit or draining; retry later (elsewhere).
     #[error("{0}")]
     Unavailable(String),
-    /// Something failed inside; the detail is logged, the client sees a generic message.
-    #[error("internal error")]
-    Internal(String),
 }
 
 impl ApiError {
@@ -38,7 +35,6 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -46,9 +42,6 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(detail = %detail, "internal error");
-        }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
         (status, Json(body)).into_response()
     }

@@ -348,37 +348,35 @@ async fn reconnecting_with_known_content_near_the_size_limit_is_not_refused() {
     );
 }
 
+/// The subprotocol the hub selects when a client offers `offered`.
+async fn selected_subprotocol(server: &TestServer, offered: &str) -> Option<String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = server.url("proto").into_client_request().expect("request");
+    req.headers_mut()
+        .insert("sec-websocket-protocol", offered.parse().expect("header"));
+    let (_ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("handshake");
+    resp.headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 #[tokio::test]
 async fn unknown_subprotocols_are_echoed_for_browsers() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let (_dir, config) = cfg();
     let server = TestServer::start(config).await;
-    let mut req = server.url("proto").into_client_request().expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "app-v2, other".parse().expect("header"),
-    );
-    let (_ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("handshake");
     assert_eq!(
-        resp.headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok()),
+        selected_subprotocol(&server, "app-v2, other")
+            .await
+            .as_deref(),
         Some("app-v2")
     );
-    let mut req = server.url("proto").into_client_request().expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "x, chorus.v1".parse().expect("header"),
-    );
-    let (_ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("handshake");
     assert_eq!(
-        resp.headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok()),
+        selected_subprotocol(&server, "x, chorus.v1")
+            .await
+            .as_deref(),
         Some("chorus.v1")
     );
 }

@@ -101,46 +101,29 @@ fn help_documents_every_flag_with_its_env_var() {
     }
 }
 
-#[test]
-fn bad_configuration_exits_with_a_clear_error() {
+/// Runs `chorus serve` with `flags` and expects a non-zero exit whose stderr names `needle`.
+fn serve_refuses(flags: &[&str], needle: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("path");
-    let out = chorus(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-        "--max-frame-bytes",
-        "10",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-frame-bytes"));
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data];
+    args.extend_from_slice(flags);
+    let out = chorus(&args);
+    assert!(!out.status.success(), "{flags:?} was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+}
 
-    let out = chorus(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-        "--database-url",
-        "mysql://x",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported --database-url"));
-
-    let out = chorus(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
+#[test]
+fn bad_configuration_exits_with_a_clear_error() {
+    serve_refuses(&["--max-frame-bytes", "10"], "--max-frame-bytes");
+    serve_refuses(
+        &["--database-url", "mysql://x"],
+        "unsupported --database-url",
+    );
+    serve_refuses(
+        &["--jwt-public-key", "/nonexistent.pem"],
         "--jwt-public-key",
-        "/nonexistent.pem",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-public-key"));
-
-    let out = chorus(&["serve", "--max-rooms", "many"]);
-    assert!(!out.status.success());
+    );
+    serve_refuses(&["--max-rooms", "many"], "--max-rooms");
+    serve_refuses(&["--ping-interval", "2h"], "--ping-interval");
 }

@@ -75,16 +75,6 @@ impl Decoder {
         self.remaining() == 0
     }
 
-    /// Current offset into the frame.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    /// The bytes from `start` up to the current position (zero-copy).
-    pub fn slice_from(&self, start: usize) -> Bytes {
-        self.buf.slice(start..self.pos)
-    }
-
     /// Reads one byte.
     pub fn read_u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self.buf.get(self.pos).ok_or(DecodeError::UnexpectedEnd)?;

@@ -223,14 +223,3 @@ pub async fn wait_text(clients: &[&Client], name: &str, expected: &str) {
         }
     }
 }
-
-/// Polls `f` until it returns true or patience runs out.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !f() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("never happened: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
