@@ -277,6 +277,9 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
     c.send_message(&Message::Update(bytes::Bytes::from(second)))
         .expect("send");
     wait_saved(&c, 1 + 1).await;
+    // An ordinary edit while something is held back is stored once, not again as raw bytes.
+    append(&c, "other", "x");
+    wait_saved(&c, 1 + 2).await;
     {
         let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
             .await
@@ -285,7 +288,11 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
             .load(&RoomKey::new("default", "pending"))
             .await
             .expect("load");
-        assert_eq!(stored.updates.len(), 1, "the held-back update is stored");
+        assert_eq!(
+            stored.updates.len(),
+            2,
+            "the held-back update and the ordinary edit, each stored once"
+        );
     }
     drop(c);
     server.stop().await.expect("stop");

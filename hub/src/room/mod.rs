@@ -441,12 +441,12 @@ impl Room {
             self.deny(conn, "read-only: updates are not accepted");
             return;
         }
-        // Whether it carries blocks this document lacks. Decides whether it counts against the
-        // size limit (a reconnect's SyncStep2 repeating known content must not) and whether an
-        // update that changed nothing is a duplicate or is held back by yrs.
-        let new = carries_new(&update, &self.doc);
-        let deletes = !update.delete_set().is_empty();
-        if new && self.doc_bytes + len > self.ctx.limits.max_document_bytes {
+        // Only updates carrying blocks this document lacks count against the size limit (a
+        // reconnect's SyncStep2 repeating known content must not). Checked only near the
+        // limit: it builds the document's whole state vector.
+        if self.doc_bytes + len > self.ctx.limits.max_document_bytes
+            && carries_new(&update, &self.doc)
+        {
             metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
                 .increment(1);
             if let Some(m) = self.members.get(&conn) {
@@ -470,10 +470,12 @@ impl Room {
         let doc = &self.doc;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
+            let before = held_back(&txn);
             let res = txn.apply_update(update);
-            let store = ReadTxn::store(&txn);
-            let held_back = store.pending_update().is_some() || store.pending_ds().is_some();
-            (res, held_back)
+            let after = held_back(&txn);
+            // yrs holds back what lacks predecessors; if that set grew, part of this update
+            // lives only in memory.
+            (res, after.is_some() && after != before)
         }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
@@ -498,9 +500,9 @@ impl Room {
         // Whatever yrs integrated, even from an update it then refused, is now in the
         // document: it must be relayed and stored like any edit.
         self.commit_effective(conn, effective);
-        if held_back && (new || deletes) {
-            // yrs holds (part of) it back until its predecessors arrive. Store it as received
-            // so a restart re-queues it; duplicates are harmless to a CRDT.
+        if held_back {
+            // Store it as received so a restart re-queues the held-back part; the rest is a
+            // duplicate, harmless to a CRDT.
             self.doc_bytes += len;
             self.pending_bytes += len;
             self.pending.push(raw);
@@ -742,6 +744,20 @@ impl Room {
         // their (never answered) Join and then re-spawn the room, which loads what we saved.
         self.registry.remove(self.key(), self.handle.generation);
     }
+}
+
+/// What yrs holds back for missing predecessors (encoded pending blocks, pending delete
+/// count), or `None`. Encodes only when something is held back, which is rare.
+fn held_back(txn: &impl ReadTxn) -> Option<(Vec<u8>, usize)> {
+    let store = ReadTxn::store(txn);
+    let (update, ds) = (store.pending_update(), store.pending_ds());
+    if update.is_none() && ds.is_none() {
+        return None;
+    }
+    Some((
+        update.map(|p| p.update.encode_v1()).unwrap_or_default(),
+        ds.map_or(0, |d| d.len()),
+    ))
 }
 
 /// Whether `update` holds blocks `doc` lacks: either overlapping and extending its state, or
