@@ -90,6 +90,32 @@ pub async fn append_then_load_in_order(store: Arc<dyn DocStore>) {
     assert_eq!(loaded_text(&*store, &key).await, "one two three");
 }
 
+/// A large batch (many statements' worth of rows) keeps its order and every row.
+pub async fn large_batch_keeps_order(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "large");
+    let mirror = Doc::new();
+    let mut expected = String::new();
+    let mut updates = Vec::new();
+    for i in 0..700 {
+        let word = format!("{i},");
+        expected.push_str(&word);
+        updates.push(text_update(5, &mirror, &word));
+    }
+    store
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates: updates.clone(),
+        }])
+        .await
+        .expect("append");
+    let loaded = store.load(&key).await.expect("load");
+    assert_eq!(
+        loaded.updates, updates,
+        "rows lost or reordered in a large batch"
+    );
+    assert_eq!(loaded_text(&*store, &key).await, expected);
+}
+
 /// Rooms and tenants never see each other's updates, even with the same room name.
 pub async fn rooms_and_tenants_are_separate(store: Arc<dyn DocStore>) {
     let a = RoomKey::new("tenant-a", "shared-name");
@@ -245,6 +271,7 @@ where
 {
     unknown_room_is_empty(fresh().await).await;
     append_then_load_in_order(fresh().await).await;
+    large_batch_keeps_order(fresh().await).await;
     rooms_and_tenants_are_separate(fresh().await).await;
     compaction_keeps_everything(fresh().await).await;
     persister_commits_concurrent_rooms(fresh().await).await;

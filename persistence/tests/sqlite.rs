@@ -25,6 +25,7 @@ macro_rules! suite_tests {
 suite_tests!(
     unknown_room_is_empty,
     append_then_load_in_order,
+    large_batch_keeps_order,
     rooms_and_tenants_are_separate,
     compaction_keeps_everything,
     persister_commits_concurrent_rooms,
