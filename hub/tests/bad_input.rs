@@ -59,6 +59,13 @@ impl Room {
     }
 }
 
+fn ext_opts() -> ClientOptions {
+    ClientOptions {
+        ext: true,
+        ..Default::default()
+    }
+}
+
 fn cfg() -> (tempfile::TempDir, chorus_hub::Config) {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = test_config(dir.path());
@@ -159,16 +166,7 @@ async fn text_frames_on_the_binary_endpoint_close_with_1003() {
     r.still_healthy(0).await;
 
     // Opted-in clients get a JSON error for a bad text frame and stay connected.
-    let ext = Client::connect(
-        &r.server.url(&r.name),
-        ClientOptions {
-            ext: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    ext.synced(PATIENCE).await.expect("synced");
+    let ext = r.server.client_with(&r.name, ext_opts()).await;
     ext.send_text("not json").expect("send");
     ext.send_text(r#"{"v":1,"type":"ping","id":3}"#)
         .expect("send");
@@ -220,16 +218,7 @@ async fn update_past_the_document_limit_closes_with_4413_and_is_not_applied() {
     let (_dir, mut config) = cfg();
     config.max_document_bytes = 4096;
     let r = room(config, "doc-limit").await;
-    let bad = Client::connect(
-        &r.server.url(&r.name),
-        ClientOptions {
-            ext: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    bad.synced(PATIENCE).await.expect("synced");
+    let bad = r.server.client_with(&r.name, ext_opts()).await;
     append(&bad, "t", &"y".repeat(8000));
     assert_eq!(bad.wait_closed(PATIENCE).await.expect("closed").0, 4413);
     assert!(bad.state().events.iter().any(|e| matches!(

@@ -124,10 +124,7 @@ pub struct ReplayParams {
 
 /// Runs the `replay` scenario.
 pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
-    let mut report = Report::new(
-        "replay",
-        serde_json::json!({ "target": target, "scenario": p }),
-    );
+    let mut report = Report::of("replay", target, p);
     let recordings = match Recording::load_dir(&p.dir) {
         Ok(r) if !r.is_empty() => std::sync::Arc::new(r),
         Ok(_) => {

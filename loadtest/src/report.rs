@@ -76,6 +76,14 @@ impl Report {
         }
     }
 
+    /// An empty report recording the target and the scenario's parameters.
+    pub fn of(scenario: &str, target: &impl Serialize, params: &impl Serialize) -> Report {
+        Report::new(
+            scenario,
+            serde_json::json!({ "target": target, "scenario": params }),
+        )
+    }
+
     /// Whether every correctness check passed.
     pub fn passed(&self) -> bool {
         self.problems.is_empty()

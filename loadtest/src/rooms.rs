@@ -26,10 +26,7 @@ pub struct PresenceParams {
 /// Runs the `presence` scenario: every state carries its send time; every other viewer records
 /// the delay until it arrives. Every update must reach every other viewer.
 pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
-    let mut report = Report::new(
-        "presence",
-        serde_json::json!({ "target": target, "scenario": p }),
-    );
+    let mut report = Report::of("presence", target, p);
     let latency = Arc::new(Mutex::new(histogram()));
     let received = Arc::new(AtomicU64::new(0));
     let mut viewers = Vec::new();
@@ -139,10 +136,7 @@ pub struct JoinStormParams {
 
 /// Runs the `join-storm` scenario: time from connect to holding the full document.
 pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
-    let mut report = Report::new(
-        "join-storm",
-        serde_json::json!({ "target": target, "scenario": p }),
-    );
+    let mut report = Report::of("join-storm", target, p);
     let writer = match target.connect_room(0).await {
         Ok(c) => c,
         Err(e) => {

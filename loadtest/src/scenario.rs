@@ -125,10 +125,7 @@ pub struct ConnectParams {
 
 /// Runs the `connect` scenario.
 pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
-    let mut report = Report::new(
-        "connect",
-        serde_json::json!({ "target": target, "scenario": p }),
-    );
+    let mut report = Report::of("connect", target, p);
     let rss_before = target.server_pid.and_then(proc::rss_bytes);
     let server_cpu_before = target.server_cpu_seconds();
     let cpu_before = proc::cpu_seconds("self");
@@ -199,10 +196,7 @@ struct Deliveries {
 
 /// Runs the `edit` scenario.
 pub async fn edit(target: &Target, p: &EditParams) -> Report {
-    let mut report = Report::new(
-        "edit",
-        serde_json::json!({ "target": target, "scenario": p }),
-    );
+    let mut report = Report::of("edit", target, p);
     let room_size = p.room_size.max(1);
     let (clients, hist, failures) = target.connect_many(p.users, |i| i / room_size).await;
     report

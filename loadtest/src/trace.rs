@@ -81,10 +81,7 @@ pub struct TraceParams {
 
 /// Runs the `trace` scenario.
 pub async fn trace(target: &Target, p: &TraceParams) -> Report {
-    let mut report = Report::new(
-        "trace",
-        serde_json::json!({ "target": target, "scenario": p }),
-    );
+    let mut report = Report::of("trace", target, p);
     let trace = match Trace::load(&p.file) {
         Ok(t) => std::sync::Arc::new(t),
         Err(e) => {
