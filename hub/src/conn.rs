@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use chorus_protocol::CloseCode;
 use chorus_protocol::ext::{self, ServerMessage};
+use chorus_protocol::hocuspocus;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,9 @@ pub struct ConnHandle {
     pub ext: bool,
     /// Its access level.
     pub role: Role,
+    // Hocuspocus connections: the document's encoded address, put in front of every y-sync
+    // frame (one socket carries many documents, each a separate room member).
+    prefix: Option<Bytes>,
     tx: mpsc::Sender<Outbound>,
     // Bytes sitting in the queue: the channel bounds the count, this bounds memory.
     queued: Arc<AtomicUsize>,
@@ -111,6 +115,7 @@ pub fn channel(
             id,
             ext,
             role,
+            prefix: None,
             tx,
             queued: queued.clone(),
             max_bytes,
@@ -121,6 +126,57 @@ pub fn channel(
 }
 
 impl ConnHandle {
+    /// A handle for one document of a Hocuspocus connection: its own id (so rooms see a
+    /// separate member), role and address, sharing this connection's queue, byte budget and
+    /// close signal.
+    pub fn for_document(&self, id: ConnId, role: Role, prefix: Bytes) -> ConnHandle {
+        ConnHandle {
+            id,
+            ext: false,
+            role,
+            prefix: Some(prefix),
+            ..self.clone()
+        }
+    }
+
+    /// The Hocuspocus address prefix, if this handle is one document of such a connection.
+    pub fn prefix(&self) -> Option<&Bytes> {
+        self.prefix.as_ref()
+    }
+
+    // What a room's y-sync frame becomes on this connection: itself, or for Hocuspocus the
+    // address plus the frame (the message types coincide), except that a refused update is
+    // answered the Hocuspocus way, with a negative sync status.
+    fn dialect(&self, frame: Bytes) -> Bytes {
+        match &self.prefix {
+            None => frame,
+            Some(p) if frame.starts_with(&[2, 0]) => hocuspocus::sync_status(p, false),
+            Some(p) => hocuspocus::wrap(p, &frame),
+        }
+    }
+
+    /// Tells the member that `newly` more of its updates are durable, `total` in all: the
+    /// `saved` extension message, or one positive sync status per update for Hocuspocus.
+    pub fn saved(&self, newly: u64, total: u64) {
+        if let Some(p) = &self.prefix {
+            for _ in 0..newly {
+                if !self.send(Outbound::Binary(hocuspocus::sync_status(p, true))) {
+                    return;
+                }
+            }
+        } else {
+            self.send_ext(&ServerMessage::Saved { updates: total });
+        }
+    }
+
+    /// Answers a Hocuspocus reader's sync step 2 that carried nothing new (a no-op for the
+    /// other dialect, which has no such acknowledgement).
+    pub fn nothing_new(&self) {
+        if let Some(p) = &self.prefix {
+            self.send(Outbound::Binary(hocuspocus::sync_status(p, true)));
+        }
+    }
+
     /// Queues a message. Returns false (and closes the connection with 1013) if the queue is
     /// full, or false if the connection is already gone.
     pub fn send(&self, msg: Outbound) -> bool {
@@ -152,7 +208,7 @@ impl ConnHandle {
 
     /// Queues a y-sync frame.
     pub fn send_binary(&self, frame: Bytes) -> bool {
-        self.send(Outbound::Binary(frame))
+        self.send(Outbound::Binary(self.dialect(frame)))
     }
 
     /// Queues a frame the connection asked for (its join handshake, its SyncStep2) outside
@@ -162,6 +218,7 @@ impl ConnHandle {
         if self.close.token.is_cancelled() {
             return false;
         }
+        let frame = self.dialect(frame);
         let len = frame.len();
         self.queued.fetch_add(len, Ordering::Relaxed);
         match self.tx.try_send(Outbound::Binary(frame)) {

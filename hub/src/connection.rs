@@ -22,7 +22,7 @@ use yrs::updates::decoder::Decode;
 
 use crate::auth::{Identity, Role};
 use crate::conn::{ConnHandle, ConnQueue, Outbound};
-use crate::registry::{JoinError, Registry};
+use crate::registry::{JoinError, Registry, RoomHandle};
 use crate::room::{Command, Inbound};
 
 /// Everything a connection task needs, prepared by the HTTP handler before the upgrade.
@@ -52,7 +52,7 @@ pub struct Session {
 /// Most queued messages written before one flush: batches writes under load.
 const WRITE_BATCH: usize = 64;
 
-/// Runs the connection until either side closes it.
+/// Runs a y-websocket connection (one room per socket) until either side closes it.
 pub async fn run(mut socket: WebSocket, s: Session) {
     let Session {
         key,
@@ -63,7 +63,7 @@ pub async fn run(mut socket: WebSocket, s: Session) {
         shutdown,
         max_awareness_bytes,
         ping_interval,
-        mut recorder,
+        recorder,
         guard: _guard,
     } = s;
     metrics::counter!("chorus_connections_total").increment(1);
@@ -76,15 +76,55 @@ pub async fn run(mut socket: WebSocket, s: Session) {
     let room = match registry.join(&key, conn.clone()).await {
         Ok(room) => room,
         Err(e) => {
-            let code = match e {
-                JoinError::LoadFailed => CloseCode::RoomUnavailable,
-                JoinError::TooManyRooms | JoinError::Unavailable => CloseCode::Overloaded,
-            };
-            close(&mut socket, &mut queue, code, &e.to_string()).await;
+            close(&mut socket, &mut queue, join_close_code(&e), &e.to_string()).await;
             return;
         }
     };
+    let dialect = YWebsocket {
+        key,
+        role: identity.role,
+        conn,
+        room,
+        max_awareness_bytes,
+        recorder,
+    };
+    serve(socket, queue, shutdown, ping_interval, dialect).await;
+}
 
+/// The close code for a connection whose room could not be joined.
+pub fn join_close_code(e: &JoinError) -> CloseCode {
+    match e {
+        JoinError::LoadFailed => CloseCode::RoomUnavailable,
+        JoinError::TooManyRooms | JoinError::Unavailable => CloseCode::Overloaded,
+    }
+}
+
+/// Why a connection ends: the close code and reason to send.
+pub type Closing = (CloseCode, String);
+
+/// What differs between the wire dialects; [`serve`] does the rest (writing the queue,
+/// keepalive, limits, closing).
+pub trait Dialect: Send {
+    /// Handles one binary frame; an error closes the connection with that code and reason.
+    fn binary(&mut self, frame: Bytes) -> impl Future<Output = Result<(), Closing>> + Send;
+    /// Handles one text frame.
+    fn text(&mut self, text: &str) -> Result<(), Closing>;
+    /// Called at every keepalive tick (after the WebSocket ping); an error closes.
+    fn tick(&mut self) -> Result<(), Closing> {
+        Ok(())
+    }
+    /// The connection ended: leave every room.
+    fn leave(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Reads and writes until either side closes, then leaves the rooms and says goodbye.
+pub async fn serve<D: Dialect>(
+    mut socket: WebSocket,
+    mut queue: ConnQueue,
+    shutdown: CancellationToken,
+    ping_interval: Duration,
+    mut dialect: D,
+) {
     // Keepalive: a peer that sends nothing (not even a pong) for two intervals is gone.
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
@@ -93,7 +133,7 @@ pub async fn run(mut socket: WebSocket, s: Session) {
 
     // Not biased: a member with a constant stream of outbound traffic must still be read
     // (its edits, its pongs), and a chatty peer must still receive.
-    let (code, reason): (CloseCode, String) = loop {
+    let (code, reason): Closing = loop {
         tokio::select! {
             _ = queue.close.token().cancelled() => {
                 break queue
@@ -126,12 +166,15 @@ pub async fn run(mut socket: WebSocket, s: Session) {
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() >= ping_interval * 2 {
-                    tracing::info!(room = %key, conn = conn.id, "peer unresponsive; dropping");
+                    tracing::info!("peer unresponsive; dropping");
                     break (CloseCode::Normal, String::new());
                 }
                 let sent = tokio::time::timeout(ping_interval, socket.send(WsMessage::Ping(Bytes::new()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     break (CloseCode::Normal, String::new());
+                }
+                if let Err(closing) = dialect.tick() {
+                    break closing;
                 }
             }
             incoming = socket.recv() => match incoming.inspect(|r| {
@@ -141,44 +184,14 @@ pub async fn run(mut socket: WebSocket, s: Session) {
             }) {
                 Some(Ok(WsMessage::Binary(frame))) => {
                     metrics::counter!("chorus_messages_in_total").increment(1);
-                    if let Some(r) = recorder.as_mut() {
-                        r.binary(&frame);
-                    }
-                    match decode_frame(frame, identity.role, max_awareness_bytes) {
-                        Ok(decoded) => {
-                            if decoded.denied {
-                                deny(&conn);
-                            }
-                            if !decoded.msgs.is_empty() {
-                                let cmd = Command::Inbound { conn: conn.id, msgs: decoded.msgs };
-                                if room.tx.send(cmd).await.is_err() {
-                                    break (CloseCode::Restarting, "room closed".into());
-                                }
-                            }
-                        }
-                        Err((code, reason)) => {
-                            metrics::counter!("chorus_bad_frames_total").increment(1);
-                            tracing::info!(room = %key, conn = conn.id, code = code.code(), reason, "refusing frame");
-                            conn.send_ext(&ServerMessage::Error {
-                                code: if code == CloseCode::TooBig { ErrorCode::TooLarge } else { ErrorCode::BadRequest },
-                                message: reason.to_string(),
-                            });
-                            break (code, reason.to_string());
-                        }
+                    if let Err(closing) = dialect.binary(frame).await {
+                        break closing;
                     }
                 }
                 Some(Ok(WsMessage::Text(text))) => {
-                    if let Some(r) = recorder.as_mut() {
-                        r.text(&text);
+                    if let Err(closing) = dialect.text(&text) {
+                        break closing;
                     }
-                    if !conn.ext {
-                        break (CloseCode::UnsupportedData, "text frames need the chorus.v1 extension".into());
-                    }
-                    let reply = match ext::decode_client(&text) {
-                        Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
-                        Err(e) => ServerMessage::Error { code: ErrorCode::BadRequest, message: e.to_string() },
-                    };
-                    conn.send_ext(&reply);
                 }
                 Some(Ok(WsMessage::Close(_))) | None => break (CloseCode::Normal, String::new()),
                 Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
@@ -192,10 +205,107 @@ pub async fn run(mut socket: WebSocket, s: Session) {
             }
         }
     };
-    let _ = room.tx.send(Command::Leave { conn: conn.id }).await;
+    dialect.leave().await;
     // Say goodbye unless the peer already went away.
     if !(code == CloseCode::Normal && reason.is_empty()) {
         close(&mut socket, &mut queue, code, &reason).await;
+    }
+}
+
+/// The y-websocket dialect: one room per socket, the room in the URL.
+struct YWebsocket {
+    key: RoomKey,
+    role: Role,
+    conn: ConnHandle,
+    room: RoomHandle,
+    max_awareness_bytes: usize,
+    recorder: Option<crate::record::Recorder>,
+}
+
+impl Dialect for YWebsocket {
+    async fn binary(&mut self, frame: Bytes) -> Result<(), Closing> {
+        if let Some(r) = self.recorder.as_mut() {
+            r.binary(&frame);
+        }
+        forward(
+            &self.key,
+            &self.conn,
+            &self.room,
+            frame,
+            self.role,
+            self.max_awareness_bytes,
+        )
+        .await
+    }
+
+    fn text(&mut self, text: &str) -> Result<(), Closing> {
+        if let Some(r) = self.recorder.as_mut() {
+            r.text(text);
+        }
+        if !self.conn.ext {
+            return Err((
+                CloseCode::UnsupportedData,
+                "text frames need the chorus.v1 extension".into(),
+            ));
+        }
+        let reply = match ext::decode_client(text) {
+            Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
+            Err(e) => ServerMessage::Error {
+                code: ErrorCode::BadRequest,
+                message: e.to_string(),
+            },
+        };
+        self.conn.send_ext(&reply);
+        Ok(())
+    }
+
+    async fn leave(self) {
+        let _ = self
+            .room
+            .tx
+            .send(Command::Leave { conn: self.conn.id })
+            .await;
+    }
+}
+
+/// Validates a y-websocket frame from `conn` and passes what it carries to its room.
+pub async fn forward(
+    key: &RoomKey,
+    conn: &ConnHandle,
+    room: &RoomHandle,
+    frame: Bytes,
+    role: Role,
+    max_awareness_bytes: usize,
+) -> Result<(), Closing> {
+    match decode_frame(frame, role, max_awareness_bytes) {
+        Ok(decoded) => {
+            if decoded.denied {
+                deny(conn);
+            }
+            if !decoded.msgs.is_empty() {
+                let cmd = Command::Inbound {
+                    conn: conn.id,
+                    msgs: decoded.msgs,
+                };
+                if room.tx.send(cmd).await.is_err() {
+                    return Err((CloseCode::Restarting, "room closed".into()));
+                }
+            }
+            Ok(())
+        }
+        Err((code, reason)) => {
+            metrics::counter!("chorus_bad_frames_total").increment(1);
+            tracing::info!(room = %key, conn = conn.id, code = code.code(), reason, "refusing frame");
+            conn.send_ext(&ServerMessage::Error {
+                code: if code == CloseCode::TooBig {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::BadRequest
+                },
+                message: reason.to_string(),
+            });
+            Err((code, reason.to_string()))
+        }
     }
 }
 
@@ -235,7 +345,7 @@ fn to_ws(out: Outbound) -> WsMessage {
 
 /// Writes what is still queued (briefly), then the close frame, then waits briefly for the
 /// peer's close reply so the close is clean.
-async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCode, reason: &str) {
+pub async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCode, reason: &str) {
     let bounded = async {
         if code != CloseCode::Overloaded {
             while let Ok(out) = queue.rx.try_recv() {
@@ -302,10 +412,9 @@ pub fn decode_frame(
             Message::SyncStep2(u) if role == Role::Read => {
                 // A reader's SyncStep2 usually repeats what the room has; only the room can
                 // tell whether it holds anything new, so the room decides whether to report.
+                // Empty ones too: Hocuspocus readers expect a sync status for each.
                 let update = decode_update(&u)?;
-                if !update.is_empty() {
-                    out.msgs.push(Inbound::ReadOnlyStep2(update));
-                }
+                out.msgs.push(Inbound::ReadOnlyStep2(update));
             }
             Message::Update(u) if role == Role::Read => {
                 let update = decode_update(&u)?;

@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod connection;
 pub mod error;
+pub mod hocuspocus;
 pub mod metrics;
 pub mod record;
 pub mod registry;
@@ -102,7 +103,7 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let app = Arc::new(AppState {
         config,
-        verifier,
+        verifier: Arc::new(verifier),
         registry: Registry::new(ctx),
         store,
         shutdown: CancellationToken::new(),

@@ -30,7 +30,7 @@ pub struct AppState {
     /// The configuration the node runs with.
     pub config: Config,
     /// Token verification.
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     /// Live rooms.
     pub registry: Arc<Registry>,
     /// The document store (for readiness).
@@ -49,6 +49,8 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws/{*room}", get(ws_handler))
+        .route("/", get(hocuspocus_handler))
+        .route("/hocuspocus", get(hocuspocus_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
@@ -67,7 +69,7 @@ pub struct WsParams {
 /// Longest room name accepted, in bytes.
 pub const MAX_ROOM_NAME: usize = 512;
 
-fn validate_room(name: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_room(name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::BadRequest("room name is empty".into()));
     }
@@ -165,16 +167,10 @@ async fn ws_handler(
             );
         }
     };
-    // Reserve a connection slot; released by the guard when the session ends.
-    let open = app.connections.fetch_add(1, Ordering::AcqRel);
-    metrics::gauge!("chorus_connections_active").increment(1.0);
-    let guard = ConnGuard(app.connections.clone());
-    if open >= app.config.max_connections {
-        return refused(
-            "connections",
-            ApiError::Unavailable("too many connections on this node".into()),
-        );
-    }
+    let guard = match reserve_connection(&app) {
+        Ok(g) => g,
+        Err(e) => return refused("connections", e),
+    };
     let key = RoomKey::new(identity.tenant.clone(), room);
     // Spawn (or find) the room now, so a room limit is an HTTP error, not a close code.
     if let Err(JoinError::TooManyRooms) = app.registry.get_or_spawn(&key) {
@@ -183,24 +179,10 @@ async fn ws_handler(
             ApiError::Unavailable("too many rooms open on this node".into()),
         );
     }
-    // Select chorus.v1 when offered; otherwise echo the client's first subprotocol, as the
-    // reference server does, since browsers fail a handshake that ignores their request.
-    let first_requested = ws.requested_protocols().next().cloned();
-    let mut ws = ws.protocols([SUBPROTOCOL]);
-    if ws.selected_protocol().is_none()
-        && let Some(p) = first_requested
-    {
-        ws.set_selected_protocol(p);
-    }
+    let ws = configure(ws, &app.config);
     let ext_protocol = ws
         .selected_protocol()
         .is_some_and(|p| p.as_bytes() == SUBPROTOCOL.as_bytes());
-    let ws = ws
-        // tungstenite zero-fills its read buffer up front: 512 bytes instead of 4 KiB cuts
-        // ~3.6 KiB per connection (docs/BENCHMARKS.md); large frames just take more reads.
-        .read_buffer_size(512)
-        .max_message_size(app.config.max_frame_bytes)
-        .max_frame_size(app.config.max_frame_bytes);
     let ext = ext_protocol || matches!(params.ext.as_deref(), Some("1" | "true"));
     let (handle, queue) = conn::channel(
         conn::next_conn_id(),
@@ -228,6 +210,87 @@ async fn ws_handler(
         guard: Box::new(guard),
     };
     ws.on_upgrade(move |socket| connection::run(socket, session))
+}
+
+/// Reserves a connection slot, released by the returned guard when the session ends.
+fn reserve_connection(app: &AppState) -> Result<ConnGuard, ApiError> {
+    let open = app.connections.fetch_add(1, Ordering::AcqRel);
+    metrics::gauge!("chorus_connections_active").increment(1.0);
+    let guard = ConnGuard(app.connections.clone());
+    if open >= app.config.max_connections {
+        return Err(ApiError::Unavailable(
+            "too many connections on this node".into(),
+        ));
+    }
+    Ok(guard)
+}
+
+/// Subprotocol, buffer and size settings every upgrade gets.
+fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
+    // Select chorus.v1 when offered; otherwise echo the client's first subprotocol, as the
+    // reference server does, since browsers fail a handshake that ignores their request.
+    let first_requested = ws.requested_protocols().next().cloned();
+    let mut ws = ws.protocols([SUBPROTOCOL]);
+    if ws.selected_protocol().is_none()
+        && let Some(p) = first_requested
+    {
+        ws.set_selected_protocol(p);
+    }
+    // tungstenite zero-fills its read buffer up front: 512 bytes instead of 4 KiB cuts
+    // ~3.6 KiB per connection (docs/BENCHMARKS.md); large frames just take more reads.
+    ws.read_buffer_size(512)
+        .max_message_size(config.max_frame_bytes)
+        .max_frame_size(config.max_frame_bytes)
+}
+
+/// Hocuspocus keepalive: providers drop a socket that heard nothing for 30 s.
+const HOCUSPOCUS_PING: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The Hocuspocus dialect: documents and tokens come inside the socket, so only the
+/// node-level checks happen before the upgrade.
+async fn hocuspocus_handler(
+    State(app): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if app.draining.load(Ordering::Acquire) {
+        return refused(
+            "draining",
+            ApiError::Unavailable("server is shutting down".into()),
+        );
+    }
+    let Ok(ws) = ws else {
+        return refused(
+            "bad_request",
+            ApiError::BadRequest(
+                "expected a websocket upgrade (the hocuspocus protocol is served here)".into(),
+            ),
+        );
+    };
+    let guard = match reserve_connection(&app) {
+        Ok(g) => g,
+        Err(e) => return refused("connections", e),
+    };
+    let ws = configure(ws, &app.config);
+    // Role and ext belong to each document's handle; the root handle only carries pings.
+    let (root, queue) = conn::channel(
+        conn::next_conn_id(),
+        false,
+        crate::auth::Role::Read,
+        app.config.send_queue_messages,
+        app.config.send_queue_bytes,
+    );
+    let dialect = crate::hocuspocus::Hocuspocus::new(
+        root,
+        app.verifier.clone(),
+        app.registry.clone(),
+        app.config.max_awareness_bytes,
+    );
+    let shutdown = app.shutdown.clone();
+    let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
+    ws.on_upgrade(move |socket| async move {
+        let _guard = guard;
+        connection::serve(socket, queue, shutdown, ping, dialect).await;
+    })
 }
 
 /// Liveness, with the node's load for operators and tests.

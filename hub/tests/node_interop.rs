@@ -1,6 +1,7 @@
-//! Interop with the real `yjs` + `y-websocket` npm packages: runs `interop/interop.test.mjs`
-//! (node's test runner) against a hub started here. Needs Node.js and npm; without them the
-//! test skips loudly, except under CI (`CI` set), where it fails.
+//! Interop with the real npm clients: `yjs` + `y-websocket` (`interop/interop.test.mjs`) and
+//! `@hocuspocus/provider` (`interop/hocuspocus.test.mjs`), run with node's test runner against
+//! a hub started here. Needs Node.js and npm; without them the tests skip loudly, except under
+//! CI (`CI` set), where they fail.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
+use serde_json::json;
 
 fn have(cmd: &str) -> bool {
     Command::new(cmd)
@@ -16,20 +18,26 @@ fn have(cmd: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_y_websocket_providers_work_unchanged() {
+/// The interop folder with its npm packages installed, or `None` (skip) without node.
+async fn interop_dir() -> Option<PathBuf> {
     if !have("node") || !have("npm") {
         if std::env::var_os("CI").is_some() {
-            panic!("node and npm are required for the interop test under CI");
+            panic!("node and npm are required for the interop tests under CI");
         }
-        eprintln!("SKIPPED: node/npm not found; the y-websocket interop test did not run");
-        return;
+        eprintln!("SKIPPED: node/npm not found; the npm client interop tests did not run");
+        return None;
     }
-    let dir_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    if !dir_path.join("node_modules/y-websocket").exists() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    // Two tests may get here at once; npm ci into one folder must not run twice together.
+    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _installing = INSTALL.lock().await;
+    let installed = ["y-websocket", "@hocuspocus/provider"]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).exists());
+    if !installed {
         let out = tokio::process::Command::new("npm")
             .args(["ci", "--omit=dev", "--no-audit", "--no-fund"])
-            .current_dir(&dir_path)
+            .current_dir(&dir)
             .output()
             .await
             .expect("npm ci");
@@ -40,24 +48,69 @@ async fn stock_y_websocket_providers_work_unchanged() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let data = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(test_config(data.path())).await;
+    Some(dir)
+}
+
+async fn node_test(dir: &PathBuf, file: &str, envs: &[(&str, String)]) {
     let out = tokio::process::Command::new("node")
-        .args(["--test", "interop.test.mjs"])
-        .current_dir(&dir_path)
-        .env("CHORUS_WS_URL", format!("ws://{}/ws", server.addr))
+        .args(["--test", file])
+        .current_dir(dir)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .await
         .expect("node --test");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "node interop tests failed:\n{stdout}\n{}",
+        "node tests in {file} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         stdout.contains("# fail 0") && !stdout.contains("# pass 0"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_y_websocket_providers_work_unchanged() {
+    let Some(dir) = interop_dir().await else {
+        return;
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    node_test(
+        &dir,
+        "interop.test.mjs",
+        &[("CHORUS_WS_URL", format!("ws://{}/ws", server.addr))],
+    )
+    .await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_hocuspocus_providers_work_unchanged() {
+    let Some(dir) = interop_dir().await else {
+        return;
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    let server = TestServer::start(config).await;
+    node_test(
+        &dir,
+        "hocuspocus.test.mjs",
+        &[
+            ("CHORUS_HP_URL", format!("ws://{}/hocuspocus", server.addr)),
+            ("CHORUS_WS_URL", format!("ws://{}/ws", server.addr)),
+            ("CHORUS_TOKEN_WRITE", token(json!({}))),
+            ("CHORUS_TOKEN_READ", token(json!({ "role": "read" }))),
+            (
+                "CHORUS_TOKEN_NARROW",
+                token(json!({ "rooms": ["narrow-*"] })),
+            ),
+        ],
+    )
+    .await;
     server.stop().await.expect("stop");
 }

@@ -28,6 +28,7 @@ use yrs::{ClientID, Doc, Options, Origin, ReadTxn, StateVector, Transact, Update
 
 use crate::awareness::{self, Entry};
 use crate::ext::{self, ServerMessage};
+use crate::hocuspocus;
 use crate::sync::{Message, decode_frame};
 
 /// How to connect.
@@ -41,7 +42,13 @@ pub struct ClientOptions {
     pub ext: bool,
     /// Yjs client id; defaults to a random 32-bit id as browsers use.
     pub client_id: Option<u64>,
+    /// Speak the Hocuspocus dialect for this document address (the URL is then the server's
+    /// Hocuspocus endpoint, and the token travels in the auth message).
+    pub hocuspocus: Option<String>,
 }
+
+/// The provider version the client announces in Hocuspocus auth messages.
+pub const HOCUSPOCUS_VERSION: &str = "4.8.0";
 
 /// Why connecting or talking failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,14 @@ pub struct State {
     pub awareness_messages: u64,
     /// Update messages received (sync updates after the handshake).
     pub updates_received: u64,
+    /// Hocuspocus: the scope the server granted (`read-write` or `readonly`).
+    pub authenticated: Option<String>,
+    /// Hocuspocus: positive sync statuses received (updates acknowledged).
+    pub sync_ok: u64,
+    /// Hocuspocus: negative sync statuses received (updates refused).
+    pub sync_refused: u64,
+    /// Hocuspocus: the server closed the document, with this reason.
+    pub doc_closed: Option<String>,
 }
 
 /// Called with every awareness entry this client receives (load testers time them).
@@ -104,6 +119,8 @@ const REMOTE: &str = "chorus-remote";
 /// A connected client with its own Yjs document.
 pub struct Client {
     doc: Doc,
+    // Hocuspocus: the encoded document address put in front of every message.
+    prefix: Option<Bytes>,
     out: mpsc::UnboundedSender<WsMessage>,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
@@ -131,7 +148,8 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let mut full = url.to_string();
         let mut params = Vec::new();
-        if let Some(t) = &opts.token {
+        let prefix = opts.hocuspocus.as_deref().map(hocuspocus::address_prefix);
+        if let Some(t) = opts.token.as_ref().filter(|_| prefix.is_none()) {
             params.push(format!("token={t}"));
         }
         if opts.ext {
@@ -163,6 +181,7 @@ impl Client {
 
         // Local edits go out as updates; remote ones carry the REMOTE origin and are skipped.
         let tx = out.clone();
+        let pre = prefix.clone();
         let sub = doc.observe_update_v1(
             format!("chorus-client-{client_id}", client_id = doc.client_id()),
             move |txn, e| {
@@ -170,20 +189,37 @@ impl Client {
                     return;
                 }
                 let msg = Message::Update(Bytes::from(e.update.clone())).encode();
-                let _ = tx.send(WsMessage::Binary(msg));
+                let _ = tx.send(WsMessage::Binary(dialect(pre.as_ref(), msg)));
             },
         );
         debug_assert!(sub.is_ok());
 
-        // Like y-websocket: open with our SyncStep1.
+        // Like the providers: (Hocuspocus: the token first, then) our SyncStep1.
+        if let Some(p) = &prefix {
+            let token = opts.token.as_deref().unwrap_or("");
+            let _ = out.send(WsMessage::Binary(hocuspocus::auth(
+                p,
+                token,
+                HOCUSPOCUS_VERSION,
+            )));
+        }
         let sv = doc.transact().state_vector().encode_v1();
-        let _ = out.send(WsMessage::Binary(
+        let _ = out.send(WsMessage::Binary(dialect(
+            prefix.as_ref(),
             Message::SyncStep1(Bytes::from(sv)).encode(),
-        ));
+        )));
 
-        let task = tokio::spawn(run(ws, rx, out.clone(), doc.clone(), shared.clone()));
+        let task = tokio::spawn(run(
+            ws,
+            rx,
+            out.clone(),
+            doc.clone(),
+            shared.clone(),
+            prefix.clone(),
+        ));
         Ok(Client {
             doc,
+            prefix,
             out,
             shared,
             task: Some(task),
@@ -226,9 +262,9 @@ impl Client {
         self.send_message(&Message::Awareness(awareness::encode_update([&entry])))
     }
 
-    /// Sends one y-sync message.
+    /// Sends one y-sync message (with the document address in the Hocuspocus dialect).
     pub fn send_message(&self, msg: &Message) -> Result<(), ClientError> {
-        self.send_raw(msg.encode())
+        self.send_raw(dialect(self.prefix.as_ref(), msg.encode()))
     }
 
     /// Sends an arbitrary binary frame (for bad-input tests).
@@ -320,6 +356,7 @@ async fn run(
     out: mpsc::UnboundedSender<WsMessage>,
     doc: Doc,
     shared: Arc<Shared>,
+    prefix: Option<Bytes>,
 ) {
     let (mut sink, mut stream) = ws.split();
     let close = loop {
@@ -331,7 +368,10 @@ async fn run(
                 }
             }
             incoming = stream.next() => match incoming {
-                Some(Ok(WsMessage::Binary(frame))) => handle_binary(frame, &doc, &out, &shared),
+                Some(Ok(WsMessage::Binary(frame))) => match &prefix {
+                    None => handle_binary(frame, &doc, &out, &shared, None),
+                    Some(p) => handle_hocuspocus(frame, &doc, &out, &shared, p),
+                },
                 Some(Ok(WsMessage::Text(text))) => {
                     if let Ok(msg) = ext::decode_server(&text) {
                         shared.update(|s| s.events.push(msg));
@@ -349,7 +389,81 @@ async fn run(
     shared.update(|s| s.closed = Some(close.unwrap_or((1006, String::new()))));
 }
 
-fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>, shared: &Shared) {
+/// Prefixes a y-sync frame with the Hocuspocus address, if the client speaks that dialect.
+fn dialect(prefix: Option<&Bytes>, frame: Bytes) -> Bytes {
+    match prefix {
+        Some(p) => hocuspocus::wrap(p, &frame),
+        None => frame,
+    }
+}
+
+fn handle_hocuspocus(
+    frame: Bytes,
+    doc: &Doc,
+    out: &mpsc::UnboundedSender<WsMessage>,
+    shared: &Shared,
+    prefix: &Bytes,
+) {
+    if frame.as_ref() == hocuspocus::PING_FRAME {
+        let _ = out.send(WsMessage::Binary(Bytes::from_static(
+            hocuspocus::PONG_FRAME,
+        )));
+        return;
+    }
+    // Server messages: address, type, then a y-sync frame (0, 1, 3) or Hocuspocus' own.
+    let mut d = crate::lib0::Decoder::new(frame);
+    if d.read_var_string().is_err() {
+        return;
+    }
+    let rest = d.rest();
+    match d.read_var_uint() {
+        Ok(
+            hocuspocus::kind::SYNC
+            | hocuspocus::kind::AWARENESS
+            | hocuspocus::kind::QUERY_AWARENESS,
+        ) => {
+            handle_binary(rest, doc, out, shared, Some(prefix));
+        }
+        Ok(hocuspocus::kind::AUTH) => {
+            let sub = d.read_var_uint();
+            let text = d
+                .read_var_string()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            shared.update(|s| match sub {
+                Ok(1) => s.denied.push(text),
+                Ok(2) => s.authenticated = Some(text),
+                _ => {}
+            });
+        }
+        Ok(hocuspocus::kind::SYNC_STATUS) => {
+            let ok = d.read_var_uint() == Ok(1);
+            shared.update(|s| {
+                if ok {
+                    s.sync_ok += 1;
+                } else {
+                    s.sync_refused += 1;
+                }
+            });
+        }
+        Ok(hocuspocus::kind::CLOSE) => {
+            let reason = d
+                .read_var_string()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            shared.update(|s| s.doc_closed = Some(reason));
+        }
+        _ => {}
+    }
+}
+
+fn handle_binary(
+    frame: Bytes,
+    doc: &Doc,
+    out: &mpsc::UnboundedSender<WsMessage>,
+    shared: &Shared,
+    prefix: Option<&Bytes>,
+) {
     let mut synced = false;
     let mut denied = Vec::new();
     let mut aware = Vec::new();
@@ -360,9 +474,10 @@ fn handle_binary(frame: Bytes, doc: &Doc, out: &mpsc::UnboundedSender<WsMessage>
             Message::SyncStep1(sv) => {
                 if let Ok(sv) = StateVector::decode_v1(&sv) {
                     let update = doc.transact().encode_state_as_update_v1(&sv);
-                    let _ = out.send(WsMessage::Binary(
+                    let _ = out.send(WsMessage::Binary(dialect(
+                        prefix,
                         Message::SyncStep2(Bytes::from(update)).encode(),
-                    ));
+                    )));
                 }
             }
             Message::SyncStep2(u) => {

@@ -10,6 +10,8 @@
 //! - [`close`]: the one table of WebSocket close codes the hub uses and what each means.
 //! - [`ext`]: the versioned JSON envelope of extension messages (`saved`, errors, ...) that only
 //!   opted-in connections receive as text frames.
+//! - [`hocuspocus`]: the Hocuspocus dialect (`@hocuspocus/provider`): many documents per socket,
+//!   each message prefixed with its document's address.
 //! - `client` (feature `client`): an async tokio-tungstenite + yrs client for tests and bots.
 //!
 //! Data moves one way through a decoder: bytes from a socket become a [`bytes::Bytes`] frame,
@@ -20,6 +22,7 @@
 pub mod awareness;
 pub mod close;
 pub mod ext;
+pub mod hocuspocus;
 pub mod lib0;
 pub mod sync;
 

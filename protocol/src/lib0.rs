@@ -75,6 +75,11 @@ impl Decoder {
         self.remaining() == 0
     }
 
+    /// The unread rest of the input (zero-copy), without consuming it.
+    pub fn rest(&self) -> Bytes {
+        self.buf.slice(self.pos..)
+    }
+
     /// Reads one byte.
     pub fn read_u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self.buf.get(self.pos).ok_or(DecodeError::UnexpectedEnd)?;

@@ -128,6 +128,8 @@ struct Member {
     conn: ConnHandle,
     // Update messages accepted from this member so far (what `saved` acknowledges).
     accepted: u64,
+    // How many of them it was told are durable.
+    acked: u64,
 }
 
 struct InFlight {
@@ -342,7 +344,14 @@ impl Room {
             conn.send_reply(snapshot);
         }
         let id = conn.id;
-        self.members.insert(id, Member { conn, accepted: 0 });
+        self.members.insert(
+            id,
+            Member {
+                conn,
+                accepted: 0,
+                acked: 0,
+            },
+        );
         self.idle_since = None;
         if reply.send(Ok(())).is_err() {
             // The joiner gave up while we loaded; it will never send Leave.
@@ -404,6 +413,8 @@ impl Room {
             Inbound::ReadOnlyStep2(update) => {
                 if carries_new(&update, &self.doc) {
                     self.deny(conn, "read-only: updates are not accepted");
+                } else if let Some(m) = self.members.get(&conn) {
+                    m.conn.nothing_new();
                 }
             }
             Inbound::Awareness(entries) => self.awareness_in(conn, entries),
@@ -617,10 +628,12 @@ impl Room {
         }
     }
 
-    fn send_saved(&self, acks: HashMap<ConnId, u64>) {
+    fn send_saved(&mut self, acks: HashMap<ConnId, u64>) {
         for (conn, updates) in acks {
-            if let Some(m) = self.members.get(&conn) {
-                m.conn.send_ext(&ServerMessage::Saved { updates });
+            if let Some(m) = self.members.get_mut(&conn) {
+                let newly = updates.saturating_sub(m.acked);
+                m.acked = m.acked.max(updates);
+                m.conn.saved(newly, updates);
             }
         }
     }

@@ -1,0 +1,251 @@
+//! The Hocuspocus dialect on `/` and `/hocuspocus`, so `@hocuspocus/provider` works unchanged.
+//!
+//! One socket carries any number of documents (up to [`MAX_DOCUMENTS_PER_CONNECTION`]). Each
+//! document is opened by its own auth message, carrying its own token: the hub verifies it like
+//! a y-websocket token, answers `authenticated` (with the scope) or `permission-denied`, and
+//! joins the room as a separate member whose outbound frames get the document's address in
+//! front (see [`ConnHandle::for_document`]). Messages for a document that is not open (the
+//! provider sends its SyncStep1 right behind the token, without waiting) are dropped.
+//!
+//! Updates are acknowledged with a sync status once they are durable, not merely applied, so a
+//! provider's `hasUnsyncedChanges` means what it says. Readers' updates get a negative status.
+//! Providers from 4.8 on get the connection-level ping they answer, since they drop a socket
+//! that hears nothing for 30 s; older ones keep alive on awareness renewals, as with
+//! Hocuspocus itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_persistence::RoomKey;
+use chorus_protocol::CloseCode;
+use chorus_protocol::hocuspocus::{self, DocMessage, Incoming};
+use tokio::time::Instant;
+
+use crate::auth::{Identity, Role, Verifier};
+use crate::conn::{ConnHandle, Outbound, next_conn_id};
+use crate::connection::{Closing, Dialect, forward};
+use crate::registry::{JoinError, Registry, RoomHandle};
+use crate::room::Command;
+
+/// Most documents one socket may have open at once (Hocuspocus' own default is 100 pending).
+pub const MAX_DOCUMENTS_PER_CONNECTION: usize = 100;
+
+/// Longest session id accepted after the `\0` of an address, in bytes.
+const MAX_SESSION_ID: usize = 128;
+
+/// A socket that has no document open for this long is closed (1008): it only holds a slot.
+pub const IDLE_WITHOUT_DOCUMENTS: Duration = Duration::from_secs(60);
+
+struct OpenDoc {
+    key: RoomKey,
+    conn: ConnHandle,
+    room: RoomHandle,
+}
+
+/// A Hocuspocus connection's state: its open documents.
+pub struct Hocuspocus {
+    /// Shares the socket's queue and close signal; has no address itself.
+    root: ConnHandle,
+    verifier: Arc<Verifier>,
+    registry: Arc<Registry>,
+    max_awareness_bytes: usize,
+    docs: HashMap<String, OpenDoc>,
+    // Whether the provider answers the connection-level ping (4.8+).
+    app_ping: bool,
+    no_docs_since: Option<Instant>,
+}
+
+impl Hocuspocus {
+    /// A connection with no document open yet.
+    pub fn new(
+        root: ConnHandle,
+        verifier: Arc<Verifier>,
+        registry: Arc<Registry>,
+        max_awareness_bytes: usize,
+    ) -> Self {
+        Hocuspocus {
+            root,
+            verifier,
+            registry,
+            max_awareness_bytes,
+            docs: HashMap::new(),
+            app_ping: false,
+            no_docs_since: Some(Instant::now()),
+        }
+    }
+
+    fn deny(&self, prefix: &[u8], reason: &str) {
+        metrics::counter!("chorus_connections_refused_total", "reason" => "hocuspocus_auth")
+            .increment(1);
+        self.root
+            .send(Outbound::Binary(hocuspocus::permission_denied(
+                prefix, reason,
+            )));
+    }
+
+    async fn open(&mut self, address: String, token: &str) -> Result<(), Closing> {
+        let prefix = hocuspocus::address_prefix(&address);
+        if let Some(doc) = self.docs.get(&address) {
+            // A token refresh for an open document: it must still be valid for this room.
+            let still = self
+                .verifier
+                .verify(Some(token))
+                .is_ok_and(|i| *i.tenant == *doc.key.tenant && i.may_open(&doc.key.room));
+            if !still {
+                self.deny(&prefix, "token no longer grants this document");
+                self.close_doc(&address).await;
+            }
+            return Ok(());
+        }
+        let name = hocuspocus::document_name(&address);
+        if let Err(e) = crate::server::validate_room(name) {
+            self.deny(&prefix, &e.to_string());
+            return Ok(());
+        }
+        if address.len() - name.len() > MAX_SESSION_ID + 1
+            || address[name.len()..].chars().skip(1).any(char::is_control)
+        {
+            self.deny(&prefix, "invalid session id");
+            return Ok(());
+        }
+        if self.docs.len() >= MAX_DOCUMENTS_PER_CONNECTION {
+            self.deny(&prefix, "too many documents on one connection");
+            return Ok(());
+        }
+        let identity: Identity = match self.verifier.verify(Some(token)) {
+            Ok(i) => i,
+            Err(e) => {
+                self.deny(&prefix, &e.to_string());
+                return Ok(());
+            }
+        };
+        if !identity.may_open(name) {
+            self.deny(&prefix, "token does not grant this room");
+            return Ok(());
+        }
+        let key = RoomKey::new(identity.tenant.clone(), name.to_string());
+        let conn = self
+            .root
+            .for_document(next_conn_id(), identity.role, prefix.clone());
+        // The scope goes out before the room queues its SyncStep1.
+        conn.send(Outbound::Binary(hocuspocus::authenticated(
+            &prefix,
+            identity.role == Role::Read,
+        )));
+        match self.registry.join(&key, conn.clone()).await {
+            Ok(room) => {
+                metrics::counter!("chorus_connections_total").increment(1);
+                self.docs.insert(address, OpenDoc { key, conn, room });
+                self.no_docs_since = None;
+                Ok(())
+            }
+            Err(JoinError::TooManyRooms) => {
+                conn.send(Outbound::Binary(hocuspocus::close(
+                    &prefix,
+                    "too many rooms open on this node",
+                )));
+                Ok(())
+            }
+            // A room that cannot load: the provider reconnects with backoff.
+            Err(e) => Err((crate::connection::join_close_code(&e), e.to_string())),
+        }
+    }
+
+    async fn close_doc(&mut self, address: &str) {
+        if let Some(doc) = self.docs.remove(address) {
+            let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
+        }
+        if self.docs.is_empty() {
+            self.no_docs_since = Some(Instant::now());
+        }
+    }
+}
+
+impl Dialect for Hocuspocus {
+    async fn binary(&mut self, frame: Bytes) -> Result<(), Closing> {
+        let incoming = Incoming::decode(frame).map_err(|_| {
+            metrics::counter!("chorus_bad_frames_total").increment(1);
+            (CloseCode::InvalidPayload, "malformed message".to_string())
+        })?;
+        let (address, body) = match incoming {
+            Incoming::Pong => return Ok(()),
+            Incoming::Ping => {
+                self.root
+                    .send(Outbound::Binary(Bytes::from_static(hocuspocus::PONG_FRAME)));
+                return Ok(());
+            }
+            Incoming::Doc { address, body } => (address, body),
+        };
+        match body {
+            DocMessage::Auth {
+                token,
+                provider_version,
+            } => {
+                if provider_version
+                    .as_deref()
+                    .is_some_and(hocuspocus::answers_ping)
+                {
+                    self.app_ping = true;
+                }
+                self.open(address, &token).await
+            }
+            DocMessage::YSync(frame) => {
+                let Some(doc) = self.docs.get(&address) else {
+                    metrics::counter!("chorus_hocuspocus_dropped_total").increment(1);
+                    return Ok(());
+                };
+                forward(
+                    &doc.key,
+                    &doc.conn,
+                    &doc.room,
+                    frame,
+                    doc.conn.role,
+                    self.max_awareness_bytes,
+                )
+                .await
+            }
+            // Stateless messages are for server hooks, which Chorus does not have.
+            DocMessage::Stateless(_) => Ok(()),
+            DocMessage::Close => {
+                self.close_doc(&address).await;
+                Ok(())
+            }
+            DocMessage::Unsupported(kind) => {
+                metrics::counter!("chorus_bad_frames_total").increment(1);
+                Err((
+                    CloseCode::UnsupportedData,
+                    format!("message type {kind} is not accepted from clients"),
+                ))
+            }
+        }
+    }
+
+    fn text(&mut self, _text: &str) -> Result<(), Closing> {
+        Err((
+            CloseCode::UnsupportedData,
+            "the hocuspocus protocol has no text frames".into(),
+        ))
+    }
+
+    fn tick(&mut self) -> Result<(), Closing> {
+        if self
+            .no_docs_since
+            .is_some_and(|t| t.elapsed() >= IDLE_WITHOUT_DOCUMENTS)
+        {
+            return Err((CloseCode::Policy, "no document opened".into()));
+        }
+        if self.app_ping {
+            self.root
+                .send(Outbound::Binary(Bytes::from_static(hocuspocus::PING_FRAME)));
+        }
+        Ok(())
+    }
+
+    async fn leave(self) {
+        for doc in self.docs.into_values() {
+            let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
+        }
+    }
+}
