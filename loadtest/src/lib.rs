@@ -22,3 +22,4 @@ pub mod rooms;
 pub mod scenario;
 pub mod target;
 pub mod trace;
+pub mod workers;

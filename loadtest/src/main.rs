@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chorus_loadtest::scenario::{self, ConnectParams, EditParams, Target};
+use chorus_loadtest::scenario::{self, ConnectParams, Dialect, EditParams, Target, Worker};
 use clap::{Args, Parser, Subcommand};
 
 /// Load tester for Chorus and other y-websocket servers. Sends traffic only to loopback
@@ -50,6 +50,22 @@ struct Common {
     /// Also write the report as JSON to this file. Default: none.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Wire dialect. Default: y-websocket (URL + /room); hocuspocus takes the server's
+    /// endpoint as --url and sends rooms as document names.
+    #[arg(long, global = true, value_enum, default_value_t = Dialect::YWebsocket)]
+    dialect: Dialect,
+    /// Spread connections over source addresses 127.0.0.1 ... 127.0.0.N (each pair of
+    /// addresses has ~28k ports). Default: one per 25,000 clients.
+    #[arg(long, global = true)]
+    sources: Option<u8>,
+    /// Worker processes for `connect` and `edit` (one process holds at most ~19,000
+    /// sockets). Default: one per 15,000 clients.
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    #[arg(long, global = true, hide = true)]
+    worker_index: Option<usize>,
+    #[arg(long, global = true, hide = true)]
+    worker_count: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +150,12 @@ enum Scenario {
 
 /// Hard caps so a typo cannot start an unbounded run.
 const MAX_CLIENTS: usize = 18_000;
+/// Clients over all worker processes of one `connect` or `edit` run.
+const MAX_TOTAL_CLIENTS: usize = 100_000;
+/// Clients one worker takes when the split is automatic.
+const PER_WORKER: usize = 15_000;
+/// Clients per source address when the spread is automatic.
+const PER_SOURCE: usize = 25_000;
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 
 fn main() -> ExitCode {
@@ -151,16 +173,65 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     let c = cli.common;
     chorus_loadtest::target::check(&c.url, c.allow_remote)?;
-    let target = Target {
-        url: c.url,
-        token: c.token,
-        room_prefix: c
-            .room_prefix
-            .unwrap_or_else(|| format!("lt-{}-", std::process::id())),
-        concurrency: c.concurrency,
-        timeout: c.timeout,
-        server_pid: c.server_pid,
+    // Connect and edit may be split over worker processes; the others run in this one.
+    let total = match &cli.scenario {
+        Scenario::Connect { sessions, .. } => Some(*sessions),
+        Scenario::Edit { users, .. } => Some(*users),
+        _ => None,
     };
+    let worker = match (c.worker_index, c.worker_count) {
+        (Some(index), Some(count)) if index < count => Some(Worker { index, count }),
+        (None, None) => None,
+        _ => anyhow::bail!("--worker-index must be below --worker-count"),
+    };
+    let workers = match (worker, total) {
+        (Some(_), _) | (None, None) => 1,
+        (None, Some(n)) => {
+            anyhow::ensure!(
+                n <= MAX_TOTAL_CLIENTS,
+                "clients are capped at {MAX_TOTAL_CLIENTS} per run"
+            );
+            c.workers.unwrap_or(n.div_ceil(PER_WORKER)).clamp(1, 64)
+        }
+    };
+    // Workers serve disjoint rooms, so each may pick its own default prefix.
+    let room_prefix = c
+        .room_prefix
+        .unwrap_or_else(|| format!("lt-{}-", std::process::id()));
+    if workers > 1 {
+        let scenario_name = match cli.scenario {
+            Scenario::Connect { .. } => "connect",
+            _ => "edit",
+        };
+        let report = chorus_loadtest::workers::run(workers, c.server_pid, scenario_name)?;
+        print!("{}", report.table());
+        if let Some(path) = c.json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+        }
+        return Ok(report.passed());
+    }
+    let sources = c
+        .sources
+        .map(usize::from)
+        .unwrap_or_else(|| total.unwrap_or(0).div_ceil(PER_SOURCE))
+        .max(1);
+    let mut target = Target::new(&c.url);
+    target.token = c.token;
+    target.room_prefix = room_prefix;
+    target.concurrency = c.concurrency;
+    target.timeout = c.timeout;
+    target.server_pid = c.server_pid;
+    target.dialect = c.dialect;
+    target.worker = worker;
+    if sources > 1 {
+        anyhow::ensure!(
+            !c.allow_remote && sources <= 250,
+            "--sources needs a loopback target and at most 250 addresses"
+        );
+        target.sources = (1..=sources)
+            .map(|i| std::net::IpAddr::from([127, 0, 0, i as u8]))
+            .collect();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -171,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             hold,
         } => {
             anyhow::ensure!(
-                sessions <= MAX_CLIENTS,
+                sessions.div_ceil(worker.map_or(1, |w| w.count)) <= MAX_CLIENTS,
                 "--sessions is capped at {MAX_CLIENTS} per process"
             );
             anyhow::ensure!(hold <= MAX_DURATION, "--hold is capped at 1h");
@@ -253,7 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             duration,
         } => {
             anyhow::ensure!(
-                users <= MAX_CLIENTS,
+                users.div_ceil(worker.map_or(1, |w| w.count)) <= MAX_CLIENTS,
                 "--users is capped at {MAX_CLIENTS} per process"
             );
             anyhow::ensure!(duration <= MAX_DURATION, "--duration is capped at 1h");
@@ -269,7 +340,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             ))
         }
     };
-    print!("{}", report.table());
+    let mut report = report;
+    if worker.is_some() {
+        // The parent merges these exactly; it prints the table.
+        report.histograms.serialize = true;
+    } else {
+        print!("{}", report.table());
+    }
     if let Some(path) = c.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     }

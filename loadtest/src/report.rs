@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     /// Samples recorded.
     pub count: u64,
@@ -50,7 +50,7 @@ impl Latency {
 }
 
 /// The outcome of one scenario run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -62,6 +62,71 @@ pub struct Report {
     pub latency: BTreeMap<String, Latency>,
     /// Correctness problems (lost deliveries, divergence, failures). Empty = passed.
     pub problems: Vec<String>,
+    /// The histograms behind `latency` (microseconds), kept so worker processes' reports
+    /// merge exactly; serialized (HDR V2, base64) only by workers.
+    #[serde(skip_serializing_if = "Histograms::is_empty", default)]
+    pub histograms: Histograms,
+}
+
+/// Named histograms that serialize as base64 HDR V2 blobs when `serialize` is on.
+#[derive(Debug, Clone, Default)]
+pub struct Histograms {
+    /// The histograms.
+    pub map: BTreeMap<String, Histogram<u64>>,
+    /// Whether to include them in JSON (workers do; people do not need them).
+    pub serialize: bool,
+}
+
+impl Histograms {
+    fn is_empty(&self) -> bool {
+        !self.serialize || self.map.is_empty()
+    }
+
+    /// Adds or replaces one.
+    pub fn insert(&mut self, name: String, h: Histogram<u64>) {
+        self.map.insert(name, h);
+    }
+}
+
+impl Serialize for Histograms {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        use hdrhistogram::serialization::{Serializer as _, V2Serializer};
+        let mut out = BTreeMap::new();
+        for (k, h) in &self.map {
+            let mut buf = Vec::new();
+            V2Serializer::new()
+                .serialize(h, &mut buf)
+                .map_err(serde::ser::Error::custom)?;
+            out.insert(
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.encode(buf),
+            );
+        }
+        out.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Histograms {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        use hdrhistogram::serialization::Deserializer as HdrDeserializer;
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        let mut map = BTreeMap::new();
+        for (k, v) in raw {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(serde::de::Error::custom)?;
+            let h: Histogram<u64> = HdrDeserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(serde::de::Error::custom)?;
+            map.insert(k, h);
+        }
+        Ok(Histograms {
+            map,
+            serialize: true,
+        })
+    }
 }
 
 impl Report {
@@ -73,6 +138,7 @@ impl Report {
             metrics: BTreeMap::new(),
             latency: BTreeMap::new(),
             problems: Vec::new(),
+            histograms: Histograms::default(),
         }
     }
 
@@ -119,6 +185,23 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_survive_json_for_merging() {
+        let mut r = Report::new("x", serde_json::json!({}));
+        let mut h = histogram();
+        for v in [5u64, 50, 500, 5000] {
+            h.record(v).expect("in range");
+        }
+        r.histograms.insert("delivery".into(), h.clone());
+        // Not serialized unless asked (workers ask).
+        let plain = serde_json::to_value(&r).expect("json");
+        assert!(plain.get("histograms").is_none());
+        r.histograms.serialize = true;
+        let json = serde_json::to_string(&r).expect("json");
+        let back: Report = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.histograms.map.get("delivery"), Some(&h));
+    }
 
     #[test]
     fn latency_summary_and_table() {

@@ -177,10 +177,8 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
             return report;
         }
     }
-    let storm = Target {
-        concurrency: p.joiners.max(1),
-        ..target.clone()
-    };
+    let mut storm = target.clone();
+    storm.concurrency = p.joiners.max(1);
     let cpu_before = proc::cpu_seconds("self");
     let server_cpu = || target.server_cpu_seconds();
     let server_before = server_cpu();

@@ -17,6 +17,27 @@ use yrs::{Any, Map, Observable, Out, Transact};
 use crate::proc;
 use crate::report::{Latency, Report, histogram};
 
+/// The wire dialect to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// y-websocket: one room per socket, the room name appended to the URL.
+    #[default]
+    YWebsocket,
+    /// Hocuspocus: the URL is the server's endpoint, the room is the document name.
+    Hocuspocus,
+}
+
+/// This process's share of a run split over several worker processes: it serves the rooms
+/// whose number is `index` modulo `count` (whole rooms, so delivery accounting stays local).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Worker {
+    /// 0-based.
+    pub index: usize,
+    /// Workers in all.
+    pub count: usize,
+}
+
 /// Where and how to connect.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
@@ -33,15 +54,76 @@ pub struct Target {
     pub timeout: Duration,
     /// The server's pid, to read its memory and CPU from /proc.
     pub server_pid: Option<u32>,
+    /// The wire dialect.
+    pub dialect: Dialect,
+    /// Local addresses connections are spread over, round-robin (empty: the OS picks). One
+    /// source/destination pair has only ~28k ephemeral ports.
+    pub sources: Vec<std::net::IpAddr>,
+    /// Set in worker processes.
+    pub worker: Option<Worker>,
+    #[serde(skip)]
+    next_source: Arc<AtomicU64>,
 }
 
 impl Target {
+    /// A target with the defaults: y-websocket, no token, 200 handshakes at once, 30 s.
+    pub fn new(url: &str) -> Target {
+        Target {
+            url: url.to_string(),
+            token: None,
+            room_prefix: format!("lt-{}-", std::process::id()),
+            concurrency: 200,
+            timeout: Duration::from_secs(30),
+            server_pid: None,
+            dialect: Dialect::YWebsocket,
+            sources: Vec::new(),
+            worker: None,
+            next_source: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn room_name(&self, room: usize) -> String {
+        format!("{}{room}", self.room_prefix)
+    }
+
     fn room_url(&self, room: usize) -> String {
-        format!(
-            "{}/{}{room}",
-            self.url.trim_end_matches('/'),
-            self.room_prefix
-        )
+        match self.dialect {
+            Dialect::YWebsocket => format!(
+                "{}/{}",
+                self.url.trim_end_matches('/'),
+                self.room_name(room)
+            ),
+            Dialect::Hocuspocus => self.url.clone(),
+        }
+    }
+
+    /// Whether this process serves room number `room` (always, unless it is a worker).
+    pub fn serves(&self, room: usize) -> bool {
+        self.worker.is_none_or(|w| room % w.count == w.index)
+    }
+
+    /// In a worker: prints a marker line for the parent. Does nothing otherwise.
+    pub fn signal(&self, marker: &str) {
+        if self.worker.is_some() {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{marker}");
+            let _ = out.flush();
+        }
+    }
+
+    /// In a worker: tells the parent this worker is connected and waits for its go-ahead, so
+    /// every worker's timed phase starts together. Does nothing otherwise.
+    pub async fn ready(&self) {
+        if self.worker.is_none() {
+            return;
+        }
+        self.signal(crate::workers::READY);
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)
+        })
+        .await;
     }
 
     /// CPU seconds the server has used so far, when its pid was given.
@@ -52,8 +134,14 @@ impl Target {
 
     /// Connects one client to room number `room` and waits until it is synced.
     pub async fn connect_room(&self, room: usize) -> anyhow::Result<Client> {
+        let bind = (!self.sources.is_empty()).then(|| {
+            let n = self.next_source.fetch_add(1, Ordering::Relaxed) as usize;
+            self.sources[n % self.sources.len()]
+        });
         let opts = ClientOptions {
             token: self.token.clone(),
+            hocuspocus: (self.dialect == Dialect::Hocuspocus).then(|| self.room_name(room)),
+            bind,
             ..Default::default()
         };
         let client =
@@ -74,9 +162,12 @@ impl Target {
         let sem = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
+            let room = room_of(i);
+            if !self.serves(room) {
+                continue;
+            }
             let sem = sem.clone();
             let target = self.clone();
-            let room = room_of(i);
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let started = Instant::now();
@@ -133,6 +224,7 @@ pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
     let rooms = p.rooms.max(1);
     let (clients, hist, failures) = target.connect_many(p.sessions, |i| i % rooms).await;
     let took = started.elapsed();
+    target.ready().await;
     let ok = clients.len() as f64;
     report.metrics.insert("sessions_ok".into(), ok);
     report
@@ -145,6 +237,7 @@ pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
     report
         .latency
         .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
+    report.histograms.insert("handshake_to_synced".into(), hist);
     if let (Some(before), Some(after)) = (rss_before, target.server_pid.and_then(proc::rss_bytes)) {
         report
             .metrics
@@ -203,6 +296,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         .latency
         .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
     problems_from_failures(&mut report, &failures);
+    report.histograms.insert("handshake_to_synced".into(), hist);
 
     let deliveries = Arc::new(Deliveries {
         latency: Mutex::new(histogram()),
@@ -236,6 +330,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         });
     }
 
+    target.ready().await;
     let cpu_before = proc::cpu_seconds("self");
     let server_cpu_before = target.server_cpu_seconds();
     let expected = Arc::new(AtomicU64::new(0));
@@ -281,6 +376,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = deliveries.received.load(Ordering::Relaxed);
+    target.signal(crate::workers::DONE);
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
         report.metrics.insert("generator_cpu_s".into(), a - b);
     }
@@ -312,6 +408,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
     report
         .latency
         .insert("delivery".into(), Latency::from_micros(&latency));
+    report.histograms.insert("delivery".into(), latency);
     if got != want {
         report
             .problems

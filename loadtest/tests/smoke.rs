@@ -47,14 +47,12 @@ async fn hub_recording(record_dir: Option<std::path::PathBuf>) -> Hub {
 }
 
 fn target(url: &str) -> Target {
-    Target {
-        url: url.to_string(),
-        token: None,
-        room_prefix: "smoke-".into(),
-        concurrency: 16,
-        timeout: Duration::from_secs(20),
-        server_pid: Some(std::process::id()),
-    }
+    let mut t = Target::new(url);
+    t.room_prefix = "smoke-".into();
+    t.concurrency = 16;
+    t.timeout = Duration::from_secs(20);
+    t.server_pid = Some(std::process::id());
+    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +86,70 @@ async fn edit_scenario_delivers_everything_and_converges() {
     assert_eq!(report.metrics["deliveries_expected"], sent * 3.0);
     assert_eq!(report.metrics["deliveries_received"], sent * 3.0);
     assert_eq!(report.metrics["rooms_diverged"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_scenario_in_the_hocuspocus_dialect_from_several_source_addresses() {
+    let hub = hub().await;
+    let mut t = target(&hub.url.replace("/ws", "/hocuspocus"));
+    t.dialect = scenario::Dialect::Hocuspocus;
+    t.sources = vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()];
+    let p = EditParams {
+        users: 12,
+        room_size: 4,
+        rate: 10.0,
+        duration: Duration::from_secs(1),
+    };
+    let report = scenario::edit(&t, &p).await;
+    assert!(report.passed(), "{}", report.table());
+    let sent = report.metrics["edits_sent"];
+    assert!(sent > 0.0);
+    assert_eq!(report.metrics["deliveries_received"], sent * 3.0);
+    assert_eq!(report.metrics["rooms_diverged"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_split_the_rooms_and_merge_their_reports() {
+    let hub = hub().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let json = out.path().join("edit.json");
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus-loadtest"))
+        .args([
+            "edit",
+            "--url",
+            &hub.url,
+            "--users",
+            "30",
+            "--room-size",
+            "5",
+        ])
+        .args([
+            "--rate",
+            "5",
+            "--duration",
+            "1s",
+            "--workers",
+            "3",
+            "--json",
+        ])
+        .arg(&json)
+        .status()
+        .await
+        .expect("run the load tester");
+    assert!(status.success(), "exit status {status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    let m = &report["metrics"];
+    let sent = m["edits_sent"].as_f64().expect("edits_sent");
+    // Six rooms of five over three workers: every edit still reaches the four others.
+    assert!(sent > 0.0);
+    assert_eq!(m["deliveries_received"].as_f64(), Some(sent * 4.0));
+    assert_eq!(
+        report["latency"]["delivery"]["count"].as_f64(),
+        Some(sent * 4.0)
+    );
+    assert_eq!(report["params"]["target"]["workers"], 3);
+    assert_eq!(report["problems"], serde_json::json!([]));
 }
 
 #[tokio::test]

@@ -45,6 +45,9 @@ pub struct ClientOptions {
     /// Speak the Hocuspocus dialect for this document address (the URL is then the server's
     /// Hocuspocus endpoint, and the token travels in the auth message).
     pub hocuspocus: Option<String>,
+    /// Local address to connect from (e.g. 127.0.0.2 to spread load tests over more source
+    /// ports); plain `ws://` only.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// The provider version the client announces in Hocuspocus auth messages.
@@ -168,8 +171,18 @@ impl Client {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let (ws, _resp) =
-            tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
+        let (ws, _resp) = match opts.bind {
+            None => tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?,
+            Some(local) => {
+                let stream = connect_from(local, &req).await?;
+                tokio_tungstenite::client_async_with_config(
+                    req,
+                    tokio_tungstenite::MaybeTlsStream::Plain(stream),
+                    Some(config),
+                )
+                .await?
+            }
+        };
 
         let (out, rx) = mpsc::unbounded_channel();
         let (changed, _) = watch::channel(0);
@@ -387,6 +400,42 @@ async fn run(
         }
     };
     shared.update(|s| s.closed = Some(close.unwrap_or((1006, String::new()))));
+}
+
+/// Opens the TCP connection for `req` from the local address `local`.
+async fn connect_from(
+    local: std::net::IpAddr,
+    req: &tungstenite::handshake::client::Request,
+) -> Result<tokio::net::TcpStream, ClientError> {
+    let uri = req.uri();
+    let io = |e: std::io::Error| ClientError::Ws(tungstenite::Error::Io(e));
+    if uri.scheme_str() != Some("ws") {
+        return Err(ClientError::Ws(tungstenite::Error::Url(
+            tungstenite::error::UrlError::UnsupportedUrlScheme,
+        )));
+    }
+    let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(80);
+    let remote = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(io)?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                "no remote address of the bind address's family",
+            ))
+        })?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(io)?;
+    socket.bind((local, 0).into()).map_err(io)?;
+    let stream = socket.connect(remote).await.map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    Ok(stream)
 }
 
 /// Prefixes a y-sync frame with the Hocuspocus address, if the client speaks that dialect.
