@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Base WebSocket URL; rooms are appended. Default: ws://127.0.0.1:8080/ws.
+    /// Base WebSocket URL; rooms are appended, or replace `{room}` where the URL has it.
+    /// Default: ws://127.0.0.1:8080/ws.
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
     /// Token passed as ?token=. Default: none.
@@ -145,6 +146,9 @@ enum Scenario {
         /// Editing time. Default: 10s.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Text each room holds before the edits start, in bytes. Default: 0.
+        #[arg(long, default_value_t = 0)]
+        doc_bytes: usize,
     },
 }
 
@@ -322,7 +326,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             room_size,
             rate,
             duration,
+            doc_bytes,
         } => {
+            anyhow::ensure!(doc_bytes <= 256 << 20, "--doc-bytes is capped at 256 MiB");
             anyhow::ensure!(
                 users.div_ceil(worker.map_or(1, |w| w.count)) <= MAX_CLIENTS,
                 "--users is capped at {MAX_CLIENTS} per process"
@@ -336,6 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     room_size,
                     rate,
                     duration,
+                    doc_bytes,
                 },
             ))
         }

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use yrs::types::EntryChange;
 use yrs::types::ToJson;
 use yrs::types::map::MapEvent;
-use yrs::{Any, Map, Observable, Out, Transact};
+use yrs::{Any, Map, Observable, Out, Text, Transact};
 
 use crate::proc;
 use crate::report::{Latency, Report, histogram};
@@ -41,7 +41,7 @@ pub struct Worker {
 /// Where and how to connect.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    /// Base URL; the room name is appended (`ws://127.0.0.1:8080/ws`).
+    /// Base URL; the room name is appended (`ws://127.0.0.1:8080/ws`) or replaces `{room}`.
     pub url: String,
     /// Token sent as `?token=`.
     #[serde(skip)]
@@ -88,6 +88,10 @@ impl Target {
 
     fn room_url(&self, room: usize) -> String {
         match self.dialect {
+            // Servers with the room inside the path (y-sweet: /d/{room}/ws).
+            Dialect::YWebsocket if self.url.contains("{room}") => {
+                self.url.replace("{room}", &self.room_name(room))
+            }
             Dialect::YWebsocket => format!(
                 "{}/{}",
                 self.url.trim_end_matches('/'),
@@ -278,6 +282,50 @@ pub struct EditParams {
     pub rate: f64,
     /// How long users edit.
     pub duration: Duration,
+    /// Text each room's document holds before the timed edits start (0 = empty): edits into
+    /// a large document show whether a server's cost per update grows with the document.
+    pub doc_bytes: usize,
+}
+
+/// The first member of each room writes `bytes` of text (64 KiB per update); every member
+/// must then hold all of it. False (with a problem) if that did not happen in time.
+async fn preload(
+    target: &Target,
+    clients: &[(usize, Client)],
+    room_size: usize,
+    bytes: usize,
+    report: &mut Report,
+) -> bool {
+    let chunk = "lorem ipsum dolor sit amet, ".repeat(65536 / 28 + 1);
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in clients {
+        if !seen.insert(i / room_size) {
+            continue;
+        }
+        let text = c.doc().get_or_insert_text("preload");
+        let mut len = 0usize;
+        while len < bytes {
+            let piece = &chunk[..chunk.len().min(bytes - len)];
+            text.insert(&mut c.doc().transact_mut(), len as u32, piece);
+            len += piece.len();
+        }
+    }
+    let want = bytes as u32;
+    for (_, c) in clients {
+        let full = c
+            .wait_for("preloaded document", target.timeout, |_, doc| {
+                doc.get_or_insert_text("preload").len(&doc.transact()) == want
+            })
+            .await;
+        if full.is_err() {
+            report
+                .problems
+                .push("not every member received the preloaded document".into());
+            return false;
+        }
+    }
+    report.metrics.insert("doc_bytes".into(), bytes as f64);
+    true
 }
 
 /// Shared delivery accounting: every edit carries its send time, every receiver records the
@@ -297,6 +345,9 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
     problems_from_failures(&mut report, &failures);
     report.histograms.insert("handshake_to_synced".into(), hist);
+    if p.doc_bytes > 0 && !preload(target, &clients, room_size, p.doc_bytes, &mut report).await {
+        return report;
+    }
 
     let deliveries = Arc::new(Deliveries {
         latency: Mutex::new(histogram()),
@@ -386,6 +437,13 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
             report.metrics.insert(
                 "server_cpu_us_per_delivery".into(),
                 (a - b) * 1e6 / got as f64,
+            );
+        }
+        let edits = sent.load(Ordering::Relaxed);
+        if edits > 0 {
+            report.metrics.insert(
+                "server_cpu_us_per_edit".into(),
+                (a - b) * 1e6 / edits as f64,
             );
         }
     }

@@ -174,6 +174,10 @@ pub fn run(count: usize, server_pid: Option<u32>, scenario: &str) -> anyhow::Res
                 if got > 0.0 {
                     m.insert("server_cpu_us_per_delivery".into(), (a - b) * 1e6 / got);
                 }
+                let edits = m.get("edits_sent").copied().unwrap_or(0.0);
+                if edits > 0.0 {
+                    m.insert("server_cpu_us_per_edit".into(), (a - b) * 1e6 / edits);
+                }
             }
         }
         _ => {}

@@ -77,6 +77,7 @@ async fn edit_scenario_delivers_everything_and_converges() {
         room_size: 4,
         rate: 10.0,
         duration: Duration::from_secs(1),
+        doc_bytes: 0,
     };
     let report = scenario::edit(&target(&hub.url), &p).await;
     assert!(report.passed(), "{}", report.table());
@@ -99,9 +100,11 @@ async fn edit_scenario_in_the_hocuspocus_dialect_from_several_source_addresses()
         room_size: 4,
         rate: 10.0,
         duration: Duration::from_secs(1),
+        doc_bytes: 200_000,
     };
     let report = scenario::edit(&t, &p).await;
     assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["doc_bytes"], 200_000.0);
     let sent = report.metrics["edits_sent"];
     assert!(sent > 0.0);
     assert_eq!(report.metrics["deliveries_received"], sent * 3.0);
