@@ -223,3 +223,38 @@ async fn edits_sent_right_before_closing_are_kept() {
     let b = server.client("close-fast").await;
     wait_text(&[&b], "t", "<0><1><2><3><4>").await;
 }
+
+#[tokio::test]
+async fn an_update_released_by_another_members_update_reaches_both() {
+    use yrs::{ReadTxn, StateVector};
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let a = server.client("released").await;
+    let b = server.client("released").await;
+    // Made offline: x writes "hello ", y builds " world" on top of it.
+    let x = Doc::with_client_id(100);
+    x.get_or_insert_text("t")
+        .insert(&mut x.transact_mut(), 0, "hello");
+    let ux = x
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let y = Doc::with_client_id(200);
+    let t = y.get_or_insert_text("t");
+    {
+        use yrs::updates::decoder::Decode;
+        let mut txn = y.transact_mut();
+        txn.apply_update(yrs::Update::decode_v1(&ux).expect("decode"))
+            .expect("apply");
+    }
+    let sv = y.transact().state_vector();
+    t.insert(&mut y.transact_mut(), 5, " world");
+    let uy = y.transact().encode_state_as_update_v1(&sv);
+    // b sends y's part first: the hub must hold it back; a's part then releases it, and the
+    // released content (b's) must reach a as well as everyone else, and a's must reach b.
+    b.send_update(&uy).expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.send_update(&ux).expect("send");
+    let c = server.client("released").await;
+    wait_text(&[&a, &b, &c], "t", "hello world").await;
+    server.stop().await.expect("stop");
+}

@@ -86,8 +86,10 @@ pub struct State {
     pub awareness_messages: u64,
     /// Update messages received (sync updates after the handshake).
     pub updates_received: u64,
-    /// Hocuspocus: the scope the server granted (`read-write` or `readonly`).
+    /// Hocuspocus: the scope the server granted last (`read-write` or `readonly`).
     pub authenticated: Option<String>,
+    /// Hocuspocus: documents granted so far (any address on this socket).
+    pub granted: u64,
     /// Hocuspocus: positive sync statuses received (updates acknowledged).
     pub sync_ok: u64,
     /// Hocuspocus: negative sync statuses received (updates refused).
@@ -209,7 +211,11 @@ impl Client {
 
         // Like the providers: (Hocuspocus: the token first, then) our SyncStep1.
         if let Some(p) = &prefix {
-            let token = opts.token.as_deref().unwrap_or("");
+            let token = opts
+                .token
+                .as_deref()
+                .or(opts.bearer.as_deref())
+                .unwrap_or("");
             let _ = out.send(WsMessage::Binary(hocuspocus::auth(
                 p,
                 token,
@@ -278,6 +284,15 @@ impl Client {
     /// Sends one y-sync message (with the document address in the Hocuspocus dialect).
     pub fn send_message(&self, msg: &Message) -> Result<(), ClientError> {
         self.send_raw(dialect(self.prefix.as_ref(), msg.encode()))
+    }
+
+    /// Sends an update made elsewhere (e.g. replayed from a recording) as this client's own,
+    /// and applies it to the local document without sending it twice. Unlike applying it in
+    /// a local transaction, it goes out whole even when its dependencies have not arrived yet.
+    pub fn send_update(&self, update: &[u8]) -> Result<(), ClientError> {
+        self.send_message(&Message::Update(Bytes::copy_from_slice(update)))?;
+        apply_remote(&self.doc, update);
+        Ok(())
     }
 
     /// Sends an arbitrary binary frame (for bad-input tests).
@@ -481,7 +496,10 @@ fn handle_hocuspocus(
                 .unwrap_or_default();
             shared.update(|s| match sub {
                 Ok(1) => s.denied.push(text),
-                Ok(2) => s.authenticated = Some(text),
+                Ok(2) => {
+                    s.granted += 1;
+                    s.authenticated = Some(text);
+                }
                 _ => {}
             });
         }

@@ -331,15 +331,24 @@ impl Room {
         }
     }
 
-    fn join(&mut self, conn: ConnHandle, reply: oneshot::Sender<Result<(), JoinError>>) {
-        let step1 = self
-            .step1
+    /// Our SyncStep1, cached until the next update.
+    fn step1(&mut self) -> Bytes {
+        self.step1
             .get_or_insert_with(|| {
                 let sv = self.doc.transact().state_vector().encode_v1();
                 Message::SyncStep1(Bytes::from(sv)).encode()
             })
-            .clone();
-        conn.send_reply(step1);
+            .clone()
+    }
+
+    fn join(&mut self, conn: ConnHandle, reply: oneshot::Sender<Result<(), JoinError>>) {
+        // y-websocket clients get our SyncStep1 at once. Hocuspocus clients get it with the
+        // answer to each of theirs instead (as Hocuspocus does): a provider counts its
+        // SyncStep1 as an unsynced change that only the acknowledgement of its reply clears,
+        // also for the SyncStep1s it re-sends (`forceSyncInterval`).
+        if conn.prefix().is_none() {
+            conn.send_reply(self.step1());
+        }
         if let Some(snapshot) = self.presence.snapshot() {
             conn.send_reply(snapshot);
         }
@@ -408,6 +417,14 @@ impl Room {
                     Message::SyncStep2(Bytes::from(u)).encode()
                 };
                 self.send_to(conn, reply);
+                if self
+                    .members
+                    .get(&conn)
+                    .is_some_and(|m| m.conn.prefix().is_some())
+                {
+                    let step1 = self.step1();
+                    self.send_to(conn, step1);
+                }
             }
             Inbound::Update { update, raw } => self.apply(conn, update, raw),
             Inbound::ReadOnlyStep2(update) => {
@@ -486,11 +503,11 @@ impl Room {
             let after = held_back(&txn);
             // yrs holds back what lacks predecessors; if that set grew, part of this update
             // lives only in memory.
-            (res, after.is_some() && after != before)
+            (res, after.is_some() && after != before, before.is_some())
         }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        let (result, held_back) = match outcome {
+        let (result, held_back, had_held_back) = match outcome {
             Ok(r) => r,
             Err(_) => {
                 // The document may be half-applied. Drop every member (they resync on
@@ -509,8 +526,10 @@ impl Room {
             }
         };
         // Whatever yrs integrated, even from an update it then refused, is now in the
-        // document: it must be relayed and stored like any edit.
-        self.commit_effective(conn, effective);
+        // document: it must be relayed and stored like any edit. If something was held back
+        // before, this update may have released it: then the effective update also carries
+        // other members' content that the sender has never seen, so it goes to the sender too.
+        self.commit_effective(conn, effective, had_held_back);
         if held_back {
             // Store it as received so a restart re-queues the held-back part; the rest is a
             // duplicate, harmless to a CRDT.
@@ -530,8 +549,9 @@ impl Room {
         self.schedule_flush();
     }
 
-    /// Relays and queues for saving the updates a transaction produced.
-    fn commit_effective(&mut self, from: ConnId, effective: Vec<Vec<u8>>) {
+    /// Relays (to everyone but `from`, unless `echo_sender`) and queues for saving the updates
+    /// a transaction produced.
+    fn commit_effective(&mut self, from: ConnId, effective: Vec<Vec<u8>>, echo_sender: bool) {
         if effective.is_empty() {
             return;
         }
@@ -547,7 +567,7 @@ impl Room {
             let started = Instant::now();
             let mut sent = 0u64;
             for (id, m) in &self.members {
-                if *id == from {
+                if *id == from && !echo_sender {
                     continue;
                 }
                 if m.conn.send_binary(frame.clone()) {
