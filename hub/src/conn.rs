@@ -1,17 +1,20 @@
 //! The room's view of a connection: a bounded outbound queue (by count and by bytes) and a
-//! close signal. The connection task ([`crate::connection`]) owns the socket and drains the
+//! close signal. The queue is a `VecDeque` under a mutex with a `Notify`, not a tokio mpsc
+//! channel: an mpsc channel allocates its first 32-slot block up front (over 1 KiB per
+//! connection), while an idle deque holds nothing and a drained one gives back what a burst
+//! made it grow to. The connection task ([`crate::connection`]) owns the socket and drains the
 //! queue; rooms only ever `try_send`, so a slow reader can never stall a room. A connection
 //! whose queue overflows is closed with 1013: skipping one CRDT update would leave it silently
 //! diverged, while a reconnect repairs it through the sync handshake.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use chorus_protocol::CloseCode;
 use chorus_protocol::ext::{self, ServerMessage};
-use chorus_protocol::hocuspocus;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Role;
@@ -33,6 +36,25 @@ pub enum Outbound {
     Binary(Bytes),
     /// An extension JSON frame.
     Text(String),
+    /// A shared y-sync frame for one document of a Hocuspocus connection: written as the
+    /// address followed by the frame. Joined only when written, so queues keep sharing the
+    /// room's one encoding.
+    Prefixed {
+        /// The encoded document address.
+        prefix: Bytes,
+        /// The y-sync frame.
+        frame: Bytes,
+    },
+    /// `count` Hocuspocus sync statuses for one document, written as that many frames: one
+    /// queue entry, so acknowledging a large backlog cannot overflow the queue.
+    Statuses {
+        /// The encoded document address.
+        prefix: Bytes,
+        /// Applied (true) or refused.
+        applied: bool,
+        /// How many.
+        count: u32,
+    },
 }
 
 impl Outbound {
@@ -40,6 +62,8 @@ impl Outbound {
         match self {
             Outbound::Binary(b) => b.len(),
             Outbound::Text(t) => t.len(),
+            Outbound::Prefixed { prefix, frame } => prefix.len() + frame.len(),
+            Outbound::Statuses { prefix, count, .. } => (prefix.len() + 2) * *count as usize,
         }
     }
 }
@@ -75,27 +99,104 @@ pub struct ConnHandle {
     // Hocuspocus connections: the document's encoded address, put in front of every y-sync
     // frame (one socket carries many documents, each a separate room member).
     prefix: Option<Bytes>,
-    tx: mpsc::Sender<Outbound>,
-    // Bytes sitting in the queue: the channel bounds the count, this bounds memory.
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
+    queue: Arc<Queue>,
     close: Arc<CloseSignal>,
+}
+
+/// The outbound messages of one socket.
+#[derive(Debug)]
+struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    ready: Notify,
+    // Bytes sitting in the queue (the count bounds entries, this bounds memory).
+    queued: AtomicUsize,
+    max_messages: usize,
+    max_bytes: usize,
+    // The connection task is gone: nothing will ever be written.
+    receiver_gone: AtomicBool,
+}
+
+/// Why a message was not queued.
+enum Refused {
+    Full,
+    Gone,
+}
+
+/// Capacity a drained queue keeps; more is given back.
+const KEEP_CAPACITY: usize = 16;
+
+impl Queue {
+    fn items(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `msg` unless the queue holds `max_messages` already.
+    fn push(&self, msg: Outbound) -> Result<(), Refused> {
+        {
+            let mut items = self.items();
+            // Checked under the lock: Drop clears the queue under it too, so nothing pushed
+            // after the receiver left lingers.
+            if self.receiver_gone.load(Ordering::Acquire) {
+                return Err(Refused::Gone);
+            }
+            if items.len() >= self.max_messages {
+                return Err(Refused::Full);
+            }
+            items.push_back(msg);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Outbound> {
+        let mut items = self.items();
+        let out = items.pop_front();
+        if items.is_empty() && items.capacity() > KEEP_CAPACITY {
+            items.shrink_to(KEEP_CAPACITY);
+        }
+        out
+    }
 }
 
 /// The connection task's side of a [`ConnHandle`].
 #[derive(Debug)]
 pub struct ConnQueue {
-    /// Messages to write.
-    pub rx: mpsc::Receiver<Outbound>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     /// Close requests from rooms or the server.
     pub close: Arc<CloseSignal>,
 }
 
 impl ConnQueue {
+    /// Waits for the next message.
+    pub async fn recv(&self) -> Outbound {
+        loop {
+            // Register interest before checking, so a push between the check and the wait
+            // is not missed (Notify keeps one permit for exactly this).
+            let notified = self.queue.ready.notified();
+            if let Some(m) = self.queue.pop() {
+                return m;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next message, if one is queued.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        self.queue.pop()
+    }
+
     /// Marks a message as written, releasing its bytes from the budget.
     pub fn written(&self, msg: &Outbound) {
-        self.queued.fetch_sub(msg.len(), Ordering::Relaxed);
+        self.queue.queued.fetch_sub(msg.len(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for ConnQueue {
+    fn drop(&mut self) {
+        let mut items = self.queue.items();
+        self.queue.receiver_gone.store(true, Ordering::Release);
+        // What is still queued is never written: free it now, not when the last handle goes.
+        items.clear();
     }
 }
 
@@ -107,8 +208,14 @@ pub fn channel(
     max_messages: usize,
     max_bytes: usize,
 ) -> (ConnHandle, ConnQueue) {
-    let (tx, rx) = mpsc::channel(max_messages.max(1));
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(Queue {
+        items: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        queued: AtomicUsize::new(0),
+        max_messages: max_messages.max(1),
+        max_bytes,
+        receiver_gone: AtomicBool::new(false),
+    });
     let close = Arc::new(CloseSignal::default());
     (
         ConnHandle {
@@ -116,12 +223,10 @@ pub fn channel(
             ext,
             role,
             prefix: None,
-            tx,
-            queued: queued.clone(),
-            max_bytes,
+            queue: queue.clone(),
             close: close.clone(),
         },
-        ConnQueue { rx, queued, close },
+        ConnQueue { queue, close },
     )
 }
 
@@ -147,25 +252,36 @@ impl ConnHandle {
     // What a room's y-sync frame becomes on this connection: itself, or for Hocuspocus the
     // address plus the frame (the message types coincide), except that a refused update is
     // answered the Hocuspocus way, with a negative sync status.
-    fn dialect(&self, frame: Bytes) -> Bytes {
+    fn dialect(&self, frame: Bytes) -> Outbound {
         match &self.prefix {
-            None => frame,
-            Some(p) if frame.starts_with(&[2, 0]) => hocuspocus::sync_status(p, false),
-            Some(p) => hocuspocus::wrap(p, &frame),
+            None => Outbound::Binary(frame),
+            Some(p) if frame.starts_with(&[2, 0]) => Outbound::Statuses {
+                prefix: p.clone(),
+                applied: false,
+                count: 1,
+            },
+            Some(p) => Outbound::Prefixed {
+                prefix: p.clone(),
+                frame,
+            },
         }
     }
 
     /// Tells the member that `newly` more of its updates are durable, `total` in all: the
     /// `saved` extension message, or one positive sync status per update for Hocuspocus.
     pub fn saved(&self, newly: u64, total: u64) {
-        if let Some(p) = &self.prefix {
-            for _ in 0..newly {
-                if !self.send(Outbound::Binary(hocuspocus::sync_status(p, true))) {
-                    return;
-                }
+        match &self.prefix {
+            Some(p) if newly > 0 => {
+                self.send(Outbound::Statuses {
+                    prefix: p.clone(),
+                    applied: true,
+                    count: u32::try_from(newly).unwrap_or(u32::MAX),
+                });
             }
-        } else {
-            self.send_ext(&ServerMessage::Saved { updates: total });
+            Some(_) => {}
+            None => {
+                self.send_ext(&ServerMessage::Saved { updates: total });
+            }
         }
     }
 
@@ -173,7 +289,11 @@ impl ConnHandle {
     /// other dialect, which has no such acknowledgement).
     pub fn nothing_new(&self) {
         if let Some(p) = &self.prefix {
-            self.send(Outbound::Binary(hocuspocus::sync_status(p, true)));
+            self.send(Outbound::Statuses {
+                prefix: p.clone(),
+                applied: true,
+                count: 1,
+            });
         }
     }
 
@@ -184,23 +304,22 @@ impl ConnHandle {
             return false;
         }
         let len = msg.len();
-        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        let q = &self.queue;
+        let before = q.queued.fetch_add(len, Ordering::Relaxed);
         // One message larger than the budget (a joiner's full state of a big document) is
         // accepted when nothing else is queued; only a backlog counts as slow.
-        if before > 0 && before + len > self.max_bytes {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+        if before > 0 && before + len > q.max_bytes {
+            q.queued.fetch_sub(len, Ordering::Relaxed);
             self.overflow();
             return false;
         }
-        match self.tx.try_send(msg) {
+        match q.push(msg) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                self.overflow();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
+            Err(refused) => {
+                q.queued.fetch_sub(len, Ordering::Relaxed);
+                if matches!(refused, Refused::Full) {
+                    self.overflow();
+                }
                 false
             }
         }
@@ -208,7 +327,7 @@ impl ConnHandle {
 
     /// Queues a y-sync frame.
     pub fn send_binary(&self, frame: Bytes) -> bool {
-        self.send(Outbound::Binary(self.dialect(frame)))
+        self.send(self.dialect(frame))
     }
 
     /// Queues a frame the connection asked for (its join handshake, its SyncStep2) outside
@@ -218,14 +337,15 @@ impl ConnHandle {
         if self.close.token.is_cancelled() {
             return false;
         }
-        let frame = self.dialect(frame);
-        let len = frame.len();
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(Outbound::Binary(frame)) {
+        let msg = self.dialect(frame);
+        let len = msg.len();
+        let q = &self.queue;
+        q.queued.fetch_add(len, Ordering::Relaxed);
+        match q.push(msg) {
             Ok(()) => true,
-            Err(e) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+            Err(refused) => {
+                q.queued.fetch_sub(len, Ordering::Relaxed);
+                if matches!(refused, Refused::Full) {
                     self.overflow();
                 }
                 false
@@ -294,10 +414,38 @@ mod tests {
     }
 
     #[test]
+    fn a_gone_receiver_refuses_without_closing_as_slow() {
+        let (h, q) = channel(1, false, Role::Write, 2, 1 << 20);
+        drop(q);
+        assert!(!h.send_binary(Bytes::from_static(b"a")));
+        assert!(!h.is_closed(), "not a slow consumer, just gone");
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_a_later_send_and_gives_back_burst_capacity() {
+        let (h, q) = channel(1, false, Role::Write, 1000, 1 << 20);
+        let waiter = tokio::spawn(async move {
+            let first = q.recv().await;
+            (first, q)
+        });
+        tokio::task::yield_now().await;
+        assert!(h.send_binary(Bytes::from_static(b"x")));
+        let (first, q) = waiter.await.expect("join");
+        assert!(matches!(first, Outbound::Binary(ref b) if b.as_ref() == b"x"));
+        for _ in 0..500 {
+            assert!(h.send_binary(Bytes::from_static(b"y")));
+        }
+        while let Some(m) = q.try_recv() {
+            q.written(&m);
+        }
+        assert!(h.queue.items().capacity() <= KEEP_CAPACITY);
+    }
+
+    #[test]
     fn written_messages_free_their_bytes() {
-        let (h, mut q) = channel(1, false, Role::Write, 100, 10);
+        let (h, q) = channel(1, false, Role::Write, 100, 10);
         assert!(h.send_binary(Bytes::from_static(b"1234567")));
-        let m = q.rx.try_recv().expect("queued");
+        let m = q.try_recv().expect("queued");
         q.written(&m);
         assert!(h.send_binary(Bytes::from_static(b"1234567")));
     }

@@ -145,8 +145,7 @@ pub async fn serve<D: Dialect>(
             _ = shutdown.cancelled() => {
                 break (CloseCode::Restarting, "server shutting down".into());
             }
-            out = queue.rx.recv() => {
-                let Some(out) = out else { break (CloseCode::Internal, String::new()) };
+            out = queue.recv() => {
                 // A peer that stopped reading blocks this write forever; a close request
                 // (slow consumer, shutdown) must still end the connection.
                 let close_signal = queue.close.clone();
@@ -187,6 +186,9 @@ pub async fn serve<D: Dialect>(
                     if let Err(closing) = dialect.binary(frame).await {
                         break closing;
                     }
+                    // Time spent handling the frame (a room loading) is ours, not the peer's
+                    // silence.
+                    last_seen = tokio::time::Instant::now();
                 }
                 Some(Ok(WsMessage::Text(text))) => {
                     if let Err(closing) = dialect.text(&text) {
@@ -327,19 +329,35 @@ async fn write(
     let mut n = 0;
     while let Some(out) = next.take() {
         queue.written(&out);
-        socket.feed(to_ws(out)).await?;
+        feed(socket, out).await?;
         n += 1;
         if n < WRITE_BATCH {
-            next = queue.rx.try_recv().ok();
+            next = queue.try_recv();
         }
     }
     socket.flush().await
 }
 
-fn to_ws(out: Outbound) -> WsMessage {
+/// Feeds one queued message: one frame, or several for a batch of Hocuspocus statuses.
+async fn feed(socket: &mut WebSocket, out: Outbound) -> Result<(), axum::Error> {
     match out {
-        Outbound::Binary(b) => WsMessage::Binary(b),
-        Outbound::Text(t) => WsMessage::Text(t.into()),
+        Outbound::Binary(b) => socket.feed(WsMessage::Binary(b)).await,
+        Outbound::Text(t) => socket.feed(WsMessage::Text(t.into())).await,
+        Outbound::Prefixed { prefix, frame } => {
+            let joined = chorus_protocol::hocuspocus::wrap(&prefix, &frame);
+            socket.feed(WsMessage::Binary(joined)).await
+        }
+        Outbound::Statuses {
+            prefix,
+            applied,
+            count,
+        } => {
+            let status = chorus_protocol::hocuspocus::sync_status(&prefix, applied);
+            for _ in 0..count {
+                socket.feed(WsMessage::Binary(status.clone())).await?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -348,9 +366,9 @@ fn to_ws(out: Outbound) -> WsMessage {
 pub async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCode, reason: &str) {
     let bounded = async {
         if code != CloseCode::Overloaded {
-            while let Ok(out) = queue.rx.try_recv() {
+            while let Some(out) = queue.try_recv() {
                 queue.written(&out);
-                if socket.feed(to_ws(out)).await.is_err() {
+                if feed(socket, out).await.is_err() {
                     return;
                 }
             }
