@@ -35,8 +35,21 @@ pub const MAX_DOCUMENTS_PER_CONNECTION: usize = 100;
 /// Longest session id accepted after the `\0` of an address, in bytes.
 const MAX_SESSION_ID: usize = 128;
 
-/// A socket that has no document open for this long is closed (1008): it only holds a slot.
-pub const IDLE_WITHOUT_DOCUMENTS: Duration = Duration::from_secs(60);
+/// A socket that has no document open for this long is closed (1008): it only holds a slot
+/// (Hocuspocus' own timeout for unauthenticated sockets is 30 s too).
+pub const IDLE_WITHOUT_DOCUMENTS: Duration = Duration::from_secs(30);
+
+/// Refused auth messages one socket may send before it is closed (1008): each costs a
+/// signature check.
+pub const MAX_REFUSALS: u32 = 20;
+
+/// Documents of one socket that may share a room (providers with `sessionAwareness` open one
+/// room under several addresses); more would multiply per-member limits.
+pub const MAX_SAME_ROOM: usize = 4;
+
+/// Patience for a room to load before the socket is closed (4503; the provider retries):
+/// the socket's other documents wait meanwhile.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct OpenDoc {
     key: RoomKey,
@@ -55,6 +68,7 @@ pub struct Hocuspocus {
     // Whether the provider answers the connection-level ping (4.8+).
     app_ping: bool,
     no_docs_since: Option<Instant>,
+    refusals: u32,
 }
 
 impl Hocuspocus {
@@ -73,83 +87,100 @@ impl Hocuspocus {
             docs: HashMap::new(),
             app_ping: false,
             no_docs_since: Some(Instant::now()),
+            refusals: 0,
         }
     }
 
-    fn deny(&self, prefix: &[u8], reason: &str) {
+    /// Refuses a document; too many refusals close the socket.
+    fn deny(&mut self, prefix: &[u8], reason: &str) -> Result<(), Closing> {
         metrics::counter!("chorus_connections_refused_total", "reason" => "hocuspocus_auth")
             .increment(1);
         self.root
             .send(Outbound::Binary(hocuspocus::permission_denied(
                 prefix, reason,
             )));
+        self.refusals += 1;
+        if self.refusals > MAX_REFUSALS {
+            return Err((CloseCode::Policy, "too many refused documents".into()));
+        }
+        Ok(())
     }
 
     async fn open(&mut self, address: String, token: &str) -> Result<(), Closing> {
         let prefix = hocuspocus::address_prefix(&address);
         if let Some(doc) = self.docs.get(&address) {
-            // A token refresh for an open document: it must still be valid for this room.
-            let still = self
+            // A token refresh for an open document: it must still grant this room, and a new
+            // role takes effect by reopening the document under it.
+            let role_now = doc.conn.role;
+            let refreshed = self
                 .verifier
                 .verify(Some(token))
-                .is_ok_and(|i| *i.tenant == *doc.key.tenant && i.may_open(&doc.key.room));
-            if !still {
-                self.deny(&prefix, "token no longer grants this document");
-                self.close_doc(&address).await;
+                .ok()
+                .filter(|i| *i.tenant == *doc.key.tenant && i.may_open(&doc.key.room))
+                .map(|i| i.role);
+            match refreshed {
+                Some(role) if role == role_now => return Ok(()),
+                Some(_) => self.close_doc(&address).await,
+                None => {
+                    self.root.send(Outbound::Binary(hocuspocus::close(
+                        &prefix,
+                        "token no longer grants this document",
+                    )));
+                    self.close_doc(&address).await;
+                    return self.deny(&prefix, "token no longer grants this document");
+                }
             }
-            return Ok(());
         }
         let name = hocuspocus::document_name(&address);
         if let Err(e) = crate::server::validate_room(name) {
-            self.deny(&prefix, &e.to_string());
-            return Ok(());
+            return self.deny(&prefix, &e.to_string());
         }
         if address.len() - name.len() > MAX_SESSION_ID + 1
             || address[name.len()..].chars().skip(1).any(char::is_control)
         {
-            self.deny(&prefix, "invalid session id");
-            return Ok(());
+            return self.deny(&prefix, "invalid session id");
         }
         if self.docs.len() >= MAX_DOCUMENTS_PER_CONNECTION {
-            self.deny(&prefix, "too many documents on one connection");
-            return Ok(());
+            return self.deny(&prefix, "too many documents on one connection");
         }
         let identity: Identity = match self.verifier.verify(Some(token)) {
             Ok(i) => i,
-            Err(e) => {
-                self.deny(&prefix, &e.to_string());
-                return Ok(());
-            }
+            Err(e) => return self.deny(&prefix, &e.to_string()),
         };
         if !identity.may_open(name) {
-            self.deny(&prefix, "token does not grant this room");
-            return Ok(());
+            return self.deny(&prefix, "token does not grant this room");
         }
         let key = RoomKey::new(identity.tenant.clone(), name.to_string());
+        if self.docs.values().filter(|d| d.key == key).count() >= MAX_SAME_ROOM {
+            return self.deny(
+                &prefix,
+                "this room is open too many times on one connection",
+            );
+        }
+        // The room limit is an auth refusal, decided before "authenticated" goes out.
+        if let Err(JoinError::TooManyRooms) = self.registry.get_or_spawn(&key) {
+            return self.deny(&prefix, "too many rooms open on this node");
+        }
         let conn = self
             .root
             .for_document(next_conn_id(), identity.role, prefix.clone());
-        // The scope goes out before the room queues its SyncStep1.
+        // The scope goes out before anything the room queues.
         conn.send(Outbound::Binary(hocuspocus::authenticated(
             &prefix,
             identity.role == Role::Read,
         )));
-        match self.registry.join(&key, conn.clone()).await {
-            Ok(room) => {
+        match tokio::time::timeout(JOIN_TIMEOUT, self.registry.join(&key, conn.clone())).await {
+            Ok(Ok(room)) => {
                 metrics::counter!("chorus_connections_total").increment(1);
                 self.docs.insert(address, OpenDoc { key, conn, room });
                 self.no_docs_since = None;
                 Ok(())
             }
-            Err(JoinError::TooManyRooms) => {
-                conn.send(Outbound::Binary(hocuspocus::close(
-                    &prefix,
-                    "too many rooms open on this node",
-                )));
-                Ok(())
-            }
-            // A room that cannot load: the provider reconnects with backoff.
-            Err(e) => Err((crate::connection::join_close_code(&e), e.to_string())),
+            // A room that cannot load, or a node at its room limit after all: the provider
+            // reconnects with backoff. (Closing the socket also removes a member whose join
+            // the room still serves after a timeout: its queue is gone.)
+            Ok(Err(e)) => Err((crate::connection::join_close_code(&e), e.to_string())),
+            Err(_) => Err((CloseCode::RoomUnavailable, "room load timed out".into())),
         }
     }
 

@@ -18,14 +18,16 @@ fn hp_url(server: &TestServer) -> String {
 }
 
 async fn hp_client(server: &TestServer, doc: &str, token: Option<String>) -> Client {
+    hp_client_at(&hp_url(server), doc, token).await
+}
+
+async fn hp_client_at(url: &str, doc: &str, token: Option<String>) -> Client {
     let opts = ClientOptions {
         hocuspocus: Some(doc.to_string()),
         token,
         ..ClientOptions::default()
     };
-    Client::connect(&hp_url(server), opts)
-        .await
-        .expect("connect")
+    Client::connect(url, opts).await.expect("connect")
 }
 
 async fn secured() -> (tempfile::TempDir, TestServer) {
@@ -57,10 +59,28 @@ async fn shares_rooms_with_y_websocket_and_acknowledges_durable_updates() {
     wait_text(&[&ws], "t", "from hocuspocus;").await;
     append(&ws, "t", "from y-websocket");
     wait_text(&[&hp], "t", "from hocuspocus;from y-websocket").await;
-    // One status for the handshake's SyncStep2 and one per update, each after it is saved.
+    // One status for the handshake's SyncStep2 and one for the update, each once saved.
     hp.wait_for("acks", PATIENCE, |s, _| s.sync_ok >= 2)
         .await
         .expect("sync statuses");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        hp.state().sync_ok,
+        2,
+        "exactly one status per step 2 or update"
+    );
+    // A re-sent SyncStep1 (forceSyncInterval) is answered with our SyncStep1 as well, so its
+    // reply gets acknowledged too and the provider's unsynced count can drain again.
+    let sv = {
+        use yrs::updates::encoder::Encode;
+        use yrs::{ReadTxn, Transact};
+        hp.doc().transact().state_vector().encode_v1()
+    };
+    hp.send_message(&Message::SyncStep1(Bytes::from(sv)))
+        .expect("force sync");
+    hp.wait_for("force-sync ack", PATIENCE, |s, _| s.sync_ok == 3)
+        .await
+        .expect("the reply to our SyncStep1 was acknowledged");
     server.stop().await.expect("stop");
     // What was acknowledged is on disk.
     let server = TestServer::start({
@@ -151,14 +171,16 @@ async fn one_socket_many_documents_and_their_limits() {
     assert!(c.closed().is_none());
     let fresh = server.client("unopened").await;
     assert_eq!(text(&fresh, "t"), "", "the stray update was dropped");
+    assert_eq!(c.state().granted, 100);
     // Detaching frees a slot.
     c.send_raw(doc_message("doc-1", hocuspocus::kind::CLOSE, &[]))
         .expect("close doc");
     let p = hocuspocus::address_prefix("one-more");
     c.send_raw(hocuspocus::auth(&p, "", "4.8.0")).expect("auth");
-    c.wait_for("authenticated", PATIENCE, |s, _| s.denied.len() == 1)
+    c.wait_for("granted", PATIENCE, |s, _| s.granted == 101)
         .await
-        .expect("still one denial");
+        .expect("the freed slot is usable");
+    assert_eq!(c.state().denied.len(), 1);
     server.stop().await.expect("stop");
 }
 
@@ -222,11 +244,87 @@ async fn a_refreshed_token_that_no_longer_grants_the_room_closes_the_document() 
     c.wait_for("denied", PATIENCE, |s, _| !s.denied.is_empty())
         .await
         .expect("denied");
+    assert_eq!(
+        c.state().doc_closed.as_deref(),
+        Some("token no longer grants this document")
+    );
     // Its later edits reach nobody.
     append(&c, "t", "after");
     let other = hp_client(&server, "refresh", Some(token(json!({})))).await;
     other.synced(PATIENCE).await.expect("synced");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(text(&other, "t"), "");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_refreshed_token_with_another_role_reopens_the_document_under_it() {
+    let (_data, server) = secured().await;
+    // Served at the root too, where providers connect by default.
+    let root = format!("ws://{}/", server.addr);
+    let c = hp_client_at(&root, "roles", Some(token(json!({})))).await;
+    c.synced(PATIENCE).await.expect("synced");
+    let p = hocuspocus::address_prefix("roles");
+    // The same role again: nothing changes, nothing is sent.
+    c.send_raw(hocuspocus::auth(&p, &token(json!({})), "4.8.0"))
+        .expect("refresh");
+    // A read-only token: the document reopens as read-only and edits are refused.
+    c.send_raw(hocuspocus::auth(
+        &p,
+        &token(json!({ "role": "read" })),
+        "4.8.0",
+    ))
+    .expect("refresh");
+    c.wait_for("readonly", PATIENCE, |s, _| {
+        s.authenticated.as_deref() == Some("readonly")
+    })
+    .await
+    .expect("re-authenticated read-only");
+    assert_eq!(c.state().granted, 2);
+    append(&c, "t", "nope");
+    c.wait_for("refused", PATIENCE, |s, _| s.sync_refused == 1)
+        .await
+        .expect("the edit is refused");
+    let other = hp_client(&server, "roles", Some(token(json!({})))).await;
+    other.synced(PATIENCE).await.expect("synced");
+    assert_eq!(text(&other, "t"), "");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_socket_that_keeps_getting_refused_is_closed() {
+    let (_data, server) = secured().await;
+    let c = hp_client(&server, "x", Some("garbage".into())).await;
+    for i in 0..chorus_hub::hocuspocus::MAX_REFUSALS + 5 {
+        let p = hocuspocus::address_prefix(&format!("d{i}"));
+        if c.send_raw(hocuspocus::auth(&p, "garbage", "4.8.0"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (code, reason) = c.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(code, 1008, "{reason}");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn one_room_may_be_open_only_a_few_times_per_socket() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let c = hp_client(&server, "same", None).await;
+    c.synced(PATIENCE).await.expect("synced");
+    for i in 0..chorus_hub::hocuspocus::MAX_SAME_ROOM {
+        let p = hocuspocus::address_prefix(&format!("same\0session-{i}"));
+        c.send_raw(hocuspocus::auth(&p, "", "4.8.0")).expect("auth");
+    }
+    c.wait_for("the limit", PATIENCE, |s, _| !s.denied.is_empty())
+        .await
+        .expect("denied");
+    assert!(c.state().denied[0].contains("too many times"));
+    assert_eq!(
+        c.state().granted as usize,
+        chorus_hub::hocuspocus::MAX_SAME_ROOM
+    );
     server.stop().await.expect("stop");
 }
