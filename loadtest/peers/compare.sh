@@ -99,7 +99,7 @@ out, servers = sys.argv[1], sys.argv[2].split()
 peers = [s for s in servers if not s.startswith("chorus")]
 def med(scn, server, get):
     vals = []
-    for f in sorted(glob.glob(os.path.join(out, f"{scn}-{server}-*.json"))):
+    for f in sorted(glob.glob(os.path.join(out, f"{scn}-{server}-[0-9]*.json"))):
         try:
             vals.append(get(json.load(open(f))))
         except (KeyError, TypeError, ValueError):

@@ -116,10 +116,12 @@ enum Scenario {
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
     },
-    /// Replay a real editing trace (sequential, .json or .json.gz) into rooms with observers;
-    /// every replica must end with the trace's text.
+    /// Replay a real editing trace (.json or .json.gz; sequential: one writer, concurrent: one
+    /// client per agent) into rooms with observers; every replica must end with the trace's
+    /// text.
     Trace {
-        /// Trace file, e.g. ../shared/traces/sequential/automerge-paper.json.gz.
+        /// Trace file, e.g. ../shared/traces/sequential/automerge-paper.json.gz or
+        /// ../shared/traces/concurrent/clownschool.json.gz.
         #[arg(long)]
         file: PathBuf,
         /// Rooms replaying it at once. Default: 1.

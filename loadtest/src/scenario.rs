@@ -287,6 +287,9 @@ pub struct EditParams {
     pub doc_bytes: usize,
 }
 
+/// Pause between a preload and the timed edits.
+const PRELOAD_SETTLE: Duration = Duration::from_secs(2);
+
 /// The first member of each room writes `bytes` of text (64 KiB per update); every member
 /// must then hold all of it. False (with a problem) if that did not happen in time.
 async fn preload(
@@ -345,8 +348,13 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
     problems_from_failures(&mut report, &failures);
     report.histograms.insert("handshake_to_synced".into(), hist);
-    if p.doc_bytes > 0 && !preload(target, &clients, room_size, p.doc_bytes, &mut report).await {
-        return report;
+    if p.doc_bytes > 0 {
+        if !preload(target, &clients, room_size, p.doc_bytes, &mut report).await {
+            return report;
+        }
+        // Let the server finish storing the preload (megabytes written and checkpointed)
+        // before its CPU is read for the edits.
+        tokio::time::sleep(PRELOAD_SETTLE).await;
     }
 
     let deliveries = Arc::new(Deliveries {

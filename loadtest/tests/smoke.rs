@@ -174,10 +174,39 @@ async fn a_dead_target_is_reported_not_hung() {
 
 /// The real traces live in the shared folder beside the checkout (CI gets a copy too).
 fn shared_trace(name: &str) -> Option<std::path::PathBuf> {
+    shared_trace_in("sequential", name)
+}
+
+fn shared_trace_in(kind: &str, name: &str) -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traces/sequential")
+        .join("../../shared/traces")
+        .join(kind)
         .join(name);
     p.exists().then_some(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_trace_replay_merges_to_the_traces_text() {
+    use chorus_loadtest::trace::{TraceParams, trace};
+    let Some(file) = shared_trace_in("concurrent", "friendsforever.json.gz") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("../shared/traces is missing under CI");
+        }
+        eprintln!("SKIPPED: ../shared/traces not found; the concurrent trace test did not run");
+        return;
+    };
+    let hub = hub().await;
+    let p = TraceParams {
+        file,
+        rooms: 1,
+        observers: 2,
+        batch: 2000,
+    };
+    let report = trace(&target(&hub.url), &p).await;
+    // The replay itself checks every replica (agents and observers) against endContent.
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["agents"], 2.0);
+    assert!(report.metrics["transactions"] > 20_000.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
