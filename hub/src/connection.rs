@@ -53,42 +53,46 @@ pub struct Session {
 const WRITE_BATCH: usize = 64;
 
 /// Runs a y-websocket connection (one room per socket) until either side closes it.
-pub async fn run(mut socket: WebSocket, s: Session) {
-    let Session {
-        key,
-        identity,
-        conn,
-        mut queue,
-        registry,
-        shutdown,
-        max_awareness_bytes,
-        ping_interval,
-        recorder,
-        guard: _guard,
-    } = s;
+///
+/// Values live in this future once and are lent to [`serve`]: a value moved into an awaited
+/// callee keeps its old slot in the caller's state too, and this state is held per connection.
+pub async fn run(mut socket: WebSocket, mut s: Session) {
     metrics::counter!("chorus_connections_total").increment(1);
-    conn.send_ext(&ServerMessage::Welcome {
-        room: key.room.to_string(),
-        tenant: key.tenant.to_string(),
-        role: identity.role.as_str().to_string(),
-        user: identity.user.clone(),
+    s.conn.send_ext(&ServerMessage::Welcome {
+        room: s.key.room.to_string(),
+        tenant: s.key.tenant.to_string(),
+        role: s.identity.role.as_str().to_string(),
+        user: s.identity.user.clone(),
     });
-    let room = match registry.join(&key, conn.clone()).await {
+    let room = match s.registry.join(&s.key, s.conn.clone()).await {
         Ok(room) => room,
         Err(e) => {
-            close(&mut socket, &mut queue, join_close_code(&e), &e.to_string()).await;
+            close(
+                &mut socket,
+                &mut s.queue,
+                join_close_code(&e),
+                &e.to_string(),
+            )
+            .await;
             return;
         }
     };
-    let dialect = YWebsocket {
-        key,
-        role: identity.role,
-        conn,
+    let mut dialect = YWebsocket {
+        key: &s.key,
+        role: s.identity.role,
+        conn: &s.conn,
         room,
-        max_awareness_bytes,
-        recorder,
+        max_awareness_bytes: s.max_awareness_bytes,
+        recorder: s.recorder.take(),
     };
-    serve(socket, queue, shutdown, ping_interval, dialect).await;
+    serve(
+        &mut socket,
+        &mut s.queue,
+        &s.shutdown,
+        s.ping_interval,
+        &mut dialect,
+    )
+    .await;
 }
 
 /// The close code for a connection whose room could not be joined.
@@ -114,16 +118,16 @@ pub trait Dialect: Send {
         Ok(())
     }
     /// The connection ended: leave every room.
-    fn leave(self) -> impl Future<Output = ()> + Send;
+    fn leave(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// Reads and writes until either side closes, then leaves the rooms and says goodbye.
 pub async fn serve<D: Dialect>(
-    mut socket: WebSocket,
-    mut queue: ConnQueue,
-    shutdown: CancellationToken,
+    socket: &mut WebSocket,
+    queue: &mut ConnQueue,
+    shutdown: &CancellationToken,
     ping_interval: Duration,
-    mut dialect: D,
+    dialect: &mut D,
 ) {
     // Keepalive: a peer that sends nothing (not even a pong) for two intervals is gone.
     let mut ping =
@@ -150,7 +154,7 @@ pub async fn serve<D: Dialect>(
                 // (slow consumer, shutdown) must still end the connection.
                 let close_signal = queue.close.clone();
                 tokio::select! {
-                    res = write(&mut socket, &mut queue, out) => {
+                    res = write(socket, queue, out) => {
                         if res.is_err() {
                             break (CloseCode::Normal, String::new());
                         }
@@ -210,28 +214,28 @@ pub async fn serve<D: Dialect>(
     dialect.leave().await;
     // Say goodbye unless the peer already went away.
     if !(code == CloseCode::Normal && reason.is_empty()) {
-        close(&mut socket, &mut queue, code, &reason).await;
+        close(socket, queue, code, &reason).await;
     }
 }
 
 /// The y-websocket dialect: one room per socket, the room in the URL.
-struct YWebsocket {
-    key: RoomKey,
+struct YWebsocket<'a> {
+    key: &'a RoomKey,
     role: Role,
-    conn: ConnHandle,
+    conn: &'a ConnHandle,
     room: RoomHandle,
     max_awareness_bytes: usize,
     recorder: Option<crate::record::Recorder>,
 }
 
-impl Dialect for YWebsocket {
+impl Dialect for YWebsocket<'_> {
     async fn binary(&mut self, frame: Bytes) -> Result<(), Closing> {
         if let Some(r) = self.recorder.as_mut() {
             r.binary(&frame);
         }
         forward(
-            &self.key,
-            &self.conn,
+            self.key,
+            self.conn,
             &self.room,
             frame,
             self.role,
@@ -261,7 +265,7 @@ impl Dialect for YWebsocket {
         Ok(())
     }
 
-    async fn leave(self) {
+    async fn leave(&mut self) {
         let _ = self
             .room
             .tx

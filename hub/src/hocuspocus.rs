@@ -274,8 +274,8 @@ impl Dialect for Hocuspocus {
         Ok(())
     }
 
-    async fn leave(self) {
-        for doc in self.docs.into_values() {
+    async fn leave(&mut self) {
+        for (_, doc) in self.docs.drain() {
             let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
         }
     }

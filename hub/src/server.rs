@@ -287,9 +287,10 @@ async fn hocuspocus_handler(
     );
     let shutdown = app.shutdown.clone();
     let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
-    ws.on_upgrade(move |socket| async move {
+    let (mut queue, mut dialect) = (queue, dialect);
+    ws.on_upgrade(move |mut socket| async move {
         let _guard = guard;
-        connection::serve(socket, queue, shutdown, ping, dialect).await;
+        connection::serve(&mut socket, &mut queue, &shutdown, ping, &mut dialect).await;
     })
 }
 
