@@ -439,7 +439,7 @@ mod tests {
         while let Some(m) = q.try_recv() {
             q.written(&m);
         }
-        assert!(h.queue.items().capacity() <= KEEP_CAPACITY);
+        assert_eq!(h.queue.items().capacity(), KEEP_CAPACITY);
     }
 
     #[test]
