@@ -155,6 +155,11 @@ pub struct Config {
     /// Log as JSON lines instead of text. Default: false.
     #[arg(long, env = "CHORUS_LOG_JSON")]
     pub log_json: bool,
+
+    /// Runtime worker threads. Default: 0 = one per CPU. On a machine shared with other busy
+    /// processes (a load generator), fewer workers switch context less (docs/BENCHMARKS.md).
+    #[arg(long, env = "CHORUS_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 impl Default for Config {
@@ -171,7 +176,11 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
+            (
+                self.worker_threads <= 1024,
+                "--worker-threads must be at most 1024",
+            ),
             (
                 self.max_frame_bytes >= 1024,
                 "--max-frame-bytes must be at least 1024",
@@ -231,6 +240,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.worker_threads, 0, "default: one per CPU");
+        c.worker_threads = 1;
+        assert!(c.validate().is_ok());
+        c.worker_threads = 100_000;
+        assert!(c.validate().is_err_and(|e| e.contains("--worker-threads")));
+    }
 
     #[test]
     fn defaults_are_the_documented_ones() {

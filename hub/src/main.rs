@@ -26,10 +26,16 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(config.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Checked before the runtime exists: the worker count sizes it.
+    if let Err(e) = config.validate() {
+        tracing::error!(error = e, "chorus stopped");
+        return ExitCode::FAILURE;
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -2,8 +2,9 @@
 # Same workloads against Chorus and its peers, interleaved, ROUNDS rounds; prints medians and
 # ratios as Markdown. Peers: the reference y-websocket server (@y/websocket-server), Hocuspocus
 # (@hocuspocus/server, no extensions) and y-sweet (cargo install y-sweet 0.9.1), all keeping
-# documents in memory; Chorus persists to SQLite as it always does. Chorus runs twice: in the
-# y-websocket dialect and in the Hocuspocus dialect (`chorus-hp`).
+# documents in memory; Chorus persists to SQLite as it always does. Chorus runs in the
+# y-websocket dialect (`chorus`), in the Hocuspocus dialect (`chorus-hp`) and, on request, with
+# one runtime worker (`chorus-1w`, since the load generator occupies the other core).
 #
 # Usage: loadtest/peers/compare.sh [OUT_DIR]   (env: ROUNDS=3, SERVERS="chorus chorus-hp ...",
 #        SCENARIOS="edit connect edit-5mb join-5mb edit-90k")
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-target/peers}
 ROUNDS=${ROUNDS:-3}
-SERVERS=${SERVERS:-"chorus chorus-hp y-websocket hocuspocus y-sweet"}
+SERVERS=${SERVERS:-"chorus chorus-1w chorus-hp y-websocket hocuspocus y-sweet"}
 SCENARIOS=${SCENARIOS:-"edit connect edit-5mb join-5mb edit-90k"}
 mkdir -p "$OUT"
 cargo build --release --bin chorus --bin chorus-loadtest
@@ -36,9 +37,11 @@ wait_port() {
 start() { # $1 = server; sets SRV (pid), URL and DIALECT
   DIALECT=y-websocket
   case "$1" in
-    chorus|chorus-hp)
+    chorus|chorus-hp|chorus-1w)
       rm -rf "$OUT/data"
-      "$B/chorus" --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" > "$OUT/chorus.log" 2>&1 &
+      WORKERS=0; [ "$1" = chorus-1w ] && WORKERS=1
+      "$B/chorus" --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" --worker-threads "$WORKERS" \
+        > "$OUT/chorus.log" 2>&1 &
       SRV=$!; URL="ws://127.0.0.1:$PORT/ws"
       if [ "$1" = chorus-hp ]; then URL="ws://127.0.0.1:$PORT/hocuspocus"; DIALECT=hocuspocus; fi ;;
     y-websocket)
@@ -123,15 +126,18 @@ rows = [
     ("edit-90k", "delivery p99 (ms)", lambda r: r["latency"]["delivery"]["p99_ms"]),
     ("edit-90k", "deliveries lost", lost),
 ]
-print("| scenario | measure | " + " | ".join(servers) + " | chorus / best peer |")
-print("|---|---|" + "---|" * len(servers) + "---|")
+ours = [s for s in servers if s.startswith("chorus")]
+print("| scenario | measure | " + " | ".join(servers) + " | " + " | ".join(f"{s} / best peer" for s in ours) + " |")
+print("|---|---|" + "---|" * (len(servers) + len(ours)))
 for scn, name, get in rows:
     vals = {s: med(scn, s, get) for s in servers}
     if all(n == 0 for _, n in vals.values()):
         continue
     cells = [f"{v:.2f} (n={n})" if n else "-" for v, n in (vals[s] for s in servers)]
     best = [vals[p][0] for p in peers if vals[p][1] and vals[p][0] == vals[p][0]]
-    mine = vals.get("chorus", (float("nan"), 0))[0]
-    ratio = f"{mine / min(best):.2f}" if best and min(best) > 0 and mine == mine else "-"
-    print(f"| {scn} | {name} | " + " | ".join(cells) + f" | {ratio} |")
+    ratios = []
+    for s in ours:
+        mine = vals[s][0]
+        ratios.append(f"{mine / min(best):.2f}" if best and min(best) > 0 and mine == mine else "-")
+    print(f"| {scn} | {name} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 PY
