@@ -7,7 +7,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::StreamExt;
+use tungstenite::protocol::CloseFrame;
+
+use crate::ws::{Message as WsMessage, WebSocket, feed_binary};
 use bytes::Bytes;
 use chorus_persistence::RoomKey;
 use chorus_protocol::CloseCode;
@@ -180,7 +183,7 @@ pub async fn serve<D: Dialect>(
                     break closing;
                 }
             }
-            incoming = socket.recv() => match incoming.inspect(|r| {
+            incoming = socket.next() => match incoming.inspect(|r| {
                 if r.is_ok() {
                     last_seen = tokio::time::Instant::now();
                 }
@@ -195,7 +198,7 @@ pub async fn serve<D: Dialect>(
                     last_seen = tokio::time::Instant::now();
                 }
                 Some(Ok(WsMessage::Text(text))) => {
-                    if let Err(closing) = dialect.text(&text) {
+                    if let Err(closing) = dialect.text(text.as_str()) {
                         break closing;
                     }
                 }
@@ -315,19 +318,15 @@ pub async fn forward(
     }
 }
 
-fn is_too_big(e: axum::Error) -> bool {
-    let inner = e.into_inner();
-    matches!(
-        inner.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+fn is_too_big(e: tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 async fn write(
     socket: &mut WebSocket,
     queue: &mut ConnQueue,
     first: Outbound,
-) -> Result<(), axum::Error> {
+) -> Result<(), tungstenite::Error> {
     // Feed everything already queued, then flush once: one write for many small messages.
     let mut next = Some(first);
     let mut n = 0;
@@ -343,13 +342,13 @@ async fn write(
 }
 
 /// Feeds one queued message: one frame, or several for a batch of Hocuspocus statuses.
-async fn feed(socket: &mut WebSocket, out: Outbound) -> Result<(), axum::Error> {
+async fn feed(socket: &mut WebSocket, out: Outbound) -> Result<(), tungstenite::Error> {
     match out {
-        Outbound::Binary(b) => socket.feed(WsMessage::Binary(b)).await,
+        Outbound::Binary(b) => feed_binary(socket, b).await,
         Outbound::Text(t) => socket.feed(WsMessage::Text(t.into())).await,
         Outbound::Prefixed { prefix, frame } => {
             let joined = chorus_protocol::hocuspocus::wrap(&prefix, &frame);
-            socket.feed(WsMessage::Binary(joined)).await
+            feed_binary(socket, joined).await
         }
         Outbound::Statuses {
             prefix,
@@ -378,13 +377,13 @@ pub async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCod
             }
         }
         let frame = CloseFrame {
-            code: code.code(),
+            code: code.code().into(),
             reason: chorus_protocol::close::truncate_reason(reason).into(),
         };
         if socket.send(WsMessage::Close(Some(frame))).await.is_err() {
             return;
         }
-        while let Some(Ok(m)) = socket.recv().await {
+        while let Some(Ok(m)) = socket.next().await {
             if matches!(m, WsMessage::Close(_)) {
                 break;
             }

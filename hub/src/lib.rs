@@ -28,6 +28,7 @@ pub mod record;
 pub mod registry;
 pub mod room;
 pub mod server;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;

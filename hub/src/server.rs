@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +23,7 @@ use crate::conn;
 use crate::connection::{self, Session};
 use crate::error::ApiError;
 use crate::registry::{JoinError, Registry};
+use crate::ws::Upgrade;
 
 /// State shared by every request.
 pub struct AppState {
@@ -120,7 +120,7 @@ async fn ws_handler(
     room: Result<Path<String>, PathRejection>,
     params: Result<Query<WsParams>, QueryRejection>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, ApiError>,
 ) -> Response {
     if app.draining.load(Ordering::Acquire) {
         return refused(
@@ -179,10 +179,8 @@ async fn ws_handler(
             ApiError::Unavailable("too many rooms open on this node".into()),
         );
     }
-    let ws = configure(ws, &app.config);
-    let ext_protocol = ws
-        .selected_protocol()
-        .is_some_and(|p| p.as_bytes() == SUBPROTOCOL.as_bytes());
+    let protocol = select_protocol(&ws);
+    let ext_protocol = protocol.as_deref() == Some(SUBPROTOCOL);
     let ext = ext_protocol || matches!(params.ext.as_deref(), Some("1" | "true"));
     let (handle, queue) = conn::channel(
         conn::next_conn_id(),
@@ -209,7 +207,9 @@ async fn ws_handler(
         ping_interval: app.config.ping_interval,
         guard: Box::new(guard),
     };
-    ws.on_upgrade(move |socket| connection::run(socket, session))
+    ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
+        connection::run(socket, session)
+    })
 }
 
 /// Reserves a connection slot, released by the returned guard when the session ends.
@@ -225,22 +225,25 @@ fn reserve_connection(app: &AppState) -> Result<ConnGuard, ApiError> {
     Ok(guard)
 }
 
-/// Subprotocol, buffer and size settings every upgrade gets.
-fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
-    // Select chorus.v1 when offered; otherwise echo the client's first subprotocol, as the
-    // reference server does, since browsers fail a handshake that ignores their request.
-    let first_requested = ws.requested_protocols().next().cloned();
-    let mut ws = ws.protocols([SUBPROTOCOL]);
-    if ws.selected_protocol().is_none()
-        && let Some(p) = first_requested
-    {
-        ws.set_selected_protocol(p);
+/// Selects chorus.v1 when offered; otherwise echoes the client's first subprotocol, as the
+/// reference server does, since browsers fail a handshake that ignores their request.
+fn select_protocol(ws: &Upgrade) -> Option<String> {
+    if ws.requested_protocols().any(|p| p == SUBPROTOCOL) {
+        return Some(SUBPROTOCOL.to_string());
     }
+    ws.requested_protocols().next().map(str::to_string)
+}
+
+/// Buffer and size settings every socket gets.
+fn ws_config(config: &Config) -> tungstenite::protocol::WebSocketConfig {
     // tungstenite zero-fills its read buffer up front: 512 bytes instead of 4 KiB cuts
-    // ~3.6 KiB per connection (docs/BENCHMARKS.md); large frames just take more reads.
-    ws.read_buffer_size(512)
-        .max_message_size(config.max_frame_bytes)
-        .max_frame_size(config.max_frame_bytes)
+    // ~3.6 KiB per connection (docs/BENCHMARKS.md); large frames just take more reads. Writes
+    // collect up to 64 KiB before going to the socket (fragments are no larger, see ws.rs).
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(crate::ws::FRAGMENT_BYTES)
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes))
 }
 
 /// Hocuspocus keepalive: providers drop a socket that heard nothing for 30 s.
@@ -250,7 +253,7 @@ const HOCUSPOCUS_PING: std::time::Duration = std::time::Duration::from_secs(10);
 /// node-level checks happen before the upgrade.
 async fn hocuspocus_handler(
     State(app): State<Arc<AppState>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, ApiError>,
 ) -> Response {
     if app.draining.load(Ordering::Acquire) {
         return refused(
@@ -270,7 +273,7 @@ async fn hocuspocus_handler(
         Ok(g) => g,
         Err(e) => return refused("connections", e),
     };
-    let ws = configure(ws, &app.config);
+    let protocol = select_protocol(&ws);
     // Role and ext belong to each document's handle; the root handle only carries pings.
     let (root, queue) = conn::channel(
         conn::next_conn_id(),
@@ -288,10 +291,14 @@ async fn hocuspocus_handler(
     let shutdown = app.shutdown.clone();
     let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
     let (mut queue, mut dialect) = (queue, dialect);
-    ws.on_upgrade(move |mut socket| async move {
-        let _guard = guard;
-        connection::serve(&mut socket, &mut queue, &shutdown, ping, &mut dialect).await;
-    })
+    ws.respond(
+        protocol.as_deref(),
+        ws_config(&app.config),
+        move |mut socket| async move {
+            let _guard = guard;
+            connection::serve(&mut socket, &mut queue, &shutdown, ping, &mut dialect).await;
+        },
+    )
 }
 
 /// Liveness, with the node's load for operators and tests.

@@ -97,12 +97,16 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 python3 - "$OUT" "$SERVERS" <<'PY'
-import json, statistics, sys, glob, os
+import json, statistics, sys, glob, os, re
 out, servers = sys.argv[1], sys.argv[2].split()
 peers = [s for s in servers if not s.startswith("chorus")]
 def med(scn, server, get):
     vals = []
-    for f in sorted(glob.glob(os.path.join(out, f"{scn}-{server}-[0-9]*.json"))):
+    # Exactly NAME-SERVER-ROUND.json: "chorus" must not pick up "chorus-1w" or "chorus-hp".
+    pattern = re.compile(re.escape(f"{scn}-{server}-") + r"[0-9]+\.json$")
+    for f in sorted(glob.glob(os.path.join(out, f"{scn}-{server}-*.json"))):
+        if not pattern.match(os.path.basename(f)):
+            continue
         try:
             vals.append(get(json.load(open(f))))
         except (KeyError, TypeError, ValueError):

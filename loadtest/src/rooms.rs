@@ -157,7 +157,9 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
         len += piece.len();
     }
     let want = len as u32;
-    match target.connect_room(0).await {
+    // A probe that decodes everything proves the hub holds the whole document and tells how
+    // large its full state is.
+    let full_state_bytes = match target.connect_room(0).await {
         Ok(probe) => {
             if probe
                 .wait_for("document built", target.timeout, |_, doc| {
@@ -171,14 +173,33 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
                     .push("the hub never held the whole document".into());
                 return report;
             }
+            // Its SyncStep2 may predate the last edits; a fresh step 1 gets the full state.
+            let fresh = match target.connect_room(0).await {
+                Ok(c) => c,
+                Err(e) => {
+                    report.problems.push(format!("probe failed: {e:#}"));
+                    return report;
+                }
+            };
+            fresh.state().step2_bytes
         }
         Err(e) => {
             report.problems.push(format!("probe failed: {e:#}"));
             return report;
         }
+    };
+    // The full state holds the text itself, so it cannot be smaller.
+    if full_state_bytes < len {
+        report.problems.push(format!(
+            "the hub's full state is {full_state_bytes} bytes, less than the {len} bytes of text"
+        ));
+        return report;
     }
     let mut storm = target.clone();
     storm.concurrency = p.joiners.max(1);
+    // Joiners only count what arrives: decoding 5 MB in each of hundreds of clients would
+    // make the generator, not the hub, the limit.
+    storm.skip_apply = true;
     let cpu_before = proc::cpu_seconds("self");
     let server_cpu = || target.server_cpu_seconds();
     let server_before = server_cpu();
@@ -193,9 +214,12 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
     }
     let short = clients
         .iter()
-        .filter(|(_, c)| c.doc().get_or_insert_text("text").len(&c.doc().transact()) != want)
+        .filter(|(_, c)| c.state().step2_bytes != full_state_bytes)
         .count();
     report.metrics.insert("doc_bytes".into(), len as f64);
+    report
+        .metrics
+        .insert("full_state_bytes".into(), full_state_bytes as f64);
     report.metrics.insert("joined".into(), clients.len() as f64);
     report
         .latency

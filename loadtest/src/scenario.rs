@@ -61,6 +61,9 @@ pub struct Target {
     pub sources: Vec<std::net::IpAddr>,
     /// Set in worker processes.
     pub worker: Option<Worker>,
+    /// Clients do not apply what they receive (they only count it): see `join-storm`.
+    #[serde(skip)]
+    pub skip_apply: bool,
     #[serde(skip)]
     next_source: Arc<AtomicU64>,
 }
@@ -78,6 +81,7 @@ impl Target {
             dialect: Dialect::YWebsocket,
             sources: Vec::new(),
             worker: None,
+            skip_apply: false,
             next_source: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -146,6 +150,7 @@ impl Target {
             token: self.token.clone(),
             hocuspocus: (self.dialect == Dialect::Hocuspocus).then(|| self.room_name(room)),
             bind,
+            skip_apply: self.skip_apply,
             ..Default::default()
         };
         let client =

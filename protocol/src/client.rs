@@ -45,6 +45,9 @@ pub struct ClientOptions {
     /// Speak the Hocuspocus dialect for this document address (the URL is then the server's
     /// Hocuspocus endpoint, and the token travels in the auth message).
     pub hocuspocus: Option<String>,
+    /// Measure only: do not apply remote updates to the local document (a load generator's
+    /// joiners need not decode a large document to know it arrived; see `State::step2_bytes`).
+    pub skip_apply: bool,
     /// Local address to connect from (e.g. 127.0.0.2 to spread load tests over more source
     /// ports); plain `ws://` only.
     pub bind: Option<std::net::IpAddr>,
@@ -86,6 +89,8 @@ pub struct State {
     pub awareness_messages: u64,
     /// Update messages received (sync updates after the handshake).
     pub updates_received: u64,
+    /// Bytes of the update in the last SyncStep2 received.
+    pub step2_bytes: usize,
     /// Hocuspocus: the scope the server granted last (`read-write` or `readonly`).
     pub authenticated: Option<String>,
     /// Hocuspocus: documents granted so far (any address on this socket).
@@ -103,6 +108,7 @@ pub type AwarenessHook = Box<dyn Fn(&Entry) + Send + Sync>;
 
 struct Shared {
     state: Mutex<State>,
+    skip_apply: bool,
     // Bumped on every change so waiters re-check their condition.
     changed: watch::Sender<u64>,
     awareness_hook: Mutex<Option<AwarenessHook>>,
@@ -190,6 +196,7 @@ impl Client {
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            skip_apply: opts.skip_apply,
             changed,
             awareness_hook: Mutex::new(None),
         });
@@ -532,6 +539,7 @@ fn handle_binary(
     prefix: Option<&Bytes>,
 ) {
     let mut synced = false;
+    let mut step2_bytes = None;
     let mut denied = Vec::new();
     let mut aware = Vec::new();
     let (mut n_aware, mut n_updates) = (0, 0);
@@ -548,12 +556,17 @@ fn handle_binary(
                 }
             }
             Message::SyncStep2(u) => {
-                apply_remote(doc, &u);
+                step2_bytes = Some(u.len());
+                if !shared.skip_apply {
+                    apply_remote(doc, &u);
+                }
                 synced = true;
             }
             Message::Update(u) => {
                 n_updates += 1;
-                apply_remote(doc, &u);
+                if !shared.skip_apply {
+                    apply_remote(doc, &u);
+                }
             }
             Message::Awareness(p) => {
                 n_aware += 1;
@@ -581,6 +594,9 @@ fn handle_binary(
         s.awareness_messages += n_aware;
         s.updates_received += n_updates;
         s.synced |= synced;
+        if let Some(n) = step2_bytes {
+            s.step2_bytes = n;
+        }
         s.denied.extend(denied);
         for e in aware {
             let newer = s
