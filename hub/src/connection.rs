@@ -55,6 +55,9 @@ pub struct Session {
 /// Most queued messages written before one flush: batches writes under load.
 const WRITE_BATCH: usize = 64;
 
+/// How long a write in progress may finish once the connection is to be closed.
+const CLOSE_WRITE_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs a y-websocket connection (one room per socket) until either side closes it.
 ///
 /// Values live in this future once and are lent to [`serve`]: a value moved into an awaited
@@ -156,14 +159,23 @@ pub async fn serve<D: Dialect>(
                 // A peer that stopped reading blocks this write forever; a close request
                 // (slow consumer, shutdown) must still end the connection.
                 let close_signal = queue.close.clone();
+                let writing = write(socket, queue, out);
+                tokio::pin!(writing);
                 tokio::select! {
-                    res = write(socket, queue, out) => {
+                    res = &mut writing => {
                         if res.is_err() {
                             break (CloseCode::Normal, String::new());
                         }
                     }
-                    _ = close_signal.token().cancelled() => {}
-                    _ = shutdown.cancelled() => {}
+                    // The write in progress holds messages already taken from the queue (an
+                    // error report queued just before a close, say): it gets a moment to
+                    // finish before the close goes out, unless the peer is not reading.
+                    _ = close_signal.token().cancelled() => {
+                        let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, &mut writing).await;
+                    }
+                    _ = shutdown.cancelled() => {
+                        let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, &mut writing).await;
+                    }
                     // A peer that accepts nothing for two ping intervals is gone.
                     _ = tokio::time::sleep(ping_interval * 2) => {
                         break (CloseCode::Normal, String::new());
