@@ -301,29 +301,7 @@ impl ConnHandle {
     /// Queues a message. Returns false (and closes the connection with 1013) if the queue is
     /// full, or false if the connection is already gone.
     pub fn send(&self, msg: Outbound) -> bool {
-        if self.close.token.is_cancelled() {
-            return false;
-        }
-        let len = msg.len();
-        let q = &self.queue;
-        let before = q.queued.fetch_add(len, Ordering::Relaxed);
-        // One message larger than the budget (a joiner's full state of a big document) is
-        // accepted when nothing else is queued; only a backlog counts as slow.
-        if before > 0 && before + len > q.max_bytes {
-            q.queued.fetch_sub(len, Ordering::Relaxed);
-            self.overflow();
-            return false;
-        }
-        match q.push(msg) {
-            Ok(()) => true,
-            Err(refused) => {
-                q.queued.fetch_sub(len, Ordering::Relaxed);
-                if matches!(refused, Refused::Full) {
-                    self.overflow();
-                }
-                false
-            }
-        }
+        self.enqueue(msg, true)
     }
 
     /// Queues a y-sync frame.
@@ -335,16 +313,26 @@ impl ConnHandle {
     /// the byte budget: a full document larger than the budget must still reach a joiner.
     /// The message count still bounds the queue.
     pub fn send_reply(&self, frame: Bytes) -> bool {
+        self.enqueue(self.dialect(frame), false)
+    }
+
+    fn enqueue(&self, msg: Outbound, within_budget: bool) -> bool {
         if self.close.token.is_cancelled() {
             return false;
         }
-        let msg = self.dialect(frame);
         let len = msg.len();
         let q = &self.queue;
-        q.queued.fetch_add(len, Ordering::Relaxed);
-        match q.push(msg) {
-            Ok(()) => true,
-            Err(refused) => {
+        let before = q.queued.fetch_add(len, Ordering::Relaxed);
+        // One message larger than the budget (a joiner's full state of a big document) is
+        // accepted when nothing else is queued; only a backlog counts as slow.
+        let refused = if within_budget && before > 0 && before + len > q.max_bytes {
+            Some(Refused::Full)
+        } else {
+            q.push(msg).err()
+        };
+        match refused {
+            None => true,
+            Some(refused) => {
                 q.queued.fetch_sub(len, Ordering::Relaxed);
                 if matches!(refused, Refused::Full) {
                     self.overflow();

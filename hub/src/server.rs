@@ -122,11 +122,8 @@ async fn ws_handler(
     headers: HeaderMap,
     ws: Result<Upgrade, ApiError>,
 ) -> Response {
-    if app.draining.load(Ordering::Acquire) {
-        return refused(
-            "draining",
-            ApiError::Unavailable("server is shutting down".into()),
-        );
+    if let Some(refusal) = refuse_while_draining(&app) {
+        return refusal;
     }
     let Ok(Path(room)) = room else {
         return refused(
@@ -212,6 +209,16 @@ async fn ws_handler(
     })
 }
 
+/// New sessions are refused (503) once shutdown has begun.
+fn refuse_while_draining(app: &AppState) -> Option<Response> {
+    app.draining.load(Ordering::Acquire).then(|| {
+        refused(
+            "draining",
+            ApiError::Unavailable("server is shutting down".into()),
+        )
+    })
+}
+
 /// Reserves a connection slot, released by the returned guard when the session ends.
 fn reserve_connection(app: &AppState) -> Result<ConnGuard, ApiError> {
     let open = app.connections.fetch_add(1, Ordering::AcqRel);
@@ -255,11 +262,8 @@ async fn hocuspocus_handler(
     State(app): State<Arc<AppState>>,
     ws: Result<Upgrade, ApiError>,
 ) -> Response {
-    if app.draining.load(Ordering::Acquire) {
-        return refused(
-            "draining",
-            ApiError::Unavailable("server is shutting down".into()),
-        );
+    if let Some(refusal) = refuse_while_draining(&app) {
+        return refusal;
     }
     let Ok(ws) = ws else {
         return refused(

@@ -70,8 +70,7 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
         let sent = sent.clone();
         let offset = period.mul_f64((n % 997) as f64 / 997.0);
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut tick = crate::scenario::ticker(offset, period);
             let mut cursor = 0u64;
             loop {
                 tick.tick().await;

@@ -292,6 +292,14 @@ pub struct EditParams {
     pub doc_bytes: usize,
 }
 
+/// A ticker for one simulated user: first tick after `offset`, then every `period`; ticks
+/// the generator could not keep up with are skipped, not bunched.
+pub fn ticker(offset: Duration, period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick
+}
+
 /// Pause between a preload and the timed edits.
 const PRELOAD_SETTLE: Duration = Duration::from_secs(2);
 
@@ -411,8 +419,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         // Spread first edits over one period so users do not fire in lockstep.
         let offset = period.mul_f64((n % 1000) as f64 / 1000.0);
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut tick = ticker(offset, period);
             let map = c.doc().get_or_insert_map("loadtest");
             let key = i.to_string();
             let mut seq = 0u64;

@@ -261,6 +261,20 @@ pub async fn trace(target: &Target, p: &TraceParams) -> Report {
             replay_room(&target, &trace, &p, room).await
         }));
     }
+    gather(&mut report, tasks, started, trace.end.len()).await;
+    report
+}
+
+/// The outcome of one room's replay: transactions sent and the observers' catch-up waits.
+type RoomResult = anyhow::Result<(usize, hdrhistogram::Histogram<u64>)>;
+
+/// Waits for every room's replay and records the totals and rates.
+async fn gather(
+    report: &mut Report,
+    tasks: Vec<tokio::task::JoinHandle<RoomResult>>,
+    started: Instant,
+    end_bytes: usize,
+) {
     let mut catch_up = histogram();
     let mut txns = 0usize;
     for t in tasks {
@@ -274,26 +288,17 @@ pub async fn trace(target: &Target, p: &TraceParams) -> Report {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    report.metrics.insert("transactions".into(), txns as f64);
-    report.metrics.insert("seconds".into(), secs);
-    report
-        .metrics
-        .insert("transactions_per_s".into(), txns as f64 / secs.max(1e-9));
-    report
-        .metrics
-        .insert("end_content_bytes".into(), trace.end.len() as f64);
+    let m = &mut report.metrics;
+    m.insert("transactions".into(), txns as f64);
+    m.insert("seconds".into(), secs);
+    m.insert("transactions_per_s".into(), txns as f64 / secs.max(1e-9));
+    m.insert("end_content_bytes".into(), end_bytes as f64);
     report
         .latency
         .insert("batch_catch_up".into(), Latency::from_micros(&catch_up));
-    report
 }
 
-async fn replay_room(
-    target: &Target,
-    trace: &Trace,
-    p: &TraceParams,
-    room: usize,
-) -> anyhow::Result<(usize, hdrhistogram::Histogram<u64>)> {
+async fn replay_room(target: &Target, trace: &Trace, p: &TraceParams, room: usize) -> RoomResult {
     let writer = target.connect_room(room).await?;
     let mut observers = Vec::new();
     for _ in 0..p.observers {
@@ -398,31 +403,8 @@ async fn concurrent(
             replay_concurrent_room(&target, &trace, &updates, &p, room).await
         }));
     }
-    let mut catch_up = histogram();
-    let mut txns = 0usize;
-    for t in tasks {
-        match t.await {
-            Ok(Ok((n, waits))) => {
-                txns += n;
-                let _ = catch_up.add(&waits);
-            }
-            Ok(Err(e)) => report.problems.push(format!("{e:#}")),
-            Err(e) => report.problems.push(format!("task: {e}")),
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
     report.metrics.insert("agents".into(), trace.agents as f64);
-    report.metrics.insert("transactions".into(), txns as f64);
-    report.metrics.insert("seconds".into(), secs);
-    report
-        .metrics
-        .insert("transactions_per_s".into(), txns as f64 / secs.max(1e-9));
-    report
-        .metrics
-        .insert("end_content_bytes".into(), trace.end.len() as f64);
-    report
-        .latency
-        .insert("batch_catch_up".into(), Latency::from_micros(&catch_up));
+    gather(&mut report, tasks, started, trace.end.len()).await;
     report
 }
 
@@ -432,7 +414,7 @@ async fn replay_concurrent_room(
     updates: &[(Vec<u8>, u32)],
     p: &TraceParams,
     room: usize,
-) -> anyhow::Result<(usize, hdrhistogram::Histogram<u64>)> {
+) -> RoomResult {
     let mut agents = Vec::with_capacity(trace.agents);
     for _ in 0..trace.agents {
         agents.push(target.connect_room(room).await?);

@@ -172,29 +172,26 @@ async fn a_dead_target_is_reported_not_hung() {
     assert_eq!(report.metrics["sessions_failed"], 3.0);
 }
 
-/// The real traces live in the shared folder beside the checkout (CI gets a copy too).
-fn shared_trace(name: &str) -> Option<std::path::PathBuf> {
-    shared_trace_in("sequential", name)
-}
-
-fn shared_trace_in(kind: &str, name: &str) -> Option<std::path::PathBuf> {
+/// A real trace from the shared folder beside the checkout (CI gets a copy too), or `None`
+/// (skip, loudly) where it is missing; under CI a missing folder fails.
+fn shared_trace(kind: &str, name: &str) -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/traces")
         .join(kind)
         .join(name);
-    p.exists().then_some(p)
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("../shared/traces is missing under CI");
+    }
+    eprintln!("SKIPPED: ../shared/traces not found; the {kind} trace test did not run");
+    None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_trace_replay_merges_to_the_traces_text() {
+/// Replays `file` through one room with two observers of a fresh hub.
+async fn replay_trace(file: std::path::PathBuf) -> chorus_loadtest::report::Report {
     use chorus_loadtest::trace::{TraceParams, trace};
-    let Some(file) = shared_trace_in("concurrent", "friendsforever.json.gz") else {
-        if std::env::var_os("CI").is_some() {
-            panic!("../shared/traces is missing under CI");
-        }
-        eprintln!("SKIPPED: ../shared/traces not found; the concurrent trace test did not run");
-        return;
-    };
     let hub = hub().await;
     let p = TraceParams {
         file,
@@ -202,7 +199,15 @@ async fn concurrent_trace_replay_merges_to_the_traces_text() {
         observers: 2,
         batch: 2000,
     };
-    let report = trace(&target(&hub.url), &p).await;
+    trace(&target(&hub.url), &p).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_trace_replay_merges_to_the_traces_text() {
+    let Some(file) = shared_trace("concurrent", "friendsforever.json.gz") else {
+        return;
+    };
+    let report = replay_trace(file).await;
     // The replay itself checks every replica (agents and observers) against endContent.
     assert!(report.passed(), "{}", report.table());
     assert_eq!(report.metrics["agents"], 2.0);
@@ -211,29 +216,17 @@ async fn concurrent_trace_replay_merges_to_the_traces_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_replay_ends_with_the_traces_text() {
-    use chorus_loadtest::trace::{Trace, TraceParams, trace};
-    let Some(file) = shared_trace("sveltecomponent.json.gz") else {
-        if std::env::var_os("CI").is_some() {
-            panic!("../shared/traces is missing under CI");
-        }
-        eprintln!("SKIPPED: ../shared/traces not found; the trace smoke test did not run");
+    let Some(file) = shared_trace("sequential", "sveltecomponent.json.gz") else {
         return;
     };
     // The reference: applying the patches to a plain string gives endContent.
-    let t = Trace::load(&file).expect("load trace");
+    let t = chorus_loadtest::trace::Trace::load(&file).expect("load trace");
     assert_eq!(
         t.replay_locally(),
         t.end,
         "trace file and its replay disagree"
     );
-    let hub = hub().await;
-    let p = TraceParams {
-        file,
-        rooms: 1,
-        observers: 2,
-        batch: 2000,
-    };
-    let report = trace(&target(&hub.url), &p).await;
+    let report = replay_trace(file).await;
     assert!(report.passed(), "{}", report.table());
     assert_eq!(report.metrics["transactions"], t.txns.len() as f64);
 }
