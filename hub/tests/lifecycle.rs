@@ -153,3 +153,50 @@ async fn silent_peers_are_dropped_and_live_idle_ones_kept() {
     append(&other, "t", "still here");
     wait_text(&[&idle], "t", "still here").await;
 }
+
+#[tokio::test]
+async fn large_messages_arrive_in_fragments_no_larger_than_64_kib() {
+    use bytes::Bytes;
+    use chorus_protocol::sync::{Message, decode_frame};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let writer = server.client("big").await;
+    let text = "x".repeat(300_000);
+    append(&writer, "t", &text);
+    let probe = server.client("big").await;
+    wait_text(&[&probe], "t", &text).await;
+    // A client that refuses any frame over 70 KB: a 300 KB SyncStep2 sent as one frame
+    // would fail it with a capacity error; sent in fragments it arrives whole.
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(70 << 10))
+        .max_message_size(Some(16 << 20));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(server.url("big"), Some(config), true)
+            .await
+            .expect("connect");
+    ws.send(WsMessage::Binary(
+        Message::SyncStep1(Bytes::from_static(&[0])).encode(),
+    ))
+    .await
+    .expect("send");
+    let got = tokio::time::timeout(PATIENCE, async {
+        while let Some(msg) = ws.next().await {
+            let WsMessage::Binary(frame) = msg.expect("a frame within the limit") else {
+                continue;
+            };
+            for m in decode_frame(frame) {
+                if let Ok(Message::SyncStep2(update)) = m {
+                    return update.len();
+                }
+            }
+        }
+        0
+    })
+    .await
+    .expect("SyncStep2 in time");
+    assert!(got > 300_000, "full state of {got} bytes");
+    server.stop().await.expect("stop");
+}
