@@ -1,14 +1,26 @@
-//! Token verification: JWTs from `?token=` or `Authorization: Bearer`, verified with an HS256
-//! secret or an EdDSA / RS256 public key. The algorithm is pinned by the key, never taken from
-//! the token alone, so a token cannot pick a weaker algorithm than the operator configured.
+//! Token verification: JWTs from `?token=` or `Authorization: Bearer`.
+//!
+//! Two kinds of keys verify them:
+//! - Tenant keys (`POST /v1/keys`): a token names one with its `kid` header, and the key is
+//!   looked up among the keys of the tenant its `tenant` claim names, so a token signed by
+//!   tenant A's key can never open tenant B's rooms. Several keys are active at once, so keys
+//!   rotate without downtime.
+//! - Node keys (`--jwt-secret`, `--jwt-public-key`): the operator's, for tokens without `kid`;
+//!   they may name any tenant.
+//!
+//! The algorithm is pinned by the key, never taken from the token alone, so a token cannot pick
+//! a weaker algorithm than the key was registered with.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::config::{Config, TokenArgs};
 use crate::error::ApiError;
+use crate::tenants::Tenants;
 
 /// The tenant of anonymous connections and of tokens without a `tenant` claim.
 pub const DEFAULT_TENANT: &str = "default";
@@ -102,6 +114,7 @@ pub struct Verifier {
     hs256: Option<DecodingKey>,
     public: Option<(DecodingKey, Algorithm)>,
     anonymous: bool,
+    tenants: Arc<Tenants>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -127,7 +140,7 @@ pub enum KeyError {
 
 impl Verifier {
     /// Builds the verifier from the config.
-    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+    pub fn from_config(config: &Config, tenants: Arc<Tenants>) -> Result<Self, KeyError> {
         let hs256 = match config.jwt_secret.as_deref() {
             Some("") => return Err(KeyError::EmptySecret),
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
@@ -141,11 +154,12 @@ impl Verifier {
             hs256,
             public,
             anonymous: config.anonymous_allowed(),
+            tenants,
         })
     }
 
     /// Verifies an optional token. `None` is accepted only where anonymous access is allowed.
-    pub fn verify(&self, token: Option<&str>) -> Result<Identity, ApiError> {
+    pub async fn verify(&self, token: Option<&str>) -> Result<Identity, ApiError> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return if self.anonymous {
                 Ok(Identity::anonymous())
@@ -155,24 +169,70 @@ impl Verifier {
         };
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
-        let (key, alg) = match header.alg {
-            Algorithm::HS256 => (self.hs256.as_ref(), Algorithm::HS256),
-            Algorithm::EdDSA | Algorithm::RS256 => match &self.public {
-                Some((k, a)) if *a == header.alg => (Some(k), *a),
-                _ => (None, header.alg),
-            },
-            _ => (None, header.alg),
+        let claims = match header.kid.as_deref() {
+            Some(kid) => {
+                // The tenant is read before the signature is checked only to find the key;
+                // the key then verifies the very claims that named it.
+                let tenant = unverified_tenant(token)?;
+                let state = self.tenants.get(&tenant).await.map_err(|e| {
+                    tracing::warn!(error = %e, "cannot load tenant keys");
+                    ApiError::Unavailable("token keys are unavailable; retry later".into())
+                })?;
+                let Some(k) = state.keys.get(kid) else {
+                    return Err(ApiError::Unauthenticated(
+                        "unknown or revoked key id for this tenant".into(),
+                    ));
+                };
+                if k.alg != header.alg {
+                    return Err(ApiError::Unauthenticated(format!(
+                        "token algorithm {:?} does not match its key",
+                        header.alg
+                    )));
+                }
+                let claims = decode(token, &k.key, k.alg)?;
+                if claims.tenant.as_deref() != Some(tenant.as_str()) {
+                    return Err(ApiError::Unauthenticated("invalid tenant claim".into()));
+                }
+                claims
+            }
+            None => {
+                let (key, alg) = match header.alg {
+                    Algorithm::HS256 => (self.hs256.as_ref(), Algorithm::HS256),
+                    Algorithm::EdDSA | Algorithm::RS256 => match &self.public {
+                        Some((k, a)) if *a == header.alg => (Some(k), *a),
+                        _ => (None, header.alg),
+                    },
+                    _ => (None, header.alg),
+                };
+                let Some(key) = key else {
+                    return Err(ApiError::Unauthenticated(format!(
+                        "token algorithm {alg:?} is not accepted by this server"
+                    )));
+                };
+                decode(token, key, alg)?
+            }
         };
-        let Some(key) = key else {
-            return Err(ApiError::Unauthenticated(format!(
-                "token algorithm {alg:?} is not accepted by this server"
-            )));
-        };
-        let mut validation = Validation::new(alg);
-        validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
+        let tenant = claims.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
+        if tenant.is_empty() || tenant.len() > 128 {
+            return Err(ApiError::Unauthenticated("invalid tenant claim".into()));
+        }
+        Ok(Identity {
+            tenant,
+            user: claims.sub,
+            role: claims.role.unwrap_or(Role::Read),
+            rooms: claims.rooms,
+        })
+    }
+}
+
+fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, ApiError> {
+    let mut validation = Validation::new(alg);
+    validation.leeway = 5;
+    validation.set_required_spec_claims(&["exp"]);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map(|d| d.claims)
+        .map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             ApiError::Unauthenticated(
                 match e.kind() {
@@ -183,19 +243,40 @@ impl Verifier {
                 }
                 .into(),
             )
-        })?;
-        let c = data.claims;
-        let tenant = c.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
-        if tenant.is_empty() || tenant.len() > 128 {
-            return Err(ApiError::Unauthenticated("invalid tenant claim".into()));
-        }
-        Ok(Identity {
-            tenant,
-            user: c.sub,
-            role: c.role.unwrap_or(Role::Read),
-            rooms: c.rooms,
         })
+}
+
+/// The `tenant` claim of a token whose signature has not been checked yet.
+fn unverified_tenant(token: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct TenantOnly {
+        tenant: Option<String>,
     }
+    let bad = || ApiError::Unauthenticated("malformed token".into());
+    let payload = token.split('.').nth(1).ok_or_else(bad)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let claims: TenantOnly = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    claims.tenant.ok_or_else(|| {
+        ApiError::Unauthenticated("a token with a key id must carry a tenant claim".into())
+    })
+}
+
+/// Signs a token with a tenant's HS256 key, naming it by `kid` (what `POST /v1/tokens` returns).
+pub fn mint_for_tenant(
+    claims: &Claims,
+    kid: &str,
+    secret: &str,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
 }
 
 fn parse_public_key(value: &str) -> Result<(DecodingKey, Algorithm), KeyError> {

@@ -31,6 +31,16 @@ pub enum Command {
     Serve(Config),
     /// Print a signed development token (HS256, signed with --jwt-secret).
     Token(TokenArgs),
+    /// Apply the database schema migrations and exit (run with the schema owner's URL).
+    Migrate(MigrateArgs),
+}
+
+/// Options of `chorus migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Database URL (`postgres://...` or `sqlite://...`). Default: none (required).
+    #[arg(long, env = "CHORUS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
 }
 
 /// Options of `chorus token`.
@@ -70,9 +80,35 @@ pub struct Config {
     #[arg(long, env = "CHORUS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Database URL; overrides --data-dir. `sqlite://path` for now. Default: none.
+    /// Database URL; overrides --data-dir. `postgres://user@host/db` (see docs/OPERATIONS.md)
+    /// or `sqlite://path`. Default: none.
     #[arg(long, env = "CHORUS_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Do not apply schema migrations at start-up (when `chorus migrate` runs them with the
+    /// schema owner's credentials and the hub's login may not change the schema). Default:
+    /// false.
+    #[arg(long, env = "CHORUS_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
+
+    /// Operator key: a bearer token (at least 32 characters) that manages tenants over the REST
+    /// API. Default: none (tenant management disabled).
+    #[arg(long, env = "CHORUS_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
+
+    /// Largest REST request body (JSON), in bytes; binary document uploads are bounded by
+    /// --max-document-bytes instead. Default: 1048576 (1 MiB).
+    #[arg(long, env = "CHORUS_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Let webhooks reach loopback, private and link-local addresses (off: a tenant's webhook
+    /// must not reach the internal network or a cloud metadata endpoint). Default: false.
+    #[arg(long, env = "CHORUS_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+
+    /// Shortest time between two `document.changed` webhook events of one room. Default: 2s.
+    #[arg(long, env = "CHORUS_WEBHOOK_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_debounce: Duration,
 
     /// HS256 secret that verifies tokens. Default: none.
     #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
@@ -176,7 +212,15 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 13] = [
+            (
+                self.operator_key.as_ref().is_none_or(|k| k.len() >= 32),
+                "--operator-key must be at least 32 characters",
+            ),
+            (
+                self.max_request_bytes >= 1024 && self.webhook_debounce <= hour,
+                "--max-request-bytes must be at least 1024 and --webhook-debounce at most 1h",
+            ),
             (
                 self.worker_threads <= 1024,
                 "--worker-threads must be at most 1024",

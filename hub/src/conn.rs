@@ -96,6 +96,8 @@ pub struct ConnHandle {
     pub ext: bool,
     /// Its access level.
     pub role: Role,
+    /// The user (`sub` claim), for presence lists and webhook events.
+    pub user: Option<Arc<str>>,
     // Hocuspocus connections: the document's encoded address, put in front of every y-sync
     // frame (one socket carries many documents, each a separate room member).
     prefix: Option<Bytes>,
@@ -223,6 +225,7 @@ pub fn channel(
             id,
             ext,
             role,
+            user: None,
             prefix: None,
             queue: queue.clone(),
             close: close.clone(),
@@ -232,6 +235,12 @@ pub fn channel(
 }
 
 impl ConnHandle {
+    /// The same handle naming its user.
+    pub fn with_user(mut self, user: Option<&str>) -> ConnHandle {
+        self.user = user.map(Arc::from);
+        self
+    }
+
     /// A handle for one document of a Hocuspocus connection: its own id (so rooms see a
     /// separate member), role and address, sharing this connection's queue, byte budget and
     /// close signal.

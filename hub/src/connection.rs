@@ -48,6 +48,10 @@ pub struct Session {
     pub ping_interval: Duration,
     /// Writes inbound frames to `--record-dir`, when recording is on.
     pub recorder: Option<crate::record::Recorder>,
+    /// The tenant's messages-per-second limit for this connection.
+    pub rate_limit: Option<u32>,
+    /// Webhook events (user joined / left).
+    pub events: crate::events::Events,
     /// Released when the connection ends (connection count).
     pub guard: Box<dyn Send + Sync>,
 }
@@ -83,6 +87,7 @@ pub async fn run(mut socket: WebSocket, mut s: Session) {
             return;
         }
     };
+    emit_presence(&s.events, &s.key, &s.conn, true);
     let mut dialect = YWebsocket {
         key: &s.key,
         role: s.identity.role,
@@ -90,6 +95,7 @@ pub async fn run(mut socket: WebSocket, mut s: Session) {
         room,
         max_awareness_bytes: s.max_awareness_bytes,
         recorder: s.recorder.take(),
+        rate: s.rate_limit.map(RateLimit::new),
     };
     serve(
         &mut socket,
@@ -99,6 +105,78 @@ pub async fn run(mut socket: WebSocket, mut s: Session) {
         &mut dialect,
     )
     .await;
+    emit_presence(&s.events, &s.key, &s.conn, false);
+}
+
+/// `user.joined` / `user.left` for a member, when the tenant's webhook wants them.
+pub fn emit_presence(
+    events: &crate::events::Events,
+    key: &RoomKey,
+    conn: &ConnHandle,
+    joined: bool,
+) {
+    let event = if joined {
+        crate::events::USER_JOINED
+    } else {
+        crate::events::USER_LEFT
+    };
+    // Checked from the cache first: most tenants have no webhook, and a spawned task per
+    // connection would cost them for nothing.
+    if events.wants(&key.tenant, event) {
+        events.emit(
+            &key.tenant,
+            event,
+            serde_json::json!({
+                "room": &*key.room,
+                "user": conn.user.as_deref(),
+                "connection": conn.id,
+            }),
+        );
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts up to twice that.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    /// A full bucket.
+    pub fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        RateLimit {
+            rate,
+            tokens: rate * 2.0,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one message; `false` when the limit is exceeded.
+    pub fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The close of a connection over its tenant's message rate.
+pub fn rate_exceeded() -> Closing {
+    metrics::counter!("chorus_limit_rejections_total", "limit" => "messages_per_second")
+        .increment(1);
+    (
+        CloseCode::QuotaExceeded,
+        "message rate limit exceeded".into(),
+    )
 }
 
 /// The close code for a connection whose room could not be joined.
@@ -106,6 +184,7 @@ pub fn join_close_code(e: &JoinError) -> CloseCode {
     match e {
         JoinError::LoadFailed => CloseCode::RoomUnavailable,
         JoinError::TooManyRooms | JoinError::Unavailable => CloseCode::Overloaded,
+        JoinError::Deleted => CloseCode::RoomDeleted,
     }
 }
 
@@ -241,10 +320,14 @@ struct YWebsocket<'a> {
     room: RoomHandle,
     max_awareness_bytes: usize,
     recorder: Option<crate::record::Recorder>,
+    rate: Option<RateLimit>,
 }
 
 impl Dialect for YWebsocket<'_> {
     async fn binary(&mut self, frame: Bytes) -> Result<(), Closing> {
+        if self.rate.as_mut().is_some_and(|r| !r.take()) {
+            return Err(rate_exceeded());
+        }
         if let Some(r) = self.recorder.as_mut() {
             r.binary(&frame);
         }
@@ -260,6 +343,9 @@ impl Dialect for YWebsocket<'_> {
     }
 
     fn text(&mut self, text: &str) -> Result<(), Closing> {
+        if self.rate.as_mut().is_some_and(|r| !r.take()) {
+            return Err(rate_exceeded());
+        }
         if let Some(r) = self.recorder.as_mut() {
             r.text(text);
         }

@@ -25,16 +25,21 @@ pub enum ApiError {
     /// The node is at a limit or draining; retry later (elsewhere).
     #[error("{0}")]
     Unavailable(String),
+    /// A tenant quota (connections, rooms, rate) is used up.
+    #[error("{0}")]
+    TooManyRequests(String),
 }
 
 impl ApiError {
-    fn parts(&self) -> (StatusCode, ErrorCode) {
+    /// The HTTP status and error code.
+    pub fn parts(&self) -> (StatusCode, ErrorCode) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
         }
     }
 }

@@ -23,11 +23,13 @@ use chorus_protocol::CloseCode;
 use chorus_protocol::hocuspocus::{self, DocMessage, Incoming};
 use tokio::time::Instant;
 
-use crate::auth::{Identity, Role, Verifier};
+use crate::auth::{Identity, Role};
 use crate::conn::{ConnHandle, Outbound, next_conn_id};
 use crate::connection::{Closing, Dialect, forward};
-use crate::registry::{JoinError, Registry, RoomHandle};
+use crate::registry::{JoinError, RoomHandle};
 use crate::room::Command;
+use crate::server::AppState;
+use crate::tenants::TenantSlot;
 
 /// Most documents one socket may have open at once (Hocuspocus' own default is 100 pending).
 pub const MAX_DOCUMENTS_PER_CONNECTION: usize = 100;
@@ -55,39 +57,36 @@ struct OpenDoc {
     key: RoomKey,
     conn: ConnHandle,
     room: RoomHandle,
+    // Counts against the tenant's connection limit while the document is open.
+    _slot: TenantSlot,
 }
 
 /// A Hocuspocus connection's state: its open documents.
 pub struct Hocuspocus {
     /// Shares the socket's queue and close signal; has no address itself.
     root: ConnHandle,
-    verifier: Arc<Verifier>,
-    registry: Arc<Registry>,
-    max_awareness_bytes: usize,
+    app: Arc<AppState>,
     docs: HashMap<String, OpenDoc>,
     // Whether the provider answers the connection-level ping (4.8+).
     app_ping: bool,
     no_docs_since: Option<Instant>,
     refusals: u32,
+    // The strictest messages-per-second limit among the tenants of the documents opened so
+    // far (one socket may carry documents of several tenants).
+    rate: Option<(u32, crate::connection::RateLimit)>,
 }
 
 impl Hocuspocus {
     /// A connection with no document open yet.
-    pub fn new(
-        root: ConnHandle,
-        verifier: Arc<Verifier>,
-        registry: Arc<Registry>,
-        max_awareness_bytes: usize,
-    ) -> Self {
+    pub fn new(root: ConnHandle, app: Arc<AppState>) -> Self {
         Hocuspocus {
             root,
-            verifier,
-            registry,
-            max_awareness_bytes,
+            app,
             docs: HashMap::new(),
             app_ping: false,
             no_docs_since: Some(Instant::now()),
             refusals: 0,
+            rate: None,
         }
     }
 
@@ -113,8 +112,10 @@ impl Hocuspocus {
             // role takes effect by reopening the document under it.
             let role_now = doc.conn.role;
             let refreshed = self
+                .app
                 .verifier
                 .verify(Some(token))
+                .await
                 .ok()
                 .filter(|i| *i.tenant == *doc.key.tenant && i.may_open(&doc.key.room))
                 .map(|i| i.role);
@@ -143,12 +144,28 @@ impl Hocuspocus {
         if self.docs.len() >= MAX_DOCUMENTS_PER_CONNECTION {
             return self.deny(&prefix, "too many documents on one connection");
         }
-        let identity: Identity = match self.verifier.verify(Some(token)) {
+        let identity: Identity = match self.app.verifier.verify(Some(token)).await {
             Ok(i) => i,
             Err(e) => return self.deny(&prefix, &e.to_string()),
         };
         if !identity.may_open(name) {
             return self.deny(&prefix, "token does not grant this room");
+        }
+        let tenant = match self.app.tenants.get(&identity.tenant).await {
+            Ok(t) => t,
+            Err(_) => return self.deny(&prefix, "tenant settings unavailable; retry later"),
+        };
+        let Some(slot) = self
+            .app
+            .tenants
+            .reserve_connection(&identity.tenant, tenant.settings.max_connections)
+        else {
+            return self.deny(&prefix, "the tenant's connection limit is reached");
+        };
+        if let Some(limit) = tenant.settings.messages_per_second
+            && self.rate.as_ref().is_none_or(|(r, _)| limit < *r)
+        {
+            self.rate = Some((limit, crate::connection::RateLimit::new(limit)));
         }
         let key = RoomKey::new(identity.tenant.clone(), name.to_string());
         if self.docs.values().filter(|d| d.key == key).count() >= MAX_SAME_ROOM {
@@ -157,22 +174,42 @@ impl Hocuspocus {
                 "this room is open too many times on one connection",
             );
         }
-        // The room limit is an auth refusal, decided before "authenticated" goes out.
-        if let Err(JoinError::TooManyRooms) = self.registry.get_or_spawn(&key) {
-            return self.deny(&prefix, "too many rooms open on this node");
+        // The room limits are auth refusals, decided before "authenticated" goes out.
+        if self.app.registry.get(&key).is_none()
+            && let Err(e) =
+                crate::server::record_room(&self.app, &key, tenant.settings.max_rooms).await
+        {
+            return self.deny(&prefix, &e.to_string());
+        }
+        match self.app.registry.get_or_spawn(&key) {
+            Err(JoinError::TooManyRooms) => {
+                return self.deny(&prefix, "too many rooms open on this node");
+            }
+            Err(JoinError::Deleted) => return self.deny(&prefix, "the room is being deleted"),
+            _ => {}
         }
         let conn = self
             .root
-            .for_document(next_conn_id(), identity.role, prefix.clone());
+            .for_document(next_conn_id(), identity.role, prefix.clone())
+            .with_user(identity.user.as_deref());
         // The scope goes out before anything the room queues.
         conn.send(Outbound::Binary(hocuspocus::authenticated(
             &prefix,
             identity.role == Role::Read,
         )));
-        match tokio::time::timeout(JOIN_TIMEOUT, self.registry.join(&key, conn.clone())).await {
+        match tokio::time::timeout(JOIN_TIMEOUT, self.app.registry.join(&key, conn.clone())).await {
             Ok(Ok(room)) => {
                 metrics::counter!("chorus_connections_total").increment(1);
-                self.docs.insert(address, OpenDoc { key, conn, room });
+                crate::connection::emit_presence(&self.app.events, &key, &conn, true);
+                self.docs.insert(
+                    address,
+                    OpenDoc {
+                        key,
+                        conn,
+                        room,
+                        _slot: slot,
+                    },
+                );
                 self.no_docs_since = None;
                 Ok(())
             }
@@ -187,6 +224,7 @@ impl Hocuspocus {
     async fn close_doc(&mut self, address: &str) {
         if let Some(doc) = self.docs.remove(address) {
             let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
+            crate::connection::emit_presence(&self.app.events, &doc.key, &doc.conn, false);
         }
         if self.docs.is_empty() {
             self.no_docs_since = Some(Instant::now());
@@ -196,6 +234,11 @@ impl Hocuspocus {
 
 impl Dialect for Hocuspocus {
     async fn binary(&mut self, frame: Bytes) -> Result<(), Closing> {
+        if let Some((_, bucket)) = self.rate.as_mut()
+            && !bucket.take()
+        {
+            return Err(crate::connection::rate_exceeded());
+        }
         let incoming = Incoming::decode(frame).map_err(|_| {
             metrics::counter!("chorus_bad_frames_total").increment(1);
             (CloseCode::InvalidPayload, "malformed message".to_string())
@@ -233,7 +276,7 @@ impl Dialect for Hocuspocus {
                     &doc.room,
                     frame,
                     doc.conn.role,
-                    self.max_awareness_bytes,
+                    self.app.config.max_awareness_bytes,
                 )
                 .await
             }
@@ -277,6 +320,7 @@ impl Dialect for Hocuspocus {
     async fn leave(&mut self) {
         for (_, doc) in self.docs.drain() {
             let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
+            crate::connection::emit_presence(&self.app.events, &doc.key, &doc.conn, false);
         }
     }
 }

@@ -17,17 +17,22 @@
 //! -> `room` (apply, encode once) -> every member's `conn` queue -> their sockets; and
 //! `room` -> `Persister` (group commit) -> `saved` to opted-in senders.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod connection;
+pub mod docjson;
 pub mod error;
+pub mod events;
 pub mod hocuspocus;
 pub mod metrics;
 pub mod record;
 pub mod registry;
 pub mod room;
 pub mod server;
+pub mod tenants;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -36,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chorus_persistence::{DocStore, Persister, SqliteStore};
+use chorus_persistence::{DocStore, Persister, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -44,12 +49,16 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::auth::Verifier;
+use crate::events::Events;
 use crate::registry::Registry;
 use crate::room::{Command, RoomContext, RoomLimits};
 use crate::server::AppState;
+use crate::tenants::Tenants;
 
 /// Opens the store the config names: `--database-url`, else `chorus.db` in `--data-dir`.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn DocStore>> {
+/// Migrations run first unless `--skip-migrations`.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let migrate = !config.skip_migrations;
     match config.database_url.as_deref() {
         Some(url) if url.starts_with("sqlite:") => {
             let store = SqliteStore::open_url(url)
@@ -57,10 +66,16 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn DocStore>> {
                 .context("opening the sqlite database")?;
             Ok(Arc::new(store))
         }
+        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            let store = PostgresStore::open(url, migrate)
+                .await
+                .context("opening the postgres database")?;
+            Ok(Arc::new(store))
+        }
         Some(url) => {
             let scheme = url.split(':').next().unwrap_or_default();
             anyhow::bail!(
-                "unsupported --database-url scheme {scheme:?}: this build supports sqlite: URLs"
+                "unsupported --database-url scheme {scheme:?}: use postgres:// or sqlite://"
             )
         }
         None => {
@@ -73,6 +88,23 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn DocStore>> {
     }
 }
 
+/// `chorus migrate`: applies the schema migrations of the database `url` names.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        PostgresStore::migrate(url)
+            .await
+            .context("migrating the postgres database")?;
+    } else if url.starts_with("sqlite:") {
+        // Opening a SQLite store applies its migrations.
+        SqliteStore::open_url(url)
+            .await
+            .context("migrating the sqlite database")?;
+    } else {
+        anyhow::bail!("unsupported database URL: use postgres:// or sqlite://");
+    }
+    Ok(())
+}
+
 /// Serves on `listener` until `shutdown` resolves, then drains: refuse new sessions, close every
 /// socket with 1012, flush every room, and return within `--shutdown-grace`.
 pub async fn run(
@@ -81,9 +113,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let verifier = Verifier::from_config(&config)?;
     let store = open_store(&config).await?;
-    let persister = Persister::spawn(store.clone(), 4096);
+    let tenants = Tenants::new(store.clone());
+    let verifier = Verifier::from_config(&config, tenants.clone())?;
+    let docs: Arc<dyn DocStore> = store.clone();
+    let persister = Persister::spawn(docs.clone(), 4096);
+    let stop_webhooks = CancellationToken::new();
+    let (notify, webhooks) = webhooks::spawn(
+        store.clone(),
+        webhooks::WebhookOptions {
+            allow_private: config.webhook_allow_private,
+            ..webhooks::WebhookOptions::default()
+        },
+        stop_webhooks.clone(),
+    );
+    let events = Events::new(store.clone(), tenants.clone(), notify);
     if config.anonymous_allowed() {
         tracing::warn!(
             "anonymous connections are allowed: clients without a token can edit every room of tenant \"default\" (pass --allow-anonymous=false or configure a JWT key to require tokens)"
@@ -98,7 +142,10 @@ pub async fn run(
             awareness_tick: config.awareness_tick,
             room_idle: config.room_idle,
         },
-        store: store.clone(),
+        tenants: tenants.clone(),
+        events: events.clone(),
+        webhook_debounce: config.webhook_debounce,
+        store: docs,
         persister,
     });
     let grace = config.shutdown_grace;
@@ -107,6 +154,9 @@ pub async fn run(
         verifier: Arc::new(verifier),
         registry: Registry::new(ctx),
         store,
+        tenants,
+        events,
+        api_keys: Default::default(),
         shutdown: CancellationToken::new(),
         draining: AtomicBool::new(false),
         connections: Arc::new(AtomicUsize::new(0)),
@@ -136,6 +186,9 @@ pub async fn run(
     }
     drain(&app, grace).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    // Events not delivered yet stay in the outbox for the next start (or another node).
+    stop_webhooks.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), webhooks).await;
     Ok(())
 }
 

@@ -20,7 +20,32 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Serve(config)) => serve(config),
+        Some(Command::Migrate(args)) => migrate(&args.database_url),
         None => serve(cli.serve),
+    }
+}
+
+fn migrate(url: &str) -> ExitCode {
+    init_tracing(false);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(chorus_hub::migrate(url)) {
+        Ok(()) => {
+            tracing::info!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "migration failed");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -36,12 +36,30 @@ pub enum JoinError {
     /// The room kept exiting under us or is shutting down.
     #[error("room unavailable")]
     Unavailable,
+    /// The room is being deleted.
+    #[error("room deleted")]
+    Deleted,
+}
+
+/// Ends a room's deletion window (see [`Registry::begin_delete`]).
+#[derive(Debug)]
+pub struct DeleteGuard {
+    registry: Arc<Registry>,
+    key: RoomKey,
+}
+
+impl Drop for DeleteGuard {
+    fn drop(&mut self) {
+        self.registry.deleting.remove(&self.key);
+    }
 }
 
 /// Live rooms by key.
 #[derive(Debug)]
 pub struct Registry {
     rooms: DashMap<RoomKey, RoomHandle>,
+    // Rooms being deleted: not re-spawned until the stored rows are gone.
+    deleting: DashMap<RoomKey, ()>,
     ctx: Arc<RoomContext>,
     generation: AtomicU64,
 }
@@ -54,6 +72,7 @@ impl Registry {
     pub fn new(ctx: Arc<RoomContext>) -> Arc<Self> {
         Arc::new(Registry {
             rooms: DashMap::new(),
+            deleting: DashMap::new(),
             ctx,
             generation: AtomicU64::new(1),
         })
@@ -74,8 +93,35 @@ impl Registry {
         self.rooms.iter().map(|r| r.value().clone()).collect()
     }
 
+    /// The open room, if it is open.
+    pub fn get(&self, key: &RoomKey) -> Option<RoomHandle> {
+        self.rooms.get(key).map(|h| h.clone())
+    }
+
+    /// Keys of the open rooms of one tenant.
+    pub fn rooms_of(&self, tenant: &str) -> Vec<RoomKey> {
+        self.rooms
+            .iter()
+            .filter(|r| &*r.key().tenant == tenant)
+            .map(|r| r.key().clone())
+            .collect()
+    }
+
+    /// Blocks (re-)spawning the room until the guard drops: while a deletion removes its
+    /// stored rows, a joiner must not load them back.
+    pub fn begin_delete(self: &Arc<Self>, key: &RoomKey) -> DeleteGuard {
+        self.deleting.insert(key.clone(), ());
+        DeleteGuard {
+            registry: self.clone(),
+            key: key.clone(),
+        }
+    }
+
     /// The open room, or a freshly spawned one.
     pub fn get_or_spawn(self: &Arc<Self>, key: &RoomKey) -> Result<RoomHandle, JoinError> {
+        if !self.deleting.is_empty() && self.deleting.contains_key(key) {
+            return Err(JoinError::Deleted);
+        }
         if let Some(h) = self.rooms.get(key) {
             return Ok(h.clone());
         }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chorus_persistence::{DocStore, RoomKey};
+use chorus_persistence::{RoomCreated, RoomKey, Store};
 use chorus_protocol::ext::SUBPROTOCOL;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -33,8 +33,14 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Live rooms.
     pub registry: Arc<Registry>,
-    /// The document store (for readiness).
-    pub store: Arc<dyn DocStore>,
+    /// The store (documents and catalog).
+    pub store: Arc<dyn Store>,
+    /// Tenant settings and keys (cached), per-tenant connection counts.
+    pub tenants: Arc<crate::tenants::Tenants>,
+    /// Webhook events.
+    pub events: crate::events::Events,
+    /// Verified REST API keys.
+    pub api_keys: crate::api::KeyCache,
     /// Cancelled when shutdown begins: connections close with 1012.
     pub shutdown: CancellationToken,
     /// Set when shutdown begins: refuse new sessions, report not ready.
@@ -54,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
+        .nest("/v1", crate::api::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }
@@ -145,7 +152,7 @@ async fn ws_handler(
         Ok(None) => params.token.as_deref(),
         Err(e) => return refused("unauthenticated", e),
     };
-    let identity = match app.verifier.verify(token) {
+    let identity = match app.verifier.verify(token).await {
         Ok(i) => i,
         Err(e) => return refused("unauthenticated", e),
     };
@@ -155,6 +162,16 @@ async fn ws_handler(
             ApiError::Forbidden("token does not grant this room".into()),
         );
     }
+    let tenant = match app.tenants.get(&identity.tenant).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load tenant settings");
+            return refused(
+                "store",
+                ApiError::Unavailable("tenant settings unavailable; retry later".into()),
+            );
+        }
+    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
@@ -168,13 +185,36 @@ async fn ws_handler(
         Ok(g) => g,
         Err(e) => return refused("connections", e),
     };
-    let key = RoomKey::new(identity.tenant.clone(), room);
-    // Spawn (or find) the room now, so a room limit is an HTTP error, not a close code.
-    if let Err(JoinError::TooManyRooms) = app.registry.get_or_spawn(&key) {
+    let Some(tenant_slot) = app
+        .tenants
+        .reserve_connection(&identity.tenant, tenant.settings.max_connections)
+    else {
         return refused(
-            "rooms",
-            ApiError::Unavailable("too many rooms open on this node".into()),
+            "tenant_connections",
+            ApiError::TooManyRequests("the tenant's connection limit is reached".into()),
         );
+    };
+    let key = RoomKey::new(identity.tenant.clone(), room);
+    if app.registry.get(&key).is_none()
+        && let Err(e) = record_room(&app, &key, tenant.settings.max_rooms).await
+    {
+        return refused("rooms", e);
+    }
+    // Spawn (or find) the room now, so a room limit is an HTTP error, not a close code.
+    match app.registry.get_or_spawn(&key) {
+        Err(JoinError::TooManyRooms) => {
+            return refused(
+                "rooms",
+                ApiError::Unavailable("too many rooms open on this node".into()),
+            );
+        }
+        Err(JoinError::Deleted) => {
+            return refused(
+                "deleted",
+                ApiError::NotFound("the room is being deleted".into()),
+            );
+        }
+        _ => {}
     }
     let protocol = select_protocol(&ws);
     let ext_protocol = protocol.as_deref() == Some(SUBPROTOCOL);
@@ -186,6 +226,7 @@ async fn ws_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
+    let handle = handle.with_user(identity.user.as_deref());
     let conn_id = handle.id;
     let recorder = app
         .config
@@ -202,11 +243,63 @@ async fn ws_handler(
         shutdown: app.shutdown.clone(),
         max_awareness_bytes: app.config.max_awareness_bytes,
         ping_interval: app.config.ping_interval,
-        guard: Box::new(guard),
+        rate_limit: tenant.settings.messages_per_second,
+        events: app.events.clone(),
+        guard: Box::new((guard, tenant_slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
         connection::run(socket, session)
     })
+}
+
+/// Records a room the first time it is joined, within the tenant's room limit. Rooms are
+/// recorded when they spawn on this node, not per connection. Without a limit the record is
+/// written in the background: a first joiner does not wait for a database commit.
+pub(crate) async fn record_room(
+    app: &Arc<AppState>,
+    key: &RoomKey,
+    max_rooms: Option<u64>,
+) -> Result<(), ApiError> {
+    let write = {
+        let app = app.clone();
+        let key = key.clone();
+        async move {
+            let now = crate::auth::now_secs() as i64;
+            let meta = serde_json::Value::Object(Default::default());
+            let created = app
+                .store
+                .create_room(&key.tenant, &key.room, &meta, max_rooms, now)
+                .await;
+            if let Ok(RoomCreated::Created) = created {
+                app.events.emit(
+                    &key.tenant,
+                    crate::events::ROOM_CREATED,
+                    json!({ "room": &*key.room, "via": "join" }),
+                );
+            }
+            created
+        }
+    };
+    if max_rooms.is_none() {
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "cannot record room");
+            }
+        });
+        return Ok(());
+    }
+    match write.await {
+        Ok(RoomCreated::Created | RoomCreated::Exists) => Ok(()),
+        Ok(RoomCreated::LimitReached) => Err(ApiError::TooManyRequests(
+            "the tenant's room limit is reached".into(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record room");
+            Err(ApiError::Unavailable(
+                "room records unavailable; retry later".into(),
+            ))
+        }
+    }
 }
 
 /// New sessions are refused (503) once shutdown has begun.
@@ -286,12 +379,7 @@ async fn hocuspocus_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
-    let dialect = crate::hocuspocus::Hocuspocus::new(
-        root,
-        app.verifier.clone(),
-        app.registry.clone(),
-        app.config.max_awareness_bytes,
-    );
+    let dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone());
     let shutdown = app.shutdown.clone();
     let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
     let (mut queue, mut dialect) = (queue, dialect);

@@ -127,3 +127,30 @@ fn bad_configuration_exits_with_a_clear_error() {
     serve_refuses(&["--max-rooms", "many"], "--max-rooms");
     serve_refuses(&["--ping-interval", "2h"], "--ping-interval");
 }
+
+/// `chorus migrate` applies the Postgres schema; a hub then starts on it without migrating
+/// (`--skip-migrations`, as a least-privilege login would), and a bad URL fails clearly.
+#[tokio::test]
+async fn migrate_prepares_postgres_for_a_hub_that_skips_migrations() {
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let out = chorus(&["migrate", "--database-url", db.url()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Again: migrations are idempotent.
+    let again = chorus(&["migrate", "--database-url", db.url()]);
+    assert!(again.status.success());
+    let store = chorus_persistence::PostgresStore::open(db.url(), false)
+        .await
+        .expect("schema present without migrating");
+    use chorus_persistence::Catalog;
+    assert!(store.list_tenants().await.expect("query").is_empty());
+
+    let bad = chorus(&["migrate", "--database-url", "mysql://nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("postgres://"));
+}

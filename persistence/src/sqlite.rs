@@ -9,9 +9,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{AppendBatch, DocStore, LoadedDoc, RoomKey, StoreError};
+use crate::{AppendBatch, DocStore, LoadedDoc, NewEvent, RoomKey, StoreError};
 
-/// The embedded store: one SQLite file in WAL mode.
+mod catalog;
+
+/// The embedded store: one SQLite file in WAL mode, holding documents and the catalog.
+///
+/// SQLite has no row-level security, so every query filters by `tenant_id` itself.
 ///
 /// `synchronous = FULL` makes every committed batch survive a power cut, not just a process
 /// kill: "saved" must mean saved. The cost is one fsync per group commit, which the
@@ -59,11 +63,12 @@ impl SqliteStore {
 impl DocStore for SqliteStore {
     async fn load(&self, key: &RoomKey) -> Result<LoadedDoc, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let snap = sqlx::query("SELECT upto_id, data FROM snapshots WHERE tenant = ? AND room = ?")
-            .bind(&*key.tenant)
-            .bind(&*key.room)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let snap =
+            sqlx::query("SELECT upto_id, data FROM snapshots WHERE tenant_id = ? AND room = ?")
+                .bind(&*key.tenant)
+                .bind(&*key.room)
+                .fetch_optional(&mut *tx)
+                .await?;
         let (snapshot, upto) = match snap {
             Some(row) => (
                 Some(Bytes::from(row.try_get::<Vec<u8>, _>("data")?)),
@@ -72,7 +77,7 @@ impl DocStore for SqliteStore {
             None => (None, 0),
         };
         let rows = sqlx::query(
-            "SELECT id, data FROM updates WHERE tenant = ? AND room = ? AND id > ? ORDER BY id",
+            "SELECT id, data FROM updates WHERE tenant_id = ? AND room = ? AND id > ? ORDER BY id",
         )
         .bind(&*key.tenant)
         .bind(&*key.room)
@@ -109,7 +114,7 @@ impl DocStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO updates (tenant, room, data) ",
+                "INSERT INTO updates (tenant_id, room, data) ",
             );
             q.push_values(chunk, |mut row, (tenant, room, data)| {
                 row.push_bind(tenant.to_string())
@@ -118,6 +123,8 @@ impl DocStore for SqliteStore {
             });
             q.build().execute(&mut *tx).await?;
         }
+        let events: Vec<&NewEvent> = batches.iter().flat_map(|b| &b.events).collect();
+        insert_events(&mut tx, &events, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -130,8 +137,8 @@ impl DocStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let written = sqlx::query(
-            "INSERT INTO snapshots (tenant, room, upto_id, data) VALUES (?, ?, ?, ?)
-             ON CONFLICT (tenant, room) DO UPDATE
+            "INSERT INTO snapshots (tenant_id, room, upto_id, data) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant_id, room) DO UPDATE
                SET upto_id = excluded.upto_id, data = excluded.data, updated = unixepoch()
                WHERE excluded.upto_id >= snapshots.upto_id",
         )
@@ -143,7 +150,7 @@ impl DocStore for SqliteStore {
         .await?
         .rows_affected();
         if written > 0 {
-            sqlx::query("DELETE FROM updates WHERE tenant = ? AND room = ? AND id <= ?")
+            sqlx::query("DELETE FROM updates WHERE tenant_id = ? AND room = ? AND id <= ?")
                 .bind(&*key.tenant)
                 .bind(&*key.room)
                 .bind(upto_id)
@@ -157,8 +164,8 @@ impl DocStore for SqliteStore {
     async fn delete_room(&self, key: &RoomKey) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for sql in [
-            "DELETE FROM updates WHERE tenant = ? AND room = ?",
-            "DELETE FROM snapshots WHERE tenant = ? AND room = ?",
+            "DELETE FROM updates WHERE tenant_id = ? AND room = ?",
+            "DELETE FROM snapshots WHERE tenant_id = ? AND room = ?",
         ] {
             sqlx::query(sql)
                 .bind(&*key.tenant)
@@ -174,4 +181,31 @@ impl DocStore for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Writes outbox rows, due at once. `now: None` uses the database clock (`append` has no
+/// caller time; the outbox claim compares with the caller's, which is the same machine).
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[&NewEvent],
+    now: Option<i64>,
+) -> Result<(), StoreError> {
+    // 5 parameters a row: far below SQLite's limit of 32766.
+    const ROWS_PER_STATEMENT: usize = 256;
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO outbox (tenant_id, event, body, created, next_attempt) ",
+        );
+        q.push_values(chunk, |mut row, e| {
+            row.push_bind(e.tenant.clone())
+                .push_bind(e.event.clone())
+                .push_bind(e.body.clone());
+            match now {
+                Some(t) => row.push_bind(t).push_bind(t),
+                None => row.push("unixepoch()").push("unixepoch()"),
+            };
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }

@@ -64,6 +64,9 @@ pub struct AppendBatch {
     pub key: RoomKey,
     /// v1 updates, oldest first.
     pub updates: Vec<Bytes>,
+    /// Webhook events written to the outbox in the same transaction as the updates, so a
+    /// crash never keeps the change and loses its event (or the reverse).
+    pub events: Vec<crate::NewEvent>,
 }
 
 /// A document store. Implementations must pass [`crate::suite`].

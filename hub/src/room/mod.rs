@@ -27,6 +27,7 @@ use chorus_protocol::ext::{ErrorCode, ServerMessage};
 use chorus_protocol::sync::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant as TokioInstant, sleep_until};
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
@@ -60,6 +61,12 @@ pub struct RoomLimits {
 pub struct RoomContext {
     /// Limits and timings.
     pub limits: RoomLimits,
+    /// Tenant settings (per-tenant document size limit, webhook subscriptions).
+    pub tenants: Arc<crate::tenants::Tenants>,
+    /// Webhook events.
+    pub events: crate::events::Events,
+    /// See `--webhook-debounce`.
+    pub webhook_debounce: Duration,
     /// Where documents load from and compact into.
     pub store: Arc<dyn DocStore>,
     /// The group-committing writer.
@@ -122,6 +129,74 @@ pub enum Command {
         /// Answered on exit.
         done: oneshot::Sender<()>,
     },
+    /// The whole document as a v1 update (REST reads and versions).
+    State {
+        /// The encoded state.
+        reply: oneshot::Sender<Bytes>,
+    },
+    /// A server-side edit (REST API): applied like a member's update and relayed to every
+    /// member. The reply carries a receiver that resolves `true` once the edit is durable.
+    Edit {
+        /// What to apply.
+        edit: ServerEdit,
+        /// Accepted (with the durability receiver) or refused.
+        reply: oneshot::Sender<Result<oneshot::Receiver<bool>, EditError>>,
+    },
+    /// Who is connected, with their awareness states.
+    Members {
+        /// The list.
+        reply: oneshot::Sender<Vec<MemberInfo>>,
+    },
+    /// Closes every member with `code` and exits WITHOUT saving what is pending (the room is
+    /// being deleted); answered once nothing of the room will be written any more.
+    Close {
+        /// Close code sent to members.
+        code: CloseCode,
+        /// Close reason.
+        reason: String,
+        /// Answered on exit.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// An edit made by the server (REST API).
+#[derive(Debug)]
+pub enum ServerEdit {
+    /// A binary v1 update.
+    Update {
+        /// Decoded.
+        update: Update,
+        /// As received (sized against the limit).
+        raw: Bytes,
+    },
+    /// JSON operations.
+    Ops(Vec<crate::docjson::Op>),
+    /// Make the content equal to a stored version's (a v1 update of the whole version).
+    Restore(Bytes),
+}
+
+/// Why a server edit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// The document is at its size limit.
+    #[error("document size limit reached")]
+    TooLarge,
+    /// The edit does not apply.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One member of a room, for the REST presence list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    /// Connection id (node-local).
+    pub connection: ConnId,
+    /// User (`sub` claim), if the token named one.
+    pub user: Option<String>,
+    /// `read` or `write`.
+    pub role: &'static str,
+    /// Awareness states this connection controls: `{client_id, state}`.
+    pub awareness: Vec<serde_json::Value>,
 }
 
 struct Member {
@@ -137,7 +212,13 @@ struct InFlight {
     updates: Vec<Bytes>,
     bytes: usize,
     acks: HashMap<ConnId, u64>,
+    waiters: Vec<oneshot::Sender<bool>>,
+    // A document.changed event rode in this batch (re-owed if the batch fails).
+    event: bool,
 }
+
+/// The member id server edits are attributed to: no connection has it (ids start at 1).
+const SERVER: ConnId = 0;
 
 /// A room task's state. Built by the registry, consumed by [`Room::run`].
 pub struct Room {
@@ -168,6 +249,14 @@ pub struct Room {
     compaction: Option<oneshot::Receiver<Result<chorus_persistence::CompactStats, StoreError>>>,
     idle_since: Option<TokioInstant>,
     failed: bool,
+    // Server edits waiting for the batch that holds them to commit.
+    waiters: Vec<oneshot::Sender<bool>>,
+    // The node limit, lowered by the tenant's setting at load.
+    max_document_bytes: usize,
+    // A document.changed event is owed for updates saved without one (debounce).
+    change_owed: bool,
+    last_change_event: Option<TokioInstant>,
+    event_due: Option<TokioInstant>,
 }
 
 impl Room {
@@ -175,7 +264,6 @@ impl Room {
     pub fn new(handle: RoomHandle, ctx: Arc<RoomContext>, registry: Arc<Registry>) -> Self {
         Room {
             handle,
-            ctx,
             registry,
             doc: Doc::new(),
             captured: Arc::new(Mutex::new(Vec::new())),
@@ -195,6 +283,12 @@ impl Room {
             compaction: None,
             idle_since: Some(TokioInstant::now()),
             failed: false,
+            waiters: Vec::new(),
+            max_document_bytes: ctx.limits.max_document_bytes,
+            change_owed: false,
+            last_change_event: None,
+            event_due: None,
+            ctx,
         }
     }
 
@@ -214,10 +308,15 @@ impl Room {
                     Command::Join { reply, .. } => {
                         let _ = reply.send(Err(JoinError::LoadFailed));
                     }
-                    Command::Shutdown { done } => {
+                    Command::Shutdown { done } | Command::Close { done, .. } => {
                         let _ = done.send(());
                     }
-                    Command::Leave { .. } | Command::Inbound { .. } => {}
+                    // Dropping the reply tells the asker the room is unavailable.
+                    Command::Leave { .. }
+                    | Command::Inbound { .. }
+                    | Command::State { .. }
+                    | Command::Edit { .. }
+                    | Command::Members { .. } => {}
                 }
             }
             return;
@@ -248,10 +347,26 @@ impl Room {
                     if self.awareness_due.is_some() => {
                     self.broadcast_awareness();
                 }
+                _ = sleep_until(self.event_due.unwrap_or_else(far_future)),
+                    if self.event_due.is_some() && self.in_flight.is_none() => {
+                    self.event_due = None;
+                    self.start_flush().await;
+                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { done }) => {
                         shutdown_reply = Some(done);
                         break;
+                    }
+                    Some(Command::Close { code, reason, done }) => {
+                        self.close_discarding(code, &reason).await;
+                        rx.close();
+                        while let Some(cmd) = rx.recv().await {
+                            if let Command::Shutdown { done } | Command::Close { done, .. } = cmd {
+                                let _ = done.send(());
+                            }
+                        }
+                        let _ = done.send(());
+                        return;
                     }
                     Some(cmd) => self.handle(cmd),
                     None => break,
@@ -280,13 +395,34 @@ impl Room {
     }
 
     async fn load(&mut self) -> Result<(), StoreError> {
+        let tenant = self.ctx.tenants.get(&self.key().tenant).await?;
+        if let Some(max) = tenant.settings.max_document_bytes {
+            self.max_document_bytes = self
+                .max_document_bytes
+                .min(usize::try_from(max).unwrap_or(usize::MAX));
+        }
         let loaded = self.ctx.store.load(self.key()).await?;
         self.log_len = loaded.updates.len();
         self.doc_bytes = loaded.stored_bytes();
         let key = self.key().clone();
-        let (doc, errors) = tokio::task::spawn_blocking(move || loaded.into_doc(&key))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let (doc, errors) = tokio::task::spawn_blocking(move || {
+            // Server edits (REST) index text like Yjs does (UTF-16) and carry a 32-bit client
+            // id like browser clients, which every peer handles.
+            let doc = Doc::with_options(yrs::Options {
+                offset_kind: yrs::OffsetKind::Utf16,
+                ..yrs::Options::with_client_id(yrs::block::ClientID::new(u64::from(
+                    rand::random::<u32>(),
+                )))
+            });
+            let errors = chorus_persistence::merge_into_doc(
+                &doc,
+                &key,
+                loaded.snapshot.iter().chain(loaded.updates.iter()),
+            );
+            (doc, errors)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
         for e in errors {
             tracing::error!(room = %self.key(), error = %e, "skipping corrupt stored update");
         }
@@ -306,7 +442,10 @@ impl Room {
     }
 
     fn has_unsaved(&self) -> bool {
-        !self.pending.is_empty() || self.in_flight.is_some() || !self.pending_acks.is_empty()
+        !self.pending.is_empty()
+            || self.in_flight.is_some()
+            || !self.pending_acks.is_empty()
+            || self.change_owed
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -327,8 +466,122 @@ impl Room {
                     self.inbound(conn, m);
                 }
             }
-            Command::Shutdown { .. } => {}
+            Command::State { reply } => {
+                let state = self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                let _ = reply.send(Bytes::from(state));
+            }
+            Command::Edit { edit, reply } => {
+                let _ = reply.send(self.server_edit(edit));
+            }
+            Command::Members { reply } => {
+                let list = self
+                    .members
+                    .values()
+                    .map(|m| MemberInfo {
+                        connection: m.conn.id,
+                        user: m.conn.user.as_deref().map(str::to_string),
+                        role: m.conn.role.as_str(),
+                        awareness: self
+                            .presence
+                            .states_of(m.conn.id)
+                            .into_iter()
+                            .map(|(id, state)| {
+                                let state = serde_json::from_slice::<serde_json::Value>(&state)
+                                    .unwrap_or(serde_json::Value::Null);
+                                serde_json::json!({ "client_id": id, "state": state })
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Shutdown { .. } | Command::Close { .. } => {}
         }
+    }
+
+    /// Applies a REST edit like a member's update: relayed to every member, saved in the next
+    /// batch. Refused edits change nothing.
+    fn server_edit(&mut self, edit: ServerEdit) -> Result<oneshot::Receiver<bool>, EditError> {
+        if self.doc_bytes >= self.max_document_bytes {
+            return Err(EditError::TooLarge);
+        }
+        if let ServerEdit::Update { update, raw } = &edit {
+            if self.doc_bytes + raw.len() > self.max_document_bytes
+                && carries_new(update, &self.doc)
+            {
+                return Err(EditError::TooLarge);
+            }
+            // A server edit must apply completely now: an update whose predecessors this
+            // document lacks would be held back, and "applied" would be a lie.
+            let ours = self.doc.transact().state_vector();
+            if update
+                .state_vector_lower()
+                .iter()
+                .any(|(client, clock)| *clock > ours.get(client))
+            {
+                return Err(EditError::Invalid(
+                    "the update depends on changes this document does not have".into(),
+                ));
+            }
+        }
+        let doc = &self.doc;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match edit {
+            ServerEdit::Update { update, .. } => doc
+                .transact_mut()
+                .apply_update(update)
+                .map_err(|e| EditError::Invalid(format!("invalid update: {e}"))),
+            ServerEdit::Ops(ops) => {
+                crate::docjson::apply_ops(doc, &ops).map_err(|e| EditError::Invalid(e.to_string()))
+            }
+            ServerEdit::Restore(state) => {
+                let version = Doc::new();
+                let u = Update::decode_v1(&state)
+                    .map_err(|e| EditError::Invalid(format!("stored version is corrupt: {e}")))?;
+                version
+                    .transact_mut()
+                    .apply_update(u)
+                    .map_err(|e| EditError::Invalid(format!("stored version is corrupt: {e}")))?;
+                crate::docjson::restore_to(doc, &version)
+                    .map_err(|e| EditError::Invalid(e.to_string()))
+            }
+        }));
+        let effective =
+            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
+        let result = outcome.unwrap_or_else(|_| {
+            tracing::error!(room = %self.key(), "server edit panicked");
+            Err(EditError::Invalid("the edit could not be applied".into()))
+        });
+        // Whatever was integrated is in the document and must be relayed and saved.
+        self.commit_effective(SERVER, effective, true);
+        result?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.schedule_flush();
+        Ok(rx)
+    }
+
+    /// Room deletion: members are closed with `code`, nothing pending is written, and the
+    /// task waits for writes already started (a batch in flight, a compaction) so that none
+    /// lands after the caller deletes the stored rows.
+    async fn close_discarding(&mut self, code: CloseCode, reason: &str) {
+        for m in self.members.values() {
+            m.conn.close(code, reason);
+        }
+        self.members.clear();
+        self.pending.clear();
+        self.pending_acks.clear();
+        self.waiters.clear();
+        self.change_owed = false;
+        if let Some(f) = self.in_flight.take() {
+            let _ = f.done.await;
+        }
+        if let Some(c) = self.compaction.take() {
+            let _ = c.await;
+        }
+        self.registry.remove(self.key(), self.handle.generation);
     }
 
     /// Our SyncStep1, cached until the next update.
@@ -472,9 +725,7 @@ impl Room {
         // Only updates carrying blocks this document lacks count against the size limit (a
         // reconnect's SyncStep2 repeating known content must not). Checked only near the
         // limit: it builds the document's whole state vector.
-        if self.doc_bytes + len > self.ctx.limits.max_document_bytes
-            && carries_new(&update, &self.doc)
-        {
+        if self.doc_bytes + len > self.max_document_bytes && carries_new(&update, &self.doc) {
             metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
                 .increment(1);
             if let Some(m) = self.members.get(&conn) {
@@ -595,11 +846,51 @@ impl Room {
     async fn start_flush(&mut self) {
         self.flush_due = None;
         let acks = std::mem::take(&mut self.pending_acks);
-        if self.pending.is_empty() {
+        let waiters = std::mem::take(&mut self.waiters);
+        if !self.pending.is_empty()
+            && self
+                .ctx
+                .events
+                .wants(&self.key().tenant, crate::events::DOCUMENT_CHANGED)
+        {
+            self.change_owed = true;
+        }
+        let now = TokioInstant::now();
+        let event_now = self.change_owed
+            && self
+                .last_change_event
+                .is_none_or(|t| now >= t + self.ctx.webhook_debounce);
+        if self.change_owed && !event_now {
+            // Debounced: one event at the end of the window reports every change in it.
+            self.event_due = self
+                .last_change_event
+                .map(|t| t + self.ctx.webhook_debounce);
+        }
+        if self.pending.is_empty() && !event_now {
             // Only already-known updates were acknowledged, and nothing is in flight: they
             // are as durable as everything before them.
             self.send_saved(acks);
+            for w in waiters {
+                let _ = w.send(true);
+            }
             return;
+        }
+        let mut events = Vec::new();
+        if event_now {
+            self.change_owed = false;
+            self.event_due = None;
+            self.last_change_event = Some(now);
+            let sv = self.doc.transact().state_vector().encode_v1();
+            use base64::Engine;
+            events.push(chorus_persistence::NewEvent {
+                tenant: self.key().tenant.to_string(),
+                event: crate::events::DOCUMENT_CHANGED.to_string(),
+                body: serde_json::json!({
+                    "room": &*self.key().room,
+                    "state_vector": base64::engine::general_purpose::STANDARD.encode(sv),
+                    "stored_bytes": self.doc_bytes,
+                }),
+            });
         }
         let updates = std::mem::take(&mut self.pending);
         let bytes = std::mem::take(&mut self.pending_bytes);
@@ -609,6 +900,7 @@ impl Room {
             .submit(AppendBatch {
                 key: self.key().clone(),
                 updates: updates.clone(),
+                events,
             })
             .await;
         self.in_flight = Some(InFlight {
@@ -616,6 +908,8 @@ impl Room {
             updates,
             bytes,
             acks,
+            waiters,
+            event: event_now,
         });
     }
 
@@ -627,6 +921,12 @@ impl Room {
             Ok(()) => {
                 self.log_len += f.updates.len();
                 self.send_saved(f.acks);
+                for w in f.waiters {
+                    let _ = w.send(true);
+                }
+                if f.event {
+                    self.ctx.events.notify();
+                }
                 if self.log_len > self.ctx.limits.compact_threshold && self.compaction.is_none() {
                     self.start_compaction();
                 }
@@ -642,6 +942,13 @@ impl Room {
                 for (c, n) in f.acks {
                     let e = self.pending_acks.entry(c).or_insert(n);
                     *e = (*e).max(n);
+                }
+                let mut waiters = f.waiters;
+                waiters.append(&mut self.waiters);
+                self.waiters = waiters;
+                if f.event {
+                    self.change_owed = true;
+                    self.last_change_event = None;
                 }
                 self.flush_due = Some(TokioInstant::now() + Duration::from_millis(500));
             }
@@ -762,8 +1069,14 @@ impl Room {
                 let res = (&mut f.done).await;
                 self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
             }
-            if (self.pending.is_empty() && self.pending_acks.is_empty()) || attempt == 3 {
+            if (self.pending.is_empty() && self.pending_acks.is_empty() && !self.change_owed)
+                || attempt == 3
+            {
                 break;
+            }
+            if self.change_owed {
+                // The debounced event goes out with the last batch rather than being lost.
+                self.last_change_event = None;
             }
             self.start_flush().await;
         }

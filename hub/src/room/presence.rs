@@ -123,6 +123,19 @@ impl Presence {
             .then(|| Message::Awareness(awareness::encode_update(&entries)).encode())
     }
 
+    /// The states a connection controls (client id, JSON state), for the REST presence list.
+    pub(super) fn states_of(&self, conn: ConnId) -> Vec<(u64, Bytes)> {
+        let mut out: Vec<(u64, Bytes)> = self
+            .owned
+            .get(&conn)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.states.get(id).map(|s| (*id, s.state.clone())))
+            .collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
     /// One awareness message with every current state (for joiners and query-awareness), or
     /// `None` when nobody has a state.
     pub(super) fn snapshot(&self) -> Option<Bytes> {

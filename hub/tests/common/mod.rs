@@ -223,3 +223,10 @@ pub async fn wait_text(clients: &[&Client], name: &str, expected: &str) {
         }
     }
 }
+
+/// Text of the root Y.Text `name` of any document.
+pub fn text_of(doc: &yrs::Doc, name: &str) -> String {
+    use yrs::{GetString, Transact};
+    let t = doc.get_or_insert_text(name);
+    t.get_string(&doc.transact())
+}

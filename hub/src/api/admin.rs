@@ -1,0 +1,580 @@
+//! Tenants and API keys (operator), token verification keys, client tokens and the webhook
+//! (tenant).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chorus_persistence::{ApiKey, SigningKey, Tenant, Webhook};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ApiResult, Caller, JsonBody, Operator, PathParams, Problem, QueryParams, hash_secret, now,
+    random_id, random_secret, validate_tenant_id,
+};
+use crate::auth::{Claims, Role};
+use crate::server::AppState;
+use crate::tenants::TenantSettings;
+
+fn tenant_json(t: &Tenant) -> Value {
+    json!({ "id": t.id, "name": t.name, "settings": t.settings, "created": t.created })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewTenant {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    settings: Option<Value>,
+}
+
+fn check_name(name: &str, what: &str) -> ApiResult<()> {
+    if name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(Problem::invalid(format!(
+            "{what} must be at most 200 bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh HS256 key: what a new tenant gets, so it can mint tokens at once.
+fn new_hs256_key(tenant: &str, kid: Option<String>) -> SigningKey {
+    SigningKey {
+        tenant: tenant.to_string(),
+        kid: kid.unwrap_or_else(|| format!("hs-{}", random_id())),
+        alg: "HS256".into(),
+        material: random_secret(),
+        created: now(),
+        revoked: None,
+    }
+}
+
+pub(super) async fn create_tenant(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    JsonBody(body): JsonBody<NewTenant>,
+) -> ApiResult<impl IntoResponse> {
+    validate_tenant_id(&body.id)?;
+    let name = body.name.unwrap_or_else(|| body.id.clone());
+    check_name(&name, "name")?;
+    let settings = match &body.settings {
+        Some(v) => TenantSettings::parse(v).map_err(Problem::invalid)?,
+        None => TenantSettings::default(),
+    };
+    let tenant = Tenant {
+        id: body.id.clone(),
+        name,
+        settings: settings.to_value(),
+        created: now(),
+    };
+    if !app.store.create_tenant(&tenant).await? {
+        return Err(Problem::conflict(format!(
+            "tenant {:?} already exists",
+            tenant.id
+        )));
+    }
+    let key = new_hs256_key(&tenant.id, None);
+    app.store.add_signing_key(&key).await?;
+    app.tenants.invalidate(&tenant.id);
+    let mut out = tenant_json(&tenant);
+    out["signing_key"] = json!({ "kid": key.kid, "alg": key.alg, "secret": key.material });
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub(super) async fn list_tenants(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+) -> ApiResult<Json<Value>> {
+    let tenants = app.store.list_tenants().await?;
+    Ok(Json(
+        json!({ "tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub(super) async fn get_tenant(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let t = app
+        .store
+        .get_tenant(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no tenant {id:?}")))?;
+    let mut out = tenant_json(&t);
+    out["connections"] = json!(app.tenants.connections(&id));
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TenantPatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    settings: Option<Value>,
+}
+
+pub(super) async fn update_tenant(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<TenantPatch>,
+) -> ApiResult<Json<Value>> {
+    if let Some(n) = &body.name {
+        check_name(n, "name")?;
+    }
+    let settings = match &body.settings {
+        Some(v) => Some(
+            TenantSettings::parse(v)
+                .map_err(Problem::invalid)?
+                .to_value(),
+        ),
+        None => None,
+    };
+    if !app
+        .store
+        .update_tenant(&id, body.name.as_deref(), settings.as_ref())
+        .await?
+    {
+        return Err(Problem::not_found(format!("no tenant {id:?}")));
+    }
+    app.tenants.invalidate(&id);
+    let t = app
+        .store
+        .get_tenant(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no tenant {id:?}")))?;
+    Ok(Json(tenant_json(&t)))
+}
+
+pub(super) async fn delete_tenant(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    // Live rooms close first (4404) and write nothing more, then the rows go.
+    let keys = app.registry.rooms_of(&id);
+    let mut guards = Vec::with_capacity(keys.len());
+    for key in keys {
+        guards.push(super::rooms::close_room(&app, &key, "tenant deleted").await);
+    }
+    let existed = app.store.delete_tenant(&id).await?;
+    drop(guards);
+    app.tenants.invalidate(&id);
+    app.api_keys.forget_tenant(&id);
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(format!("no tenant {id:?}")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewApiKey {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn api_key_json(k: &ApiKey) -> Value {
+    json!({ "key_id": k.key_id, "name": k.name, "created": k.created, "revoked": k.revoked })
+}
+
+async fn require_tenant(app: &AppState, id: &str) -> ApiResult<()> {
+    match app.store.get_tenant(id).await? {
+        Some(_) => Ok(()),
+        None => Err(Problem::not_found(format!("no tenant {id:?}"))),
+    }
+}
+
+pub(super) async fn create_api_key(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    PathParams(tenant): PathParams<String>,
+    JsonBody(body): JsonBody<NewApiKey>,
+) -> ApiResult<impl IntoResponse> {
+    require_tenant(&app, &tenant).await?;
+    let name = body.name.unwrap_or_default();
+    check_name(&name, "name")?;
+    let secret = random_secret();
+    let key_id = random_id();
+    let hash = tokio::task::spawn_blocking({
+        let secret = secret.clone();
+        move || hash_secret(&secret)
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    let record = ApiKey {
+        tenant: tenant.clone(),
+        key_id: key_id.clone(),
+        hash,
+        name,
+        created: now(),
+        revoked: None,
+    };
+    if !app.store.add_api_key(&record).await? {
+        return Err(Problem::conflict("key id collision; retry"));
+    }
+    let mut out = api_key_json(&record);
+    // The only time the whole key is shown: only its hash is stored.
+    out["key"] = json!(format!(
+        "{}{tenant}.{key_id}.{secret}",
+        super::API_KEY_PREFIX
+    ));
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub(super) async fn list_api_keys(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    PathParams(tenant): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    require_tenant(&app, &tenant).await?;
+    let keys = app.store.list_api_keys(&tenant).await?;
+    Ok(Json(
+        json!({ "api_keys": keys.iter().map(api_key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub(super) async fn revoke_api_key(
+    State(app): State<Arc<AppState>>,
+    _: Operator,
+    PathParams((tenant, key_id)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let revoked = app.store.revoke_api_key(&tenant, &key_id, now()).await?;
+    app.api_keys.forget_key(&tenant, &key_id);
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("no such active API key"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewKey {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    /// HS256: the secret (generated when absent); EdDSA / RS256: the public key PEM.
+    #[serde(default)]
+    key: Option<String>,
+}
+
+fn key_json(k: &SigningKey) -> Value {
+    json!({ "kid": k.kid, "alg": k.alg, "created": k.created, "revoked": k.revoked })
+}
+
+pub(super) async fn create_key(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewKey>,
+) -> ApiResult<impl IntoResponse> {
+    if let Some(kid) = &body.kid
+        && (kid.is_empty()
+            || kid.len() > 64
+            || !kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        return Err(Problem::invalid(
+            "kid must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+        ));
+    }
+    let mut generated = false;
+    let key = match (body.alg.as_str(), body.key) {
+        ("HS256", None) => {
+            generated = true;
+            new_hs256_key(&caller.tenant, body.kid)
+        }
+        ("HS256", Some(secret)) if secret.len() < 32 || secret.len() > 512 => {
+            return Err(Problem::invalid(
+                "an HS256 secret must be 32 to 512 bytes long",
+            ));
+        }
+        (alg @ ("HS256" | "EdDSA" | "RS256"), Some(material)) => SigningKey {
+            tenant: caller.tenant.clone(),
+            kid: body.kid.unwrap_or_else(|| format!("k-{}", random_id())),
+            alg: alg.to_string(),
+            material,
+            created: now(),
+            revoked: None,
+        },
+        ("EdDSA" | "RS256", None) => {
+            return Err(Problem::invalid(
+                "key (the public key in PEM form) is required for EdDSA and RS256",
+            ));
+        }
+        (other, _) => {
+            return Err(Problem::invalid(format!(
+                "alg {other:?} is not supported: use HS256, EdDSA or RS256"
+            )));
+        }
+    };
+    if crate::tenants::decode_key(&key).is_none() {
+        return Err(Problem::invalid(format!(
+            "key is not a valid {} key in PEM form",
+            key.alg
+        )));
+    }
+    if app.store.get_tenant(&caller.tenant).await?.is_none() {
+        return Err(Problem::not_found(format!("no tenant {:?}", caller.tenant)));
+    }
+    if !app.store.add_signing_key(&key).await? {
+        return Err(Problem::conflict(format!(
+            "the tenant already has a key {:?}",
+            key.kid
+        )));
+    }
+    app.tenants.invalidate(&caller.tenant);
+    let mut out = key_json(&key);
+    if generated {
+        out["secret"] = json!(key.material);
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub(super) async fn list_keys(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    let keys = app.store.list_signing_keys(&caller.tenant).await?;
+    Ok(Json(
+        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub(super) async fn revoke_key(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(kid): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    let revoked = app
+        .store
+        .revoke_signing_key(&caller.tenant, &kid, now())
+        .await?;
+    app.tenants.invalidate(&caller.tenant);
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("no such active key"))
+    }
+}
+
+/// Longest client token lifetime the API mints: 7 days.
+const MAX_TOKEN_TTL: u64 = 7 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenRequest {
+    #[serde(default)]
+    room: Option<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    color: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+pub(super) async fn mint_token(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<TokenRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let mut rooms = body.rooms;
+    rooms.extend(body.room);
+    if rooms.is_empty() || rooms.len() > 100 {
+        return Err(Problem::invalid(
+            "name 1 to 100 rooms (room, rooms); patterns `prefix*` and `*` are allowed",
+        ));
+    }
+    for r in &rooms {
+        let name = r.strip_suffix('*').unwrap_or(r);
+        if !(r == "*" || name.is_empty() && r.ends_with('*')) {
+            crate::server::validate_room(name).map_err(|e| Problem::invalid(e.to_string()))?;
+        }
+    }
+    for (field, v) in [
+        ("sub", &body.sub),
+        ("name", &body.name),
+        ("color", &body.color),
+    ] {
+        if let Some(v) = v {
+            check_name(v, field)?;
+        }
+    }
+    let ttl = body.ttl_seconds.unwrap_or(3600);
+    if ttl == 0 || ttl > MAX_TOKEN_TTL {
+        return Err(Problem::invalid(format!(
+            "ttl_seconds must be between 1 and {MAX_TOKEN_TTL}"
+        )));
+    }
+    let state = app.tenants.get(&caller.tenant).await?;
+    if !state.exists {
+        return Err(Problem::not_found(format!("no tenant {:?}", caller.tenant)));
+    }
+    let Some((kid, secret)) = state.mint_key.clone() else {
+        return Err(Problem::conflict(
+            "the tenant has no active HS256 key to sign with; create one with POST /v1/keys",
+        ));
+    };
+    let role = body.role.unwrap_or(Role::Write);
+    let exp = crate::auth::now_secs() + ttl;
+    let claims = Claims {
+        sub: body.sub,
+        tenant: Some(caller.tenant.clone()),
+        rooms,
+        role: Some(role),
+        exp,
+        name: body.name,
+        color: body.color,
+    };
+    let token = crate::auth::mint_for_tenant(&claims, &kid, &secret).map_err(Problem::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "expires_at": exp, "kid": kid, "role": role.as_str() })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutWebhook {
+    url: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+fn webhook_json(w: &Webhook) -> Value {
+    json!({
+        "url": w.url,
+        "events": w.events,
+        "last_status": w.last_status,
+        "last_error": w.last_error,
+        "last_attempt": w.last_attempt,
+    })
+}
+
+pub(super) async fn put_webhook(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<PutWebhook>,
+) -> ApiResult<Json<Value>> {
+    crate::webhooks::check_target(&body.url, app.config.webhook_allow_private)
+        .map_err(Problem::invalid)?;
+    if body.url.len() > 2048 {
+        return Err(Problem::invalid("url must be at most 2048 bytes"));
+    }
+    if let Some(bad) = body
+        .events
+        .iter()
+        .find(|e| !crate::events::ALL.contains(&e.as_str()))
+    {
+        return Err(Problem::invalid(format!(
+            "unknown event {bad:?}; known: {}",
+            crate::events::ALL.join(", ")
+        )));
+    }
+    let (secret, generated) = match body.secret {
+        Some(s) if s.len() < 16 || s.len() > 512 => {
+            return Err(Problem::invalid("secret must be 16 to 512 bytes long"));
+        }
+        Some(s) => (s, false),
+        None => (random_secret(), true),
+    };
+    if app.store.get_tenant(&caller.tenant).await?.is_none() {
+        return Err(Problem::not_found(format!("no tenant {:?}", caller.tenant)));
+    }
+    let hook = Webhook {
+        url: body.url,
+        secret: secret.clone(),
+        events: body.events,
+        last_status: None,
+        last_error: None,
+        last_attempt: None,
+    };
+    app.store.set_webhook(&caller.tenant, &hook).await?;
+    app.tenants.invalidate(&caller.tenant);
+    let mut out = webhook_json(&hook);
+    if generated {
+        out["secret"] = json!(secret);
+    }
+    Ok(Json(out))
+}
+
+pub(super) async fn get_webhook(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    let hook = app
+        .store
+        .get_webhook(&caller.tenant)
+        .await?
+        .ok_or_else(|| Problem::not_found("no webhook configured"))?;
+    Ok(Json(webhook_json(&hook)))
+}
+
+pub(super) async fn delete_webhook(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<StatusCode> {
+    let existed = app.store.delete_webhook(&caller.tenant).await?;
+    app.tenants.invalidate(&caller.tenant);
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("no webhook configured"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub(super) async fn list_events(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Problem::invalid("limit must be between 1 and 500"));
+    }
+    let events = app.store.list_events(&caller.tenant, limit).await?;
+    let list: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "event": e.event,
+                "created": e.created,
+                "attempts": e.attempts,
+                "next_attempt": e.next_attempt,
+                "delivered": e.delivered,
+                "failed": e.failed,
+                "last_status": e.last_status,
+                "last_error": e.last_error,
+                "data": e.body,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "events": list })))
+}

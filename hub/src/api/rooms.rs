@@ -1,0 +1,523 @@
+//! Rooms, their documents, versions and presence (tenant API).
+//!
+//! Reads and edits go through the live room (spawned if needed), so a REST edit is an ordinary
+//! update every member receives, and a read sees what members see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chorus_persistence::{RoomCreated, RoomInfo, RoomKey};
+use chorus_protocol::CloseCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, Transact, Update};
+
+use super::{ApiResult, Caller, PathParams, Problem, QueryParams, now, parse_json, read_body};
+use crate::registry::{DeleteGuard, JoinError, RoomHandle};
+use crate::room::{Command, EditError, MemberInfo, ServerEdit};
+use crate::server::{AppState, validate_room};
+
+/// Patience for a room to answer (it may have to load first).
+const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Patience for an edit to become durable before the API says it could not confirm it.
+const DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest `meta` object of a room, in bytes of JSON.
+const MAX_META_BYTES: usize = 64 * 1024;
+
+fn room_key(caller: &Caller, room: String) -> ApiResult<RoomKey> {
+    validate_room(&room).map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok(RoomKey::new(caller.tenant.clone(), room))
+}
+
+fn join_problem(e: JoinError) -> Problem {
+    match e {
+        JoinError::Deleted => Problem::not_found("the room is being deleted"),
+        JoinError::TooManyRooms => Problem::unavailable("too many rooms open on this node"),
+        JoinError::LoadFailed | JoinError::Unavailable => {
+            Problem::unavailable("the room could not be loaded; retry later")
+        }
+    }
+}
+
+/// Sends a command to the live room (spawning it) and waits for its answer.
+async fn ask<T>(
+    app: &AppState,
+    key: &RoomKey,
+    make: impl Fn(oneshot::Sender<T>) -> Command,
+) -> ApiResult<T> {
+    // A room exiting just now drops the command; the next attempt spawns its successor.
+    for _ in 0..4 {
+        let handle: RoomHandle = app.registry.get_or_spawn(key).map_err(join_problem)?;
+        let (tx, rx) = oneshot::channel();
+        if handle.tx.send(make(tx)).await.is_err() {
+            app.registry.remove(key, handle.generation);
+            continue;
+        }
+        match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(_)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => return Err(Problem::unavailable("the room did not answer in time")),
+        }
+    }
+    Err(Problem::unavailable(
+        "the room could not be loaded; retry later",
+    ))
+}
+
+/// Members of a room open on this node (empty when it is not open).
+async fn members(app: &AppState, key: &RoomKey) -> Vec<MemberInfo> {
+    let Some(handle) = app.registry.get(key) else {
+        return Vec::new();
+    };
+    let (tx, rx) = oneshot::channel();
+    if handle
+        .tx
+        .send(Command::Members { reply: tx })
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    tokio::time::timeout(ROOM_TIMEOUT, rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+fn room_json(info: &RoomInfo, members: usize) -> Value {
+    json!({
+        "name": info.room,
+        "meta": info.meta,
+        "created": info.created,
+        "stored_bytes": info.stored_bytes,
+        "last_activity": info.last_activity,
+        "members": members,
+    })
+}
+
+/// The room's record, or 404.
+async fn existing(app: &AppState, key: &RoomKey) -> ApiResult<RoomInfo> {
+    app.store
+        .get_room(&key.tenant, &key.room)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no room {:?}", &*key.room)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub(super) async fn list(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::invalid("limit must be between 1 and 1000"));
+    }
+    let rooms = app
+        .store
+        .list_rooms(&caller.tenant, q.after.as_deref(), limit)
+        .await?;
+    let mut out = Vec::with_capacity(rooms.len());
+    for r in &rooms {
+        let key = RoomKey::new(caller.tenant.clone(), r.room.clone());
+        out.push(room_json(r, members(&app, &key).await.len()));
+    }
+    let next = (rooms.len() == limit as usize)
+        .then(|| rooms.last().map(|r| r.room.clone()))
+        .flatten();
+    Ok(Json(json!({ "rooms": out, "next": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewRoom {
+    name: String,
+    #[serde(default)]
+    meta: Option<Value>,
+}
+
+pub(super) async fn create(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    super::JsonBody(body): super::JsonBody<NewRoom>,
+) -> ApiResult<impl IntoResponse> {
+    let key = room_key(&caller, body.name)?;
+    let meta = body.meta.unwrap_or_else(|| json!({}));
+    if !meta.is_object() {
+        return Err(Problem::invalid("meta must be a JSON object"));
+    }
+    if meta.to_string().len() > MAX_META_BYTES {
+        return Err(Problem::invalid(format!(
+            "meta must be at most {MAX_META_BYTES} bytes of JSON"
+        )));
+    }
+    let tenant = app.tenants.get(&caller.tenant).await?;
+    match app
+        .store
+        .create_room(
+            &key.tenant,
+            &key.room,
+            &meta,
+            tenant.settings.max_rooms,
+            now(),
+        )
+        .await?
+    {
+        RoomCreated::Created => {}
+        RoomCreated::Exists => {
+            return Err(Problem::conflict(format!(
+                "room {:?} already exists",
+                &*key.room
+            )));
+        }
+        RoomCreated::LimitReached => {
+            return Err(Problem::quota("the tenant's room limit is reached"));
+        }
+    }
+    app.events.emit(
+        &key.tenant,
+        crate::events::ROOM_CREATED,
+        json!({ "room": &*key.room, "via": "api" }),
+    );
+    let info = existing(&app, &key).await?;
+    Ok((StatusCode::CREATED, Json(room_json(&info, 0))))
+}
+
+pub(super) async fn get(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let key = room_key(&caller, room)?;
+    let info = existing(&app, &key).await?;
+    Ok(Json(room_json(&info, members(&app, &key).await.len())))
+}
+
+/// Closes a live room's members with 4404 and waits until the room will write nothing more;
+/// until the returned guard drops, the room cannot be re-opened.
+pub(super) async fn close_room(app: &Arc<AppState>, key: &RoomKey, reason: &str) -> DeleteGuard {
+    let guard = app.registry.begin_delete(key);
+    if let Some(handle) = app.registry.get(key) {
+        let (done, rx) = oneshot::channel();
+        let cmd = Command::Close {
+            code: CloseCode::RoomDeleted,
+            reason: reason.to_string(),
+            done,
+        };
+        if handle.tx.send(cmd).await.is_ok() {
+            let _ = tokio::time::timeout(ROOM_TIMEOUT, rx).await;
+        }
+    }
+    guard
+}
+
+pub(super) async fn delete(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    let key = room_key(&caller, room)?;
+    let guard = close_room(&app, &key, "room deleted").await;
+    let existed = app
+        .store
+        .delete_room_everything(&key.tenant, &key.room)
+        .await?;
+    drop(guard);
+    if !existed {
+        return Err(Problem::not_found(format!("no room {:?}", &*key.room)));
+    }
+    app.events.emit(
+        &key.tenant,
+        crate::events::ROOM_DELETED,
+        json!({ "room": &*key.room }),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FormatQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Whether the client asked for the binary Yjs update rather than JSON.
+fn wants_binary(q: &FormatQuery, headers: &HeaderMap) -> ApiResult<bool> {
+    match q.format.as_deref() {
+        Some("update") => return Ok(true),
+        Some("json") => return Ok(false),
+        Some(other) => {
+            return Err(Problem::invalid(format!(
+                "format must be \"json\" or \"update\", not {other:?}"
+            )));
+        }
+        None => {}
+    }
+    Ok(headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/octet-stream")))
+}
+
+/// A whole-document v1 update as the response: binary or JSON.
+async fn render_state(state: Bytes, binary: bool) -> ApiResult<Response> {
+    if binary {
+        return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], state).into_response());
+    }
+    // Decoding and walking a large document is CPU work: off the async workers.
+    let json = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let doc = Doc::new();
+        let update = Update::decode_v1(&state).map_err(|e| e.to_string())?;
+        doc.transact_mut()
+            .apply_update(update)
+            .map_err(|e| e.to_string())?;
+        let txn = doc.transact();
+        Ok(crate::docjson::doc_to_json(&txn))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    Ok(Json(json).into_response())
+}
+
+pub(super) async fn read_document(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+    QueryParams(q): QueryParams<FormatQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = room_key(&caller, room)?;
+    let binary = wants_binary(&q, &headers)?;
+    if app.registry.get(&key).is_none() {
+        existing(&app, &key).await?;
+    }
+    let state = ask(&app, &key, |reply| Command::State { reply }).await?;
+    render_state(state, binary).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpsBody {
+    ops: Vec<crate::docjson::Op>,
+}
+
+/// Applies an edit through the live room and waits until it is durable.
+async fn edit(app: &AppState, key: &RoomKey, edit: ServerEdit) -> ApiResult<Json<Value>> {
+    let mut edit = edit;
+    let mut accepted = None;
+    // A room that exited before taking the command hands it back; it goes to the successor.
+    for _ in 0..4 {
+        let handle = app.registry.get_or_spawn(key).map_err(join_problem)?;
+        let (reply, rx) = oneshot::channel();
+        match handle.tx.send(Command::Edit { edit, reply }).await {
+            Ok(()) => {
+                accepted = Some(rx);
+                break;
+            }
+            Err(tokio::sync::mpsc::error::SendError(cmd)) => {
+                app.registry.remove(key, handle.generation);
+                let Command::Edit { edit: back, .. } = cmd else {
+                    return Err(Problem::internal("room returned another command"));
+                };
+                edit = back;
+            }
+        }
+    }
+    let Some(rx) = accepted else {
+        return Err(Problem::unavailable(
+            "the room could not be loaded; retry later",
+        ));
+    };
+    let durable = match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
+        Ok(Ok(result)) => result.map_err(|e| match e {
+            EditError::TooLarge => Problem::too_large("the document size limit is reached"),
+            EditError::Invalid(msg) => Problem::invalid(msg),
+        })?,
+        // The room closed with the command queued (it went idle or was deleted): nothing was
+        // applied.
+        Ok(Err(_)) => {
+            return Err(Problem::unavailable(
+                "the room closed before applying the edit; retry",
+            ));
+        }
+        Err(_) => return Err(Problem::unavailable("the room did not answer in time")),
+    };
+    match tokio::time::timeout(DURABLE_TIMEOUT, durable).await {
+        Ok(Ok(true)) => Ok(Json(json!({ "applied": true, "durable": true }))),
+        _ => Err(Problem::unavailable(
+            "the edit was applied but not confirmed durable; read the document to check",
+        )),
+    }
+}
+
+pub(super) async fn edit_document(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    let key = room_key(&caller, room)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let server_edit = match content_type.as_str() {
+        "application/octet-stream" => {
+            let raw = read_body(req, app.config.max_document_bytes).await?;
+            let update = Update::decode_v1(&raw)
+                .map_err(|e| Problem::invalid(format!("not a Yjs v1 update: {e}")))?;
+            ServerEdit::Update { update, raw }
+        }
+        "application/json" => {
+            let raw = read_body(req, app.config.max_request_bytes).await?;
+            let body: OpsBody = parse_json(&raw)?;
+            if body.ops.is_empty() {
+                return Err(Problem::invalid("ops must not be empty"));
+            }
+            ServerEdit::Ops(body.ops)
+        }
+        _ => {
+            return Err(Problem::unsupported_media(
+                "send application/octet-stream (a Yjs v1 update) or application/json ({\"ops\": [...]})",
+            ));
+        }
+    };
+    // Writing creates the room if needed (within the tenant's room limit).
+    if app.registry.get(&key).is_none() {
+        let tenant = app.tenants.get(&key.tenant).await?;
+        crate::server::record_room(&app, &key, tenant.settings.max_rooms).await?;
+    }
+    edit(&app, &key, server_edit).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewVersion {
+    name: String,
+}
+
+fn version_json(v: &chorus_persistence::VersionInfo) -> Value {
+    json!({ "id": v.id, "name": v.name, "created": v.created, "bytes": v.bytes })
+}
+
+pub(super) async fn create_version(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+    super::JsonBody(body): super::JsonBody<NewVersion>,
+) -> ApiResult<impl IntoResponse> {
+    let key = room_key(&caller, room)?;
+    if body.name.is_empty() || body.name.len() > 200 || body.name.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            "name must be 1-200 bytes without control characters",
+        ));
+    }
+    if app.registry.get(&key).is_none() {
+        existing(&app, &key).await?;
+    }
+    let state = ask(&app, &key, |reply| Command::State { reply }).await?;
+    let v = app
+        .store
+        .create_version(&key.tenant, &key.room, &body.name, &state, now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(version_json(&v))))
+}
+
+pub(super) async fn list_versions(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let key = room_key(&caller, room)?;
+    if app.registry.get(&key).is_none() {
+        existing(&app, &key).await?;
+    }
+    let versions = app.store.list_versions(&key.tenant, &key.room).await?;
+    Ok(Json(json!({
+        "versions": versions.iter().map(version_json).collect::<Vec<_>>()
+    })))
+}
+
+async fn load_version(
+    app: &AppState,
+    key: &RoomKey,
+    id: &str,
+) -> ApiResult<(chorus_persistence::VersionInfo, Bytes)> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Problem::bad_request("version id must be an integer"))?;
+    app.store
+        .get_version(&key.tenant, &key.room, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no version {id} of this room")))
+}
+
+pub(super) async fn get_version(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams((room, id)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<FormatQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = room_key(&caller, room)?;
+    let binary = wants_binary(&q, &headers)?;
+    let (info, state) = load_version(&app, &key, &id).await?;
+    if binary {
+        return render_state(state, true).await;
+    }
+    let content = render_state(state, false).await?;
+    let body = axum::body::to_bytes(content.into_body(), usize::MAX)
+        .await
+        .map_err(Problem::internal)?;
+    let content: Value = serde_json::from_slice(&body).map_err(Problem::internal)?;
+    let mut out = version_json(&info);
+    out["content"] = content;
+    Ok(Json(out).into_response())
+}
+
+pub(super) async fn restore_version(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams((room, id)): PathParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let key = room_key(&caller, room)?;
+    let (_, state) = load_version(&app, &key, &id).await?;
+    edit(&app, &key, ServerEdit::Restore(state)).await
+}
+
+pub(super) async fn presence(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(room): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let key = room_key(&caller, room)?;
+    if app.registry.get(&key).is_none() {
+        existing(&app, &key).await?;
+    }
+    let members = members(&app, &key).await;
+    Ok(Json(json!({ "room": &*key.room, "members": members })))
+}

@@ -1,0 +1,103 @@
+//! Webhook events the hub emits: written to the durable outbox (when the tenant's webhook
+//! wants them) and delivered by [`crate::webhooks`]. `document.changed` is written by rooms
+//! together with the updates (same transaction); the others go through [`Events::emit`].
+
+use std::sync::Arc;
+
+use chorus_persistence::{NewEvent, Store};
+use serde_json::Value;
+
+use crate::tenants::Tenants;
+use crate::webhooks::WebhookNotify;
+
+/// A room was created (first join of an unknown room, or `POST /v1/rooms`).
+pub const ROOM_CREATED: &str = "room.created";
+/// A room was deleted through the REST API.
+pub const ROOM_DELETED: &str = "room.deleted";
+/// A connection joined a room.
+pub const USER_JOINED: &str = "user.joined";
+/// A connection left a room.
+pub const USER_LEFT: &str = "user.left";
+/// A room's document changed (debounced per room by `--webhook-debounce`).
+pub const DOCUMENT_CHANGED: &str = "document.changed";
+
+/// Every event name, for validation of webhook subscriptions.
+pub const ALL: [&str; 5] = [
+    DOCUMENT_CHANGED,
+    USER_JOINED,
+    USER_LEFT,
+    ROOM_CREATED,
+    ROOM_DELETED,
+];
+
+/// Writes events to the outbox and wakes the dispatcher.
+#[derive(Clone)]
+pub struct Events {
+    store: Arc<dyn Store>,
+    tenants: Arc<Tenants>,
+    notify: WebhookNotify,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// An emitter over `store`.
+    pub fn new(store: Arc<dyn Store>, tenants: Arc<Tenants>, notify: WebhookNotify) -> Self {
+        Events {
+            store,
+            tenants,
+            notify,
+        }
+    }
+
+    /// Emits in the background: the caller (a connection, a request) does not wait on the
+    /// database. Skipped when the tenant has no webhook wanting it.
+    pub fn emit(&self, tenant: &str, event: &'static str, body: Value) {
+        let this = self.clone();
+        let tenant = tenant.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.emit_now(&tenant, event, body).await {
+                tracing::warn!(tenant, event, error = %e, "cannot write webhook event");
+            }
+        });
+    }
+
+    /// Emits and waits until the event is in the outbox.
+    pub async fn emit_now(
+        &self,
+        tenant: &str,
+        event: &'static str,
+        body: Value,
+    ) -> Result<(), chorus_persistence::StoreError> {
+        let state = self.tenants.get(tenant).await?;
+        if !state.wants_event(event) {
+            return Ok(());
+        }
+        let e = NewEvent {
+            tenant: tenant.to_string(),
+            event: event.to_string(),
+            body,
+        };
+        self.store
+            .enqueue_events(&[e], crate::auth::now_secs() as i64)
+            .await?;
+        self.notify.notify();
+        Ok(())
+    }
+
+    /// Whether the tenant's webhook wants `event`, from the cache (never waits).
+    pub fn wants(&self, tenant: &str, event: &str) -> bool {
+        self.tenants
+            .cached(tenant)
+            .is_some_and(|s| s.wants_event(event))
+    }
+
+    /// Wakes the dispatcher (after a room committed events with its updates).
+    pub fn notify(&self) {
+        self.notify.notify();
+    }
+}

@@ -1,0 +1,327 @@
+//! Tenants as the hub sees them: validated settings (limits), token verification keys by
+//! `kid`, and per-tenant connection counts.
+//!
+//! Every connection needs its tenant's keys and limits, so they are cached here for
+//! [`CACHE_TTL`]: a node does not query the database per connection. Changes made through this
+//! node's REST API invalidate the entry at once; other nodes see them within the TTL (the
+//! cluster issue adds invalidation over Redis).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chorus_persistence::{SigningKey, Store, StoreError};
+use dashmap::DashMap;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How long a tenant's settings and keys are reused before they are read again.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Cached tenants beyond which entries are dropped (bounds memory under tokens naming many
+/// tenants).
+const MAX_CACHED: usize = 50_000;
+
+/// A tenant's limits, stored as JSONB in `tenants.settings`. Absent limits fall back to the
+/// node's flags. Unknown keys are refused so a typo never silently means "unlimited".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Most WebSocket connections of the tenant at once on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// Most rooms the tenant may have (records in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rooms: Option<u64>,
+    /// Largest document, in stored bytes (never above the node's `--max-document-bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_document_bytes: Option<u64>,
+    /// Messages per second one connection may send (a burst of twice that is allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_second: Option<u32>,
+    /// AI tokens per day (enforced by the AI bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_tokens_per_day: Option<u64>,
+}
+
+impl TenantSettings {
+    /// Parses and checks stored or submitted settings.
+    pub fn parse(value: &Value) -> Result<Self, String> {
+        if !value.is_object() {
+            return Err("settings must be a JSON object".into());
+        }
+        let s: TenantSettings =
+            serde_json::from_value(value.clone()).map_err(|e| format!("settings: {e}"))?;
+        let positive = [
+            ("max_connections", s.max_connections),
+            ("max_rooms", s.max_rooms),
+            ("max_document_bytes", s.max_document_bytes),
+            ("messages_per_second", s.messages_per_second.map(u64::from)),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(format!("settings.{name} must be at least 1"));
+        }
+        if s.max_document_bytes.is_some_and(|b| b < 1024) {
+            return Err("settings.max_document_bytes must be at least 1024".into());
+        }
+        Ok(s)
+    }
+
+    /// As stored.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Default::default()))
+    }
+}
+
+/// One verification key, ready to use.
+#[derive(Clone)]
+pub struct VerifyKey {
+    /// The decoded key.
+    pub key: DecodingKey,
+    /// The algorithm it verifies (pinned: a token cannot choose another).
+    pub alg: Algorithm,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey").field("alg", &self.alg).finish()
+    }
+}
+
+/// What the hub knows about one tenant.
+#[derive(Debug)]
+pub struct TenantState {
+    /// Whether the tenant has a row (tenants named only by operator-signed tokens have none).
+    pub exists: bool,
+    /// Its limits.
+    pub settings: TenantSettings,
+    /// Active verification keys by `kid`.
+    pub keys: HashMap<String, VerifyKey>,
+    /// The newest active HS256 key (kid, secret): what `POST /v1/tokens` signs with.
+    pub mint_key: Option<(String, String)>,
+    /// Events the tenant's webhook wants (empty: all); `None` without a webhook.
+    pub webhook_events: Option<Vec<String>>,
+    loaded: Instant,
+}
+
+impl TenantState {
+    /// Whether an event of this name should be written to the outbox.
+    pub fn wants_event(&self, event: &str) -> bool {
+        self.webhook_events
+            .as_ref()
+            .is_some_and(|e| e.is_empty() || e.iter().any(|x| x == event))
+    }
+}
+
+/// Parses a stored key; `None` for an unknown algorithm or bad key material (logged).
+pub fn decode_key(k: &SigningKey) -> Option<VerifyKey> {
+    let parsed = match k.alg.as_str() {
+        "HS256" => Ok(VerifyKey {
+            key: DecodingKey::from_secret(k.material.as_bytes()),
+            alg: Algorithm::HS256,
+        }),
+        "EdDSA" => DecodingKey::from_ed_pem(k.material.as_bytes()).map(|key| VerifyKey {
+            key,
+            alg: Algorithm::EdDSA,
+        }),
+        "RS256" => DecodingKey::from_rsa_pem(k.material.as_bytes()).map(|key| VerifyKey {
+            key,
+            alg: Algorithm::RS256,
+        }),
+        other => {
+            tracing::warn!(
+                tenant = k.tenant,
+                kid = k.kid,
+                alg = other,
+                "unknown key algorithm"
+            );
+            return None;
+        }
+    };
+    match parsed {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(tenant = k.tenant, kid = k.kid, error = %e, "unusable stored key");
+            None
+        }
+    }
+}
+
+/// The tenant cache and per-tenant connection counts of this node.
+pub struct Tenants {
+    store: Arc<dyn Store>,
+    cache: DashMap<String, Arc<TenantState>>,
+    // Bumped by every invalidation: a load that started before one must not cache what it
+    // read (it may hold a key revoked meanwhile).
+    invalidations: std::sync::atomic::AtomicU64,
+    connections: DashMap<String, Arc<AtomicUsize>>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants")
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds one of a tenant's connection slots; released on drop.
+#[derive(Debug)]
+pub struct TenantSlot(Arc<AtomicUsize>);
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Tenants {
+    /// An empty cache over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Tenants {
+            store,
+            cache: DashMap::new(),
+            invalidations: std::sync::atomic::AtomicU64::new(0),
+            connections: DashMap::new(),
+        })
+    }
+
+    /// The tenant's settings and keys, from the cache when fresh.
+    pub async fn get(&self, tenant: &str) -> Result<Arc<TenantState>, StoreError> {
+        if let Some(s) = self.cache.get(tenant)
+            && s.loaded.elapsed() < CACHE_TTL
+        {
+            return Ok(s.clone());
+        }
+        let generation = self.invalidations.load(Ordering::Acquire);
+        let row = self.store.get_tenant(tenant).await?;
+        let state = match row {
+            None => TenantState {
+                exists: false,
+                settings: TenantSettings::default(),
+                keys: HashMap::new(),
+                mint_key: None,
+                webhook_events: None,
+                loaded: Instant::now(),
+            },
+            Some(t) => {
+                let settings = TenantSettings::parse(&t.settings).unwrap_or_else(|e| {
+                    // Only the REST API writes settings, and it validates them; a bad row
+                    // was edited by hand. Refusing the tenant entirely would be worse.
+                    tracing::error!(
+                        tenant,
+                        error = e,
+                        "stored tenant settings are invalid; using node limits"
+                    );
+                    TenantSettings::default()
+                });
+                let stored = self.store.list_signing_keys(tenant).await?;
+                let mut keys = HashMap::new();
+                let mut mint_key = None;
+                for k in stored.iter().filter(|k| k.revoked.is_none()) {
+                    if let Some(v) = decode_key(k) {
+                        keys.insert(k.kid.clone(), v);
+                        if k.alg == "HS256" {
+                            // Oldest first: the last one is the newest.
+                            mint_key = Some((k.kid.clone(), k.material.clone()));
+                        }
+                    }
+                }
+                let webhook_events = self.store.get_webhook(tenant).await?.map(|w| w.events);
+                TenantState {
+                    exists: true,
+                    settings,
+                    keys,
+                    mint_key,
+                    webhook_events,
+                    loaded: Instant::now(),
+                }
+            }
+        };
+        let state = Arc::new(state);
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
+        }
+        if self.invalidations.load(Ordering::Acquire) == generation {
+            self.cache.insert(tenant.to_string(), state.clone());
+        }
+        Ok(state)
+    }
+
+    /// The cached state even if stale, without waiting; a stale or missing entry is
+    /// refreshed in the background. For hot paths (a room's flush) that must never wait on
+    /// the database.
+    pub fn cached(self: &Arc<Self>, tenant: &str) -> Option<Arc<TenantState>> {
+        let entry = self.cache.get(tenant).map(|s| s.clone());
+        if entry
+            .as_ref()
+            .is_none_or(|s| s.loaded.elapsed() >= CACHE_TTL)
+        {
+            let this = self.clone();
+            let tenant = tenant.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = this.get(&tenant).await {
+                    tracing::debug!(tenant, error = %e, "tenant refresh failed");
+                }
+            });
+        }
+        entry
+    }
+
+    /// Forgets the cached entry (after a change through the REST API).
+    pub fn invalidate(&self, tenant: &str) {
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(tenant);
+    }
+
+    /// Takes one of the tenant's connection slots, or `None` at `max`.
+    pub fn reserve_connection(&self, tenant: &str, max: Option<u64>) -> Option<TenantSlot> {
+        let counter = match self.connections.get(tenant) {
+            Some(c) => c.clone(),
+            None => self
+                .connections
+                .entry(tenant.to_string())
+                .or_default()
+                .clone(),
+        };
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        let slot = TenantSlot(counter);
+        match max {
+            Some(max) if before as u64 >= max => None,
+            _ => Some(slot),
+        }
+    }
+
+    /// Connections of the tenant open on this node.
+    pub fn connections(&self, tenant: &str) -> usize {
+        self.connections
+            .get(tenant)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_are_validated() {
+        let ok =
+            TenantSettings::parse(&json!({"max_connections": 10, "max_rooms": 2})).expect("valid");
+        assert_eq!(ok.max_connections, Some(10));
+        assert_eq!(ok.messages_per_second, None);
+        assert!(TenantSettings::parse(&json!({"max_conections": 10})).is_err());
+        assert!(TenantSettings::parse(&json!({"max_rooms": 0})).is_err());
+        assert!(TenantSettings::parse(&json!({"max_rooms": -1})).is_err());
+        assert!(TenantSettings::parse(&json!({"max_rooms": "many"})).is_err());
+        assert!(TenantSettings::parse(&json!([1])).is_err());
+        assert!(TenantSettings::parse(&json!({"max_document_bytes": 10})).is_err());
+        assert_eq!(
+            TenantSettings::parse(&ok.to_value()).expect("roundtrip"),
+            ok
+        );
+    }
+}

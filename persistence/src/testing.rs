@@ -1,0 +1,198 @@
+//! Helpers for tests of this crate and of the hub: a fresh Postgres database per test.
+//!
+//! ```no_run
+//! # async fn t() {
+//! use chorus_persistence::testing::TestDatabase;
+//! let Some(db) = TestDatabase::create().await else { return }; // Postgres absent: skipped
+//! let store = db.open_store().await;
+//! // ... the database is dropped (WITH (FORCE)) when `db` goes out of scope.
+//! # }
+//! ```
+//!
+//! The server comes from `CHORUS_TEST_DATABASE_URL` (a role that may create databases),
+//! default [`DEFAULT_ADMIN_URL`]. When it cannot be reached the test is skipped with a loud
+//! message on stderr, unless the `CI` environment variable is set: then it fails, so a CI
+//! job without Postgres never passes by skipping.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+use crate::PostgresStore;
+
+/// Environment variable naming the admin URL.
+pub const ADMIN_URL_VAR: &str = "CHORUS_TEST_DATABASE_URL";
+
+/// The admin URL when [`ADMIN_URL_VAR`] is unset: the local server, trust authentication,
+/// plain TCP (Debian's Postgres has TLS on, and sqlx would otherwise negotiate it).
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+
+/// Prefix of every database this module creates, to find leftovers of killed test runs.
+pub const DATABASE_PREFIX: &str = "chorus_test_";
+
+/// The admin URL in effect.
+pub fn admin_url() -> String {
+    std::env::var(ADMIN_URL_VAR).unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+}
+
+/// A database created for one test, dropped with `DROP DATABASE ... WITH (FORCE)` (which
+/// ends the connections still open to it) when this value is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    admin: PgConnectOptions,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database (no schema) on the admin server. `None` means Postgres is
+    /// unreachable and the caller should return (the skip was reported on stderr). Panics
+    /// when it is unreachable under `CI`, or reachable but the database cannot be created.
+    pub async fn create() -> Option<Self> {
+        let admin_url = admin_url();
+        let admin = match PgConnectOptions::from_str(&admin_url) {
+            Ok(o) => o,
+            Err(e) => panic!("{ADMIN_URL_VAR} is not a postgres url: {e}"),
+        };
+        let mut conn = match PgConnection::connect_with(&admin).await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("Postgres at {} is unreachable ({e})", redacted(&admin_url));
+                if std::env::var_os("CI").is_some() {
+                    panic!("{msg}; CI is set, so Postgres tests must not be skipped");
+                }
+                // Written to the process's stderr directly: the test harness captures
+                // `eprintln!` of passing tests, and a silent skip looks like a pass. Once per
+                // process is enough to be seen.
+                static WARNED: Once = Once::new();
+                WARNED.call_once(|| {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\n========================================================================\n\
+                         SKIPPING POSTGRES TESTS: {msg}.\n\
+                         Start Postgres or set {ADMIN_URL_VAR}; set CI=1 to make this fail.\n\
+                         ========================================================================\n"
+                    );
+                });
+                return None;
+            }
+        };
+        let name = unique_name();
+        // The name is generated here (lowercase letters, digits, '_'), never user input.
+        let create = format!("CREATE DATABASE \"{name}\"");
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut conn)
+            .await
+        {
+            panic!("cannot create test database {name}: {e}");
+        }
+        let _ = conn.close().await;
+        // The admin URL with the new database's name as path: keeps user, password, host
+        // and parameters such as sslmode.
+        let mut url = match url::Url::parse(&admin_url) {
+            Ok(u) => u,
+            Err(e) => panic!("{ADMIN_URL_VAR} is not a url: {e}"),
+        };
+        url.set_path(&format!("/{name}"));
+        let url = url.to_string();
+        Some(Self { admin, name, url })
+    }
+
+    /// URL of the new database, as the admin role.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// URL of the new database for another login role (e.g. one created `IN ROLE chorus_app`
+    /// to test the production setup); `password: None` keeps the admin URL's.
+    pub fn url_as(&self, user: &str, password: Option<&str>) -> String {
+        let Ok(mut url) = url::Url::parse(&self.url) else {
+            // `create` built this URL with the same parser.
+            return self.url.clone();
+        };
+        let _ = url.set_username(user);
+        if password.is_some() {
+            let _ = url.set_password(password);
+        }
+        url.to_string()
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A migrated [`PostgresStore`] on this database (queries run as `chorus_app`). Panics
+    /// on failure: this is for tests.
+    pub async fn open_store(&self) -> PostgresStore {
+        match PostgresStore::open(&self.url, true).await {
+            Ok(s) => s,
+            Err(e) => panic!("cannot open postgres store on {}: {e}", self.name),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async code, maybe on a runtime thread that must not block on
+        // itself: drop the database from a helper thread with its own small runtime.
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect_with(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = conn.close().await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            // Never panic in drop (it may run during a panic); a leftover is only litter.
+            Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
+            Err(_) => eprintln!(
+                "could not drop test database {}: helper panicked",
+                self.name
+            ),
+        }
+    }
+}
+
+/// `chorus_test_<pid>_<n>_<nanos>`: unique across concurrent test processes and runs.
+fn unique_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{DATABASE_PREFIX}{}_{n}_{nanos}", std::process::id())
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(unparsable url)".to_owned(),
+    }
+}
