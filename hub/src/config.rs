@@ -106,6 +106,11 @@ pub struct Config {
     #[arg(long, env = "CHORUS_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
 
+    /// How long delivered and given-up webhook events stay in the outbox (visible through
+    /// `GET /v1/webhook/events`) before they are pruned. Default: 7d.
+    #[arg(long, env = "CHORUS_WEBHOOK_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub webhook_retention: std::time::Duration,
+
     /// Shortest time between two `document.changed` webhook events of one room. Default: 2s.
     #[arg(long, env = "CHORUS_WEBHOOK_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub webhook_debounce: Duration,

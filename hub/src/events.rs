@@ -101,3 +101,46 @@ impl Events {
         self.notify.notify();
     }
 }
+
+/// How often delivered and given-up outbox rows are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes delivered and given-up outbox rows older than `retention`, for every tenant, once
+/// an hour: every connection may write `user.joined`/`user.left`, so the outbox would otherwise
+/// grow without bound. Pending events are never pruned. Several nodes pruning at once is
+/// harmless.
+pub fn spawn_pruner(
+    store: Arc<dyn Store>,
+    retention: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let cutoff = (crate::auth::now_secs() as i64)
+                .saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+            if let Err(e) = prune_once(&*store, cutoff).await {
+                tracing::warn!(error = %e, "pruning the webhook outbox failed; retrying in an hour");
+            }
+        }
+    })
+}
+
+/// One pruning pass over every tenant; returns the rows deleted.
+pub async fn prune_once(
+    store: &dyn Store,
+    before: i64,
+) -> Result<u64, chorus_persistence::StoreError> {
+    let mut total = 0;
+    for t in store.list_tenants().await? {
+        total += store.prune_events(&t.id, before).await?;
+    }
+    if total > 0 {
+        tracing::info!(rows = total, "pruned delivered webhook events");
+    }
+    Ok(total)
+}

@@ -128,6 +128,11 @@ pub async fn run(
         stop_webhooks.clone(),
     );
     let events = Events::new(store.clone(), tenants.clone(), notify);
+    let pruner = events::spawn_pruner(
+        store.clone(),
+        config.webhook_retention,
+        stop_webhooks.clone(),
+    );
     if config.anonymous_allowed() {
         tracing::warn!(
             "anonymous connections are allowed: clients without a token can edit every room of tenant \"default\" (pass --allow-anonymous=false or configure a JWT key to require tokens)"
@@ -189,6 +194,7 @@ pub async fn run(
     // Events not delivered yet stay in the outbox for the next start (or another node).
     stop_webhooks.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), pruner).await;
     Ok(())
 }
 

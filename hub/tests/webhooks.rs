@@ -653,3 +653,59 @@ async fn a_backlog_larger_than_a_batch_is_delivered_once_each() {
     assert_eq!(ids.len(), 40, "no event sent twice");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn pruning_removes_settled_events_of_every_tenant_and_keeps_pending_ones() {
+    let receiver = Receiver::start(&[], Reply::Status(200)).await;
+    let h = Harness::start(fast()).await;
+    h.tenant("acme", Some((&receiver.url, &[]))).await;
+    h.tenant("globex", Some((&receiver.url, &[]))).await;
+    let a = h.enqueue("acme", "user.joined", json!({"room": "r"})).await;
+    let g = h.enqueue("globex", "user.left", json!({"room": "r"})).await;
+    assert!(h.settled("acme", a).await.delivered.is_some());
+    assert!(h.settled("globex", g).await.delivered.is_some());
+    let store: &dyn chorus_persistence::Store = &*h.store;
+    // Nothing is old enough yet.
+    assert_eq!(
+        chorus_hub::events::prune_once(store, unix_now() - 3600)
+            .await
+            .expect("prune"),
+        0
+    );
+    // With the dispatcher stopped, a new event stays pending; settled ones of both tenants go.
+    h.shutdown.cancel();
+    let before: Vec<i64> = h.events("acme").await.iter().map(|e| e.id).collect();
+    h.store
+        .enqueue_events(
+            &[NewEvent {
+                tenant: "acme".to_owned(),
+                event: "user.left".to_owned(),
+                body: json!({"room": "r"}),
+            }],
+            unix_now(),
+        )
+        .await
+        .expect("enqueue");
+    let stuck = h
+        .events("acme")
+        .await
+        .iter()
+        .map(|e| e.id)
+        .find(|id| !before.contains(id))
+        .expect("new event");
+    assert_eq!(
+        chorus_hub::events::prune_once(store, unix_now() + 10)
+            .await
+            .expect("prune"),
+        2
+    );
+    let left = h.store.list_events("acme", 10).await.expect("list");
+    assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [stuck]);
+    assert!(
+        h.store
+            .list_events("globex", 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}

@@ -270,6 +270,9 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The tenant's newest outbox rows, newest first.
     async fn list_events(&self, tenant: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Deletes the tenant's delivered and given-up outbox rows created before `before`;
+    /// returns how many. Pending events are never pruned.
+    async fn prune_events(&self, tenant: &str, before: i64) -> Result<u64, StoreError>;
 }
 
 /// The outcome of one delivery attempt.

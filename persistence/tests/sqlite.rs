@@ -51,6 +51,7 @@ mod catalog {
         appended_events_are_claimed_once,
         concurrent_claims_are_disjoint,
         record_attempt_outcomes,
+        prune_keeps_pending_and_recent_events,
         tenant_isolation,
     );
 }

@@ -648,4 +648,19 @@ impl Catalog for PostgresStore {
         tx.commit().await?;
         rows.iter().map(outbox_event).collect()
     }
+
+    async fn prune_events(&self, tenant: &str, before: i64) -> Result<u64, StoreError> {
+        let mut tx = self.scoped(tenant).await?;
+        let n = sqlx::query(
+            "DELETE FROM outbox WHERE tenant_id = $1 AND created < $2
+               AND (delivered IS NOT NULL OR failed)",
+        )
+        .bind(tenant)
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
 }

@@ -601,4 +601,19 @@ impl Catalog for SqliteStore {
             .map(outbox_event)
             .collect()
     }
+
+    async fn prune_events(&self, tenant: &str, before: i64) -> Result<u64, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query(
+            "DELETE FROM outbox WHERE tenant_id = ? AND created < ?
+               AND (delivered IS NOT NULL OR failed)",
+        )
+        .bind(tenant)
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
 }

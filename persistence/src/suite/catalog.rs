@@ -885,6 +885,63 @@ pub async fn record_attempt_outcomes(store: Arc<dyn Store>) {
     );
 }
 
+/// Pruning removes only delivered and given-up rows older than the cut-off, of one tenant.
+pub async fn prune_keeps_pending_and_recent_events(store: Arc<dyn Store>) {
+    for t in ["t", "u"] {
+        store
+            .set_webhook(t, &webhook("https://t.example"))
+            .await
+            .expect("set");
+        store
+            .enqueue_events(&[event(t, 1), event(t, 2), event(t, 3)], 100)
+            .await
+            .expect("enqueue");
+    }
+    let claimed = store.claim_events(100, 30, 10).await.expect("claim");
+    let of_t: Vec<i64> = claimed
+        .iter()
+        .filter(|e| e.tenant == "t")
+        .map(|e| e.id)
+        .collect();
+    let done = |delivered: bool| Attempt {
+        at: 101,
+        status: delivered.then_some(200),
+        error: (!delivered).then(|| "gone".to_owned()),
+        delivered,
+        retry_at: None,
+    };
+    store
+        .record_attempt("t", of_t[0], &done(true))
+        .await
+        .expect("delivered");
+    store
+        .record_attempt("t", of_t[1], &done(false))
+        .await
+        .expect("given up");
+    for e in claimed.iter().filter(|e| e.tenant == "u") {
+        store
+            .record_attempt("u", e.id, &done(true))
+            .await
+            .expect("delivered");
+    }
+    assert_eq!(
+        store.prune_events("t", 100).await.expect("prune"),
+        0,
+        "not older"
+    );
+    assert_eq!(store.prune_events("t", 101).await.expect("prune"), 2);
+    assert_eq!(
+        ids(&store.list_events("t", 10).await.expect("list")),
+        vec![of_t[2]],
+        "the pending event stays"
+    );
+    assert_eq!(
+        store.list_events("u", 10).await.expect("list").len(),
+        3,
+        "other tenants untouched"
+    );
+}
+
 /// Tenant B never sees or changes tenant A's rows through any method; deleting B's tenant
 /// removes only B's rows, deleting A's removes all of A's.
 pub async fn tenant_isolation(store: Arc<dyn Store>) {
@@ -1122,5 +1179,6 @@ where
     appended_events_are_claimed_once(fresh().await).await;
     concurrent_claims_are_disjoint(fresh().await).await;
     record_attempt_outcomes(fresh().await).await;
+    prune_keeps_pending_and_recent_events(fresh().await).await;
     tenant_isolation(fresh().await).await;
 }
