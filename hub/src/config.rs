@@ -25,6 +25,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once at start-up: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub (the default).
