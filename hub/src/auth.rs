@@ -174,6 +174,13 @@ impl Verifier {
                 // The tenant is read before the signature is checked only to find the key;
                 // the key then verifies the very claims that named it.
                 let tenant = unverified_tenant(token)?;
+                // Only well-formed ids reach the database: a flood of made-up tenants or key
+                // ids must cost a parse, not a query.
+                if !crate::tenants::valid_id(&tenant) || kid.is_empty() || kid.len() > 64 {
+                    return Err(ApiError::Unauthenticated(
+                        "unknown or revoked key id for this tenant".into(),
+                    ));
+                }
                 let state = self.tenants.get(&tenant).await.map_err(|e| {
                     tracing::warn!(error = %e, "cannot load tenant keys");
                     ApiError::Unavailable("token keys are unavailable; retry later".into())

@@ -127,8 +127,8 @@ pub struct Config {
     pub jwt_public_key: Option<String>,
 
     /// Accept connections without a token (tenant `default`, write access to every room).
-    /// Default: true when listening on a loopback address and no JWT key is configured,
-    /// false otherwise.
+    /// Default: true when listening on a loopback address with no JWT key, no operator key and
+    /// no Postgres database configured, false otherwise.
     #[arg(long, env = "CHORUS_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
 
@@ -280,10 +280,17 @@ impl Config {
 
     /// Whether tokenless connections are accepted (see `--allow-anonymous`).
     pub fn anonymous_allowed(&self) -> bool {
+        // A node that serves tenants (an operator key, or a shared Postgres database) must not
+        // let tokenless clients in by default, even behind a proxy on loopback.
         self.allow_anonymous.unwrap_or_else(|| {
             self.listen.ip().is_loopback()
                 && self.jwt_secret.is_none()
                 && self.jwt_public_key.is_none()
+                && self.operator_key.is_none()
+                && self
+                    .database_url
+                    .as_deref()
+                    .is_none_or(|u| u.starts_with("sqlite:"))
         })
     }
 }
@@ -323,6 +330,19 @@ mod tests {
         assert!(!c.anonymous_allowed());
         c.allow_anonymous = Some(true);
         assert!(c.anonymous_allowed());
+        let tenants = Config {
+            operator_key: Some("k".repeat(32)),
+            ..Config::default()
+        };
+        assert!(!tenants.anonymous_allowed(), "an operator key turns it off");
+        let shared = Config {
+            database_url: Some("postgres://db/chorus".into()),
+            ..Config::default()
+        };
+        assert!(
+            !shared.anonymous_allowed(),
+            "a Postgres database turns it off"
+        );
     }
 
     #[test]

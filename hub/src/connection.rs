@@ -122,7 +122,7 @@ pub fn emit_presence(
     };
     // Checked from the cache first: most tenants have no webhook, and a spawned task per
     // connection would cost them for nothing.
-    if events.wants(&key.tenant, event) {
+    if events.may_want(&key.tenant, event) {
         events.emit(
             &key.tenant,
             event,
@@ -560,7 +560,8 @@ pub fn decode_frame(
     Ok(out)
 }
 
-fn decode_update(u: &Bytes) -> Result<Update, (CloseCode, &'static str)> {
+/// Decodes an update from outside: header checked first, yrs' errors and panics both refused.
+pub fn decode_update(u: &Bytes) -> Result<Update, (CloseCode, &'static str)> {
     chorus_protocol::sync::check_update_header(u)
         .map_err(|_| (CloseCode::InvalidPayload, "malformed update"))?;
     guarded(|| Update::decode_v1(u)).ok_or((CloseCode::InvalidPayload, "malformed update"))

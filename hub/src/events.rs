@@ -81,6 +81,7 @@ impl Events {
             tenant: tenant.to_string(),
             event: event.to_string(),
             body,
+            delay: 0,
         };
         self.store
             .enqueue_events(&[e], crate::auth::now_secs() as i64)
@@ -89,11 +90,12 @@ impl Events {
         Ok(())
     }
 
-    /// Whether the tenant's webhook wants `event`, from the cache (never waits).
-    pub fn wants(&self, tenant: &str, event: &str) -> bool {
+    /// Whether `event` may be wanted by the tenant's webhook, from the cache (never waits):
+    /// `false` only when the cache knows it is not; unknown means [`Events::emit`] checks.
+    pub fn may_want(&self, tenant: &str, event: &str) -> bool {
         self.tenants
             .cached(tenant)
-            .is_some_and(|s| s.wants_event(event))
+            .is_none_or(|s| s.wants_event(event))
     }
 
     /// Wakes the dispatcher (after a room committed events with its updates).

@@ -151,6 +151,9 @@ impl Hocuspocus {
         if !identity.may_open(name) {
             return self.deny(&prefix, "token does not grant this room");
         }
+        if self.app.tenants.is_deleting(&identity.tenant) {
+            return self.deny(&prefix, "the tenant is being deleted");
+        }
         let tenant = match self.app.tenants.get(&identity.tenant).await {
             Ok(t) => t,
             Err(_) => return self.deny(&prefix, "tenant settings unavailable; retry later"),
@@ -176,8 +179,7 @@ impl Hocuspocus {
         }
         // The room limits are auth refusals, decided before "authenticated" goes out.
         if self.app.registry.get(&key).is_none()
-            && let Err(e) =
-                crate::server::record_room(&self.app, &key, tenant.settings.max_rooms).await
+            && let Err(e) = crate::server::record_room(&self.app, &key, &tenant).await
         {
             return self.deny(&prefix, &e.to_string());
         }

@@ -50,7 +50,11 @@ pub struct DeleteGuard {
 
 impl Drop for DeleteGuard {
     fn drop(&mut self) {
-        self.registry.deleting.remove(&self.key);
+        // Only the last of concurrent deletions of one room lifts the block.
+        self.registry.deleting.remove_if_mut(&self.key, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
     }
 }
 
@@ -58,8 +62,11 @@ impl Drop for DeleteGuard {
 #[derive(Debug)]
 pub struct Registry {
     rooms: DashMap<RoomKey, RoomHandle>,
-    // Rooms being deleted: not re-spawned until the stored rows are gone.
-    deleting: DashMap<RoomKey, ()>,
+    // Rooms being deleted (by how many deletions): not re-spawned until the rows are gone.
+    deleting: DashMap<RoomKey, usize>,
+    // Room tasks still running per key, including ones that already left `rooms` (an idle
+    // room flushing on its way out): a deletion waits for them to write nothing more.
+    tasks: DashMap<RoomKey, usize>,
     ctx: Arc<RoomContext>,
     generation: AtomicU64,
 }
@@ -73,6 +80,7 @@ impl Registry {
         Arc::new(Registry {
             rooms: DashMap::new(),
             deleting: DashMap::new(),
+            tasks: DashMap::new(),
             ctx,
             generation: AtomicU64::new(1),
         })
@@ -110,11 +118,24 @@ impl Registry {
     /// Blocks (re-)spawning the room until the guard drops: while a deletion removes its
     /// stored rows, a joiner must not load them back.
     pub fn begin_delete(self: &Arc<Self>, key: &RoomKey) -> DeleteGuard {
-        self.deleting.insert(key.clone(), ());
+        *self.deleting.entry(key.clone()).or_insert(0) += 1;
         DeleteGuard {
             registry: self.clone(),
             key: key.clone(),
         }
+    }
+
+    /// Waits until no task of the room runs any more (it wrote everything it will write), at
+    /// most `patience`; `false` if one still runs.
+    pub async fn wait_gone(&self, key: &RoomKey, patience: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.tasks.contains_key(key) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// The open room, or a freshly spawned one.
@@ -140,7 +161,16 @@ impl Registry {
                     tx,
                 };
                 let room = Room::new(handle.clone(), self.ctx.clone(), self.clone());
-                tokio::spawn(room.run(rx));
+                *self.tasks.entry(key.clone()).or_insert(0) += 1;
+                let registry = self.clone();
+                let task_key = key.clone();
+                tokio::spawn(async move {
+                    room.run(rx).await;
+                    registry.tasks.remove_if_mut(&task_key, |_, n| {
+                        *n -= 1;
+                        *n == 0
+                    });
+                });
                 metrics::gauge!("chorus_rooms_open").increment(1.0);
                 e.insert(handle.clone());
                 Ok(handle)

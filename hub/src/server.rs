@@ -162,6 +162,12 @@ async fn ws_handler(
             ApiError::Forbidden("token does not grant this room".into()),
         );
     }
+    if app.tenants.is_deleting(&identity.tenant) {
+        return refused(
+            "deleted",
+            ApiError::NotFound("the tenant is being deleted".into()),
+        );
+    }
     let tenant = match app.tenants.get(&identity.tenant).await {
         Ok(t) => t,
         Err(e) => {
@@ -196,7 +202,7 @@ async fn ws_handler(
     };
     let key = RoomKey::new(identity.tenant.clone(), room);
     if app.registry.get(&key).is_none()
-        && let Err(e) = record_room(&app, &key, tenant.settings.max_rooms).await
+        && let Err(e) = record_room(&app, &key, &tenant).await
     {
         return refused("rooms", e);
     }
@@ -254,12 +260,18 @@ async fn ws_handler(
 
 /// Records a room the first time it is joined, within the tenant's room limit. Rooms are
 /// recorded when they spawn on this node, not per connection. Without a limit the record is
-/// written in the background: a first joiner does not wait for a database commit.
+/// written in the background: a first joiner does not wait for a database commit. Rooms of
+/// tenants without a tenant record (anonymous connections, node-key tokens naming any tenant)
+/// are not recorded: nothing lists or limits them, and a write per room would only cost.
 pub(crate) async fn record_room(
     app: &Arc<AppState>,
     key: &RoomKey,
-    max_rooms: Option<u64>,
+    tenant: &crate::tenants::TenantState,
 ) -> Result<(), ApiError> {
+    if !tenant.exists {
+        return Ok(());
+    }
+    let max_rooms = tenant.settings.max_rooms;
     let write = {
         let app = app.clone();
         let key = key.clone();

@@ -115,6 +115,20 @@ impl TenantState {
     }
 }
 
+/// Whether `id` is a valid tenant id: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or
+/// digit (ids appear in API keys, tokens and URLs).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 /// Parses a stored key; `None` for an unknown algorithm or bad key material (logged).
 pub fn decode_key(k: &SigningKey) -> Option<VerifyKey> {
     let parsed = match k.alg.as_str() {
@@ -156,6 +170,11 @@ pub struct Tenants {
     // Bumped by every invalidation: a load that started before one must not cache what it
     // read (it may hold a key revoked meanwhile).
     invalidations: std::sync::atomic::AtomicU64,
+    // Tenants whose background refresh is running: one at a time per tenant, however many
+    // rooms and connections ask meanwhile.
+    refreshing: DashMap<String, ()>,
+    // Tenants being deleted on this node (by how many deletions): refused everywhere.
+    deleting: DashMap<String, usize>,
     connections: DashMap<String, Arc<AtomicUsize>>,
 }
 
@@ -164,6 +183,23 @@ impl std::fmt::Debug for Tenants {
         f.debug_struct("Tenants")
             .field("cached", &self.cache.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Ends a tenant's deletion window (see [`Tenants::begin_delete`]).
+#[derive(Debug)]
+pub struct TenantDeleteGuard {
+    tenants: Arc<Tenants>,
+    tenant: String,
+}
+
+impl Drop for TenantDeleteGuard {
+    fn drop(&mut self) {
+        self.tenants.deleting.remove_if_mut(&self.tenant, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+        self.tenants.invalidate(&self.tenant);
     }
 }
 
@@ -184,6 +220,8 @@ impl Tenants {
             store,
             cache: DashMap::new(),
             invalidations: std::sync::atomic::AtomicU64::new(0),
+            refreshing: DashMap::new(),
+            deleting: DashMap::new(),
             connections: DashMap::new(),
         })
     }
@@ -242,10 +280,18 @@ impl Tenants {
         };
         let state = Arc::new(state);
         if self.cache.len() >= MAX_CACHED {
-            self.cache.clear();
+            // Unknown tenants (tokens naming made-up ones) go first; real ones stay cached.
+            self.cache.retain(|_, s| s.exists);
+            if self.cache.len() >= MAX_CACHED {
+                self.cache.clear();
+            }
         }
+        // Checked while holding the entry's lock: an invalidation bumps the counter before it
+        // removes the entry (which takes the same lock), so either it removes what we insert
+        // or we see its bump and insert nothing.
+        let slot = self.cache.entry(tenant.to_string());
         if self.invalidations.load(Ordering::Acquire) == generation {
-            self.cache.insert(tenant.to_string(), state.clone());
+            slot.insert(state.clone());
         }
         Ok(state)
     }
@@ -258,6 +304,7 @@ impl Tenants {
         if entry
             .as_ref()
             .is_none_or(|s| s.loaded.elapsed() >= CACHE_TTL)
+            && self.refreshing.insert(tenant.to_string(), ()).is_none()
         {
             let this = self.clone();
             let tenant = tenant.to_string();
@@ -265,9 +312,26 @@ impl Tenants {
                 if let Err(e) = this.get(&tenant).await {
                     tracing::debug!(tenant, error = %e, "tenant refresh failed");
                 }
+                this.refreshing.remove(&tenant);
             });
         }
         entry
+    }
+
+    /// Refuses the tenant's new sessions and requests on this node until the guard drops, so
+    /// that nothing writes rows for it while they are deleted.
+    pub fn begin_delete(self: &Arc<Self>, tenant: &str) -> TenantDeleteGuard {
+        *self.deleting.entry(tenant.to_string()).or_insert(0) += 1;
+        self.invalidate(tenant);
+        TenantDeleteGuard {
+            tenants: self.clone(),
+            tenant: tenant.to_string(),
+        }
+    }
+
+    /// Whether the tenant is being deleted on this node.
+    pub fn is_deleting(&self, tenant: &str) -> bool {
+        !self.deleting.is_empty() && self.deleting.contains_key(tenant)
     }
 
     /// Forgets the cached entry (after a change through the REST API).

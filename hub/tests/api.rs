@@ -795,6 +795,15 @@ async fn bad_input_gets_precise_problems(db: Option<String>) {
         )
         .await;
     assert_problem(&bad_tenant, 422, "tenant id");
+    let reserved = api
+        .call(
+            "POST",
+            "/v1/tenants",
+            OPERATOR,
+            Some(json!({ "id": "default" })),
+        )
+        .await;
+    assert_problem(&reserved, 422, "reserved");
     let bad_hook = api
         .call(
             "PUT",

@@ -169,6 +169,7 @@ impl Harness {
                     tenant: tenant.to_owned(),
                     event: event.to_owned(),
                     body,
+                    delay: 0,
                 }],
                 unix_now(),
             )
@@ -631,6 +632,7 @@ async fn a_backlog_larger_than_a_batch_is_delivered_once_each() {
             tenant: "acme".to_owned(),
             event: "document.changed".to_owned(),
             body: json!({ "room": format!("r{i}") }),
+            delay: 0,
         })
         .collect();
     h.store
@@ -681,6 +683,7 @@ async fn pruning_removes_settled_events_of_every_tenant_and_keeps_pending_ones()
                 tenant: "acme".to_owned(),
                 event: "user.left".to_owned(),
                 body: json!({"room": "r"}),
+                delay: 0,
             }],
             unix_now(),
         )

@@ -128,6 +128,10 @@ pub struct NewEvent {
     pub event: String,
     /// JSON body delivered.
     pub body: Value,
+    /// Seconds before the first delivery attempt (0: at once). A debounced event is written
+    /// with the first change it reports and delivered once its window has closed, so it is
+    /// as durable as that change and reports every later change of the window too.
+    pub delay: i64,
 }
 
 /// An outbox row.

@@ -155,8 +155,11 @@ async fn insert_events(
         q.push_values(chunk, |mut row, e| {
             row.push_bind(tenant).push_bind(&e.event).push_bind(&e.body);
             match now {
-                Some(t) => row.push_bind(t).push_bind(t),
-                None => row.push("chorus_epoch()").push("chorus_epoch()"),
+                Some(t) => row.push_bind(t).push_bind(t.saturating_add(e.delay.max(0))),
+                None => row
+                    .push("chorus_epoch()")
+                    .push("chorus_epoch() + ")
+                    .push_bind_unseparated(e.delay.max(0)),
             };
         });
         q.build().execute(&mut *conn).await?;

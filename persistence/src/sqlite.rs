@@ -201,8 +201,11 @@ async fn insert_events(
                 .push_bind(e.event.clone())
                 .push_bind(e.body.clone());
             match now {
-                Some(t) => row.push_bind(t).push_bind(t),
-                None => row.push("unixepoch()").push("unixepoch()"),
+                Some(t) => row.push_bind(t).push_bind(t.saturating_add(e.delay.max(0))),
+                None => row
+                    .push("unixepoch()")
+                    .push("unixepoch() + ")
+                    .push_bind_unseparated(e.delay.max(0)),
             };
         });
         q.build().execute(&mut *conn).await?;

@@ -60,6 +60,13 @@ pub(super) async fn create_tenant(
     JsonBody(body): JsonBody<NewTenant>,
 ) -> ApiResult<impl IntoResponse> {
     validate_tenant_id(&body.id)?;
+    if body.id == crate::auth::DEFAULT_TENANT {
+        // Anonymous connections and node-key tokens without a tenant claim land there: a
+        // tenant of that name would share its rooms with them.
+        return Err(Problem::invalid(
+            "tenant id \"default\" is reserved for anonymous connections and tokens without a tenant claim",
+        ));
+    }
     let name = body.name.unwrap_or_else(|| body.id.clone());
     check_name(&name, "name")?;
     let settings = match &body.settings {
@@ -158,11 +165,13 @@ pub(super) async fn delete_tenant(
     _: Operator,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    // Live rooms close first (4404) and write nothing more, then the rows go.
+    // New sessions and requests of the tenant are refused, live rooms close (4404) and write
+    // nothing more, then the rows go.
+    let _deleting = app.tenants.begin_delete(&id);
     let keys = app.registry.rooms_of(&id);
     let mut guards = Vec::with_capacity(keys.len());
     for key in keys {
-        guards.push(super::rooms::close_room(&app, &key, "tenant deleted").await);
+        guards.push(super::rooms::close_room(&app, &key, "tenant deleted").await?);
     }
     let existed = app.store.delete_tenant(&id).await?;
     drop(guards);
@@ -345,6 +354,7 @@ pub(super) async fn list_keys(
     State(app): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Value>> {
+    require_tenant(&app, &caller.tenant).await?;
     let keys = app.store.list_signing_keys(&caller.tenant).await?;
     Ok(Json(
         json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),

@@ -352,6 +352,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             });
         }
         let tenant = verify_api_key(app, key).await?;
+        if app.tenants.is_deleting(&tenant) {
+            return Err(Problem::not_found("the tenant is being deleted"));
+        }
         Ok(Caller { tenant })
     }
 }
@@ -488,16 +491,7 @@ fn random_id() -> String {
 /// Tenant ids: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or digit (they appear in API
 /// keys, tokens and URLs).
 pub fn validate_tenant_id(id: &str) -> ApiResult<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 63
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        && id
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if ok {
+    if crate::tenants::valid_id(id) {
         Ok(())
     } else {
         Err(Problem::invalid(

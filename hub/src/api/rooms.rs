@@ -30,6 +30,9 @@ const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Patience for an edit to become durable before the API says it could not confirm it.
 const DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most named versions one room keeps.
+const MAX_VERSIONS: usize = 1000;
+
 /// Largest `meta` object of a room, in bytes of JSON.
 const MAX_META_BYTES: usize = 64 * 1024;
 
@@ -161,12 +164,18 @@ pub(super) async fn create(
     caller: Caller,
     super::JsonBody(body): super::JsonBody<NewRoom>,
 ) -> ApiResult<impl IntoResponse> {
+    validate_room(&body.name).map_err(|e| Problem::invalid(format!("name: {e}")))?;
     let key = room_key(&caller, body.name)?;
     let meta = body.meta.unwrap_or_else(|| json!({}));
     if !meta.is_object() {
         return Err(Problem::invalid("meta must be a JSON object"));
     }
-    if meta.to_string().len() > MAX_META_BYTES {
+    let text = meta.to_string();
+    // Postgres' JSONB cannot hold NUL characters; refuse them on every store alike.
+    if text.contains("\\u0000") {
+        return Err(Problem::invalid("meta must not contain NUL characters"));
+    }
+    if text.len() > MAX_META_BYTES {
         return Err(Problem::invalid(format!(
             "meta must be at most {MAX_META_BYTES} bytes of JSON"
         )));
@@ -213,9 +222,15 @@ pub(super) async fn get(
     Ok(Json(room_json(&info, members(&app, &key).await.len())))
 }
 
-/// Closes a live room's members with 4404 and waits until the room will write nothing more;
-/// until the returned guard drops, the room cannot be re-opened.
-pub(super) async fn close_room(app: &Arc<AppState>, key: &RoomKey, reason: &str) -> DeleteGuard {
+/// Closes a live room's members with 4404 and waits until no task of the room will write
+/// anything more (also one exiting on its own); until the returned guard drops, the room
+/// cannot be re-opened on this node. 503 when the room does not finish in time: deleting
+/// then would let its last writes bring rows back.
+pub(super) async fn close_room(
+    app: &Arc<AppState>,
+    key: &RoomKey,
+    reason: &str,
+) -> ApiResult<DeleteGuard> {
     let guard = app.registry.begin_delete(key);
     if let Some(handle) = app.registry.get(key) {
         let (done, rx) = oneshot::channel();
@@ -228,7 +243,12 @@ pub(super) async fn close_room(app: &Arc<AppState>, key: &RoomKey, reason: &str)
             let _ = tokio::time::timeout(ROOM_TIMEOUT, rx).await;
         }
     }
-    guard
+    if !app.registry.wait_gone(key, ROOM_TIMEOUT).await {
+        return Err(Problem::unavailable(
+            "the room is still writing; nothing was deleted, retry",
+        ));
+    }
+    Ok(guard)
 }
 
 pub(super) async fn delete(
@@ -237,7 +257,7 @@ pub(super) async fn delete(
     PathParams(room): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let key = room_key(&caller, room)?;
-    let guard = close_room(&app, &key, "room deleted").await;
+    let guard = close_room(&app, &key, "room deleted").await?;
     let existed = app
         .store
         .delete_room_everything(&key.tenant, &key.room)
@@ -388,8 +408,13 @@ pub(super) async fn edit_document(
     let server_edit = match content_type.as_str() {
         "application/octet-stream" => {
             let raw = read_body(req, app.config.max_document_bytes).await?;
-            let update = Update::decode_v1(&raw)
-                .map_err(|e| Problem::invalid(format!("not a Yjs v1 update: {e}")))?;
+            // Up to 64 MiB of hostile input: decoded off the async workers, with the same
+            // guards (header check, panics caught) as updates from sockets.
+            let (update, raw) =
+                tokio::task::spawn_blocking(move || (crate::connection::decode_update(&raw), raw))
+                    .await
+                    .map_err(Problem::internal)?;
+            let update = update.map_err(|_| Problem::invalid("not a Yjs v1 update"))?;
             ServerEdit::Update { update, raw }
         }
         "application/json" => {
@@ -409,7 +434,7 @@ pub(super) async fn edit_document(
     // Writing creates the room if needed (within the tenant's room limit).
     if app.registry.get(&key).is_none() {
         let tenant = app.tenants.get(&key.tenant).await?;
-        crate::server::record_room(&app, &key, tenant.settings.max_rooms).await?;
+        crate::server::record_room(&app, &key, &tenant).await?;
     }
     edit(&app, &key, server_edit).await
 }
@@ -438,6 +463,12 @@ pub(super) async fn create_version(
     }
     if app.registry.get(&key).is_none() {
         existing(&app, &key).await?;
+    }
+    // Each version is a whole copy of the document: bound how many one room keeps.
+    if app.store.list_versions(&key.tenant, &key.room).await?.len() >= MAX_VERSIONS {
+        return Err(Problem::conflict(format!(
+            "the room already has {MAX_VERSIONS} versions"
+        )));
     }
     let state = ask(&app, &key, |reply| Command::State { reply }).await?;
     let v = app

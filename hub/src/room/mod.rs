@@ -253,10 +253,11 @@ pub struct Room {
     waiters: Vec<oneshot::Sender<bool>>,
     // The node limit, lowered by the tenant's setting at load.
     max_document_bytes: usize,
-    // A document.changed event is owed for updates saved without one (debounce).
-    change_owed: bool,
+    // When the current document.changed window opened (its event was written then).
     last_change_event: Option<TokioInstant>,
-    event_due: Option<TokioInstant>,
+    // The tenant's settings and webhook subscription as last seen (refreshed from the cache
+    // without waiting; kept when the cache has just been invalidated).
+    tenant: Option<Arc<crate::tenants::TenantState>>,
 }
 
 impl Room {
@@ -285,9 +286,8 @@ impl Room {
             failed: false,
             waiters: Vec::new(),
             max_document_bytes: ctx.limits.max_document_bytes,
-            change_owed: false,
             last_change_event: None,
-            event_due: None,
+            tenant: None,
             ctx,
         }
     }
@@ -347,11 +347,6 @@ impl Room {
                     if self.awareness_due.is_some() => {
                     self.broadcast_awareness();
                 }
-                _ = sleep_until(self.event_due.unwrap_or_else(far_future)),
-                    if self.event_due.is_some() && self.in_flight.is_none() => {
-                    self.event_due = None;
-                    self.start_flush().await;
-                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { done }) => {
                         shutdown_reply = Some(done);
@@ -396,6 +391,7 @@ impl Room {
 
     async fn load(&mut self) -> Result<(), StoreError> {
         let tenant = self.ctx.tenants.get(&self.key().tenant).await?;
+        self.tenant = Some(tenant.clone());
         if let Some(max) = tenant.settings.max_document_bytes {
             self.max_document_bytes = self
                 .max_document_bytes
@@ -442,10 +438,7 @@ impl Room {
     }
 
     fn has_unsaved(&self) -> bool {
-        !self.pending.is_empty()
-            || self.in_flight.is_some()
-            || !self.pending_acks.is_empty()
-            || self.change_owed
+        !self.pending.is_empty() || self.in_flight.is_some() || !self.pending_acks.is_empty()
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -550,10 +543,24 @@ impl Room {
         }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        let result = outcome.unwrap_or_else(|_| {
-            tracing::error!(room = %self.key(), "server edit panicked");
-            Err(EditError::Invalid("the edit could not be applied".into()))
-        });
+        let result = match outcome {
+            Ok(r) => r,
+            Err(_) => {
+                // As for a member's update: the document may be half-applied, so the room
+                // restarts from what is stored (members resync on reconnect).
+                tracing::error!(room = %self.key(), "server edit panicked; restarting room");
+                metrics::counter!("chorus_room_panics_total").increment(1);
+                let ids: Vec<ConnId> = self.members.keys().copied().collect();
+                for id in &ids {
+                    if let Some(m) = self.members.get(id) {
+                        m.conn.close(CloseCode::Internal, "room restarting");
+                    }
+                }
+                self.leave_all(ids);
+                self.failed = true;
+                return Err(EditError::Invalid("the edit could not be applied".into()));
+            }
+        };
         // Whatever was integrated is in the document and must be relayed and saved.
         self.commit_effective(SERVER, effective, true);
         result?;
@@ -574,7 +581,6 @@ impl Room {
         self.pending.clear();
         self.pending_acks.clear();
         self.waiters.clear();
-        self.change_owed = false;
         if let Some(f) = self.in_flight.take() {
             let _ = f.done.await;
         }
@@ -847,26 +853,7 @@ impl Room {
         self.flush_due = None;
         let acks = std::mem::take(&mut self.pending_acks);
         let waiters = std::mem::take(&mut self.waiters);
-        if !self.pending.is_empty()
-            && self
-                .ctx
-                .events
-                .wants(&self.key().tenant, crate::events::DOCUMENT_CHANGED)
-        {
-            self.change_owed = true;
-        }
-        let now = TokioInstant::now();
-        let event_now = self.change_owed
-            && self
-                .last_change_event
-                .is_none_or(|t| now >= t + self.ctx.webhook_debounce);
-        if self.change_owed && !event_now {
-            // Debounced: one event at the end of the window reports every change in it.
-            self.event_due = self
-                .last_change_event
-                .map(|t| t + self.ctx.webhook_debounce);
-        }
-        if self.pending.is_empty() && !event_now {
+        if self.pending.is_empty() {
             // Only already-known updates were acknowledged, and nothing is in flight: they
             // are as durable as everything before them.
             self.send_saved(acks);
@@ -875,23 +862,8 @@ impl Room {
             }
             return;
         }
-        let mut events = Vec::new();
-        if event_now {
-            self.change_owed = false;
-            self.event_due = None;
-            self.last_change_event = Some(now);
-            let sv = self.doc.transact().state_vector().encode_v1();
-            use base64::Engine;
-            events.push(chorus_persistence::NewEvent {
-                tenant: self.key().tenant.to_string(),
-                event: crate::events::DOCUMENT_CHANGED.to_string(),
-                body: serde_json::json!({
-                    "room": &*self.key().room,
-                    "state_vector": base64::engine::general_purpose::STANDARD.encode(sv),
-                    "stored_bytes": self.doc_bytes,
-                }),
-            });
-        }
+        let events = self.change_event();
+        let event = !events.is_empty();
         let updates = std::mem::take(&mut self.pending);
         let bytes = std::mem::take(&mut self.pending_bytes);
         let done = self
@@ -909,8 +881,42 @@ impl Room {
             bytes,
             acks,
             waiters,
-            event: event_now,
+            event,
         });
+    }
+
+    /// The `document.changed` event to write with this batch, if the tenant's webhook wants
+    /// it and no window is open. The event opens a window of `--webhook-debounce`: it is
+    /// delivered when the window closes, so it reports every change of the window, and it is
+    /// written in the same transaction as the window's first change, so no change is ever
+    /// saved without an event that reports it.
+    fn change_event(&mut self) -> Vec<chorus_persistence::NewEvent> {
+        if let Some(fresh) = self.ctx.tenants.cached(&self.key().tenant) {
+            self.tenant = Some(fresh);
+        }
+        let wanted = self
+            .tenant
+            .as_ref()
+            .is_some_and(|t| t.wants_event(crate::events::DOCUMENT_CHANGED));
+        let now = TokioInstant::now();
+        let debounce = self.ctx.webhook_debounce;
+        if !wanted || self.last_change_event.is_some_and(|t| now < t + debounce) {
+            return Vec::new();
+        }
+        self.last_change_event = Some(now);
+        let sv = self.doc.transact().state_vector().encode_v1();
+        use base64::Engine;
+        vec![chorus_persistence::NewEvent {
+            tenant: self.key().tenant.to_string(),
+            event: crate::events::DOCUMENT_CHANGED.to_string(),
+            body: serde_json::json!({
+                "room": &*self.key().room,
+                "state_vector": base64::engine::general_purpose::STANDARD.encode(sv),
+                "stored_bytes": self.doc_bytes,
+            }),
+            // Whole seconds, rounded up: the outbox's unit.
+            delay: i64::try_from(debounce.as_millis().div_ceil(1000)).unwrap_or(i64::MAX),
+        }]
     }
 
     fn flushed(&mut self, result: Result<(), Arc<StoreError>>) {
@@ -947,7 +953,7 @@ impl Room {
                 waiters.append(&mut self.waiters);
                 self.waiters = waiters;
                 if f.event {
-                    self.change_owed = true;
+                    // The event failed with its batch: the retry writes a new one.
                     self.last_change_event = None;
                 }
                 self.flush_due = Some(TokioInstant::now() + Duration::from_millis(500));
@@ -1069,14 +1075,8 @@ impl Room {
                 let res = (&mut f.done).await;
                 self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
             }
-            if (self.pending.is_empty() && self.pending_acks.is_empty() && !self.change_owed)
-                || attempt == 3
-            {
+            if (self.pending.is_empty() && self.pending_acks.is_empty()) || attempt == 3 {
                 break;
-            }
-            if self.change_owed {
-                // The debounced event goes out with the last batch rather than being lost.
-                self.last_change_event = None;
             }
             self.start_flush().await;
         }

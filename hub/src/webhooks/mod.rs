@@ -160,6 +160,9 @@ impl Dispatcher {
             // A redirect would send the signed body somewhere the tenant did not configure
             // (and could point at our internal network): a 3xx is a failed attempt.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve receiver names itself, past the
+            // resolver below that keeps webhooks out of the internal network.
+            .no_proxy()
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
             // Names resolve through a resolver that drops internal addresses (unless allowed),

@@ -188,8 +188,12 @@ $$;
 -- and returns tenant ids, nothing else; the caller then works per tenant under RLS.
 GRANT SELECT (tenant_id) ON tenants TO chorus_definer;
 GRANT SELECT (id, tenant_id, next_attempt, delivered, failed) ON outbox TO chorus_definer;
-CREATE POLICY definer_reads ON tenants FOR SELECT TO chorus_definer USING (true);
-CREATE POLICY definer_reads ON outbox FOR SELECT TO chorus_definer USING (true);
+-- `current_user` is chorus_definer only inside its SECURITY DEFINER functions: members of the
+-- role (the schema owner) reading the tables directly still see nothing.
+CREATE POLICY definer_reads ON tenants FOR SELECT TO chorus_definer
+    USING (current_user = 'chorus_definer');
+CREATE POLICY definer_reads ON outbox FOR SELECT TO chorus_definer
+    USING (current_user = 'chorus_definer');
 
 -- Every tenant id, for the operator's tenant listing.
 CREATE FUNCTION chorus_tenant_ids() RETURNS SETOF TEXT

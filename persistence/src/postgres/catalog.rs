@@ -606,7 +606,7 @@ impl Catalog for PostgresStore {
         let done = sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_status = $1, last_error = $2,
                delivered = $3, failed = $4, next_attempt = COALESCE($5, next_attempt)
-             WHERE tenant_id = $6 AND id = $7",
+             WHERE tenant_id = $6 AND id = $7 AND delivered IS NULL AND NOT failed",
         )
         .bind(attempt.status)
         .bind(&attempt.error)

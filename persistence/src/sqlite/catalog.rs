@@ -559,7 +559,7 @@ impl Catalog for SqliteStore {
         let done = sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_status = ?, last_error = ?,
                delivered = ?, failed = ?, next_attempt = COALESCE(?, next_attempt)
-             WHERE tenant_id = ? AND id = ?",
+             WHERE tenant_id = ? AND id = ? AND delivered IS NULL AND failed = 0",
         )
         .bind(attempt.status)
         .bind(&attempt.error)

@@ -67,6 +67,7 @@ fn event(tenant: &str, n: u32) -> NewEvent {
         tenant: tenant.to_owned(),
         event: "document.changed".to_owned(),
         body: json!({"room": format!("r{n}"), "n": n}),
+        delay: 0,
     }
 }
 
