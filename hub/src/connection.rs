@@ -50,8 +50,6 @@ pub struct Session {
     pub recorder: Option<crate::record::Recorder>,
     /// The tenant's messages-per-second limit for this connection.
     pub rate_limit: Option<u32>,
-    /// Webhook events (user joined / left).
-    pub events: crate::events::Events,
     /// Released when the connection ends (connection count).
     pub guard: Box<dyn Send + Sync>,
 }
@@ -87,7 +85,7 @@ pub async fn run(mut socket: WebSocket, mut s: Session) {
             return;
         }
     };
-    emit_presence(&s.events, &s.key, &s.conn, true);
+    emit_presence(s.registry.events(), &s.key, &s.conn, true);
     let mut dialect = YWebsocket {
         key: &s.key,
         role: s.identity.role,
@@ -95,7 +93,7 @@ pub async fn run(mut socket: WebSocket, mut s: Session) {
         room,
         max_awareness_bytes: s.max_awareness_bytes,
         recorder: s.recorder.take(),
-        rate: s.rate_limit.map(RateLimit::new),
+        rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
     };
     serve(
         &mut socket,
@@ -105,7 +103,7 @@ pub async fn run(mut socket: WebSocket, mut s: Session) {
         &mut dialect,
     )
     .await;
-    emit_presence(&s.events, &s.key, &s.conn, false);
+    emit_presence(s.registry.events(), &s.key, &s.conn, false);
 }
 
 /// `user.joined` / `user.left` for a member, when the tenant's webhook wants them.
@@ -320,7 +318,9 @@ struct YWebsocket<'a> {
     room: RoomHandle,
     max_awareness_bytes: usize,
     recorder: Option<crate::record::Recorder>,
-    rate: Option<RateLimit>,
+    // Boxed: most connections have no limit, and this struct lives in every connection's
+    // future.
+    rate: Option<Box<RateLimit>>,
 }
 
 impl Dialect for YWebsocket<'_> {

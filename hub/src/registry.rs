@@ -86,6 +86,11 @@ impl Registry {
         })
     }
 
+    /// Webhook events of the node (shared by rooms and connections).
+    pub fn events(&self) -> &crate::events::Events {
+        &self.ctx.events
+    }
+
     /// Rooms open now.
     pub fn len(&self) -> usize {
         self.rooms.len()

@@ -250,7 +250,6 @@ async fn ws_handler(
         max_awareness_bytes: app.config.max_awareness_bytes,
         ping_interval: app.config.ping_interval,
         rate_limit: tenant.settings.messages_per_second,
-        events: app.events.clone(),
         guard: Box::new((guard, tenant_slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {

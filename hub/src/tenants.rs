@@ -20,6 +20,10 @@ use serde_json::Value;
 /// How long a tenant's settings and keys are reused before they are read again.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// Oldest entry served while its refresh runs in the background; older ones are waited for.
+/// Bounds how long another node may accept a revoked key: at most this long.
+pub const MAX_STALE: Duration = Duration::from_secs(15);
+
 /// Cached tenants beyond which entries are dropped (bounds memory under tokens naming many
 /// tenants).
 const MAX_CACHED: usize = 50_000;
@@ -107,6 +111,11 @@ pub struct TenantState {
 }
 
 impl TenantState {
+    /// Whether it is older than [`CACHE_TTL`] (a holder should look for a fresher one).
+    pub fn is_stale(&self) -> bool {
+        self.loaded.elapsed() >= CACHE_TTL
+    }
+
     /// Whether an event of this name should be written to the outbox.
     pub fn wants_event(&self, event: &str) -> bool {
         self.webhook_events
@@ -227,12 +236,26 @@ impl Tenants {
     }
 
     /// The tenant's settings and keys, from the cache when fresh.
-    pub async fn get(&self, tenant: &str) -> Result<Arc<TenantState>, StoreError> {
-        if let Some(s) = self.cache.get(tenant)
-            && s.loaded.elapsed() < CACHE_TTL
-        {
-            return Ok(s.clone());
+    ///
+    /// A stale entry is returned at once and refreshed in the background (one refresh per
+    /// tenant at a time): when it expires under thousands of connections a second, they must
+    /// not all wait on, and query, the database. Only a missing entry (first use, or just
+    /// invalidated by a change on this node) waits for the database.
+    pub async fn get(self: &Arc<Self>, tenant: &str) -> Result<Arc<TenantState>, StoreError> {
+        let entry = self.cache.get(tenant).map(|s| s.clone());
+        match entry {
+            Some(s) if s.loaded.elapsed() < MAX_STALE => {
+                if s.loaded.elapsed() >= CACHE_TTL {
+                    self.refresh(tenant);
+                }
+                Ok(s)
+            }
+            _ => self.load(tenant).await,
         }
+    }
+
+    /// Reads the tenant from the store and caches it (unless invalidated meanwhile).
+    async fn load(&self, tenant: &str) -> Result<Arc<TenantState>, StoreError> {
         let generation = self.invalidations.load(Ordering::Acquire);
         let row = self.store.get_tenant(tenant).await?;
         let state = match row {
@@ -304,18 +327,25 @@ impl Tenants {
         if entry
             .as_ref()
             .is_none_or(|s| s.loaded.elapsed() >= CACHE_TTL)
-            && self.refreshing.insert(tenant.to_string(), ()).is_none()
         {
-            let this = self.clone();
-            let tenant = tenant.to_string();
-            tokio::spawn(async move {
-                if let Err(e) = this.get(&tenant).await {
-                    tracing::debug!(tenant, error = %e, "tenant refresh failed");
-                }
-                this.refreshing.remove(&tenant);
-            });
+            self.refresh(tenant);
         }
         entry
+    }
+
+    /// Reloads the tenant in the background, unless a reload of it is already running.
+    fn refresh(self: &Arc<Self>, tenant: &str) {
+        if self.refreshing.insert(tenant.to_string(), ()).is_some() {
+            return;
+        }
+        let this = self.clone();
+        let tenant = tenant.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.load(&tenant).await {
+                tracing::debug!(tenant, error = %e, "tenant refresh failed");
+            }
+            this.refreshing.remove(&tenant);
+        });
     }
 
     /// Refuses the tenant's new sessions and requests on this node until the guard drops, so

@@ -321,8 +321,28 @@ async fn tenants_and_api_keys_are_managed_by_the_operator(db: Option<String>) {
         "invalid or revoked",
     );
 
+    // A live session of the tenant is closed with 4404 when the tenant is deleted, and its
+    // tokens open nothing afterwards (its keys are gone with it).
+    let key2 = api
+        .call(
+            "POST",
+            "/v1/tenants/acme/api-keys",
+            OPERATOR,
+            Some(json!({})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let token = api.token(&key2, "live", "write").await;
+    let live = connect(&server, "live", &token).await;
     let gone = api.call("DELETE", "/v1/tenants/acme", OPERATOR, None).await;
     assert_eq!(gone.status, 204);
+    let (code, _) = live.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(code, 4404);
+    let (status, _) = ws_refusal(&server, "live", &token).await;
+    assert_eq!(status, 401);
     assert_problem(
         &api.call("GET", "/v1/tenants/acme", OPERATOR, None).await,
         404,
@@ -914,33 +934,42 @@ async fn webhooks_deliver_signed_events_from_the_outbox(db: Option<String>) {
     append(&c, "t", "change");
     c.close().await;
 
-    let want = [
+    let wait_for = |want: &'static [&'static str]| {
+        let received = received.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let got: Vec<String> = received
+                    .lock()
+                    .await
+                    .iter()
+                    .filter_map(|(h, _)| {
+                        h.get("chorus-event")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    })
+                    .collect();
+                if want.iter().all(|w| got.iter().any(|g| g == w)) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "events received: {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(&[
         "room.created",
         "user.joined",
         "document.changed",
         "user.left",
-    ];
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let got: Vec<String> = received
-            .lock()
-            .await
-            .iter()
-            .filter_map(|(h, _)| {
-                h.get("chorus-event")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            })
-            .collect();
-        if want.iter().all(|w| got.iter().any(|g| g == w)) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events received: {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ])
+    .await;
+    let deleted = api.call("DELETE", "/v1/rooms/room-w", &key, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    wait_for(&["room.deleted"]).await;
     for (headers, body) in received.lock().await.iter() {
         let ts: i64 = headers["chorus-timestamp"]
             .to_str()

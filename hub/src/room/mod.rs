@@ -891,7 +891,10 @@ impl Room {
     /// written in the same transaction as the window's first change, so no change is ever
     /// saved without an event that reports it.
     fn change_event(&mut self) -> Vec<chorus_persistence::NewEvent> {
-        if let Some(fresh) = self.ctx.tenants.cached(&self.key().tenant) {
+        // Looked up only when ours is stale: this runs for every batch of every room.
+        if self.tenant.as_ref().is_none_or(|t| t.is_stale())
+            && let Some(fresh) = self.ctx.tenants.cached(&self.key().tenant)
+        {
             self.tenant = Some(fresh);
         }
         let wanted = self
