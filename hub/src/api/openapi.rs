@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of `/v1`, served at `/v1/openapi.json`. Written by hand next to
-//! the routes; a test checks that every route is described and nothing else is.
+//! the routes; a test (hub/tests/api.rs) checks that every described operation is routed.
 
 use axum::Json;
 use serde_json::{Value, json};
