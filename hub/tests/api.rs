@@ -36,6 +36,7 @@ on_both_stores!(
     tenant_limits_are_enforced_with_clear_errors,
     bad_input_gets_precise_problems,
     webhooks_deliver_signed_events_from_the_outbox,
+    hocuspocus_documents_use_tenant_keys_and_limits,
 );
 
 use std::time::Duration;
@@ -1005,5 +1006,74 @@ async fn webhooks_deliver_signed_events_from_the_outbox(db: Option<String>) {
             .expect("events")
             .iter()
             .any(|e| e["delivered"].is_i64())
+    );
+}
+
+/// The Hocuspocus dialect verifies each document's token like the y-websocket endpoint: tenant
+/// keys by `kid`, the tenant's connection limit per open document, and its message rate.
+async fn hocuspocus_documents_use_tenant_keys_and_limits(db: Option<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(config(dir.path(), &db)).await;
+    let api = Api::new(&server);
+    let (key, _, _) = api
+        .tenant(
+            "hp",
+            json!({ "max_connections": 1, "messages_per_second": 20 }),
+        )
+        .await;
+    let (other_key, _, _) = api.tenant("hp-other", json!({})).await;
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    let open = |doc: &str, token: String| {
+        let url = url.clone();
+        let doc = doc.to_string();
+        async move {
+            Client::connect(
+                &url,
+                ClientOptions {
+                    hocuspocus: Some(doc),
+                    token: Some(token),
+                    ..ClientOptions::default()
+                },
+            )
+            .await
+            .expect("connect")
+        }
+    };
+    let token = api.token(&key, "*", "write").await;
+    let first = open("doc-1", token.clone()).await;
+    first.synced(PATIENCE).await.expect("synced");
+    assert_eq!(first.state().authenticated.as_deref(), Some("read-write"));
+    // The tenant's one connection is in use: the next document is refused, the socket stays.
+    let second = open("doc-2", token.clone()).await;
+    second
+        .wait_for("denied", PATIENCE, |s, _| !s.denied.is_empty())
+        .await
+        .expect("denied");
+    assert!(second.state().denied[0].contains("connection limit"));
+    assert!(second.closed().is_none());
+    // Another tenant's token is verified with that tenant's keys and is not limited.
+    let other = open("doc-1", api.token(&other_key, "doc-1", "write").await).await;
+    other.synced(PATIENCE).await.expect("synced");
+    append(&first, "t", "hp tenant");
+    wait_text(&[&first], "t", "hp tenant").await;
+    assert_eq!(
+        common::text(&other, "t"),
+        "",
+        "same name, other tenant, other room"
+    );
+    // Flooding past the tenant's message rate closes the socket with 4429.
+    for i in 0..200 {
+        if first.closed().is_some() {
+            break;
+        }
+        append(&first, "t", ".");
+        if i % 20 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (code, reason) = first.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(
+        (code, reason.as_str()),
+        (4429, "message rate limit exceeded")
     );
 }
