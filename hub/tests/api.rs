@@ -579,9 +579,16 @@ async fn rooms_documents_versions_and_presence(db: Option<String>) {
     // A binary update from a backend's own yrs document.
     let backend = yrs::Doc::with_client_id(7);
     {
-        use yrs::{Text, Transact};
+        use yrs::{Array, Text, Transact, XmlElementPrelim, XmlFragment, XmlTextPrelim};
         let t = backend.get_or_insert_text("other");
-        t.insert(&mut backend.transact_mut(), 0, "from backend");
+        let x = backend.get_or_insert_xml_fragment("prose");
+        let a = backend.get_or_insert_array("list");
+        let mut txn = backend.transact_mut();
+        t.insert(&mut txn, 0, "from backend");
+        let p = x.push_back(&mut txn, XmlElementPrelim::empty("p"));
+        p.push_back(&mut txn, XmlTextPrelim::new("rich"));
+        a.push_back(&mut txn, 1);
+        a.push_back(&mut txn, "two");
     }
     let update = {
         use yrs::{ReadTxn, StateVector, Transact};
@@ -618,6 +625,12 @@ async fn rooms_documents_versions_and_presence(db: Option<String>) {
             .expect("apply");
     }
     assert_eq!(common::text_of(&check, "other"), "from backend");
+    // XML and arrays read as JSON too.
+    let doc = api
+        .call("GET", &format!("{path}/document"), &key, None)
+        .await;
+    assert_eq!(doc.body["prose"], "<p>rich</p>", "{}", doc.body);
+    assert_eq!(doc.body["list"], json!([1, "two"]));
 
     // Presence and listing.
     let p = api
