@@ -64,46 +64,55 @@ const CLOSE_WRITE_GRACE: Duration = Duration::from_secs(2);
 ///
 /// Values live in this future once and are lent to [`serve`]: a value moved into an awaited
 /// callee keeps its old slot in the caller's state too, and this state is held per connection.
-pub async fn run(mut socket: WebSocket, mut s: Session) {
-    metrics::counter!("chorus_connections_total").increment(1);
-    s.conn.send_ext(&ServerMessage::Welcome {
-        room: s.key.room.to_string(),
-        tenant: s.key.tenant.to_string(),
-        role: s.identity.role.as_str().to_string(),
-        user: s.identity.user.clone(),
-    });
-    let room = match s.registry.join(&s.key, s.conn.clone()).await {
-        Ok(room) => room,
-        Err(e) => {
-            close(
-                &mut socket,
-                &mut s.queue,
-                join_close_code(&e),
-                &e.to_string(),
-            )
-            .await;
-            return;
-        }
-    };
-    emit_presence(s.registry.events(), &s.key, &s.conn, true);
-    let mut dialect = YWebsocket {
-        key: &s.key,
-        role: s.identity.role,
-        conn: &s.conn,
-        room,
-        max_awareness_bytes: s.max_awareness_bytes,
-        recorder: s.recorder.take(),
-        rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
-    };
-    serve(
-        &mut socket,
-        &mut s.queue,
-        &s.shutdown,
-        s.ping_interval,
-        &mut dialect,
-    )
-    .await;
-    emit_presence(s.registry.events(), &s.key, &s.conn, false);
+/// For the same reason this is a function returning an `async move` block rather than an
+/// `async fn`: an `async fn` keeps its arguments twice (as captured and as bound locals),
+/// 648 bytes per connection here (`-Zprint-type-sizes`).
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + Send {
+    async move {
+        metrics::counter!("chorus_connections_total").increment(1);
+        s.conn.send_ext(&ServerMessage::Welcome {
+            room: s.key.room.to_string(),
+            tenant: s.key.tenant.to_string(),
+            role: s.identity.role.as_str().to_string(),
+            user: s.identity.user.clone(),
+        });
+        let room = match s.registry.join(&s.key, s.conn.clone()).await {
+            Ok(room) => room,
+            Err(e) => {
+                close(
+                    &mut socket,
+                    &mut s.queue,
+                    join_close_code(&e),
+                    &e.to_string(),
+                )
+                .await;
+                return;
+            }
+        };
+        emit_presence(s.registry.events(), &s.key, &s.conn, true);
+        let mut dialect = YWebsocket {
+            key: &s.key,
+            role: s.identity.role,
+            conn: &s.conn,
+            room,
+            max_awareness_bytes: s.max_awareness_bytes,
+            recorder: s.recorder.take(),
+            rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
+        };
+        serve(
+            &mut socket,
+            &mut s.queue,
+            &s.shutdown,
+            s.ping_interval,
+            &mut dialect,
+        )
+        .await;
+        emit_presence(s.registry.events(), &s.key, &s.conn, false);
+        // The block captures the fields it uses, not the whole session: naming the guard here
+        // keeps the connection counted (node and tenant limits) until the session ends.
+        drop(s.guard);
+    }
 }
 
 /// `user.joined` / `user.left` for a member, when the tenant's webhook wants them.
@@ -236,8 +245,10 @@ pub async fn serve<D: Dialect>(
                 // A peer that stopped reading blocks this write forever; a close request
                 // (slow consumer, shutdown) must still end the connection.
                 let close_signal = queue.close.clone();
-                let writing = write(socket, queue, out);
-                tokio::pin!(writing);
+                // Boxed: the write future is the largest part of this state, and every idle
+                // connection would carry its slot; one allocation per write (which batches
+                // up to WRITE_BATCH messages and costs a syscall) is small beside that.
+                let mut writing = Box::pin(write(socket, queue, out));
                 tokio::select! {
                     res = &mut writing => {
                         if res.is_err() {

@@ -265,7 +265,10 @@ impl Dialect for Hocuspocus {
                 {
                     self.app_ping = true;
                 }
-                self.open(address, &token).await
+                // Boxed: opening a document (token, tenant, room load) is a large future that
+                // would otherwise be reserved in every connection's state for its whole life;
+                // it runs once per document.
+                Box::pin(self.open(address, &token)).await
             }
             DocMessage::YSync(frame) => {
                 let Some(doc) = self.docs.get(&address) else {

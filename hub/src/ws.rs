@@ -106,6 +106,9 @@ impl Upgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
+        // Boxed until it is called: a closure captured by the task keeps its slot for the
+        // task's whole life even after it has been consumed, and it holds the session.
+        let serve: Box<dyn FnOnce(WebSocket) -> Fut + Send> = Box::new(serve);
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
