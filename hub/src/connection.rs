@@ -77,15 +77,17 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             role: s.identity.role.as_str().to_string(),
             user: s.identity.user.clone(),
         });
-        let room = match s.registry.join(&s.key, s.conn.clone()).await {
+        // The join and the refusal run once; boxed, they take no slot in the state every
+        // idle connection keeps (see `serve`).
+        let room = match Box::pin(s.registry.join(&s.key, s.conn.clone())).await {
             Ok(room) => room,
             Err(e) => {
-                close(
+                Box::pin(close(
                     &mut socket,
                     &mut s.queue,
                     join_close_code(&e),
                     &e.to_string(),
-                )
+                ))
                 .await;
                 return;
             }
@@ -290,7 +292,9 @@ pub async fn serve<D: Dialect>(
             }) {
                 Some(Ok(WsMessage::Binary(frame))) => {
                     metrics::counter!("chorus_messages_in_total").increment(1);
-                    if let Err(closing) = dialect.binary(frame).await {
+                    // Boxed, like the write above: a frame's handling (decode, forward to the
+                    // room) is a large future that idle connections need no slot for.
+                    if let Err(closing) = Box::pin(dialect.binary(frame)).await {
                         break closing;
                     }
                     // Time spent handling the frame (a room loading) is ours, not the peer's
@@ -314,10 +318,10 @@ pub async fn serve<D: Dialect>(
             }
         }
     };
-    dialect.leave().await;
+    Box::pin(dialect.leave()).await;
     // Say goodbye unless the peer already went away.
     if !(code == CloseCode::Normal && reason.is_empty()) {
-        close(socket, queue, code, &reason).await;
+        Box::pin(close(socket, queue, code, &reason)).await;
     }
 }
 
