@@ -3,7 +3,13 @@
 //! - [`config`]: the one `Config` (clap flags with `CHORUS_*` env vars).
 //! - [`server`]: HTTP routes; every refusal (auth, limits, bad names) happens before the
 //!   WebSocket upgrade as an HTTP error with a JSON body.
-//! - [`auth`]: JWT verification (HS256 secret, EdDSA or RS256 public key), room patterns.
+//! - [`auth`]: JWT verification (node keys, and tenant keys by `kid`), room patterns.
+//! - [`tenants`]: tenant settings and keys (cached), per-tenant connection counts.
+//! - [`api`]: the REST API under `/v1` (problem+json errors, OpenAPI document).
+//! - [`docjson`]: documents as JSON, JSON edit operations, version restore.
+//! - [`events`], [`webhooks`]: webhook events into the outbox, and their signed delivery.
+//! - [`ws`]: the WebSocket upgrade; [`hocuspocus`]: the Hocuspocus dialect.
+//! - [`counts`]: keys held by several holders at once (deletions, room incarnations).
 //! - [`connection`]: one task per socket: decode and validate frames, forward them to the room,
 //!   write what the room queued.
 //! - [`conn`]: the room's handle to a connection: bounded queue, slow-consumer close.
@@ -22,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod connection;
+pub mod counts;
 pub mod docjson;
 pub mod error;
 pub mod events;

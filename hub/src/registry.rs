@@ -11,6 +11,7 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::ConnHandle;
+use crate::counts::Counts;
 use crate::room::{Command, Room, RoomContext};
 
 /// How a room is reached.
@@ -51,10 +52,7 @@ pub struct DeleteGuard {
 impl Drop for DeleteGuard {
     fn drop(&mut self) {
         // Only the last of concurrent deletions of one room lifts the block.
-        self.registry.deleting.remove_if_mut(&self.key, |_, n| {
-            *n -= 1;
-            *n == 0
-        });
+        self.registry.deleting.remove(&self.key);
     }
 }
 
@@ -63,10 +61,10 @@ impl Drop for DeleteGuard {
 pub struct Registry {
     rooms: DashMap<RoomKey, RoomHandle>,
     // Rooms being deleted (by how many deletions): not re-spawned until the rows are gone.
-    deleting: DashMap<RoomKey, usize>,
+    deleting: Counts<RoomKey>,
     // Room tasks still running per key, including ones that already left `rooms` (an idle
     // room flushing on its way out): a deletion waits for them to write nothing more.
-    tasks: DashMap<RoomKey, usize>,
+    tasks: Counts<RoomKey>,
     ctx: Arc<RoomContext>,
     generation: AtomicU64,
 }
@@ -79,8 +77,8 @@ impl Registry {
     pub fn new(ctx: Arc<RoomContext>) -> Arc<Self> {
         Arc::new(Registry {
             rooms: DashMap::new(),
-            deleting: DashMap::new(),
-            tasks: DashMap::new(),
+            deleting: Counts::default(),
+            tasks: Counts::default(),
             ctx,
             generation: AtomicU64::new(1),
         })
@@ -123,7 +121,7 @@ impl Registry {
     /// Blocks (re-)spawning the room until the guard drops: while a deletion removes its
     /// stored rows, a joiner must not load them back.
     pub fn begin_delete(self: &Arc<Self>, key: &RoomKey) -> DeleteGuard {
-        *self.deleting.entry(key.clone()).or_insert(0) += 1;
+        self.deleting.add(key.clone());
         DeleteGuard {
             registry: self.clone(),
             key: key.clone(),
@@ -134,7 +132,7 @@ impl Registry {
     /// most `patience`; `false` if one still runs.
     pub async fn wait_gone(&self, key: &RoomKey, patience: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + patience;
-        while self.tasks.contains_key(key) {
+        while self.tasks.contains(key) {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
@@ -145,7 +143,7 @@ impl Registry {
 
     /// The open room, or a freshly spawned one.
     pub fn get_or_spawn(self: &Arc<Self>, key: &RoomKey) -> Result<RoomHandle, JoinError> {
-        if !self.deleting.is_empty() && self.deleting.contains_key(key) {
+        if self.deleting.contains(key) {
             return Err(JoinError::Deleted);
         }
         if let Some(h) = self.rooms.get(key) {
@@ -166,15 +164,12 @@ impl Registry {
                     tx,
                 };
                 let room = Room::new(handle.clone(), self.ctx.clone(), self.clone());
-                *self.tasks.entry(key.clone()).or_insert(0) += 1;
+                self.tasks.add(key.clone());
                 let registry = self.clone();
                 let task_key = key.clone();
                 tokio::spawn(async move {
                     room.run(rx).await;
-                    registry.tasks.remove_if_mut(&task_key, |_, n| {
-                        *n -= 1;
-                        *n == 0
-                    });
+                    registry.tasks.remove(&task_key);
                 });
                 metrics::gauge!("chorus_rooms_open").increment(1.0);
                 e.insert(handle.clone());

@@ -183,7 +183,7 @@ pub struct Tenants {
     // rooms and connections ask meanwhile.
     refreshing: DashMap<String, ()>,
     // Tenants being deleted on this node (by how many deletions): refused everywhere.
-    deleting: DashMap<String, usize>,
+    deleting: crate::counts::Counts<String>,
     connections: DashMap<String, Arc<AtomicUsize>>,
 }
 
@@ -204,10 +204,7 @@ pub struct TenantDeleteGuard {
 
 impl Drop for TenantDeleteGuard {
     fn drop(&mut self) {
-        self.tenants.deleting.remove_if_mut(&self.tenant, |_, n| {
-            *n -= 1;
-            *n == 0
-        });
+        self.tenants.deleting.remove(self.tenant.as_str());
         self.tenants.invalidate(&self.tenant);
     }
 }
@@ -230,7 +227,7 @@ impl Tenants {
             cache: DashMap::new(),
             invalidations: std::sync::atomic::AtomicU64::new(0),
             refreshing: DashMap::new(),
-            deleting: DashMap::new(),
+            deleting: Default::default(),
             connections: DashMap::new(),
         })
     }
@@ -351,7 +348,7 @@ impl Tenants {
     /// Refuses the tenant's new sessions and requests on this node until the guard drops, so
     /// that nothing writes rows for it while they are deleted.
     pub fn begin_delete(self: &Arc<Self>, tenant: &str) -> TenantDeleteGuard {
-        *self.deleting.entry(tenant.to_string()).or_insert(0) += 1;
+        self.deleting.add(tenant.to_string());
         self.invalidate(tenant);
         TenantDeleteGuard {
             tenants: self.clone(),
@@ -361,7 +358,7 @@ impl Tenants {
 
     /// Whether the tenant is being deleted on this node.
     pub fn is_deleting(&self, tenant: &str) -> bool {
-        !self.deleting.is_empty() && self.deleting.contains_key(tenant)
+        self.deleting.contains(tenant)
     }
 
     /// Forgets the cached entry (after a change through the REST API).

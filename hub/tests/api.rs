@@ -412,6 +412,20 @@ async fn tokens_open_only_their_own_tenants_rooms(db: Option<String>) {
     .expect("sign");
     let (status, body) = ws_refusal(&server, "shared-name", &forged).await;
     assert_eq!(status, 401, "{body}");
+    // A key id with a tenant that is not a valid id is refused before any lookup.
+    let malformed = jsonwebtoken::encode(
+        &{
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            h.kid = Some(kid_a.clone());
+            h
+        },
+        &json!({ "tenant": "Not A Tenant", "rooms": ["*"], "exp": common::now() + 600 }),
+        &jsonwebtoken::EncodingKey::from_secret(secret_a.as_bytes()),
+    )
+    .expect("sign");
+    let (status, body) = ws_refusal(&server, "shared-name", &malformed).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("unknown or revoked key id"), "{body}");
 
     // Rotation: a second key works alongside the first; a revoked key stops working.
     let r = api
@@ -829,6 +843,28 @@ async fn bad_input_gets_precise_problems(db: Option<String>) {
         )
         .await;
     assert_problem(&bad_tenant, 422, "tenant id");
+    let nul_meta = api
+        .call(
+            "POST",
+            "/v1/rooms",
+            &key,
+            Some(json!({ "name": "m", "meta": { "k": "a\u{0}b" } })),
+        )
+        .await;
+    assert_problem(&nul_meta, 422, "NUL");
+    let bad_name = api
+        .call("POST", "/v1/rooms", &key, Some(json!({ "name": "" })))
+        .await;
+    assert_problem(&bad_name, 422, "name");
+    let unknown_tenant_keys = api
+        .send(
+            api.http
+                .get(format!("{}/v1/keys", api.base))
+                .bearer_auth(OPERATOR)
+                .header("chorus-tenant", "nobody"),
+        )
+        .await;
+    assert_problem(&unknown_tenant_keys, 404, "no tenant");
     let reserved = api
         .call(
             "POST",

@@ -32,8 +32,6 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-pub use openapi::document as openapi_document;
-
 /// Builds the `/v1` routes.
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()

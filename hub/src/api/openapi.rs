@@ -335,7 +335,7 @@ fn schemas() -> Value {
 }
 
 /// The whole document.
-pub fn document() -> Value {
+pub(super) fn document() -> Value {
     let mut paths = serde_json::Map::new();
     let problem = json!({
         "description": "Error",

@@ -110,6 +110,15 @@ fn room_json(info: &RoomInfo, members: usize) -> Value {
     })
 }
 
+/// 404 unless the room is open on this node or has a record (a room's record is written in
+/// the background when it first spawns, so an open room may not have one yet).
+async fn require_room(app: &AppState, key: &RoomKey) -> ApiResult<()> {
+    if app.registry.get(key).is_none() {
+        existing(app, key).await?;
+    }
+    Ok(())
+}
+
 /// The room's record, or 404.
 async fn existing(app: &AppState, key: &RoomKey) -> ApiResult<RoomInfo> {
     app.store
@@ -329,9 +338,7 @@ pub(super) async fn read_document(
 ) -> ApiResult<Response> {
     let key = room_key(&caller, room)?;
     let binary = wants_binary(&q, &headers)?;
-    if app.registry.get(&key).is_none() {
-        existing(&app, &key).await?;
-    }
+    require_room(&app, &key).await?;
     let state = ask(&app, &key, |reply| Command::State { reply }).await?;
     render_state(state, binary).await
 }
@@ -461,9 +468,7 @@ pub(super) async fn create_version(
             "name must be 1-200 bytes without control characters",
         ));
     }
-    if app.registry.get(&key).is_none() {
-        existing(&app, &key).await?;
-    }
+    require_room(&app, &key).await?;
     // Each version is a whole copy of the document: bound how many one room keeps.
     if app.store.list_versions(&key.tenant, &key.room).await?.len() >= MAX_VERSIONS {
         return Err(Problem::conflict(format!(
@@ -484,9 +489,7 @@ pub(super) async fn list_versions(
     PathParams(room): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
     let key = room_key(&caller, room)?;
-    if app.registry.get(&key).is_none() {
-        existing(&app, &key).await?;
-    }
+    require_room(&app, &key).await?;
     let versions = app.store.list_versions(&key.tenant, &key.room).await?;
     Ok(Json(json!({
         "versions": versions.iter().map(version_json).collect::<Vec<_>>()
@@ -546,9 +549,7 @@ pub(super) async fn presence(
     PathParams(room): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
     let key = room_key(&caller, room)?;
-    if app.registry.get(&key).is_none() {
-        existing(&app, &key).await?;
-    }
+    require_room(&app, &key).await?;
     let members = members(&app, &key).await;
     Ok(Json(json!({ "room": &*key.room, "members": members })))
 }

@@ -546,18 +546,7 @@ impl Room {
         let result = match outcome {
             Ok(r) => r,
             Err(_) => {
-                // As for a member's update: the document may be half-applied, so the room
-                // restarts from what is stored (members resync on reconnect).
-                tracing::error!(room = %self.key(), "server edit panicked; restarting room");
-                metrics::counter!("chorus_room_panics_total").increment(1);
-                let ids: Vec<ConnId> = self.members.keys().copied().collect();
-                for id in &ids {
-                    if let Some(m) = self.members.get(id) {
-                        m.conn.close(CloseCode::Internal, "room restarting");
-                    }
-                }
-                self.leave_all(ids);
-                self.failed = true;
+                self.restart_after_panic("server edit");
                 return Err(EditError::Invalid("the edit could not be applied".into()));
             }
         };
@@ -568,6 +557,22 @@ impl Room {
         self.waiters.push(tx);
         self.schedule_flush();
         Ok(rx)
+    }
+
+    /// After yrs panicked inside a transaction the document may be half-applied: drop every
+    /// member (they resync on reconnect) and exit after saving what was valid; the next join
+    /// reloads from the store.
+    fn restart_after_panic(&mut self, what: &str) {
+        tracing::error!(room = %self.key(), what, "applying panicked; restarting room");
+        metrics::counter!("chorus_room_panics_total").increment(1);
+        let ids: Vec<ConnId> = self.members.keys().copied().collect();
+        for id in &ids {
+            if let Some(m) = self.members.get(id) {
+                m.conn.close(CloseCode::Internal, "room restarting");
+            }
+        }
+        self.leave_all(ids);
+        self.failed = true;
     }
 
     /// Room deletion: members are closed with `code`, nothing pending is written, and the
@@ -767,18 +772,8 @@ impl Room {
         let (result, held_back, had_held_back) = match outcome {
             Ok(r) => r,
             Err(_) => {
-                // The document may be half-applied. Drop every member (they resync on
-                // reconnect) and exit after saving what was valid; the next join reloads.
-                tracing::error!(room = %self.key(), conn, "update application panicked; restarting room");
-                metrics::counter!("chorus_room_panics_total").increment(1);
-                let ids: Vec<ConnId> = self.members.keys().copied().collect();
-                for id in &ids {
-                    if let Some(m) = self.members.get(id) {
-                        m.conn.close(CloseCode::Internal, "room restarting");
-                    }
-                }
-                self.leave_all(ids);
-                self.failed = true;
+                tracing::error!(room = %self.key(), conn, "update from this connection panicked");
+                self.restart_after_panic("update");
                 return;
             }
         };

@@ -856,6 +856,20 @@ pub async fn record_attempt_outcomes(store: Arc<dyn Store>) {
         (None, Some(105)),
         "latest attempt"
     );
+    // A late record (a node whose lease ran out) never revives a settled event.
+    store
+        .record_attempt("t", delivered, &attempt(false, Some(500), Some(200)))
+        .await
+        .expect("late record");
+    store
+        .record_attempt("t", abandoned, &attempt(false, Some(500), Some(200)))
+        .await
+        .expect("late record");
+    let late = store.list_events("t", 10).await.expect("list");
+    let settled = |id: i64| late.iter().find(|e| e.id == id).expect("listed").clone();
+    assert_eq!(settled(delivered).delivered, Some(105));
+    assert_eq!(settled(delivered).attempts, 1);
+    assert!(settled(abandoned).failed);
 
     assert!(
         store
