@@ -125,6 +125,8 @@ pub async fn run(
     let verifier = Verifier::from_config(&config, tenants.clone())?;
     let docs: Arc<dyn DocStore> = store.clone();
     let persister = Persister::spawn(docs.clone(), 4096);
+    // The recorder first: the webhook dispatcher describes its metrics when it starts.
+    let metrics = metrics::handle();
     let stop_webhooks = CancellationToken::new();
     let (notify, webhooks) = webhooks::spawn(
         store.clone(),
@@ -172,7 +174,7 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         draining: AtomicBool::new(false),
         connections: Arc::new(AtomicUsize::new(0)),
-        metrics: metrics::handle(),
+        metrics,
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
