@@ -271,6 +271,11 @@ pub async fn serve<D: Dialect>(
                         break (CloseCode::Normal, String::new());
                     }
                 }
+                drop(writing);
+                if socket.torn() {
+                    // Cut off mid-frame (see `WebSocket::torn`): nothing more can be sent.
+                    break (CloseCode::Normal, String::new());
+                }
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() >= ping_interval * 2 {
@@ -457,12 +462,9 @@ async fn write(
 /// Feeds one queued message: one frame, or several for a batch of Hocuspocus statuses.
 async fn feed(socket: &mut WebSocket, out: Outbound) -> Result<(), tungstenite::Error> {
     match out {
-        Outbound::Binary(b) => feed_binary(socket, b).await,
+        Outbound::Binary(b) => feed_binary(socket, &[], b).await,
         Outbound::Text(t) => socket.feed(WsMessage::Text(t.into())).await,
-        Outbound::Prefixed { prefix, frame } => {
-            let joined = chorus_protocol::hocuspocus::wrap(&prefix, &frame);
-            feed_binary(socket, joined).await
-        }
+        Outbound::Prefixed { prefix, frame } => feed_binary(socket, &prefix, frame).await,
         Outbound::Statuses {
             prefix,
             applied,
@@ -480,6 +482,11 @@ async fn feed(socket: &mut WebSocket, out: Outbound) -> Result<(), tungstenite::
 /// Writes what is still queued (briefly), then the close frame, then waits briefly for the
 /// peer's close reply so the close is clean.
 pub async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCode, reason: &str) {
+    if socket.torn() {
+        // A large message was cut off mid-frame: anything written now would be read as its
+        // rest. Dropping the connection is the only clean end left.
+        return;
+    }
     let bounded = async {
         if code != CloseCode::Overloaded {
             while let Some(out) = queue.try_recv() {

@@ -328,3 +328,24 @@ async fn one_room_may_be_open_only_a_few_times_per_socket() {
     );
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_large_document_arrives_whole_behind_its_address_and_later_updates_follow() {
+    // Over 64 KiB the hub writes the address and the state itself, as fragments: the address
+    // lies in the first fragment only, and what is queued after must still arrive in order.
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let writer = server.client("big").await;
+    let text = "y".repeat(300_000);
+    append(&writer, "t", &text);
+    wait_text(&[&writer], "t", &text).await;
+    let probe = server.client("big").await;
+    wait_text(&[&probe], "t", &text).await;
+    let hp = hp_client(&server, "big", None).await;
+    wait_text(&[&hp], "t", &text).await;
+    append(&writer, "t", "!");
+    wait_text(&[&hp], "t", &format!("{text}!")).await;
+    append(&hp, "t", "?");
+    wait_text(&[&writer], "t", &format!("{text}!?")).await;
+    server.stop().await.expect("stop");
+}

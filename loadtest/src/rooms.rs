@@ -203,8 +203,8 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
     let server_cpu = || target.server_cpu_seconds();
     let server_before = server_cpu();
     let (clients, hist, failures) = storm.connect_many(p.joiners, |_| 0).await;
-    // Each joiner decodes the whole document: with many joiners the generator, not the hub,
-    // may be the limit, and these two numbers tell which.
+    // Joiners still read every byte: with many joiners the generator, not the hub, may be the
+    // limit, and these two numbers tell which.
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
         report.metrics.insert("generator_cpu_s".into(), a - b);
     }
