@@ -186,7 +186,11 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, server::router(app.clone()))
+    // Routes are made into services once, here. Given the router itself, `axum::serve` deep
+    // clones it for every connection (`Router::with_state` on a shared router copies each
+    // route): an allocation per route and a hash-map copy in every WebSocket's set-up.
+    let router = server::router(app.clone()).with_state(());
+    let server = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
     let mut server = tokio::spawn(async move { server.await });
 

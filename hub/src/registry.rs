@@ -202,7 +202,7 @@ impl Registry {
             let handle = self.get_or_spawn(key)?;
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Join {
-                conn: conn.clone(),
+                conn: Box::new(conn.clone()),
                 reply,
             };
             if handle.tx.send(cmd).await.is_err() {

@@ -347,11 +347,13 @@ fn select_protocol(ws: &Upgrade) -> Option<String> {
 
 /// Buffer and size settings every socket gets.
 fn ws_config(config: &Config) -> tungstenite::protocol::WebSocketConfig {
-    // tungstenite zero-fills its read buffer up front: 512 bytes instead of 4 KiB cuts
-    // ~3.6 KiB per connection (docs/BENCHMARKS.md); large frames just take more reads. Writes
+    // tungstenite zero-fills its read buffer up front and keeps it per connection: 256 bytes
+    // instead of 4 KiB cuts ~3.8 KiB per connection (docs/BENCHMARKS.md). Typical updates and
+    // awareness messages fit; a larger frame reserves its own length, so it takes no more
+    // reads than it would anyway. Writes
     // collect up to 64 KiB before going to the socket (fragments are no larger, see ws.rs).
     tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(512)
+        .read_buffer_size(256)
         .write_buffer_size(crate::ws::FRAGMENT_BYTES)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes))

@@ -5,6 +5,9 @@
 # documents in memory; Chorus persists to SQLite as it always does. Chorus runs in the
 # y-websocket dialect (`chorus`), in the Hocuspocus dialect (`chorus-hp`) and, on request, with
 # one runtime worker (`chorus-1w`, since the load generator occupies the other core).
+# `bare-relay` (loadtest/src/bin/bare-relay.rs) is not a peer but the floor: a relay with no
+# CRDT and no storage, run only in the scenarios it can serve (edit, connect, edit-90k); the
+# last column divides the best peer's figure by it, i.e. what any server could reach at most.
 #
 # Usage: loadtest/peers/compare.sh [OUT_DIR]   (env: ROUNDS=3, SERVERS="chorus chorus-hp ...",
 #        SCENARIOS="edit connect edit-5mb join-5mb edit-90k")
@@ -13,10 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-target/peers}
 ROUNDS=${ROUNDS:-3}
-SERVERS=${SERVERS:-"chorus chorus-1w chorus-hp y-websocket hocuspocus y-sweet"}
+SERVERS=${SERVERS:-"chorus chorus-1w chorus-hp y-websocket hocuspocus y-sweet bare-relay"}
 SCENARIOS=${SCENARIOS:-"edit connect edit-5mb join-5mb edit-90k"}
 mkdir -p "$OUT"
-cargo build --release --bin chorus --bin chorus-loadtest
+cargo build --release --bin chorus --bin chorus-loadtest --bin chorus-bare-relay
 (cd loadtest/peers && npm ci --no-audit --no-fund --ignore-scripts > /dev/null)
 TOOLS=target/peers-tools
 if [ ! -x "$TOOLS/y-sweet/bin/y-sweet" ]; then
@@ -44,6 +47,9 @@ start() { # $1 = server; sets SRV (pid), URL and DIALECT
         > "$OUT/chorus.log" 2>&1 &
       SRV=$!; URL="ws://127.0.0.1:$PORT/ws"
       if [ "$1" = chorus-hp ]; then URL="ws://127.0.0.1:$PORT/hocuspocus"; DIALECT=hocuspocus; fi ;;
+    bare-relay)
+      "$B/chorus-bare-relay" "127.0.0.1:$PORT" > "$OUT/bare-relay.log" 2>&1 &
+      SRV=$!; URL="ws://127.0.0.1:$PORT/ws" ;;
     y-websocket)
       HOST=127.0.0.1 PORT=$PORT node loadtest/peers/node_modules/@y/websocket-server/src/server.js \
         > "$OUT/y-websocket.log" 2>&1 &
@@ -80,6 +86,9 @@ lt() { # scenario-name server round, then chorus-loadtest arguments
 for round in $(seq 1 "$ROUNDS"); do
   for server in $SERVERS; do
     for scn in $SCENARIOS; do
+      # The floor holds no document: only the scenarios where relaying is the whole job.
+      if [ "$server" = bare-relay ] && [ "$scn" != edit ] && [ "$scn" != connect ] \
+        && [ "$scn" != edit-90k ]; then continue; fi
       start "$server"
       case "$scn" in
         edit) lt edit "$server" "$round" edit --users 1000 --room-size 10 --rate 5 --duration 15s ;;
@@ -99,7 +108,7 @@ done
 python3 - "$OUT" "$SERVERS" <<'PY'
 import json, statistics, sys, glob, os, re
 out, servers = sys.argv[1], sys.argv[2].split()
-peers = [s for s in servers if not s.startswith("chorus")]
+peers = [s for s in servers if not s.startswith("chorus") and s != "bare-relay"]
 def med(scn, server, get):
     vals = []
     # Exactly NAME-SERVER-ROUND.json: "chorus" must not pick up "chorus-1w" or "chorus-hp".
@@ -131,8 +140,10 @@ rows = [
     ("edit-90k", "deliveries lost", lost),
 ]
 ours = [s for s in servers if s.startswith("chorus")]
-print("| scenario | measure | " + " | ".join(servers) + " | " + " | ".join(f"{s} / best peer" for s in ours) + " |")
-print("|---|---|" + "---|" * (len(servers) + len(ours)))
+floor = "bare-relay" in servers
+print("| scenario | measure | " + " | ".join(servers) + " | " + " | ".join(f"{s} / best peer" for s in ours)
+      + (" | bare-relay / best peer" if floor else "") + " |")
+print("|---|---|" + "---|" * (len(servers) + len(ours) + floor))
 for scn, name, get in rows:
     vals = {s: med(scn, s, get) for s in servers}
     if all(n == 0 for _, n in vals.values()):
@@ -142,6 +153,9 @@ for scn, name, get in rows:
     ratios = []
     for s in ours:
         mine = vals[s][0]
+        ratios.append(f"{mine / min(best):.2f}" if best and min(best) > 0 and mine == mine else "-")
+    if floor:
+        mine = vals["bare-relay"][0]
         ratios.append(f"{mine / min(best):.2f}" if best and min(best) > 0 and mine == mine else "-")
     print(f"| {scn} | {name} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 PY

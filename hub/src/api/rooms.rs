@@ -351,7 +351,7 @@ struct OpsBody {
 
 /// Applies an edit through the live room and waits until it is durable.
 async fn edit(app: &AppState, key: &RoomKey, edit: ServerEdit) -> ApiResult<Json<Value>> {
-    let mut edit = edit;
+    let mut edit = Box::new(edit);
     let mut accepted = None;
     // A room that exited before taking the command hands it back; it goes to the successor.
     for _ in 0..4 {

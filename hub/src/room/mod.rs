@@ -107,8 +107,9 @@ pub enum Inbound {
 pub enum Command {
     /// Add a member; answered once its SyncStep1 and the awareness states are queued.
     Join {
-        /// The new member.
-        conn: ConnHandle,
+        /// The new member. Boxed, like `Edit`'s payload: the room's queue allocates its
+        /// slots in blocks of 32 sized by the largest command, one block per idle room.
+        conn: Box<ConnHandle>,
         /// Ok, or why it cannot join.
         reply: oneshot::Sender<Result<(), JoinError>>,
     },
@@ -138,7 +139,7 @@ pub enum Command {
     /// member. The reply carries a receiver that resolves `true` once the edit is durable.
     Edit {
         /// What to apply.
-        edit: ServerEdit,
+        edit: Box<ServerEdit>,
         /// Accepted (with the durability receiver) or refused.
         reply: oneshot::Sender<Result<oneshot::Receiver<bool>, EditError>>,
     },
@@ -443,7 +444,7 @@ impl Room {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Join { conn, reply } => self.join(conn, reply),
+            Command::Join { conn, reply } => self.join(*conn, reply),
             Command::Leave { conn } => {
                 self.refused.remove(&conn);
                 self.leave(conn);
@@ -467,7 +468,7 @@ impl Room {
                 let _ = reply.send(Bytes::from(state));
             }
             Command::Edit { edit, reply } => {
-                let _ = reply.send(self.server_edit(edit));
+                let _ = reply.send(self.server_edit(*edit));
             }
             Command::Members { reply } => {
                 let list = self
