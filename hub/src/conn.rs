@@ -7,7 +7,7 @@
 //! whose queue overflows is closed with 1013: skipping one CRDT update would leave it silently
 //! diverged, while a reconnect repairs it through the sync handshake.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -15,7 +15,6 @@ use bytes::Bytes;
 use chorus_protocol::CloseCode;
 use chorus_protocol::ext::{self, ServerMessage};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::Role;
 
@@ -68,25 +67,6 @@ impl Outbound {
     }
 }
 
-/// Why and how a connection is to be closed; set once, first reason wins.
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    token: CancellationToken,
-    reason: OnceLock<(CloseCode, String)>,
-}
-
-impl CloseSignal {
-    /// The token the connection task waits on.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
-    }
-
-    /// The code and reason to send, if a close was requested.
-    pub fn reason(&self) -> Option<&(CloseCode, String)> {
-        self.reason.get()
-    }
-}
-
 /// A cheap, cloneable handle rooms use to reach a connection.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
@@ -102,7 +82,6 @@ pub struct ConnHandle {
     // frame (one socket carries many documents, each a separate room member).
     prefix: Option<Bytes>,
     queue: Arc<Queue>,
-    close: Arc<CloseSignal>,
 }
 
 /// The outbound messages of one socket.
@@ -116,6 +95,12 @@ struct Queue {
     max_bytes: usize,
     // The connection task is gone: nothing will ever be written.
     receiver_gone: AtomicBool,
+    // A close was requested (set before `ready` is notified), and why: the first request
+    // wins. Closing wakes the connection through `ready` like a message does: one waiter per
+    // connection, no cancellation token (a mutex and ~170 bytes per connection, and one more
+    // future in every wait of the connection task).
+    closed: AtomicBool,
+    close_reason: OnceLock<(CloseCode, String)>,
 }
 
 /// Why a message was not queued.
@@ -165,22 +150,54 @@ impl Queue {
 #[derive(Debug)]
 pub struct ConnQueue {
     queue: Arc<Queue>,
-    /// Close requests from rooms or the server.
-    pub close: Arc<CloseSignal>,
+}
+
+/// What the connection task is to do next.
+#[derive(Debug)]
+pub enum Next {
+    /// Write this.
+    Message(Outbound),
+    /// A close was requested: see [`ConnQueue::close_reason`].
+    Close,
 }
 
 impl ConnQueue {
-    /// Waits for the next message.
-    pub async fn recv(&self) -> Outbound {
+    /// Waits for the next message or a close request (which comes first, once made).
+    pub async fn next(&self) -> Next {
         loop {
             // Register interest before checking, so a push between the check and the wait
             // is not missed (Notify keeps one permit for exactly this).
             let notified = self.queue.ready.notified();
+            if self.queue.closed.load(Ordering::Acquire) {
+                return Next::Close;
+            }
             if let Some(m) = self.queue.pop() {
-                return m;
+                return Next::Message(m);
             }
             notified.await;
         }
+    }
+
+    /// Waits until a close is requested. (Wake-ups by messages are absorbed: the task only
+    /// waits here while a write is in progress, and `next` looks at the queue itself.)
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.queue.ready.notified();
+            if self.queue.closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The code and reason to send, if a close was requested.
+    pub fn close_reason(&self) -> Option<&(CloseCode, String)> {
+        self.queue.close_reason.get()
+    }
+
+    /// A handle that can close this connection (node shutdown) without keeping it alive.
+    pub fn closer(&self) -> Closer {
+        Closer(Arc::downgrade(&self.queue))
     }
 
     /// The next message, if one is queued.
@@ -218,8 +235,9 @@ pub fn channel(
         max_messages: max_messages.max(1),
         max_bytes,
         receiver_gone: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        close_reason: OnceLock::new(),
     });
-    let close = Arc::new(CloseSignal::default());
     (
         ConnHandle {
             id,
@@ -228,10 +246,108 @@ pub fn channel(
             user: None,
             prefix: None,
             queue: queue.clone(),
-            close: close.clone(),
         },
-        ConnQueue { queue, close },
+        ConnQueue { queue },
     )
+}
+
+impl Queue {
+    fn close(&self, code: CloseCode, reason: &str) {
+        let _ = self.close_reason.set((
+            code,
+            chorus_protocol::close::truncate_reason(reason).to_string(),
+        ));
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+}
+
+/// The node's open WebSockets: counted (the node's limit, health, drain) and closable all at
+/// once when the node shuts down.
+#[derive(Debug, Default)]
+pub struct Connections {
+    count: AtomicUsize,
+    open: Mutex<HashMap<ConnId, Closer>>,
+    // Set by `close_all`; connections attached later are closed at once.
+    closing: OnceLock<(CloseCode, String)>,
+}
+
+impl Connections {
+    /// Connections open now (including those between their upgrade and their first frame).
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Counts a new connection; the slot releases it when dropped. Also returns how many
+    /// were open before, for the caller's limit check.
+    pub fn reserve(self: &Arc<Self>) -> (Slot, usize) {
+        let before = self.count.fetch_add(1, Ordering::AcqRel);
+        metrics::gauge!("chorus_connections_active").increment(1.0);
+        (
+            Slot {
+                set: self.clone(),
+                id: None,
+            },
+            before,
+        )
+    }
+
+    /// Closes every open connection with `code` and `reason`, and any attached later.
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        let _ = self.closing.set((code, reason.to_string()));
+        let open: Vec<Closer> = self.lock().values().cloned().collect();
+        for c in open {
+            c.close(code, reason);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Closer>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One counted connection (see [`Connections::reserve`]).
+#[derive(Debug)]
+pub struct Slot {
+    set: Arc<Connections>,
+    id: Option<ConnId>,
+}
+
+impl Slot {
+    /// Makes the connection closable by [`Connections::close_all`].
+    pub fn attach(&mut self, id: ConnId, queue: &ConnQueue) {
+        let closer = queue.closer();
+        self.set.lock().insert(id, closer.clone());
+        self.id = Some(id);
+        // Checked after inserting: a close_all running meanwhile either saw this entry or
+        // set `closing` before we read it.
+        if let Some((code, reason)) = self.set.closing.get() {
+            closer.close(*code, reason);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.set.lock().remove(&id);
+        }
+        self.set.count.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("chorus_connections_active").decrement(1.0);
+    }
+}
+
+/// Closes a connection from outside its rooms (node shutdown); does not keep it alive.
+#[derive(Debug, Clone)]
+pub struct Closer(std::sync::Weak<Queue>);
+
+impl Closer {
+    /// Asks the connection task to close, if it still runs; the first request wins.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        if let Some(q) = self.0.upgrade() {
+            q.close(code, reason);
+        }
+    }
 }
 
 impl ConnHandle {
@@ -326,7 +442,7 @@ impl ConnHandle {
     }
 
     fn enqueue(&self, msg: Outbound, within_budget: bool) -> bool {
-        if self.close.token.is_cancelled() {
+        if self.is_closed() {
             return false;
         }
         let len = msg.len();
@@ -358,16 +474,12 @@ impl ConnHandle {
 
     /// Asks the connection task to close with `code`; the first request wins.
     pub fn close(&self, code: CloseCode, reason: &str) {
-        let _ = self.close.reason.set((
-            code,
-            chorus_protocol::close::truncate_reason(reason).to_string(),
-        ));
-        self.close.token.cancel();
+        self.queue.close(code, reason);
     }
 
     /// Whether a close was requested.
     pub fn is_closed(&self) -> bool {
-        self.close.token.is_cancelled()
+        self.queue.closed.load(Ordering::Acquire)
     }
 
     fn overflow(&self) {
@@ -389,7 +501,7 @@ mod tests {
         assert!(h.send_binary(Bytes::from_static(b"a")));
         assert!(h.send_binary(Bytes::from_static(b"b")));
         assert!(!h.send_binary(Bytes::from_static(b"c")));
-        assert_eq!(q.close.reason().map(|r| r.0), Some(CloseCode::Overloaded));
+        assert_eq!(q.close_reason().map(|r| r.0), Some(CloseCode::Overloaded));
         assert!(
             !h.send_binary(Bytes::from_static(b"d")),
             "closed stays closed"
@@ -401,7 +513,7 @@ mod tests {
         let (h, q) = channel(1, false, Role::Write, 100, 10);
         assert!(h.send_binary(Bytes::from_static(b"12345")));
         assert!(!h.send_binary(Bytes::from_static(b"123456")));
-        assert_eq!(q.close.reason().map(|r| r.0), Some(CloseCode::Overloaded));
+        assert_eq!(q.close_reason().map(|r| r.0), Some(CloseCode::Overloaded));
     }
 
     #[test]
@@ -423,7 +535,9 @@ mod tests {
     async fn recv_wakes_on_a_later_send_and_gives_back_burst_capacity() {
         let (h, q) = channel(1, false, Role::Write, 1000, 1 << 20);
         let waiter = tokio::spawn(async move {
-            let first = q.recv().await;
+            let Next::Message(first) = q.next().await else {
+                panic!("not closed");
+            };
             (first, q)
         });
         tokio::task::yield_now().await;
@@ -437,6 +551,56 @@ mod tests {
             q.written(&m);
         }
         assert_eq!(h.queue.items().capacity(), KEEP_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_the_task_and_comes_before_queued_messages() {
+        let (h, q) = channel(1, false, Role::Write, 100, 1 << 20);
+        let waiter = tokio::spawn(async move {
+            q.closed().await;
+            q
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            h.send_binary(Bytes::from_static(b"x")),
+            "a message is not a close"
+        );
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        h.close(CloseCode::Restarting, "bye");
+        h.close(CloseCode::Overloaded, "second request loses");
+        let q = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("join");
+        assert!(matches!(q.next().await, Next::Close));
+        assert_eq!(
+            q.close_reason(),
+            Some(&(CloseCode::Restarting, "bye".to_string()))
+        );
+        assert!(!h.send_binary(Bytes::from_static(b"y")), "closed refuses");
+    }
+
+    #[tokio::test]
+    async fn close_all_reaches_open_connections_and_later_ones_only_while_they_live() {
+        let set = Arc::new(Connections::default());
+        let (mut slot, before) = set.reserve();
+        assert_eq!(before, 0);
+        let (h, q) = channel(1, false, Role::Write, 100, 1 << 20);
+        slot.attach(1, &q);
+        assert_eq!(set.count(), 1);
+        set.close_all(CloseCode::Restarting, "server shutting down");
+        assert!(h.is_closed());
+        assert!(matches!(q.next().await, Next::Close));
+        // Attached after the shutdown began: closed at once.
+        let (mut late, _) = set.reserve();
+        let (h2, q2) = channel(2, false, Role::Write, 100, 1 << 20);
+        late.attach(2, &q2);
+        assert_eq!(q2.close_reason().map(|r| r.0), Some(CloseCode::Restarting));
+        assert!(h2.is_closed());
+        drop((slot, late));
+        assert_eq!(set.count(), 0);
+        assert!(set.lock().is_empty(), "slots take their entries with them");
     }
 
     #[test]

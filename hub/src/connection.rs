@@ -5,6 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,13 +19,12 @@ use chorus_protocol::awareness;
 use chorus_protocol::ext::{self, ClientMessage, ErrorCode, ServerMessage};
 use chorus_protocol::sync::{Message, decode_all};
 use futures_util::SinkExt;
-use tokio_util::sync::CancellationToken;
 use yrs::StateVector;
 use yrs::Update;
 use yrs::updates::decoder::Decode;
 
 use crate::auth::{Identity, Role};
-use crate::conn::{ConnHandle, ConnQueue, Outbound};
+use crate::conn::{ConnHandle, ConnQueue, Next, Outbound};
 use crate::registry::{JoinError, Registry, RoomHandle};
 use crate::room::{Command, Inbound};
 
@@ -40,8 +40,6 @@ pub struct Session {
     pub queue: ConnQueue,
     /// Live rooms.
     pub registry: Arc<Registry>,
-    /// Cancelled when the node shuts down.
-    pub shutdown: CancellationToken,
     /// See `--max-awareness-bytes`.
     pub max_awareness_bytes: usize,
     /// See `--ping-interval`.
@@ -102,14 +100,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
         };
-        serve(
-            &mut socket,
-            &mut s.queue,
-            &s.shutdown,
-            s.ping_interval,
-            &mut dialect,
-        )
-        .await;
+        serve(&mut socket, &mut s.queue, s.ping_interval, &mut dialect).await;
         emit_presence(s.registry.events(), &s.key, &s.conn, false);
         // The block captures the fields it uses, not the whole session: naming the guard here
         // keeps the connection counted (node and tenant limits) until the session ends.
@@ -215,11 +206,12 @@ pub trait Dialect: Send {
     fn leave(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// Reads and writes until either side closes, then leaves the rooms and says goodbye.
+/// Reads and writes until either side closes, then leaves the rooms and says goodbye. A close
+/// requested by a room or by the node's shutdown ([`crate::conn::Connections::close_all`])
+/// arrives through the queue.
 pub async fn serve<D: Dialect>(
     socket: &mut WebSocket,
     queue: &mut ConnQueue,
-    shutdown: &CancellationToken,
     ping_interval: Duration,
     dialect: &mut D,
 ) {
@@ -233,47 +225,48 @@ pub async fn serve<D: Dialect>(
     // (its edits, its pongs), and a chatty peer must still receive.
     let (code, reason): Closing = loop {
         tokio::select! {
-            _ = queue.close.token().cancelled() => {
-                break queue
-                    .close
-                    .reason()
-                    .cloned()
-                    .unwrap_or((CloseCode::Internal, String::new()));
-            }
-            _ = shutdown.cancelled() => {
-                break (CloseCode::Restarting, "server shutting down".into());
-            }
-            out = queue.recv() => {
-                // A peer that stopped reading blocks this write forever; a close request
-                // (slow consumer, shutdown) must still end the connection.
-                let close_signal = queue.close.clone();
+            next = queue.next() => {
+                let out = match next {
+                    Next::Message(out) => out,
+                    Next::Close => {
+                        break queue
+                            .close_reason()
+                            .cloned()
+                            .unwrap_or((CloseCode::Internal, String::new()));
+                    }
+                };
                 // Boxed: the write future is the largest part of this state, and every idle
                 // connection would carry its slot; one allocation per write (which batches
                 // up to WRITE_BATCH messages and costs a syscall) is small beside that.
+                let queue = &*queue;
                 let mut writing = Box::pin(write(socket, queue, out));
-                tokio::select! {
-                    res = &mut writing => {
-                        if res.is_err() {
-                            break (CloseCode::Normal, String::new());
+                // Most writes finish at once (the socket has room). Only one that waits gets
+                // the watchdogs below, so the common case registers no timer.
+                let first = std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await;
+                let done = match first {
+                    Poll::Ready(res) => Some(res),
+                    Poll::Pending => {
+                        // Boxed too: only waiting writes need a timer.
+                        let mut stalled = Box::pin(tokio::time::sleep(ping_interval * 2));
+                        tokio::select! {
+                            res = &mut writing => Some(res),
+                            // The write in progress holds messages already taken from the
+                            // queue (an error report queued just before a close, say): it
+                            // gets a moment to finish before the close goes out, unless the
+                            // peer is not reading.
+                            () = queue.closed() => {
+                                let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, &mut writing).await;
+                                None
+                            }
+                            // A peer that accepts nothing for two ping intervals is gone.
+                            () = &mut stalled => break (CloseCode::Normal, String::new()),
                         }
                     }
-                    // The write in progress holds messages already taken from the queue (an
-                    // error report queued just before a close, say): it gets a moment to
-                    // finish before the close goes out, unless the peer is not reading.
-                    _ = close_signal.token().cancelled() => {
-                        let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, &mut writing).await;
-                    }
-                    _ = shutdown.cancelled() => {
-                        let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, &mut writing).await;
-                    }
-                    // A peer that accepts nothing for two ping intervals is gone.
-                    _ = tokio::time::sleep(ping_interval * 2) => {
-                        break (CloseCode::Normal, String::new());
-                    }
-                }
+                };
                 drop(writing);
-                if socket.torn() {
-                    // Cut off mid-frame (see `WebSocket::torn`): nothing more can be sent.
+                if matches!(done, Some(Err(_))) || socket.torn() {
+                    // A failed write, or one cut off mid-frame (see `WebSocket::torn`):
+                    // nothing more can be sent.
                     break (CloseCode::Normal, String::new());
                 }
             }
@@ -442,7 +435,7 @@ fn is_too_big(e: tungstenite::Error) -> bool {
 
 async fn write(
     socket: &mut WebSocket,
-    queue: &mut ConnQueue,
+    queue: &ConnQueue,
     first: Outbound,
 ) -> Result<(), tungstenite::Error> {
     // Feed everything already queued, then flush once: one write for many small messages.

@@ -44,7 +44,7 @@ pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -173,7 +173,7 @@ pub async fn run(
         api_keys: Default::default(),
         shutdown: CancellationToken::new(),
         draining: AtomicBool::new(false),
-        connections: Arc::new(AtomicUsize::new(0)),
+        connections: Arc::default(),
         metrics,
     });
     let addr = listener.local_addr()?;
@@ -214,14 +214,18 @@ pub async fn run(
 async fn drain(app: &AppState, grace: Duration) {
     let deadline = Instant::now() + grace;
     tracing::info!(
-        connections = app.connections.load(Ordering::Acquire),
+        connections = app.connections.count(),
         rooms = app.registry.len(),
         "draining"
     );
     app.draining.store(true, Ordering::Release);
     app.shutdown.cancel();
     // Connections close with 1012 and leave their rooms.
-    while app.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+    app.connections.close_all(
+        chorus_protocol::CloseCode::Restarting,
+        "server shutting down",
+    );
+    while app.connections.count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Then every room flushes and exits.

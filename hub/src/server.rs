@@ -2,7 +2,7 @@
 //! plain HTTP errors with JSON bodies), health and metrics endpoints.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -41,12 +41,12 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// Verified REST API keys.
     pub api_keys: crate::api::KeyCache,
-    /// Cancelled when shutdown begins: connections close with 1012.
+    /// Cancelled when shutdown begins: the listener stops accepting.
     pub shutdown: CancellationToken,
     /// Set when shutdown begins: refuse new sessions, report not ready.
     pub draining: AtomicBool,
-    /// Open WebSocket connections (for `--max-connections` and drain).
-    pub connections: Arc<AtomicUsize>,
+    /// Open WebSocket connections (for `--max-connections`, and closed with 1012 on drain).
+    pub connections: Arc<crate::conn::Connections>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
 }
@@ -105,15 +105,6 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         _ => Err(ApiError::Unauthenticated(
             "authorization header must be a bearer token".into(),
         )),
-    }
-}
-
-struct ConnGuard(Arc<AtomicUsize>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("chorus_connections_active").decrement(1.0);
     }
 }
 
@@ -187,7 +178,7 @@ async fn ws_handler(
             );
         }
     };
-    let guard = match reserve_connection(&app) {
+    let mut slot = match reserve_connection(&app) {
         Ok(g) => g,
         Err(e) => return refused("connections", e),
     };
@@ -234,6 +225,7 @@ async fn ws_handler(
     );
     let handle = handle.with_user(identity.user.as_deref());
     let conn_id = handle.id;
+    slot.attach(conn_id, &queue);
     let recorder = app
         .config
         .record_dir
@@ -246,11 +238,10 @@ async fn ws_handler(
         conn: handle,
         queue,
         registry: app.registry.clone(),
-        shutdown: app.shutdown.clone(),
         max_awareness_bytes: app.config.max_awareness_bytes,
         ping_interval: app.config.ping_interval,
         rate_limit: tenant.settings.messages_per_second,
-        guard: Box::new((guard, tenant_slot)),
+        guard: Box::new((slot, tenant_slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
         connection::run(socket, session)
@@ -323,17 +314,15 @@ fn refuse_while_draining(app: &AppState) -> Option<Response> {
     })
 }
 
-/// Reserves a connection slot, released by the returned guard when the session ends.
-fn reserve_connection(app: &AppState) -> Result<ConnGuard, ApiError> {
-    let open = app.connections.fetch_add(1, Ordering::AcqRel);
-    metrics::gauge!("chorus_connections_active").increment(1.0);
-    let guard = ConnGuard(app.connections.clone());
+/// Reserves a connection slot, released when the session ends.
+fn reserve_connection(app: &AppState) -> Result<conn::Slot, ApiError> {
+    let (slot, open) = app.connections.reserve();
     if open >= app.config.max_connections {
         return Err(ApiError::Unavailable(
             "too many connections on this node".into(),
         ));
     }
-    Ok(guard)
+    Ok(slot)
 }
 
 /// Selects chorus.v1 when offered; otherwise echoes the client's first subprotocol, as the
@@ -379,7 +368,7 @@ async fn hocuspocus_handler(
             ),
         );
     };
-    let guard = match reserve_connection(&app) {
+    let mut slot = match reserve_connection(&app) {
         Ok(g) => g,
         Err(e) => return refused("connections", e),
     };
@@ -392,16 +381,16 @@ async fn hocuspocus_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
+    slot.attach(root.id, &queue);
     let dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone());
-    let shutdown = app.shutdown.clone();
     let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
     let (mut queue, mut dialect) = (queue, dialect);
     ws.respond(
         protocol.as_deref(),
         ws_config(&app.config),
         move |mut socket| async move {
-            let _guard = guard;
-            connection::serve(&mut socket, &mut queue, &shutdown, ping, &mut dialect).await;
+            let _slot = slot;
+            connection::serve(&mut socket, &mut queue, ping, &mut dialect).await;
         },
     )
 }
@@ -411,7 +400,7 @@ async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     axum::Json(json!({
         "status": "ok",
         "rooms": app.registry.len(),
-        "connections": app.connections.load(Ordering::Acquire),
+        "connections": app.connections.count(),
     }))
 }
 
