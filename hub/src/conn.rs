@@ -80,7 +80,9 @@ pub struct ConnHandle {
     pub user: Option<Arc<str>>,
     // Hocuspocus connections: the document's encoded address, put in front of every y-sync
     // frame (one socket carries many documents, each a separate room member).
-    prefix: Option<Bytes>,
+    // Boxed: handles sit in every room's member map and every connection's state, and
+    // y-websocket handles (most) have none.
+    prefix: Option<Box<Bytes>>,
     queue: Arc<Queue>,
 }
 
@@ -365,14 +367,14 @@ impl ConnHandle {
             id,
             ext: false,
             role,
-            prefix: Some(prefix),
+            prefix: Some(Box::new(prefix)),
             ..self.clone()
         }
     }
 
     /// The Hocuspocus address prefix, if this handle is one document of such a connection.
     pub fn prefix(&self) -> Option<&Bytes> {
-        self.prefix.as_ref()
+        self.prefix.as_deref()
     }
 
     // What a room's y-sync frame becomes on this connection: itself, or for Hocuspocus the
@@ -382,12 +384,12 @@ impl ConnHandle {
         match &self.prefix {
             None => Outbound::Binary(frame),
             Some(p) if frame.starts_with(&[2, 0]) => Outbound::Statuses {
-                prefix: p.clone(),
+                prefix: Bytes::clone(p),
                 applied: false,
                 count: 1,
             },
             Some(p) => Outbound::Prefixed {
-                prefix: p.clone(),
+                prefix: Bytes::clone(p),
                 frame,
             },
         }
@@ -399,7 +401,7 @@ impl ConnHandle {
         match &self.prefix {
             Some(p) if newly > 0 => {
                 self.send(Outbound::Statuses {
-                    prefix: p.clone(),
+                    prefix: Bytes::clone(p),
                     applied: true,
                     count: u32::try_from(newly).unwrap_or(u32::MAX),
                 });
@@ -416,7 +418,7 @@ impl ConnHandle {
     pub fn nothing_new(&self) {
         if let Some(p) = &self.prefix {
             self.send(Outbound::Statuses {
-                prefix: p.clone(),
+                prefix: Bytes::clone(p),
                 applied: true,
                 count: 1,
             });

@@ -4,6 +4,7 @@
 //! socket (it only `try_send`s into the bounded queue), so a blocked write cannot deadlock it.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct Session {
     /// See `--ping-interval`.
     pub ping_interval: Duration,
     /// Writes inbound frames to `--record-dir`, when recording is on.
-    pub recorder: Option<crate::record::Recorder>,
+    pub recorder: Option<Box<crate::record::Recorder>>,
     /// The tenant's messages-per-second limit for this connection.
     pub rate_limit: Option<u32>,
     /// Released when the connection ends (connection count).
@@ -235,39 +236,11 @@ pub async fn serve<D: Dialect>(
                             .unwrap_or((CloseCode::Internal, String::new()));
                     }
                 };
-                // Boxed: the write future is the largest part of this state, and every idle
-                // connection would carry its slot; one allocation per write (which batches
-                // up to WRITE_BATCH messages and costs a syscall) is small beside that.
-                let queue = &*queue;
-                let mut writing = Box::pin(write(socket, queue, out));
-                // Most writes finish at once (the socket has room). Only one that waits gets
-                // the watchdogs below, so the common case registers no timer.
-                let first = std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await;
-                let done = match first {
-                    Poll::Ready(res) => Some(res),
-                    Poll::Pending => {
-                        // Boxed too: only waiting writes need a timer.
-                        let mut stalled = Box::pin(tokio::time::sleep(ping_interval * 2));
-                        tokio::select! {
-                            res = &mut writing => Some(res),
-                            // The write in progress holds messages already taken from the
-                            // queue (an error report queued just before a close, say): it
-                            // gets a moment to finish before the close goes out, unless the
-                            // peer is not reading.
-                            () = queue.closed() => {
-                                let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, &mut writing).await;
-                                None
-                            }
-                            // A peer that accepts nothing for two ping intervals is gone.
-                            () = &mut stalled => break (CloseCode::Normal, String::new()),
-                        }
-                    }
-                };
-                drop(writing);
-                if matches!(done, Some(Err(_))) || socket.torn() {
-                    // A failed write, or one cut off mid-frame (see `WebSocket::torn`):
-                    // nothing more can be sent.
-                    break (CloseCode::Normal, String::new());
+                // Boxed: the write is the largest future here, and every idle connection would
+                // carry its slot; one allocation per write (which batches up to WRITE_BATCH
+                // messages and costs a syscall) is small beside that.
+                if let Some(closing) = Box::pin(write_out(socket, queue, out, ping_interval)).await {
+                    break closing;
                 }
             }
             _ = ping.tick() => {
@@ -275,7 +248,13 @@ pub async fn serve<D: Dialect>(
                     tracing::info!("peer unresponsive; dropping");
                     break (CloseCode::Normal, String::new());
                 }
-                let sent = tokio::time::timeout(ping_interval, socket.send(WsMessage::Ping(Bytes::new()))).await;
+                // Boxed: a timed send is the largest future here, and every idle connection's
+                // state would reserve its slot for a ping every few seconds.
+                let sent = Box::pin(tokio::time::timeout(
+                    ping_interval,
+                    socket.send(WsMessage::Ping(Bytes::new())),
+                ))
+                .await;
                 if !matches!(sent, Ok(Ok(()))) {
                     break (CloseCode::Normal, String::new());
                 }
@@ -330,7 +309,8 @@ struct YWebsocket<'a> {
     conn: &'a ConnHandle,
     room: RoomHandle,
     max_awareness_bytes: usize,
-    recorder: Option<crate::record::Recorder>,
+    // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
+    recorder: Option<Box<crate::record::Recorder>>,
     // Boxed: most connections have no limit, and this struct lives in every connection's
     // future.
     rate: Option<Box<RateLimit>>,
@@ -431,6 +411,54 @@ pub async fn forward(
 
 fn is_too_big(e: tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Capacity(_))
+}
+
+/// Writes `out` and what else is queued; `Some` ends the connection (a failed or stalled
+/// write). A close requested meanwhile gives the write a moment to finish first: it holds
+/// messages already taken from the queue (an error report queued just before a close, say).
+async fn write_out(
+    socket: &mut WebSocket,
+    queue: &ConnQueue,
+    out: Outbound,
+    ping_interval: Duration,
+) -> Option<Closing> {
+    let gone = || Some((CloseCode::Normal, String::new()));
+    let done = {
+        let mut writing = std::pin::pin!(write(socket, queue, out));
+        // Most writes finish at once (the socket has room). Only one that waits gets the
+        // watchdogs below, so the common case registers no timer.
+        match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+            Poll::Ready(res) => Some(res),
+            // Boxed once more: the timers are for the rare write that waits.
+            Poll::Pending => match Box::pin(watch_write(writing, queue, ping_interval)).await {
+                Ok(res) => res,
+                Err(()) => return gone(),
+            },
+        }
+    };
+    if matches!(done, Some(Err(_))) || socket.torn() {
+        // A failed write, or one cut off mid-frame (see `WebSocket::torn`): nothing more
+        // can be sent.
+        return gone();
+    }
+    None
+}
+
+/// Finishes a write that is waiting for the peer. `Ok(None)`: a close was requested and the
+/// write had its grace period; `Err`: the peer accepted nothing for two ping intervals.
+async fn watch_write<W: Future<Output = Result<(), tungstenite::Error>>>(
+    mut writing: Pin<&mut W>,
+    queue: &ConnQueue,
+    ping_interval: Duration,
+) -> Result<Option<Result<(), tungstenite::Error>>, ()> {
+    tokio::select! {
+        res = &mut writing => Ok(Some(res)),
+        () = queue.closed() => {
+            let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, writing).await;
+            Ok(None)
+        }
+        () = tokio::time::sleep(ping_interval * 2) => Err(()),
+    }
 }
 
 async fn write(

@@ -230,7 +230,8 @@ async fn ws_handler(
         .config
         .record_dir
         .as_deref()
-        .and_then(|dir| crate::record::Recorder::open(dir, &key, conn_id));
+        .and_then(|dir| crate::record::Recorder::open(dir, &key, conn_id))
+        .map(Box::new);
     let session = Session {
         recorder,
         key,

@@ -135,13 +135,15 @@ impl Upgrade {
         // Boxed until it is called: a closure captured by the task keeps its slot for the
         // task's whole life even after it has been consumed, and it holds the session.
         let serve: Box<dyn FnOnce(WebSocket) -> Fut + Send> = Box::new(serve);
+        // Boxed for the same reason: captured, it would keep 64 bytes for the task's life.
+        let config = Box::new(config);
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let inner = WebSocketStream::from_raw_socket(
                         TokioIo::new(upgraded),
                         Role::Server,
-                        Some(config),
+                        Some(*config),
                     )
                     .await;
                     serve(WebSocket { inner, torn: false }).await;
@@ -194,6 +196,16 @@ pub async fn feed_binary(
         };
         return socket.feed(Message::Binary(message)).await;
     }
+    // Boxed: rare, and its future would enlarge every write's.
+    Box::pin(write_fragments(socket, prefix, data)).await
+}
+
+async fn write_fragments(
+    socket: &mut WebSocket,
+    prefix: &[u8],
+    data: Bytes,
+) -> Result<(), tungstenite::Error> {
+    let total = prefix.len() + data.len();
     // What tungstenite holds goes first, so frames stay in order.
     socket.flush().await?;
     socket.torn = true;
