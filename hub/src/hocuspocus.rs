@@ -74,12 +74,21 @@ pub struct Hocuspocus {
     // The strictest messages-per-second limit among the tenants of the documents opened so
     // far (one socket may carry documents of several tenants).
     rate: Option<(u32, crate::connection::RateLimit)>,
+    // `--record-dir`: this socket's inbound frames (boxed: recording is rare).
+    recorder: Option<Box<crate::record::Recorder>>,
 }
 
 impl Hocuspocus {
     /// A connection with no document open yet.
     pub fn new(root: ConnHandle, app: Arc<AppState>) -> Self {
+        let recorder = app
+            .config
+            .record_dir
+            .as_deref()
+            .and_then(|dir| crate::record::Recorder::open_hocuspocus(dir, root.id))
+            .map(Box::new);
         Hocuspocus {
+            recorder,
             root,
             app,
             docs: HashMap::new(),
@@ -241,6 +250,9 @@ impl Dialect for Hocuspocus {
         {
             return Err(crate::connection::rate_exceeded());
         }
+        if let Some(r) = self.recorder.as_mut() {
+            r.hocuspocus_binary(&frame);
+        }
         let incoming = Incoming::decode(frame).map_err(|_| {
             metrics::counter!("chorus_bad_frames_total").increment(1);
             (CloseCode::InvalidPayload, "malformed message".to_string())
@@ -301,7 +313,10 @@ impl Dialect for Hocuspocus {
         }
     }
 
-    fn text(&mut self, _text: &str) -> Result<(), Closing> {
+    fn text(&mut self, text: &str) -> Result<(), Closing> {
+        if let Some(r) = self.recorder.as_mut() {
+            r.text(text);
+        }
         Err((
             CloseCode::UnsupportedData,
             "the hocuspocus protocol has no text frames".into(),

@@ -16,8 +16,11 @@ use crate::scenario::Target;
 /// One recorded session.
 #[derive(Debug, Clone)]
 pub struct Recording {
-    /// Room it was recorded in.
+    /// Room it was recorded in (y-websocket); empty for Hocuspocus, whose frames name their
+    /// documents.
     pub room: String,
+    /// Whether it is a Hocuspocus socket's recording.
+    pub hocuspocus: bool,
     /// Frames with their offsets from the session start.
     pub frames: Vec<(Duration, Frame)>,
 }
@@ -34,7 +37,9 @@ pub enum Frame {
 #[derive(Deserialize)]
 struct Header {
     v: u32,
-    room: String,
+    // Absent in recordings made before the Hocuspocus endpoint was recorded.
+    dialect: Option<String>,
+    room: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +63,16 @@ impl Recording {
             path.display(),
             header.v
         );
+        let hocuspocus = match header.dialect.as_deref() {
+            None | Some("y-websocket") => false,
+            Some("hocuspocus") => true,
+            Some(other) => anyhow::bail!("{}: unknown dialect {other:?}", path.display()),
+        };
+        let room = match (hocuspocus, header.room) {
+            (true, _) => String::new(),
+            (false, Some(room)) => room,
+            (false, None) => anyhow::bail!("{}: the header names no room", path.display()),
+        };
         let mut frames = Vec::new();
         for (n, line) in lines.enumerate() {
             if line.trim().is_empty() {
@@ -81,7 +96,8 @@ impl Recording {
             frames.push((Duration::from_millis(l.t_ms), frame));
         }
         Ok(Recording {
-            room: header.room,
+            room,
+            hocuspocus,
             frames,
         })
     }
@@ -145,6 +161,9 @@ pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
             let (target, recs, speed) = (target.clone(), recordings.clone(), p.speed.max(0.001));
             tasks.push(tokio::spawn(async move {
                 let rec = &recs[i];
+                if rec.hocuspocus {
+                    return replay_hocuspocus(&target, copy, rec, speed).await;
+                }
                 let url = format!(
                     "{}/{}c{copy}-{}",
                     target.url.trim_end_matches('/'),
@@ -204,4 +223,106 @@ pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
         ));
     }
     report
+}
+
+/// The Hocuspocus endpoint to replay to: `--url` itself in that dialect, else `--url` with its
+/// path replaced (Chorus serves both dialects on one port).
+fn hocuspocus_url(target: &Target) -> String {
+    if target.dialect == crate::scenario::Dialect::Hocuspocus {
+        return target.url.clone();
+    }
+    let host_start = target.url.find("://").map_or(0, |i| i + 3);
+    let path_start = target.url[host_start..]
+        .find('/')
+        .map_or(target.url.len(), |i| host_start + i);
+    format!("{}/hocuspocus", &target.url[..path_start])
+}
+
+/// A recorded Hocuspocus frame for copy `copy`: its document renamed to
+/// `<prefix>c<copy>-<name>` (a provider's session suffix kept) and, for an auth message, the
+/// replay's token (recordings hold none). Connection-level and undecodable frames go as
+/// recorded.
+pub fn rename_hocuspocus(frame: &Bytes, prefix: &str, copy: usize, token: Option<&str>) -> Bytes {
+    use chorus_protocol::hocuspocus::{self, DocMessage, Incoming};
+    let Ok(Incoming::Doc { address, body }) = Incoming::decode(frame.clone()) else {
+        return frame.clone();
+    };
+    let (name, session) = match address.split_once(hocuspocus::SESSION_SEPARATOR) {
+        Some((name, session)) => (name, Some(session)),
+        None => (address.as_str(), None),
+    };
+    let mut renamed = format!("{prefix}c{copy}-{}", safe_room(name));
+    if let Some(s) = session {
+        renamed.push(hocuspocus::SESSION_SEPARATOR);
+        renamed.push_str(s);
+    }
+    let new_prefix = hocuspocus::address_prefix(&renamed);
+    match body {
+        DocMessage::Auth {
+            provider_version, ..
+        } => hocuspocus::auth(
+            &new_prefix,
+            token.unwrap_or(""),
+            provider_version.as_deref().unwrap_or(""),
+        ),
+        _ => {
+            let old = hocuspocus::address_prefix(&address).len();
+            hocuspocus::wrap(&new_prefix, &frame[old.min(frame.len())..])
+        }
+    }
+}
+
+/// Plays one Hocuspocus socket's recording over one socket; fails if the server closes it
+/// with anything but a normal close.
+async fn replay_hocuspocus(
+    target: &Target,
+    copy: usize,
+    rec: &Recording,
+    speed: f64,
+) -> anyhow::Result<usize> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let url = hocuspocus_url(target);
+    let (ws, _) = tokio::time::timeout(target.timeout, tokio_tungstenite::connect_async(&url))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: connect timed out"))??;
+    let (mut sink, mut stream) = ws.split();
+    // Read everything the server sends (an unread socket would stall it); remember its close.
+    let reader = tokio::spawn(async move {
+        while let Some(m) = stream.next().await {
+            match m {
+                Ok(Message::Close(frame)) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    });
+    let t0 = tokio::time::Instant::now();
+    for (at, frame) in &rec.frames {
+        tokio::time::sleep_until(t0 + at.div_f64(speed)).await;
+        let msg = match frame {
+            Frame::Binary(b) => Message::Binary(rename_hocuspocus(
+                b,
+                &target.room_prefix,
+                copy,
+                target.token.as_deref(),
+            )),
+            Frame::Text(t) => Message::Text(t.as_str().into()),
+        };
+        if sink.send(msg).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+    let closed = tokio::time::timeout(target.timeout, reader)
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no close from the server"))??;
+    if let Some((code, reason)) = closed.filter(|(code, _)| *code != 1000) {
+        anyhow::bail!("{url}: the server closed the session ({code} {reason})");
+    }
+    Ok(rec.frames.len())
 }

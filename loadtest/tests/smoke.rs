@@ -342,3 +342,118 @@ async fn recorded_sessions_replay_to_the_same_document() {
         assert_eq!(got, original, "copy {copy} differs from the recorded room");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_hocuspocus_sessions_replay_to_the_same_documents() {
+    use chorus_loadtest::replay::{ReplayParams, replay};
+    use chorus_protocol::client::{Client, ClientOptions};
+    use yrs::{GetString, Text, Transact};
+
+    let text_of = |c: &Client, name: &str| {
+        c.doc()
+            .get_or_insert_text(name)
+            .get_string(&c.doc().transact())
+    };
+    let hp = |url: &str, doc: &str| {
+        let url = url.replace("/ws", "/hocuspocus");
+        let doc = doc.to_string();
+        async move {
+            let opts = ClientOptions {
+                hocuspocus: Some(doc),
+                ..ClientOptions::default()
+            };
+            let c = Client::connect(&url, opts).await.expect("connect");
+            c.synced(Duration::from_secs(10)).await.expect("synced");
+            c
+        }
+    };
+    let rec_dir = tempfile::tempdir().expect("tempdir");
+    let original = {
+        let hub = hub_recording(Some(rec_dir.path().to_path_buf())).await;
+        let (a, b) = (hp(&hub.url, "notes").await, hp(&hub.url, "notes").await);
+        for (i, c) in [&a, &b, &a].into_iter().enumerate() {
+            let t = c.doc().get_or_insert_text("t");
+            let mut txn = c.doc().transact_mut();
+            let len = t.len(&txn);
+            t.insert(&mut txn, len, &format!("<{i}>"));
+        }
+        a.wait_for("every edit", Duration::from_secs(10), |_, doc| {
+            doc.get_or_insert_text("t")
+                .get_string(&doc.transact())
+                .len()
+                == 9
+        })
+        .await
+        .expect("converged");
+        // Durable before the sockets go: the recording then holds every edit.
+        b.wait_for("every edit", Duration::from_secs(10), |_, doc| {
+            doc.get_or_insert_text("t")
+                .get_string(&doc.transact())
+                .len()
+                == 9
+        })
+        .await
+        .expect("converged");
+        let text = text_of(&a, "t");
+        a.close().await;
+        b.close().await;
+        text
+    };
+    let files = std::fs::read_dir(rec_dir.path()).expect("dir").count();
+    assert_eq!(files, 2, "one recording per socket");
+
+    let hub = hub().await;
+    let p = ReplayParams {
+        dir: rec_dir.path().to_path_buf(),
+        copies: 2,
+        speed: 5.0,
+    };
+    // The y-websocket URL: replay finds the Hocuspocus endpoint beside it.
+    let report = replay(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["sessions"], 4.0);
+    for copy in 0..2 {
+        // Read back over y-websocket: the renamed document is an ordinary room.
+        let c = Client::connect(
+            &format!("{}/smoke-c{copy}-notes", hub.url),
+            ClientOptions::default(),
+        )
+        .await
+        .expect("connect");
+        c.synced(Duration::from_secs(10)).await.expect("synced");
+        assert_eq!(text_of(&c, "t"), original, "copy {copy} differs");
+    }
+}
+
+#[test]
+fn hocuspocus_frames_are_renamed_per_copy_with_the_replay_token() {
+    use chorus_loadtest::replay::rename_hocuspocus;
+    use chorus_protocol::hocuspocus::{self, DocMessage, Incoming};
+
+    let old = hocuspocus::address_prefix("a b\0session-1");
+    let auth = hocuspocus::auth(&old, "", "4.8.0");
+    let renamed = rename_hocuspocus(&auth, "lt-", 3, Some("tok"));
+    assert_eq!(
+        Incoming::decode(renamed).expect("decodes"),
+        Incoming::Doc {
+            address: "lt-c3-a_b\0session-1".into(),
+            body: DocMessage::Auth {
+                token: "tok".into(),
+                provider_version: Some("4.8.0".into()),
+            },
+        }
+    );
+    let sync = hocuspocus::wrap(&old, &[0, 0, 1, 0]);
+    let renamed = rename_hocuspocus(&sync, "lt-", 0, None);
+    let Incoming::Doc { address, body } = Incoming::decode(renamed).expect("decodes") else {
+        panic!("a document message");
+    };
+    assert_eq!(address, "lt-c0-a_b\0session-1");
+    assert_eq!(
+        body,
+        DocMessage::YSync(bytes::Bytes::from_static(&[0, 0, 1, 0]))
+    );
+    // Connection-level frames go as recorded.
+    let pong = bytes::Bytes::from_static(hocuspocus::PONG_FRAME);
+    assert_eq!(rename_hocuspocus(&pong, "lt-", 0, None), pong);
+}
