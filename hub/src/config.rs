@@ -168,7 +168,9 @@ pub struct Config {
     #[arg(long, env = "CHORUS_PERSIST_BATCH", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub persist_batch: Duration,
 
-    /// Log entries after which a room's log is compacted into a snapshot. Default: 500.
+    /// Log entries after which a room's log is compacted into a snapshot, once the log is
+    /// also at least a quarter of the snapshot's size (so large documents are not rewritten
+    /// every few hundred edits). Default: 500.
     #[arg(long, env = "CHORUS_COMPACT_THRESHOLD", default_value_t = 500)]
     pub compact_threshold: usize,
 

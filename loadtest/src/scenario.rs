@@ -303,6 +303,31 @@ pub fn ticker(offset: Duration, period: Duration) -> tokio::time::Interval {
 /// Pause between a preload and the timed edits.
 const PRELOAD_SETTLE: Duration = Duration::from_secs(2);
 
+/// Longest wait for the server to go quiet after a preload.
+const PRELOAD_SETTLE_MAX: Duration = Duration::from_secs(60);
+
+/// Waits out the work a preload leaves behind (storing megabytes, compacting them), so the
+/// edits' CPU figure is the edits' own. With the server's pid: until it used under 5 % of a
+/// core over a quarter second (at most a minute); without it, a fixed pause.
+async fn settle(target: &Target) {
+    tokio::time::sleep(PRELOAD_SETTLE).await;
+    let Some(mut last) = target.server_cpu_seconds() else {
+        return;
+    };
+    let step = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + PRELOAD_SETTLE_MAX;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(step).await;
+        let Some(now) = target.server_cpu_seconds() else {
+            return;
+        };
+        if now - last < 0.05 * step.as_secs_f64() {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// The first member of each room writes `bytes` of text (64 KiB per update); every member
 /// must then hold all of it. False (with a problem) if that did not happen in time.
 async fn preload(
@@ -365,9 +390,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         if !preload(target, &clients, room_size, p.doc_bytes, &mut report).await {
             return report;
         }
-        // Let the server finish storing the preload (megabytes written and checkpointed)
-        // before its CPU is read for the edits.
-        tokio::time::sleep(PRELOAD_SETTLE).await;
+        settle(target).await;
     }
 
     let deliveries = Arc::new(Deliveries {

@@ -331,6 +331,49 @@ pub async fn concurrent_appends_survive_compaction(store: Arc<dyn DocStore>) {
     );
 }
 
+/// An update stored while its predecessor is missing (held back by yrs, acknowledged by the
+/// hub) survives compaction: the snapshot carries it, and it applies once the predecessor
+/// arrives. (yrs merges held-back updates into `encode_state_as_update_v1`; this guards it.)
+pub async fn compaction_keeps_held_back_updates(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "held");
+    let src = Doc::with_client_id(7);
+    let t = src.get_or_insert_text("t");
+    t.insert(&mut src.transact_mut(), 0, "a");
+    let first = src
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let sv = src.transact().state_vector();
+    t.insert(&mut src.transact_mut(), 1, "b");
+    let second = src.transact().encode_state_as_update_v1(&sv);
+    let other = text_update(8, &Doc::new(), "x");
+    for u in [Bytes::from(second), other] {
+        store
+            .append(&[AppendBatch {
+                key: key.clone(),
+                updates: vec![u],
+                events: Vec::new(),
+            }])
+            .await
+            .expect("append");
+    }
+    let stats = compact(&*store, &key).await.expect("compact");
+    assert_eq!(stats.merged, 2);
+    let loaded = store.load(&key).await.expect("load");
+    assert!(loaded.updates.is_empty(), "the log was compacted");
+    let (doc, errors) = loaded.into_doc(&key);
+    assert!(errors.is_empty(), "{errors:?}");
+    {
+        let mut txn = doc.transact_mut();
+        let u = <yrs::Update as yrs::updates::decoder::Decode>::decode_v1(&first).expect("update");
+        txn.apply_update(u).expect("apply");
+    }
+    let text = text_of(&doc);
+    assert!(
+        text.contains("ab") && text.contains('x'),
+        "the held-back update was lost by compaction: {text:?}"
+    );
+}
+
 /// Every behaviour test, for stores that want to run them in one go.
 pub async fn run_all<F, Fut>(mut fresh: F)
 where
@@ -342,6 +385,7 @@ where
     large_batch_keeps_order(fresh().await).await;
     rooms_and_tenants_are_separate(fresh().await).await;
     compaction_keeps_everything(fresh().await).await;
+    compaction_keeps_held_back_updates(fresh().await).await;
     persister_commits_concurrent_rooms(fresh().await).await;
     map_content_roundtrips(fresh().await).await;
     concurrent_appends_survive_compaction(fresh().await).await;

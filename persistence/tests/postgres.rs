@@ -27,6 +27,7 @@ suite_tests!(suite:
     large_batch_keeps_order,
     rooms_and_tenants_are_separate,
     compaction_keeps_everything,
+    compaction_keeps_held_back_updates,
     persister_commits_concurrent_rooms,
     map_content_roundtrips,
     concurrent_appends_survive_compaction,

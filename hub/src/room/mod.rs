@@ -218,6 +218,9 @@ struct InFlight {
     event: bool,
 }
 
+/// A log this many times smaller than the snapshot is not compacted yet (`compaction_due`).
+const COMPACT_LOG_FRACTION: usize = 4;
+
 /// The member id server edits are attributed to: no connection has it (ids start at 1).
 const SERVER: ConnId = 0;
 
@@ -246,6 +249,10 @@ pub struct Room {
     in_flight: Option<InFlight>,
     // Log entries since the last snapshot, and bytes stored for the document.
     log_len: usize,
+    // Bytes in the log since the last snapshot, and the snapshot's size (see
+    // `compaction_due`).
+    log_bytes: usize,
+    snapshot_bytes: usize,
     doc_bytes: usize,
     compaction: Option<oneshot::Receiver<Result<chorus_persistence::CompactStats, StoreError>>>,
     idle_since: Option<TokioInstant>,
@@ -281,6 +288,8 @@ impl Room {
             flush_due: None,
             in_flight: None,
             log_len: 0,
+            log_bytes: 0,
+            snapshot_bytes: 0,
             doc_bytes: 0,
             compaction: None,
             idle_since: Some(TokioInstant::now()),
@@ -409,6 +418,8 @@ impl Room {
         }
         let loaded = self.ctx.store.load(self.key()).await?;
         self.log_len = loaded.updates.len();
+        self.log_bytes = loaded.updates.iter().map(Bytes::len).sum();
+        self.snapshot_bytes = loaded.snapshot.as_ref().map_or(0, Bytes::len);
         self.doc_bytes = loaded.stored_bytes();
         let key = self.key().clone();
         let (doc, errors) = tokio::task::spawn_blocking(move || {
@@ -441,10 +452,19 @@ impl Room {
         })
         .map_err(|e| StoreError::Task(format!("observe: {e}")))?;
         self.doc = doc;
-        if self.log_len > self.ctx.limits.compact_threshold {
+        if self.compaction_due() {
             self.start_compaction();
         }
         Ok(())
+    }
+
+    /// A compaction rewrites the whole document, so it waits for `--compact-threshold` log
+    /// entries *and* a log of at least a quarter of the snapshot's size: its cost per stored
+    /// update then stays flat in the document's size. (Every 500 updates, a 5 MB room spent
+    /// most of its CPU re-encoding itself: 240 against 65 us per edit for an empty one.)
+    fn compaction_due(&self) -> bool {
+        self.log_len > self.ctx.limits.compact_threshold
+            && self.log_bytes.saturating_mul(COMPACT_LOG_FRACTION) >= self.snapshot_bytes
     }
 
     fn has_unsaved(&self) -> bool {
@@ -934,6 +954,7 @@ impl Room {
         match result {
             Ok(()) => {
                 self.log_len += f.updates.len();
+                self.log_bytes += f.bytes;
                 self.send_saved(f.acks);
                 for w in f.waiters {
                     let _ = w.send(true);
@@ -941,7 +962,7 @@ impl Room {
                 if f.event {
                     self.ctx.events.notify();
                 }
-                if self.log_len > self.ctx.limits.compact_threshold && self.compaction.is_none() {
+                if self.compaction.is_none() && self.compaction_due() {
                     self.start_compaction();
                 }
             }
@@ -994,6 +1015,10 @@ impl Room {
             Ok(stats) => {
                 metrics::counter!("chorus_compactions_total").increment(1);
                 self.log_len = self.log_len.saturating_sub(stats.merged);
+                self.log_bytes = self.log_bytes.saturating_sub(stats.merged_bytes);
+                if stats.merged > 0 {
+                    self.snapshot_bytes = stats.snapshot_bytes;
+                }
                 self.doc_bytes = self
                     .doc_bytes
                     .saturating_sub(stats.merged_bytes)
