@@ -1019,6 +1019,11 @@ impl Room {
                 if stats.merged > 0 {
                     self.snapshot_bytes = stats.snapshot_bytes;
                 }
+                // What was stored while this one ran may already call for the next: start it
+                // now, while the room may be quiet, rather than at its next edit.
+                if self.compaction_due() {
+                    self.start_compaction();
+                }
                 self.doc_bytes = self
                     .doc_bytes
                     .saturating_sub(stats.merged_bytes)
