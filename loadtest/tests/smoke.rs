@@ -275,17 +275,72 @@ async fn join_storm_gives_every_joiner_the_whole_document() {
     assert_eq!(report.latency["join_to_full_state"].count, 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_sessions_replay_to_the_same_document() {
+/// Each client in turn appends `[i]` to the text "t"; returns the text once every one of them
+/// holds all of it.
+async fn append_in_turns(turns: &[&chorus_protocol::client::Client]) -> String {
+    use yrs::{GetString, Text, Transact};
+    for (i, c) in turns.iter().enumerate() {
+        let t = c.doc().get_or_insert_text("t");
+        let mut txn = c.doc().transact_mut();
+        let len = t.len(&txn);
+        t.insert(&mut txn, len, &format!("[{i}]"));
+    }
+    let want = turns
+        .iter()
+        .enumerate()
+        .map(|(i, _)| format!("[{i}]").len())
+        .sum::<usize>();
+    for c in turns {
+        c.wait_for("every edit", Duration::from_secs(10), |_, doc| {
+            doc.get_or_insert_text("t")
+                .get_string(&doc.transact())
+                .len()
+                == want
+        })
+        .await
+        .expect("converged");
+    }
+    let doc = turns[0].doc();
+    doc.get_or_insert_text("t").get_string(&doc.transact())
+}
+
+/// Replays the recordings in `dir` as 2 copies into a fresh hub, then checks that each copy's
+/// room `smoke-c<copy>-notes`, read over y-websocket, holds `original` in its text "t".
+/// Given the y-websocket URL, replay finds the Hocuspocus endpoint beside it.
+async fn replayed_copies_hold(dir: &std::path::Path, original: &str) {
     use chorus_loadtest::replay::{ReplayParams, replay};
     use chorus_protocol::client::{Client, ClientOptions};
-    use yrs::{GetString, Text, Transact};
+    use yrs::{GetString, Transact};
 
-    let text_of = |c: &Client| {
-        c.doc()
-            .get_or_insert_text("t")
-            .get_string(&c.doc().transact())
+    let hub = hub().await;
+    let p = ReplayParams {
+        dir: dir.to_path_buf(),
+        copies: 2,
+        speed: 5.0,
     };
+    let report = replay(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["sessions"], 4.0);
+    for copy in 0..2 {
+        let c = Client::connect(
+            &format!("{}/smoke-c{copy}-notes", hub.url),
+            ClientOptions::default(),
+        )
+        .await
+        .expect("connect");
+        c.synced(Duration::from_secs(10)).await.expect("synced");
+        let got = c
+            .doc()
+            .get_or_insert_text("t")
+            .get_string(&c.doc().transact());
+        assert_eq!(got, original, "copy {copy} differs from the recorded room");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_sessions_replay_to_the_same_document() {
+    use chorus_protocol::client::{Client, ClientOptions};
+
     let rec_dir = tempfile::tempdir().expect("tempdir");
     let original = {
         let hub = hub_recording(Some(rec_dir.path().to_path_buf())).await;
@@ -297,21 +352,7 @@ async fn recorded_sessions_replay_to_the_same_document() {
             .await
             .expect("connect");
         b.synced(Duration::from_secs(10)).await.expect("synced");
-        for (i, c) in [&a, &b, &a, &b].into_iter().enumerate() {
-            let t = c.doc().get_or_insert_text("t");
-            let mut txn = c.doc().transact_mut();
-            let len = t.len(&txn);
-            t.insert(&mut txn, len, &format!("[{i}]"));
-        }
-        a.wait_for("both edits", Duration::from_secs(10), |_, doc| {
-            doc.get_or_insert_text("t")
-                .get_string(&doc.transact())
-                .len()
-                == 12
-        })
-        .await
-        .expect("converged");
-        let text = text_of(&a);
+        let text = append_in_turns(&[&a, &b, &a, &b]).await;
         a.close().await;
         b.close().await;
         text
@@ -319,41 +360,13 @@ async fn recorded_sessions_replay_to_the_same_document() {
     let files = std::fs::read_dir(rec_dir.path()).expect("dir").count();
     assert_eq!(files, 2, "one recording per session");
 
-    let hub = hub().await;
-    let p = ReplayParams {
-        dir: rec_dir.path().to_path_buf(),
-        copies: 2,
-        speed: 5.0,
-    };
-    let report = replay(&target(&hub.url), &p).await;
-    assert!(report.passed(), "{}", report.table());
-    assert_eq!(report.metrics["sessions"], 4.0);
-
-    for copy in 0..2 {
-        let c = Client::connect(
-            &format!("{}/smoke-c{copy}-notes", hub.url),
-            ClientOptions::default(),
-        )
-        .await
-        .expect("connect");
-        c.synced(Duration::from_secs(10)).await.expect("synced");
-        let got = text_of(&c);
-        assert_eq!(got.len(), original.len());
-        assert_eq!(got, original, "copy {copy} differs from the recorded room");
-    }
+    replayed_copies_hold(rec_dir.path(), &original).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_hocuspocus_sessions_replay_to_the_same_documents() {
-    use chorus_loadtest::replay::{ReplayParams, replay};
     use chorus_protocol::client::{Client, ClientOptions};
-    use yrs::{GetString, Text, Transact};
 
-    let text_of = |c: &Client, name: &str| {
-        c.doc()
-            .get_or_insert_text(name)
-            .get_string(&c.doc().transact())
-    };
     let hp = |url: &str, doc: &str| {
         let url = url.replace("/ws", "/hocuspocus");
         let doc = doc.to_string();
@@ -371,30 +384,7 @@ async fn recorded_hocuspocus_sessions_replay_to_the_same_documents() {
     let original = {
         let hub = hub_recording(Some(rec_dir.path().to_path_buf())).await;
         let (a, b) = (hp(&hub.url, "notes").await, hp(&hub.url, "notes").await);
-        for (i, c) in [&a, &b, &a].into_iter().enumerate() {
-            let t = c.doc().get_or_insert_text("t");
-            let mut txn = c.doc().transact_mut();
-            let len = t.len(&txn);
-            t.insert(&mut txn, len, &format!("<{i}>"));
-        }
-        a.wait_for("every edit", Duration::from_secs(10), |_, doc| {
-            doc.get_or_insert_text("t")
-                .get_string(&doc.transact())
-                .len()
-                == 9
-        })
-        .await
-        .expect("converged");
-        // Durable before the sockets go: the recording then holds every edit.
-        b.wait_for("every edit", Duration::from_secs(10), |_, doc| {
-            doc.get_or_insert_text("t")
-                .get_string(&doc.transact())
-                .len()
-                == 9
-        })
-        .await
-        .expect("converged");
-        let text = text_of(&a, "t");
+        let text = append_in_turns(&[&a, &b, &a]).await;
         a.close().await;
         b.close().await;
         text
@@ -402,27 +392,7 @@ async fn recorded_hocuspocus_sessions_replay_to_the_same_documents() {
     let files = std::fs::read_dir(rec_dir.path()).expect("dir").count();
     assert_eq!(files, 2, "one recording per socket");
 
-    let hub = hub().await;
-    let p = ReplayParams {
-        dir: rec_dir.path().to_path_buf(),
-        copies: 2,
-        speed: 5.0,
-    };
-    // The y-websocket URL: replay finds the Hocuspocus endpoint beside it.
-    let report = replay(&target(&hub.url), &p).await;
-    assert!(report.passed(), "{}", report.table());
-    assert_eq!(report.metrics["sessions"], 4.0);
-    for copy in 0..2 {
-        // Read back over y-websocket: the renamed document is an ordinary room.
-        let c = Client::connect(
-            &format!("{}/smoke-c{copy}-notes", hub.url),
-            ClientOptions::default(),
-        )
-        .await
-        .expect("connect");
-        c.synced(Duration::from_secs(10)).await.expect("synced");
-        assert_eq!(text_of(&c, "t"), original, "copy {copy} differs");
-    }
+    replayed_copies_hold(rec_dir.path(), &original).await;
 }
 
 #[test]
