@@ -152,6 +152,57 @@ async fn compaction_keeps_the_document_and_trims_the_log() {
     assert_eq!(text(&b, "t"), expected);
 }
 
+#[tokio::test]
+async fn a_large_document_is_compacted_only_once_its_log_is_a_quarter_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.compact_threshold = 5;
+    let server = TestServer::start(config).await;
+    let c = server.client_with("big", ext()).await;
+    let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
+        .await
+        .expect("open");
+    let key = RoomKey::new("default", "big");
+    let log_within = |most: usize| {
+        let (store, key) = (&store, &key);
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let loaded = store.load(key).await.expect("load");
+                if loaded.snapshot.is_some() && loaded.updates.len() <= most {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "log never compacted: {} entries",
+                    loaded.updates.len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // 40 KB, then past the threshold: compacted into a ~40 KB snapshot.
+    append(&c, "t", &"x".repeat(40_000));
+    for _ in 0..6 {
+        append(&c, "t", "a");
+    }
+    wait_saved(&c, 1 + 7).await;
+    log_within(1).await;
+    // Ten small edits: past the threshold, far below a quarter of the snapshot. Kept.
+    for _ in 0..10 {
+        append(&c, "t", "b");
+    }
+    wait_saved(&c, 1 + 17).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kept = store.load(&key).await.expect("load").updates.len();
+    assert!(kept >= 10, "compacted with a log of {kept} small entries");
+    // A 12 KB edit takes the log past a quarter of the snapshot: compacted.
+    append(&c, "t", &"y".repeat(12_000));
+    wait_saved(&c, 1 + 18).await;
+    log_within(0).await;
+    server.stop().await.expect("stop");
+}
+
 /// Starts the real binary; returns the child and its address.
 async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
