@@ -326,3 +326,33 @@ async fn replay_hocuspocus(
     }
     Ok(rec.frames.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Recording> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(&path, text).expect("write");
+        Recording::load(&path)
+    }
+
+    #[test]
+    fn headers_name_the_dialect_and_bad_ones_are_refused() {
+        let old = load("{\"v\":1,\"room\":\"notes\"}\n{\"t_ms\":1,\"binary\":\"AAA=\"}\n")
+            .expect("a header without dialect is y-websocket");
+        assert!(!old.hocuspocus && old.room == "notes" && old.frames.len() == 1);
+        let hp = load("{\"v\":1,\"dialect\":\"hocuspocus\",\"started_unix_ms\":1}\n")
+            .expect("hocuspocus names no room");
+        assert!(hp.hocuspocus && hp.room.is_empty());
+        for bad in [
+            "{\"v\":1,\"dialect\":\"y-websocket\"}\n",
+            "{\"v\":1,\"dialect\":\"socket.io\",\"room\":\"r\"}\n",
+            "{\"v\":2,\"room\":\"r\"}\n",
+            "{\"v\":1,\"room\":\"r\"}\n{\"t_ms\":1,\"binary\":\"AAA=\",\"text\":\"x\"}\n",
+        ] {
+            assert!(load(bad).is_err(), "accepted {bad}");
+        }
+    }
+}
