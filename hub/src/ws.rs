@@ -17,6 +17,8 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::error::ApiError;
@@ -233,24 +235,20 @@ fn slice_of(buf: &[u8], start: usize, from: usize, to: usize) -> &[u8] {
     &buf[lo..hi]
 }
 
-/// An unmasked (server) frame header: binary for the first fragment, continuation after;
-/// FIN on the last. RFC 6455 section 5.2.
+/// An unmasked (server) frame header, formatted by tungstenite: binary for the first
+/// fragment, continuation after; FIN on the last.
 fn frame_header(first: bool, fin: bool, len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = if fin { 0x80 } else { 0 } | if first { 0x2 } else { 0x0 };
-    let n = if len < 126 {
-        h[1] = len as u8;
-        2
-    } else if let Ok(short) = u16::try_from(len) {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&short.to_be_bytes());
-        4
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
+    let header = FrameHeader {
+        is_final: fin,
+        opcode: OpCode::Data(if first { Data::Binary } else { Data::Continue }),
+        ..FrameHeader::default()
     };
-    (h, n)
+    let mut buf = [0u8; 10];
+    let mut out = std::io::Cursor::new(&mut buf[..]);
+    // Ten bytes hold any unmasked header (2 + an 8-byte length), so this cannot fail.
+    let _ = header.format(len as u64, &mut out);
+    let n = out.position() as usize;
+    (buf, n)
 }
 
 async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
