@@ -309,102 +309,105 @@ impl Room {
     /// Loads the room, then serves commands until it is idle or shut down.
     ///
     /// Memory: this state is held by every open room. A function returning an `async move`
-    /// block keeps `self` once (an `async fn` keeps its arguments twice: as captured and as
-    /// bound locals, 752 bytes here), and the one-off or rare steps (load, flush, close,
-    /// finish) are boxed so the idle state reserves no slot for them
+    /// block keeps `self` once and lends it to `serve` (an `async fn` taking `self` keeps
+    /// its arguments twice: as captured and as bound locals, 752 bytes here), and the one-off
+    /// or rare steps (load, flush, close, finish) are boxed so the idle state reserves no slot
+    /// for them
     /// (`-Zprint-type-sizes`, see ARCHITECTURE.md).
     #[allow(clippy::manual_async_fn)] // deliberate, see above
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) -> impl Future<Output = ()> + Send {
-        async move {
-            if let Err(e) = Box::pin(self.load()).await {
-                tracing::error!(room = %self.key(), error = %e, "room load failed");
-                metrics::counter!("chorus_room_load_failures_total").increment(1);
-                self.registry.remove(self.key(), self.handle.generation);
-                rx.close();
-                while let Some(cmd) = rx.recv().await {
-                    match cmd {
-                        Command::Join { reply, .. } => {
-                            let _ = reply.send(Err(JoinError::LoadFailed));
-                        }
-                        Command::Shutdown { done } | Command::Close { done, .. } => {
-                            let _ = done.send(());
-                        }
-                        // Dropping the reply tells the asker the room is unavailable.
-                        Command::Leave { .. }
-                        | Command::Inbound { .. }
-                        | Command::State { .. }
-                        | Command::Edit { .. }
-                        | Command::Members { .. } => {}
+        async move { self.serve(&mut rx).await }
+    }
+
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        if let Err(e) = Box::pin(self.load()).await {
+            tracing::error!(room = %self.key(), error = %e, "room load failed");
+            metrics::counter!("chorus_room_load_failures_total").increment(1);
+            self.registry.remove(self.key(), self.handle.generation);
+            rx.close();
+            while let Some(cmd) = rx.recv().await {
+                match cmd {
+                    Command::Join { reply, .. } => {
+                        let _ = reply.send(Err(JoinError::LoadFailed));
                     }
+                    Command::Shutdown { done } | Command::Close { done, .. } => {
+                        let _ = done.send(());
+                    }
+                    // Dropping the reply tells the asker the room is unavailable.
+                    Command::Leave { .. }
+                    | Command::Inbound { .. }
+                    | Command::State { .. }
+                    | Command::Edit { .. }
+                    | Command::Members { .. } => {}
                 }
-                return;
             }
-            let mut shutdown_reply = None;
-            loop {
-                let idle_due = self
-                    .idle_since
-                    .filter(|_| self.members.is_empty() && !self.has_unsaved())
-                    .map(|t| t + self.ctx.limits.room_idle);
-                tokio::select! {
-                    biased;
-                    res = recv_opt(self.in_flight.as_mut().map(|f| &mut f.done)),
-                        if self.in_flight.is_some() => {
-                        self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
+            return;
+        }
+        let mut shutdown_reply = None;
+        loop {
+            let idle_due = self
+                .idle_since
+                .filter(|_| self.members.is_empty() && !self.has_unsaved())
+                .map(|t| t + self.ctx.limits.room_idle);
+            tokio::select! {
+                biased;
+                res = recv_opt(self.in_flight.as_mut().map(|f| &mut f.done)),
+                    if self.in_flight.is_some() => {
+                    self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
+                }
+                res = recv_opt(self.compaction.as_mut()), if self.compaction.is_some() => {
+                    self.compaction = None;
+                    self.compacted(res.unwrap_or(Err(StoreError::Stopped)));
+                }
+                // Due timers come before commands: a room whose queue never empties must
+                // still save and still send presence.
+                _ = sleep_until(self.flush_due.unwrap_or_else(far_future)),
+                    if self.flush_due.is_some() && self.in_flight.is_none() => {
+                    Box::pin(self.start_flush()).await;
+                }
+                _ = sleep_until(self.awareness_due.unwrap_or_else(far_future)),
+                    if self.awareness_due.is_some() => {
+                    self.broadcast_awareness();
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Shutdown { done }) => {
+                        shutdown_reply = Some(done);
+                        break;
                     }
-                    res = recv_opt(self.compaction.as_mut()), if self.compaction.is_some() => {
-                        self.compaction = None;
-                        self.compacted(res.unwrap_or(Err(StoreError::Stopped)));
-                    }
-                    // Due timers come before commands: a room whose queue never empties must
-                    // still save and still send presence.
-                    _ = sleep_until(self.flush_due.unwrap_or_else(far_future)),
-                        if self.flush_due.is_some() && self.in_flight.is_none() => {
-                        Box::pin(self.start_flush()).await;
-                    }
-                    _ = sleep_until(self.awareness_due.unwrap_or_else(far_future)),
-                        if self.awareness_due.is_some() => {
-                        self.broadcast_awareness();
-                    }
-                    cmd = rx.recv() => match cmd {
-                        Some(Command::Shutdown { done }) => {
-                            shutdown_reply = Some(done);
-                            break;
-                        }
-                        Some(Command::Close { code, reason, done }) => {
-                            Box::pin(self.close_discarding(code, &reason)).await;
-                            rx.close();
-                            while let Some(cmd) = rx.recv().await {
-                                if let Command::Shutdown { done } | Command::Close { done, .. } = cmd {
-                                    let _ = done.send(());
-                                }
-                            }
-                            let _ = done.send(());
-                            return;
-                        }
-                        Some(cmd) => self.handle(cmd),
-                        None => break,
-                    },
-                    _ = sleep_until(idle_due.unwrap_or_else(far_future)), if idle_due.is_some() => {
-                        // Leave the registry first: joiners that already hold our handle get their
-                        // Join dropped below and re-spawn the room, which loads what we saved.
-                        self.registry.remove(self.key(), self.handle.generation);
+                    Some(Command::Close { code, reason, done }) => {
+                        Box::pin(self.close_discarding(code, &reason)).await;
                         rx.close();
                         while let Some(cmd) = rx.recv().await {
-                            if let Command::Shutdown { done } = cmd {
+                            if let Command::Shutdown { done } | Command::Close { done, .. } = cmd {
                                 let _ = done.send(());
                             }
                         }
-                        break;
+                        let _ = done.send(());
+                        return;
                     }
-                }
-                if self.failed {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sleep_until(idle_due.unwrap_or_else(far_future)), if idle_due.is_some() => {
+                    // Leave the registry first: joiners that already hold our handle get their
+                    // Join dropped below and re-spawn the room, which loads what we saved.
+                    self.registry.remove(self.key(), self.handle.generation);
+                    rx.close();
+                    while let Some(cmd) = rx.recv().await {
+                        if let Command::Shutdown { done } = cmd {
+                            let _ = done.send(());
+                        }
+                    }
                     break;
                 }
             }
-            Box::pin(self.finish()).await;
-            if let Some(done) = shutdown_reply {
-                let _ = done.send(());
+            if self.failed {
+                break;
             }
+        }
+        Box::pin(self.finish()).await;
+        if let Some(done) = shutdown_reply {
+            let _ = done.send(());
         }
     }
 
@@ -1019,16 +1022,16 @@ impl Room {
                 if stats.merged > 0 {
                     self.snapshot_bytes = stats.snapshot_bytes;
                 }
-                // What was stored while this one ran may already call for the next: start it
-                // now, while the room may be quiet, rather than at its next edit.
-                if self.compaction_due() {
-                    self.start_compaction();
-                }
                 self.doc_bytes = self
                     .doc_bytes
                     .saturating_sub(stats.merged_bytes)
                     .saturating_add(stats.snapshot_bytes)
                     .saturating_sub(stats.previous_snapshot_bytes);
+                // What was stored while this one ran may already call for the next: start it
+                // now, while the room may be quiet, rather than at its next edit.
+                if self.compaction_due() {
+                    self.start_compaction();
+                }
             }
             Err(e) => {
                 metrics::counter!("chorus_compaction_failures_total").increment(1);
