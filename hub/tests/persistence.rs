@@ -111,6 +111,23 @@ async fn idle_rooms_are_flushed_dropped_and_reloaded() {
     assert_eq!(text(&b, "t"), "before idle");
 }
 
+/// Waits until the room has a snapshot and at most `most` log entries.
+async fn compacted_to(store: &SqliteStore, key: &RoomKey, most: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let loaded = store.load(key).await.expect("load");
+        if loaded.snapshot.is_some() && loaded.updates.len() <= most {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log never compacted: {} entries",
+            loaded.updates.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn compaction_keeps_the_document_and_trims_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -131,20 +148,7 @@ async fn compaction_keeps_the_document_and_trims_the_log() {
     let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
         .await
         .expect("open");
-    let key = RoomKey::new("default", "compact");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let loaded = store.load(&key).await.expect("load");
-        if loaded.snapshot.is_some() && loaded.updates.len() <= 10 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "log never compacted: {} entries",
-            loaded.updates.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    compacted_to(&store, &RoomKey::new("default", "compact"), 10).await;
     drop(c);
     server.stop().await.expect("stop");
     let server = TestServer::start(test_config(dir.path())).await;
@@ -163,31 +167,13 @@ async fn a_large_document_is_compacted_only_once_its_log_is_a_quarter_of_it() {
         .await
         .expect("open");
     let key = RoomKey::new("default", "big");
-    let log_within = |most: usize| {
-        let (store, key) = (&store, &key);
-        async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            loop {
-                let loaded = store.load(key).await.expect("load");
-                if loaded.snapshot.is_some() && loaded.updates.len() <= most {
-                    return;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "log never compacted: {} entries",
-                    loaded.updates.len()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
     // 40 KB, then past the threshold: compacted into a ~40 KB snapshot.
     append(&c, "t", &"x".repeat(40_000));
     for _ in 0..6 {
         append(&c, "t", "a");
     }
     wait_saved(&c, 1 + 7).await;
-    log_within(1).await;
+    compacted_to(&store, &key, 1).await;
     // Ten small edits: past the threshold, far below a quarter of the snapshot. Kept.
     for _ in 0..10 {
         append(&c, "t", "b");
@@ -199,7 +185,7 @@ async fn a_large_document_is_compacted_only_once_its_log_is_a_quarter_of_it() {
     // A 12 KB edit takes the log past a quarter of the snapshot: compacted.
     append(&c, "t", &"y".repeat(12_000));
     wait_saved(&c, 1 + 18).await;
-    log_within(0).await;
+    compacted_to(&store, &key, 0).await;
     server.stop().await.expect("stop");
 }
 
