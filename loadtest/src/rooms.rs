@@ -194,6 +194,8 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
         ));
         return report;
     }
+    // Storing and compacting the new document is the build's work, not the storm's.
+    crate::scenario::settle(target).await;
     let mut storm = target.clone();
     storm.concurrency = p.joiners.max(1);
     // Joiners only count what arrives: decoding 5 MB in each of hundreds of clients would

@@ -307,9 +307,9 @@ const PRELOAD_SETTLE: Duration = Duration::from_secs(2);
 const PRELOAD_SETTLE_MAX: Duration = Duration::from_secs(60);
 
 /// Waits out the work a preload leaves behind (storing megabytes, compacting them), so the
-/// edits' CPU figure is the edits' own. With the server's pid: until it used under 5 % of a
+/// edits' CPU figure (or a join storm's) is their own. With the server's pid: until it used under 5 % of a
 /// core over a quarter second (at most a minute); without it, a fixed pause.
-async fn settle(target: &Target) {
+pub(crate) async fn settle(target: &Target) {
     tokio::time::sleep(PRELOAD_SETTLE).await;
     let Some(mut last) = target.server_cpu_seconds() else {
         return;
