@@ -6,11 +6,12 @@
 # y-websocket dialect (`chorus`), in the Hocuspocus dialect (`chorus-hp`) and, on request, with
 # one runtime worker (`chorus-1w`, since the load generator occupies the other core).
 # `bare-relay` (loadtest/src/bin/bare-relay.rs) is not a peer but the floor: a relay with no
-# CRDT and no storage, run only in the scenarios it can serve (edit, connect, edit-90k); the
-# last column divides the best peer's figure by it, i.e. what any server could reach at most.
+# CRDT and no storage, run in every scenario but edit-5mb (it hands joiners the updates it
+# relayed, merged once); the last column divides its figure by the best peer's, i.e. the
+# lowest ratio any server on this stack could reach.
 #
 # Usage: loadtest/peers/compare.sh [OUT_DIR]   (env: ROUNDS=3, SERVERS="chorus chorus-hp ...",
-#        SCENARIOS="edit connect edit-5mb join-5mb edit-90k")
+#        SCENARIOS="edit connect edit-5mb join-5mb edit-90k", optionally also join-500)
 # Traffic goes only to 127.0.0.1; every run is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ mkdir -p "$OUT"
 cargo build --release --bin chorus --bin chorus-loadtest --bin chorus-bare-relay
 (cd loadtest/peers && npm ci --no-audit --no-fund --ignore-scripts > /dev/null)
 TOOLS=target/peers-tools
-if [ ! -x "$TOOLS/y-sweet/bin/y-sweet" ]; then
+if [[ " $SERVERS " == *" y-sweet "* ]] && [ ! -x "$TOOLS/y-sweet/bin/y-sweet" ]; then
   # Its own target dir, so it never fights over the workspace's build lock.
   cargo install y-sweet --version 0.9.1 --locked --root "$TOOLS/y-sweet" --target-dir "$TOOLS/build"
 fi
@@ -86,9 +87,9 @@ lt() { # scenario-name server round, then chorus-loadtest arguments
 for round in $(seq 1 "$ROUNDS"); do
   for server in $SERVERS; do
     for scn in $SCENARIOS; do
-      # The floor holds no document: only the scenarios where relaying is the whole job.
-      if [ "$server" = bare-relay ] && [ "$scn" != edit ] && [ "$scn" != connect ] \
-        && [ "$scn" != edit-90k ]; then continue; fi
+      # The floor applies no edits: only the scenarios where relaying (and handing joiners
+      # what was relayed) is the whole job.
+      if [ "$server" = bare-relay ] && [ "$scn" = edit-5mb ]; then continue; fi
       start "$server"
       case "$scn" in
         edit) lt edit "$server" "$round" edit --users 1000 --room-size 10 --rate 5 --duration 15s ;;
@@ -96,6 +97,7 @@ for round in $(seq 1 "$ROUNDS"); do
         edit-5mb) lt edit-5mb "$server" "$round" edit --users 20 --room-size 10 --rate 2 \
           --duration 10s --doc-bytes 5000000 --timeout 60s ;;
         join-5mb) lt join-5mb "$server" "$round" join-storm --doc-bytes 5000000 --joiners 20 --timeout 60s ;;
+        join-500) lt join-500 "$server" "$round" join-storm --doc-bytes 5000000 --joiners 500 --timeout 60s ;;
         edit-90k) lt edit-90k "$server" "$round" edit --users 1000 --room-size 10 --rate 10 \
           --duration 15s --timeout 60s ;;
       esac
@@ -135,6 +137,8 @@ rows = [
     ("edit-5mb", "deliveries lost", lost),
     ("join-5mb", "20 joiners: p50 to full state (ms)", lambda r: r["latency"]["join_to_full_state"]["p50_ms"]),
     ("join-5mb", "20 joiners: p95 to full state (ms)", lambda r: r["latency"]["join_to_full_state"]["p95_ms"]),
+    ("join-500", "500 joiners: p50 to full state (ms)", lambda r: r["latency"]["join_to_full_state"]["p50_ms"]),
+    ("join-500", "500 joiners: p95 to full state (ms)", lambda r: r["latency"]["join_to_full_state"]["p95_ms"]),
     ("edit-90k", "hub CPU per delivery (µs)", lambda r: r["metrics"]["server_cpu_us_per_delivery"]),
     ("edit-90k", "delivery p99 (ms)", lambda r: r["latency"]["delivery"]["p99_ms"]),
     ("edit-90k", "deliveries lost", lost),
