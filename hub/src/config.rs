@@ -164,7 +164,8 @@ pub struct Config {
     #[arg(long, env = "CHORUS_SEND_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub send_queue_bytes: usize,
 
-    /// How long updates gather before they are written in one batch. Default: 20ms.
+    /// How long updates gather before they are written in one batch: each room's updates, and
+    /// then the rooms' batches, committed together at most once per this interval. Default: 20ms.
     #[arg(long, env = "CHORUS_PERSIST_BATCH", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub persist_batch: Duration,
 

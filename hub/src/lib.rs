@@ -124,7 +124,7 @@ pub async fn run(
     let tenants = Tenants::new(store.clone());
     let verifier = Verifier::from_config(&config, tenants.clone())?;
     let docs: Arc<dyn DocStore> = store.clone();
-    let persister = Persister::spawn(docs.clone(), 4096);
+    let persister = Persister::spawn(docs.clone(), 4096, config.persist_batch);
     // The recorder first: the webhook dispatcher describes its metrics when it starts.
     let metrics = metrics::handle();
     let stop_webhooks = CancellationToken::new();

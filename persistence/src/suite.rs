@@ -222,7 +222,7 @@ pub async fn compaction_keeps_everything(store: Arc<dyn DocStore>) {
 
 /// The group-committing persister makes many rooms' concurrent batches durable.
 pub async fn persister_commits_concurrent_rooms(store: Arc<dyn DocStore>) {
-    let persister = Persister::spawn(store.clone(), 64);
+    let persister = Persister::spawn(store.clone(), 64, std::time::Duration::from_millis(10));
     let mut tasks = Vec::new();
     for r in 0..20 {
         let p = persister.clone();
