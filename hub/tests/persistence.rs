@@ -292,12 +292,10 @@ async fn sigterm_drains_and_persists() {
     let _ = child.start_kill();
 }
 
-#[tokio::test]
-async fn updates_waiting_for_predecessors_survive_a_restart() {
-    use chorus_protocol::sync::Message;
+/// Two consecutive edits of one replica, "a" then "b" in text `t`: sent in the other order,
+/// the second waits in the hub for its predecessor.
+fn out_of_order_pair() -> (bytes::Bytes, bytes::Bytes) {
     use yrs::{ReadTxn, StateVector, Text, Transact};
-    // Two consecutive edits of one replica; the second arrives first (its predecessor is
-    // missing), is acknowledged, and must still be there after a restart.
     let src = yrs::Doc::with_client_id(99);
     let t = src.get_or_insert_text("t");
     t.insert(&mut src.transact_mut(), 0, "a");
@@ -307,12 +305,20 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
     let sv = src.transact().state_vector();
     t.insert(&mut src.transact_mut(), 1, "b");
     let second = src.transact().encode_state_as_update_v1(&sv);
+    (first.into(), second.into())
+}
+
+#[tokio::test]
+async fn updates_waiting_for_predecessors_survive_a_restart() {
+    use chorus_protocol::sync::Message;
+    // The second edit arrives first (its predecessor is missing), is acknowledged, and must
+    // still be there after a restart.
+    let (first, second) = out_of_order_pair();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(test_config(dir.path())).await;
     let c = server.client_with("pending", ext()).await;
-    c.send_message(&Message::Update(bytes::Bytes::from(second)))
-        .expect("send");
+    c.send_message(&Message::Update(second)).expect("send");
     wait_saved(&c, 1 + 1).await;
     // An ordinary edit while something is held back is stored once, not again as raw bytes.
     append(&c, "other", "x");
@@ -337,8 +343,39 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
     let server = TestServer::start(test_config(dir.path())).await;
     let c = server.client("pending").await;
     let watcher = server.client("pending").await;
-    c.send_message(&Message::Update(bytes::Bytes::from(first)))
-        .expect("send");
+    c.send_message(&Message::Update(first)).expect("send");
+    wait_text(&[&watcher], "t", "ab").await;
+}
+
+/// The room compacts the document it holds in memory: what yrs holds back for a missing
+/// predecessor must reach the snapshot, or trimming the log loses it.
+#[tokio::test]
+async fn compaction_keeps_updates_waiting_for_predecessors() {
+    use chorus_protocol::sync::Message;
+    let (first, second) = out_of_order_pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.compact_threshold = 2;
+    let server = TestServer::start(config).await;
+    let c = server.client_with("pending-compacted", ext()).await;
+    c.send_message(&Message::Update(second)).expect("send");
+    wait_saved(&c, 1 + 1).await;
+    for w in ["x", "y", "z"] {
+        append(&c, "other", w);
+    }
+    wait_saved(&c, 1 + 4).await;
+    let store = SqliteStore::open_file(&dir.path().join("chorus.db"))
+        .await
+        .expect("open");
+    compacted_to(&store, &RoomKey::new("default", "pending-compacted"), 0).await;
+    drop(c);
+    server.stop().await.expect("stop");
+
+    let server = TestServer::start(test_config(dir.path())).await;
+    let c = server.client("pending-compacted").await;
+    let watcher = server.client("pending-compacted").await;
+    assert_eq!(text(&watcher, "other"), "xyz");
+    c.send_message(&Message::Update(first)).expect("send");
     wait_text(&[&watcher], "t", "ab").await;
 }
 

@@ -42,5 +42,5 @@ pub use compact::{CompactStats, compact, merge_into_doc};
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use store::{AppendBatch, DocStore, LoadedDoc, RoomKey};
+pub use store::{AppendBatch, DocStore, LoadedDoc, LogSummary, RoomKey};
 pub use writer::{PersistRequest, Persister};

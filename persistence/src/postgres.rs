@@ -15,7 +15,7 @@ use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
-use crate::{AppendBatch, DocStore, LoadedDoc, NewEvent, RoomKey, StoreError};
+use crate::{AppendBatch, DocStore, LoadedDoc, LogSummary, NewEvent, RoomKey, StoreError};
 
 mod catalog;
 
@@ -257,6 +257,34 @@ impl DocStore for PostgresStore {
         insert_events_in_order(&mut tx, &events, None).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn log_summary(&self, key: &RoomKey) -> Result<LogSummary, StoreError> {
+        let mut tx = self.scoped(&key.tenant).await?;
+        // One statement: one MVCC snapshot (see `load`).
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(u.id), 0)::BIGINT AS last_id, COUNT(u.id)::BIGINT AS entries,
+                    COALESCE(SUM(octet_length(u.data)), 0)::BIGINT AS bytes,
+                    COALESCE((SELECT octet_length(s.data) FROM snapshots s
+                               WHERE s.tenant_id = $1 AND s.room = $2), 0)::BIGINT
+                      AS snapshot_bytes
+             FROM updates u
+             WHERE u.tenant_id = $1 AND u.room = $2
+               AND u.id > COALESCE((SELECT s.upto_id FROM snapshots s
+                                     WHERE s.tenant_id = $1 AND s.room = $2), 0)",
+        )
+        .bind(&*key.tenant)
+        .bind(&*key.room)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        LogSummary::from_counts(
+            key,
+            row.try_get("last_id")?,
+            row.try_get("entries")?,
+            row.try_get("bytes")?,
+            row.try_get("snapshot_bytes")?,
+        )
     }
 
     async fn write_snapshot(

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{AppendBatch, DocStore, LoadedDoc, NewEvent, RoomKey, StoreError};
+use crate::{AppendBatch, DocStore, LoadedDoc, LogSummary, NewEvent, RoomKey, StoreError};
 
 mod catalog;
 
@@ -127,6 +127,30 @@ impl DocStore for SqliteStore {
         insert_events(&mut tx, &events, None).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn log_summary(&self, key: &RoomKey) -> Result<LogSummary, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(u.id), 0) AS last_id, COUNT(u.id) AS entries,
+                    COALESCE(SUM(LENGTH(u.data)), 0) AS bytes,
+                    COALESCE((SELECT LENGTH(s.data) FROM snapshots s
+                               WHERE s.tenant_id = ?1 AND s.room = ?2), 0) AS snapshot_bytes
+             FROM updates u
+             WHERE u.tenant_id = ?1 AND u.room = ?2
+               AND u.id > COALESCE((SELECT s.upto_id FROM snapshots s
+                                     WHERE s.tenant_id = ?1 AND s.room = ?2), 0)",
+        )
+        .bind(&*key.tenant)
+        .bind(&*key.room)
+        .fetch_one(&self.pool)
+        .await?;
+        LogSummary::from_counts(
+            key,
+            row.try_get("last_id")?,
+            row.try_get("entries")?,
+            row.try_get("bytes")?,
+            row.try_get("snapshot_bytes")?,
+        )
     }
 
     async fn write_snapshot(

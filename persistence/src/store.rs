@@ -69,6 +69,44 @@ pub struct AppendBatch {
     pub events: Vec<crate::NewEvent>,
 }
 
+/// What a room's log holds now: what a compaction of the document the room already has in
+/// memory merges and deletes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSummary {
+    /// Highest log id (0 when the log is empty).
+    pub last_id: i64,
+    /// Log entries after the snapshot.
+    pub entries: usize,
+    /// Their total size.
+    pub bytes: usize,
+    /// The snapshot's size (0 without one).
+    pub snapshot_bytes: usize,
+}
+
+impl LogSummary {
+    /// From the figures a database returned: a negative count means a broken database.
+    pub fn from_counts(
+        key: &RoomKey,
+        last_id: i64,
+        entries: i64,
+        bytes: i64,
+        snapshot_bytes: i64,
+    ) -> Result<Self, StoreError> {
+        let size = |n: i64, what: &str| {
+            usize::try_from(n).map_err(|_| StoreError::Corrupt {
+                room: key.to_string(),
+                detail: format!("{what} is {n}"),
+            })
+        };
+        Ok(Self {
+            last_id,
+            entries: size(entries, "log length")?,
+            bytes: size(bytes, "log size")?,
+            snapshot_bytes: size(snapshot_bytes, "snapshot size")?,
+        })
+    }
+}
+
 /// A document store. Implementations must pass [`crate::suite`].
 #[async_trait]
 pub trait DocStore: Send + Sync + 'static {
@@ -77,6 +115,11 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// Appends every batch in one transaction: either all are durable or none is.
     async fn append(&self, batches: &[AppendBatch]) -> Result<(), StoreError>;
+
+    /// Sums up the room's log. Every entry up to `last_id` has committed: a compaction that
+    /// reads this first and then encodes a document holding every committed update may write
+    /// it as the snapshot up to `last_id`.
+    async fn log_summary(&self, key: &RoomKey) -> Result<LogSummary, StoreError>;
 
     /// Replaces the room's snapshot with `snapshot`, which merges every log entry up to and
     /// including `upto_id`, and deletes those entries, atomically. Entries after `upto_id` stay.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use yrs::{Doc, GetString, Map, ReadTxn, StateVector, Text, Transact};
 
-use crate::{AppendBatch, DocStore, Persister, RoomKey, compact};
+use crate::{AppendBatch, DocStore, LogSummary, Persister, RoomKey, compact};
 
 /// A v1 update that inserts `text` at the end of the `t` text of a fresh doc with `client`.
 fn text_update(client: u64, prefix_state: &Doc, text: &str) -> Bytes {
@@ -374,6 +374,82 @@ pub async fn compaction_keeps_held_back_updates(store: Arc<dyn DocStore>) {
     );
 }
 
+/// `log_summary` counts the log after the snapshot, for this room only.
+pub async fn log_summary_counts_the_log_after_the_snapshot(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "summed");
+    assert_eq!(
+        store.log_summary(&key).await.expect("summary"),
+        LogSummary::default(),
+        "an unknown room has an empty log"
+    );
+    let state = Doc::new();
+    let updates: Vec<Bytes> = ["one", "two", "three"]
+        .iter()
+        .map(|w| text_update(1, &state, w))
+        .collect();
+    let append = |key: RoomKey, updates: Vec<Bytes>| {
+        let store = store.clone();
+        async move {
+            store
+                .append(&[AppendBatch {
+                    key,
+                    updates,
+                    events: Vec::new(),
+                }])
+                .await
+                .expect("append");
+        }
+    };
+    append(key.clone(), updates.clone()).await;
+    // Other rooms and tenants do not count.
+    append(
+        RoomKey::new("t", "other"),
+        vec![text_update(2, &Doc::new(), "x")],
+    )
+    .await;
+    append(
+        RoomKey::new("u", "summed"),
+        vec![text_update(3, &Doc::new(), "y")],
+    )
+    .await;
+    let loaded = store.load(&key).await.expect("load");
+    let log = store.log_summary(&key).await.expect("summary");
+    assert_eq!(
+        log,
+        LogSummary {
+            last_id: loaded.last_id,
+            entries: 3,
+            bytes: updates.iter().map(Bytes::len).sum(),
+            snapshot_bytes: 0,
+        }
+    );
+    let snapshot = state
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    store
+        .write_snapshot(&key, log.last_id, &snapshot)
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        store.log_summary(&key).await.expect("summary"),
+        LogSummary {
+            last_id: 0,
+            entries: 0,
+            bytes: 0,
+            snapshot_bytes: snapshot.len(),
+        },
+        "the compacted log is empty"
+    );
+    let later = text_update(1, &state, "four");
+    append(key.clone(), vec![later.clone()]).await;
+    let after = store.log_summary(&key).await.expect("summary");
+    assert!(after.last_id > log.last_id, "{after:?} after {log:?}");
+    assert_eq!(
+        (after.entries, after.bytes, after.snapshot_bytes),
+        (1, later.len(), snapshot.len())
+    );
+}
+
 /// Every behaviour test, for stores that want to run them in one go.
 pub async fn run_all<F, Fut>(mut fresh: F)
 where
@@ -389,4 +465,5 @@ where
     persister_commits_concurrent_rooms(fresh().await).await;
     map_content_roundtrips(fresh().await).await;
     concurrent_appends_survive_compaction(fresh().await).await;
+    log_summary_counts_the_log_after_the_snapshot(fresh().await).await;
 }

@@ -33,6 +33,7 @@ suite_tests!(suite:
     persister_commits_concurrent_rooms,
     map_content_roundtrips,
     concurrent_appends_survive_compaction,
+    log_summary_counts_the_log_after_the_snapshot,
 );
 
 mod catalog {

@@ -11,8 +11,9 @@
 //! Persistence: applied updates gather in `pending`; after `persist_batch` they go to the
 //! [`Persister`] as one batch while the room keeps serving. One batch is in flight at a time,
 //! so the log keeps the order of application. When it commits, opted-in members whose updates
-//! were in it get `saved`. Past `compact_threshold` log entries a compaction runs in the
-//! background.
+//! were in it get `saved`. Past `compact_threshold` log entries (and a quarter of the
+//! snapshot's size) the room compacts: it asks the store what the log holds, then writes the
+//! document it already has in memory as the snapshot of that log.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -20,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_persistence::{AppendBatch, DocStore, Persister, RoomKey, StoreError, compact};
+use chorus_persistence::{
+    AppendBatch, CompactStats, DocStore, LogSummary, Persister, RoomKey, StoreError,
+};
 use chorus_protocol::CloseCode;
 use chorus_protocol::awareness::Entry;
 use chorus_protocol::ext::{ErrorCode, ServerMessage};
@@ -218,6 +221,15 @@ struct InFlight {
     event: bool,
 }
 
+/// The two steps of a compaction, each the answer of a store task.
+enum CompactionStep {
+    /// What the log holds: every entry up to `last_id` has committed, so the document as the
+    /// room holds it now (every committed update was applied before it was stored) covers it.
+    Summed(LogSummary),
+    /// The snapshot is written and the log up to it trimmed.
+    Written(CompactStats),
+}
+
 /// A log this many times smaller than the snapshot is not compacted yet (`compaction_due`).
 const COMPACT_LOG_FRACTION: usize = 4;
 
@@ -254,7 +266,7 @@ pub struct Room {
     log_bytes: usize,
     snapshot_bytes: usize,
     doc_bytes: usize,
-    compaction: Option<oneshot::Receiver<Result<chorus_persistence::CompactStats, StoreError>>>,
+    compaction: Option<oneshot::Receiver<Result<CompactionStep, StoreError>>>,
     idle_since: Option<TokioInstant>,
     failed: bool,
     // Server edits waiting for the batch that holds them to commit.
@@ -357,7 +369,14 @@ impl Room {
                 }
                 res = recv_opt(self.compaction.as_mut()), if self.compaction.is_some() => {
                     self.compaction = None;
-                    self.compacted(res.unwrap_or(Err(StoreError::Stopped)));
+                    match res.unwrap_or(Err(StoreError::Stopped)) {
+                        Ok(CompactionStep::Summed(log)) => self.write_snapshot(log),
+                        Ok(CompactionStep::Written(stats)) => self.compacted(stats),
+                        Err(e) => {
+                            metrics::counter!("chorus_compaction_failures_total").increment(1);
+                            tracing::warn!(room = %self.key(), error = %e, "compaction failed");
+                        }
+                    }
                 }
                 // Due timers come before commands: a room whose queue never empties must
                 // still save and still send presence.
@@ -1003,40 +1022,60 @@ impl Room {
         }
     }
 
+    /// Compaction, step 1: sum up the log. The summary must come before the encoding (step 2),
+    /// so that everything it counts is already in the document.
     fn start_compaction(&mut self) {
         let (tx, rx) = oneshot::channel();
         let store = self.ctx.store.clone();
         let key = self.key().clone();
         tokio::spawn(async move {
-            let _ = tx.send(compact(&*store, &key).await);
+            let _ = tx.send(store.log_summary(&key).await.map(CompactionStep::Summed));
         });
         self.compaction = Some(rx);
     }
 
-    fn compacted(&mut self, res: Result<chorus_persistence::CompactStats, StoreError>) {
-        match res {
-            Ok(stats) => {
-                metrics::counter!("chorus_compactions_total").increment(1);
-                self.log_len = self.log_len.saturating_sub(stats.merged);
-                self.log_bytes = self.log_bytes.saturating_sub(stats.merged_bytes);
-                if stats.merged > 0 {
-                    self.snapshot_bytes = stats.snapshot_bytes;
-                }
-                self.doc_bytes = self
-                    .doc_bytes
-                    .saturating_sub(stats.merged_bytes)
-                    .saturating_add(stats.snapshot_bytes)
-                    .saturating_sub(stats.previous_snapshot_bytes);
-                // What was stored while this one ran may already call for the next: start it
-                // now, while the room may be quiet, rather than at its next edit.
-                if self.compaction_due() {
-                    self.start_compaction();
-                }
-            }
-            Err(e) => {
-                metrics::counter!("chorus_compaction_failures_total").increment(1);
-                tracing::warn!(room = %self.key(), error = %e, "compaction failed");
-            }
+    /// Compaction, step 2: the document as the room holds it becomes the snapshot of the log
+    /// up to `log.last_id`. Encoding the live document costs a fraction of rebuilding it from
+    /// the store (5 MB of text with 28,000 edits: 29 against 365 ms); it holds held-back
+    /// updates too, since yrs encodes its pending blocks.
+    fn write_snapshot(&mut self, log: LogSummary) {
+        if log.entries == 0 {
+            return;
+        }
+        let snapshot = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let stats = CompactStats {
+            merged: log.entries,
+            merged_bytes: log.bytes,
+            previous_snapshot_bytes: log.snapshot_bytes,
+            snapshot_bytes: snapshot.len(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let store = self.ctx.store.clone();
+        let key = self.key().clone();
+        tokio::spawn(async move {
+            let res = store.write_snapshot(&key, log.last_id, &snapshot).await;
+            let _ = tx.send(res.map(|()| CompactionStep::Written(stats)));
+        });
+        self.compaction = Some(rx);
+    }
+
+    fn compacted(&mut self, stats: CompactStats) {
+        metrics::counter!("chorus_compactions_total").increment(1);
+        self.log_len = self.log_len.saturating_sub(stats.merged);
+        self.log_bytes = self.log_bytes.saturating_sub(stats.merged_bytes);
+        self.snapshot_bytes = stats.snapshot_bytes;
+        self.doc_bytes = self
+            .doc_bytes
+            .saturating_sub(stats.merged_bytes)
+            .saturating_add(stats.snapshot_bytes)
+            .saturating_sub(stats.previous_snapshot_bytes);
+        // What was stored while this one ran may already call for the next: start it now,
+        // while the room may be quiet, rather than at its next edit.
+        if self.compaction_due() {
+            self.start_compaction();
         }
     }
 
