@@ -263,16 +263,56 @@ async fn presence_scenario_delivers_every_awareness_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_storm_gives_every_joiner_the_whole_document() {
-    use chorus_loadtest::rooms::{JoinStormParams, join_storm};
+    use chorus_loadtest::rooms::join_storm;
     let hub = hub().await;
-    let p = JoinStormParams {
-        doc_bytes: 200_000,
-        joiners: 20,
-    };
-    let report = join_storm(&target(&hub.url), &p).await;
+    let report = join_storm(&quiet_target(&hub.url), &small_storm()).await;
     assert!(report.passed(), "{}", report.table());
     assert_eq!(report.metrics["joined"], 20.0);
     assert_eq!(report.latency["join_to_full_state"].count, 20);
+}
+
+fn small_storm() -> chorus_loadtest::rooms::JoinStormParams {
+    chorus_loadtest::rooms::JoinStormParams {
+        doc_bytes: 200_000,
+        joiners: 20,
+    }
+}
+
+/// Without a server pid the storm waits a fixed pause for the server to settle: this test
+/// process, hub included, is never quiet while other tests run.
+fn quiet_target(url: &str) -> Target {
+    let mut t = target(url);
+    t.server_pid = None;
+    t
+}
+
+/// The comparison's floor hands joiners the updates it relayed, merged into one, in
+/// fragments written straight to the socket: every joiner must get the whole document (the
+/// storm's probe decodes it, the joiners count its bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bare_relay_serves_a_join_storm() {
+    use chorus_loadtest::rooms::join_storm;
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr")
+    };
+    let _relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus-bare-relay"))
+        .arg(addr.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the relay");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = join_storm(&quiet_target(&format!("ws://{addr}/ws")), &small_storm()).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["joined"], 20.0);
+    assert!(report.metrics["full_state_bytes"] >= 200_000.0);
 }
 
 /// Each client in turn appends `[i]` to the text "t"; returns the text once every one of them
