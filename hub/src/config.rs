@@ -206,6 +206,32 @@ pub struct Config {
     /// processes (a load generator), fewer workers switch context less (docs/BENCHMARKS.md).
     #[arg(long, env = "CHORUS_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+
+    /// Redis URL (`redis://host:port`, `redis-cluster://host:port`): turns cluster mode on.
+    /// Nodes sharing it (and `--redis-prefix`) form one ring. Default: none (the node runs
+    /// alone).
+    #[arg(long, env = "CHORUS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the cluster's Redis keys, so several clusters (or tests) can share one Redis.
+    /// Default: chorus.
+    #[arg(long, env = "CHORUS_REDIS_PREFIX", default_value = "chorus")]
+    pub redis_prefix: String,
+
+    /// This node's id in the ring: letters, digits, `.`, `_`, `-`, at most 64. Default: random
+    /// at every start.
+    #[arg(long, env = "CHORUS_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// The base URL clients and load balancers reach this node at (`GET /v1/route` answers
+    /// with it). Default: `http://` and `--listen`.
+    #[arg(long, env = "CHORUS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How long a node stays in the ring after its last heartbeat; it beats every third of
+    /// this. Default: 10s.
+    #[arg(long, env = "CHORUS_NODE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub node_ttl: Duration,
 }
 
 impl Default for Config {
@@ -222,7 +248,7 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 18] = [
             (
                 self.operator_key.as_ref().is_none_or(|k| k.len() >= 32),
                 "--operator-key must be at least 32 characters",
@@ -273,6 +299,34 @@ impl Config {
                     && self.awareness_tick <= Duration::from_secs(60)
                     && self.shutdown_grace <= hour,
                 "--persist-batch must be at most 10s, --awareness-tick at most 60s and --shutdown-grace at most 1h",
+            ),
+            (
+                self.node_id
+                    .as_deref()
+                    .is_none_or(crate::cluster::valid_node_id),
+                "--node-id must be 1-64 letters, digits, '.', '_' or '-'",
+            ),
+            (
+                self.advertise_url
+                    .as_deref()
+                    .is_none_or(crate::cluster::valid_advertise_url),
+                "--advertise-url must be an http:// or https:// URL with a host",
+            ),
+            (
+                self.node_ttl >= Duration::from_millis(300) && self.node_ttl <= hour,
+                "--node-ttl must be between 300ms and 1h",
+            ),
+            (
+                !self.redis_prefix.is_empty()
+                    && self.redis_prefix.len() <= 64
+                    && !self.redis_prefix.contains(['{', '}']),
+                "--redis-prefix must be 1-64 characters without braces",
+            ),
+            (
+                self.redis_url
+                    .as_deref()
+                    .is_none_or(|u| u.starts_with("redis://") || u.starts_with("redis-cluster://")),
+                "--redis-url must start with redis:// or redis-cluster:// (TLS is not supported yet)",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
@@ -361,6 +415,55 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn cluster_flags_are_checked() {
+        let ok = Config {
+            redis_url: Some("redis-cluster://10.0.0.1:7000".into()),
+            node_id: Some("node-1".into()),
+            advertise_url: Some("https://chorus-1.example.com".into()),
+            ..Config::default()
+        };
+        assert!(ok.validate().is_ok());
+        let bad = |c: Config, flag: &str| {
+            assert!(c.validate().is_err_and(|e| e.contains(flag)), "{flag}");
+        };
+        bad(
+            Config {
+                redis_url: Some("rediss://h:6380".into()),
+                ..ok.clone()
+            },
+            "--redis-url",
+        );
+        bad(
+            Config {
+                node_id: Some("node 1".into()),
+                ..ok.clone()
+            },
+            "--node-id",
+        );
+        bad(
+            Config {
+                advertise_url: Some("ws://h:1".into()),
+                ..ok.clone()
+            },
+            "--advertise-url",
+        );
+        bad(
+            Config {
+                redis_prefix: "{x}".into(),
+                ..ok.clone()
+            },
+            "--redis-prefix",
+        );
+        bad(
+            Config {
+                node_ttl: Duration::from_millis(10),
+                ..ok
+            },
+            "--node-ttl",
+        );
     }
 
     #[test]

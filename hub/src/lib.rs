@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod connection;
@@ -163,6 +164,22 @@ pub async fn run(
         persister,
     });
     let grace = config.shutdown_grace;
+    let addr = listener.local_addr()?;
+    let node = cluster::Cluster::node_of(&config, addr);
+    let stop_cluster = CancellationToken::new();
+    let cluster = match &config.redis_url {
+        Some(url) => {
+            cluster::Cluster::join(
+                node,
+                url,
+                &config.redis_prefix,
+                config.node_ttl,
+                stop_cluster.clone(),
+            )
+            .await?
+        }
+        None => cluster::Cluster::alone(node),
+    };
     let app = Arc::new(AppState {
         config,
         verifier: Arc::new(verifier),
@@ -175,9 +192,9 @@ pub async fn run(
         draining: AtomicBool::new(false),
         connections: Arc::default(),
         metrics,
+        cluster,
     });
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, node = %app.cluster.node().id, "listening");
     let stop_accepting = app.shutdown.clone();
     // Small messages must leave at once: with Nagle's algorithm on, a lone update waits for
     // the peer's delayed ACK (~40 ms).
@@ -203,6 +220,9 @@ pub async fn run(
         }
     }
     drain(&app, grace).await;
+    // Flushed: now the ring may hand our rooms on.
+    stop_cluster.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), app.cluster.leave()).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     // Events not delivered yet stay in the outbox for the next start (or another node).
     stop_webhooks.cancel();

@@ -45,6 +45,10 @@ fn describe() {
         "upgrades refused before the WebSocket opened, by reason"
     );
     describe_gauge!("chorus_rooms_open", "rooms loaded in memory");
+    describe_gauge!(
+        "chorus_cluster_nodes",
+        "live nodes in the ring as of the last heartbeat (cluster mode)"
+    );
     describe_counter!(
         "chorus_messages_in_total",
         "binary frames received from clients"

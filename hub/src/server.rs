@@ -49,6 +49,8 @@ pub struct AppState {
     pub connections: Arc<crate::conn::Connections>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
+    /// The ring of live nodes (this node alone without `--redis-url`).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Builds the router.
@@ -420,6 +422,10 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             "ping timed out".into(),
         ))
     }) {
+        // Without Redis the node still serves its own sessions; cross-node rooms wait.
+        Ok(()) if !app.cluster.healthy() => {
+            axum::Json(json!({ "status": "degraded", "redis": "unreachable" })).into_response()
+        }
         Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: store unreachable");

@@ -36,6 +36,7 @@ use crate::server::AppState;
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/openapi.json", get(openapi::serve))
+        .route("/route", get(route))
         .route(
             "/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
@@ -532,4 +533,32 @@ mod tests {
             assert!(validate_tenant_id(bad).is_err(), "{bad:?}");
         }
     }
+}
+
+/// `GET /v1/route?room=NAME`.
+#[derive(Debug, serde::Deserialize)]
+struct RouteQuery {
+    room: Option<String>,
+}
+
+/// Where a room lives: its home node in the ring, for clients and load balancers. Public:
+/// it tells only which node serves a name, never whether the room exists.
+async fn route(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+    query: Result<axum::extract::Query<RouteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let room = query
+        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?
+        .0
+        .room
+        .ok_or_else(|| ApiError::BadRequest("missing ?room=".into()))?;
+    crate::server::validate_room(&room)?;
+    let home = app.cluster.home(&room);
+    Ok(axum::Json(serde_json::json!({
+        "local": home.id == app.cluster.node().id,
+        "nodes": app.cluster.ring().len(),
+        "room": room,
+        "node": home.id,
+        "url": home.url,
+    })))
 }

@@ -330,7 +330,8 @@ fn schemas() -> Value {
         "NewVersion": obj(json!({"name": {"type": "string"}}), &["name"]),
         "Version": obj(json!({"id": {"type": "integer"}, "name": {"type": "string"}, "created": {"type": "integer"}, "bytes": {"type": "integer"}, "content": {"$ref": "#/components/schemas/Document"}}), &["id", "name", "created", "bytes"]),
         "VersionList": obj(json!({"versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}}}), &["versions"]),
-        "Presence": obj(json!({"room": {"type": "string"}, "members": {"type": "array", "items": {"type": "object"}}}), &["room", "members"])
+        "Presence": obj(json!({"room": {"type": "string"}, "members": {"type": "array", "items": {"type": "object"}}}), &["room", "members"]),
+        "Route": obj(json!({"room": {"type": "string"}, "node": {"type": "string"}, "url": {"type": "string"}, "local": {"type": "boolean"}, "nodes": {"type": "integer"}}), &["room", "node", "url", "local", "nodes"])
     })
 }
 
@@ -374,6 +375,18 @@ pub(super) fn document() -> Value {
             .or_insert_with(|| Value::Object(Default::default()));
         entry[*method] = op;
     }
+    paths.insert(
+        "/v1/route".into(),
+        json!({ "get": {
+            "summary": "The room's home node in the ring (this node when it runs alone)",
+            "security": [],
+            "parameters": [ { "name": "room", "in": "query", "required": true, "schema": { "type": "string" } } ],
+            "responses": {
+                "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Route" } } } },
+                "default": problem.clone()
+            }
+        } }),
+    );
     paths.insert(
         "/v1/openapi.json".into(),
         json!({ "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } }),
