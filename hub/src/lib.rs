@@ -148,22 +148,6 @@ pub async fn run(
             "anonymous connections are allowed: clients without a token can edit every room of tenant \"default\" (pass --allow-anonymous=false or configure a JWT key to require tokens)"
         );
     }
-    let ctx = Arc::new(RoomContext {
-        limits: RoomLimits {
-            max_rooms: config.max_rooms,
-            max_document_bytes: config.max_document_bytes,
-            persist_batch: config.persist_batch,
-            compact_threshold: config.compact_threshold,
-            awareness_tick: config.awareness_tick,
-            room_idle: config.room_idle,
-        },
-        tenants: tenants.clone(),
-        events: events.clone(),
-        webhook_debounce: config.webhook_debounce,
-        store: docs,
-        persister,
-    });
-    let grace = config.shutdown_grace;
     let addr = listener.local_addr()?;
     let node = cluster::Cluster::node_of(&config, addr);
     let stop_cluster = CancellationToken::new();
@@ -180,6 +164,26 @@ pub async fn run(
         }
         None => cluster::Cluster::alone(node),
     };
+    let ctx = Arc::new(RoomContext {
+        limits: RoomLimits {
+            max_rooms: config.max_rooms,
+            max_document_bytes: config.max_document_bytes,
+            persist_batch: config.persist_batch,
+            compact_threshold: config.compact_threshold,
+            awareness_tick: config.awareness_tick,
+            room_idle: config.room_idle,
+        },
+        tenants: tenants.clone(),
+        events: events.clone(),
+        webhook_debounce: config.webhook_debounce,
+        store: docs,
+        persister,
+        cluster: cluster.bus().map(|bus| crate::room::ClusterLink {
+            bus,
+            node_id: cluster.node().id.clone(),
+        }),
+    });
+    let grace = config.shutdown_grace;
     let app = Arc::new(AppState {
         config,
         verifier: Arc::new(verifier),

@@ -86,6 +86,32 @@ fn describe() {
     );
     describe_counter!("chorus_compactions_total", "log compactions completed");
     describe_counter!(
+        "chorus_redis_published_total",
+        "bus messages published to other nodes"
+    );
+    describe_counter!(
+        "chorus_redis_publish_errors_total",
+        "bus messages that failed to publish or were dropped before it"
+    );
+    describe_histogram!(
+        "chorus_redis_publish_seconds",
+        Unit::Seconds,
+        "one PUBLISH to Redis"
+    );
+    describe_counter!(
+        "chorus_redis_received_total",
+        "bus messages received from Redis"
+    );
+    describe_counter!(
+        "chorus_redis_dropped_total",
+        "bus messages dropped because their room's queue was full"
+    );
+    describe_counter!(
+        "chorus_redis_reconnects_total",
+        "bus reconnections or lags after which every room resyncs"
+    );
+    describe_counter!("chorus_resyncs_total", "sync requests rooms published");
+    describe_counter!(
         "chorus_compaction_failures_total",
         "log compactions that failed"
     );

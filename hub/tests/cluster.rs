@@ -218,3 +218,123 @@ async fn without_redis_a_clustered_node_serves_alone_and_reports_degraded() {
     wait_text(&[&d], "t", "hello").await;
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn updates_cross_nodes_once_and_a_room_opening_late_catches_up() {
+    let Some(_redis) = redis().await else { return };
+    let prefix = unique_prefix("fanout");
+    // One store for both nodes, as a shared Postgres would be.
+    let dir = tempfile::tempdir().expect("dir");
+    let ttl = Duration::from_millis(900);
+    let a = TestServer::start(node_config(dir.path(), &prefix, "node-a", ttl)).await;
+    // Serving means migrated: B must not migrate the same file at the same time.
+    assert_eq!(a.get("/healthz").await.0, 200);
+    let b = TestServer::start(node_config(dir.path(), &prefix, "node-b", ttl)).await;
+    wait_ring(&a, 2).await;
+
+    let on_a = a.client("shared").await;
+    let on_b = b.client("shared").await;
+    append(&on_a, "t", "hello ");
+    wait_text(&[&on_b], "t", "hello ").await;
+    append(&on_b, "t", "world");
+    wait_text(&[&on_a, &on_b], "t", "hello world").await;
+
+    // Written on A only; B opens the room afterwards and asks the others for what it lacks
+    // (whether or not A has stored it yet).
+    let early = a.client("late").await;
+    append(&early, "t", "before B opened it");
+    let late = b.client("late").await;
+    wait_text(&[&late], "t", "before B opened it").await;
+    append(&late, "t", "!");
+    wait_text(&[&early], "t", "before B opened it!").await;
+
+    drop((on_a, on_b, early, late));
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+    // Each update is stored once, by the node its client sent it to.
+    let store = chorus_persistence::SqliteStore::open_file(&dir.path().join("chorus.db"))
+        .await
+        .expect("open");
+    use chorus_persistence::DocStore;
+    for (room, edits) in [("shared", 2), ("late", 2)] {
+        let loaded = store
+            .load(&chorus_persistence::RoomKey::new("default", room))
+            .await
+            .expect("load");
+        assert_eq!(loaded.updates.len(), edits, "{room}: each edit stored once");
+    }
+}
+
+#[tokio::test]
+async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_ignored() {
+    use chorus_hub::cluster::bus::{Envelope, Payload};
+    use fred::interfaces::{EventInterface, PubsubInterface};
+    use yrs::{ReadTxn, StateVector, Text, Transact};
+    let Some(redis) = redis().await else { return };
+    let prefix = unique_prefix("gap");
+    let dir = tempfile::tempdir().expect("dir");
+    let a = TestServer::start(node_config(
+        dir.path(),
+        &prefix,
+        "node-a",
+        Duration::from_millis(900),
+    ))
+    .await;
+    let member = a.client("gap").await;
+    let channel = format!("{prefix}:room:default/gap");
+    let listener = fred::clients::SubscriberClient::new(
+        fred::prelude::Config::from_url(&redis_url()).expect("url"),
+        None,
+        None,
+        None,
+    );
+    listener.init().await.expect("subscriber");
+    let mut heard = listener.message_rx();
+    listener
+        .subscribe(channel.as_str())
+        .await
+        .expect("subscribe");
+
+    // Another node's two edits, numbered 1 and 3: number 2 never arrived.
+    let ghost = yrs::Doc::with_client_id(77);
+    let t = ghost.get_or_insert_text("t");
+    t.insert(&mut ghost.transact_mut(), 0, "x");
+    let first = ghost
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let sv = ghost.transact().state_vector();
+    t.insert(&mut ghost.transact_mut(), 1, "y");
+    let second = ghost.transact().encode_state_as_update_v1(&sv);
+    let publish = |body: bytes::Bytes| {
+        let redis = redis.clone();
+        let channel = channel.clone();
+        async move {
+            let _: () = redis.publish(channel, body).await.expect("publish");
+        }
+    };
+    publish(bytes::Bytes::from_static(b"not an envelope")).await;
+    for (seq, update) in [(1, first), (3, second)] {
+        let e = Envelope {
+            origin: "ghost".into(),
+            seq,
+            payload: Payload::Update(update.into()),
+        };
+        publish(e.encode()).await;
+    }
+    wait_text(&[&member], "t", "xy").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, heard.recv())
+            .await
+            .expect("node-a asked for a resync after the gap")
+            .expect("message");
+        let Some(e) = msg.value.into_bytes().and_then(Envelope::decode) else {
+            continue;
+        };
+        if e.origin == "node-a" && matches!(e.payload, Payload::SyncRequest(_)) {
+            break;
+        }
+    }
+    a.stop().await.expect("stop");
+}

@@ -11,6 +11,7 @@
 //! While Redis is unreachable the node keeps the last ring it saw (plus itself), keeps
 //! serving, and `/readyz` says `degraded`.
 
+pub mod bus;
 pub mod ring;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,7 @@ pub struct Cluster {
     node: Node,
     ring: RwLock<Arc<Ring>>,
     redis: Option<Redis>,
+    bus: Option<Arc<bus::Bus>>,
     /// The last heartbeat reached Redis (always true alone).
     healthy: AtomicBool,
 }
@@ -80,6 +82,7 @@ impl Cluster {
             ring: RwLock::new(Arc::new(Ring::new(vec![node.clone()]))),
             node,
             redis: None,
+            bus: None,
             healthy: AtomicBool::new(true),
         })
     }
@@ -96,26 +99,37 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Self>> {
         let config =
             RedisConfig::from_url(redis_url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
-        let client = Builder::from_config(config)
+        let mut builder = Builder::from_config(config);
+        builder
             .with_config(|c| c.fail_fast = true)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
             })
             .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let client = builder
             .build()
             .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
         client.connect();
-        let connected = tokio::time::timeout(Duration::from_secs(3), client.wait_for_connect())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        subscriber.connect();
+        let connected = tokio::time::timeout(Duration::from_secs(3), async {
+            client.wait_for_connect().await?;
+            subscriber.wait_for_connect().await
+        })
+        .await
+        .is_ok_and(|r| r.is_ok());
         if !connected {
             tracing::warn!("Redis is unreachable; serving alone until it answers");
         }
+        let bus = bus::Bus::start(client.clone(), subscriber, prefix);
         let cluster = Arc::new(Self {
             ring: RwLock::new(Arc::new(Ring::new(vec![node.clone()]))),
             node,
+            bus: Some(bus),
             redis: Some(Redis {
                 client,
                 members: format!("{{{prefix}}}:nodes"),
@@ -156,6 +170,11 @@ impl Cluster {
             .home(room)
             .cloned()
             .unwrap_or_else(|| self.node.clone())
+    }
+
+    /// The pub/sub bus (cluster mode).
+    pub fn bus(&self) -> Option<Arc<bus::Bus>> {
+        self.bus.clone()
     }
 
     /// Whether the node runs in cluster mode.

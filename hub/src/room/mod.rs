@@ -74,6 +74,16 @@ pub struct RoomContext {
     pub store: Arc<dyn DocStore>,
     /// The group-committing writer.
     pub persister: Persister,
+    /// Cluster mode: the pub/sub bus and this node's id. `None` alone.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// How a room reaches the other nodes.
+pub struct ClusterLink {
+    /// Room channels over Redis.
+    pub bus: Arc<crate::cluster::bus::Bus>,
+    /// This node's id (its own messages come back from Redis and are ignored).
+    pub node_id: String,
 }
 
 impl std::fmt::Debug for RoomContext {
@@ -151,6 +161,13 @@ pub enum Command {
         /// The list.
         reply: oneshot::Sender<Vec<MemberInfo>>,
     },
+    /// A message from another node on the room's channel (cluster mode).
+    Remote {
+        /// The message. Boxed: see `Join`.
+        envelope: Box<crate::cluster::bus::Envelope>,
+    },
+    /// The bus reconnected or fell behind: ask the other nodes for what we lack.
+    Resync,
     /// Closes every member with `code` and exits WITHOUT saving what is pending (the room is
     /// being deleted); answered once nothing of the room will be written any more.
     Close {
@@ -278,6 +295,17 @@ pub struct Room {
     // The tenant's settings and webhook subscription as last seen (refreshed from the cache
     // without waiting; kept when the cache has just been invalidated).
     tenant: Option<Arc<crate::tenants::TenantState>>,
+    // Cluster mode: sequence numbers out and in. Boxed: most rooms of most nodes have none.
+    remote: Option<Box<RemoteState>>,
+}
+
+/// A room's bookkeeping for the bus.
+#[derive(Debug, Default)]
+struct RemoteState {
+    /// Our last message's number.
+    sent: u64,
+    /// The last number seen from each other node.
+    seen: HashMap<String, u64>,
 }
 
 impl Room {
@@ -310,6 +338,7 @@ impl Room {
             max_document_bytes: ctx.limits.max_document_bytes,
             last_change_event: None,
             tenant: None,
+            remote: None,
             ctx,
         }
     }
@@ -350,7 +379,9 @@ impl Room {
                     | Command::Inbound { .. }
                     | Command::State { .. }
                     | Command::Edit { .. }
-                    | Command::Members { .. } => {}
+                    | Command::Members { .. }
+                    | Command::Remote { .. }
+                    | Command::Resync => {}
                 }
             }
             return;
@@ -474,6 +505,14 @@ impl Room {
         })
         .map_err(|e| StoreError::Task(format!("observe: {e}")))?;
         self.doc = doc;
+        if let Some(link) = &self.ctx.cluster {
+            // Listen before asking: replies to our request must find us subscribed.
+            if let Err(e) = link.bus.join(self.key(), self.handle.tx.clone()).await {
+                tracing::warn!(room = %self.key(), error = %e, "not subscribed; resyncing when Redis is back");
+            }
+            self.remote = Some(Box::default());
+            self.request_sync();
+        }
         if self.compaction_due() {
             self.start_compaction();
         }
@@ -543,6 +582,8 @@ impl Room {
                     .collect();
                 let _ = reply.send(list);
             }
+            Command::Remote { envelope } => self.remote_in(*envelope),
+            Command::Resync => self.request_sync(),
             Command::Shutdown { .. } | Command::Close { .. } => {}
         }
     }
@@ -603,12 +644,101 @@ impl Room {
             }
         };
         // Whatever was integrated is in the document and must be relayed and saved.
-        self.commit_effective(SERVER, effective, true);
+        self.commit_effective(SERVER, effective, true, true);
         result?;
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
         self.schedule_flush();
         Ok(rx)
+    }
+
+    /// Queues `payload` for the other nodes with our next number (cluster mode).
+    fn publish(&mut self, payload: crate::cluster::bus::Payload) {
+        let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.as_mut()) else {
+            return;
+        };
+        remote.sent += 1;
+        link.bus.send(
+            &self.handle.key,
+            &crate::cluster::bus::Envelope {
+                origin: link.node_id.clone(),
+                seq: remote.sent,
+                payload,
+            },
+        );
+    }
+
+    /// Asks the other nodes for what this room lacks: they answer with the difference from
+    /// our state vector.
+    fn request_sync(&mut self) {
+        if self.remote.is_some() {
+            metrics::counter!("chorus_resyncs_total").increment(1);
+            let sv = self.doc.transact().state_vector().encode_v1();
+            self.publish(crate::cluster::bus::Payload::SyncRequest(Bytes::from(sv)));
+        }
+    }
+
+    /// A message from another node.
+    fn remote_in(&mut self, envelope: crate::cluster::bus::Envelope) {
+        use crate::cluster::bus::Payload;
+        let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.as_mut()) else {
+            return;
+        };
+        if envelope.origin == link.node_id {
+            return;
+        }
+        let node_id = link.node_id.clone();
+        let last = remote.seen.insert(envelope.origin.clone(), envelope.seq);
+        // A number skipped: something of that node's never reached us.
+        let gap = last.is_some_and(|l| envelope.seq > l + 1);
+        match envelope.payload {
+            Payload::Update(u) => self.apply_remote(&u),
+            Payload::SyncRequest(sv) => {
+                let Ok(sv) = StateVector::decode_v1(&sv) else {
+                    tracing::debug!(room = %self.key(), "dropping a malformed sync request");
+                    return;
+                };
+                let diff = self.doc.transact().encode_state_as_update_v1(&sv);
+                // Two bytes is the empty update: the asker has everything we have.
+                if diff.len() > 2 {
+                    self.publish(Payload::SyncReply {
+                        to: envelope.origin,
+                        update: Bytes::from(diff),
+                    });
+                }
+            }
+            Payload::SyncReply { to, update } => {
+                if to == node_id {
+                    self.apply_remote(&update);
+                }
+            }
+        }
+        if gap {
+            self.request_sync();
+        }
+    }
+
+    /// Applies another node's update: relayed to every member here, not stored again (its
+    /// node stored it) and not published again.
+    fn apply_remote(&mut self, raw: &[u8]) {
+        let Ok(update) = Update::decode_v1(raw) else {
+            tracing::debug!(room = %self.key(), "dropping a malformed remote update");
+            return;
+        };
+        let doc = &self.doc;
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
+        let effective =
+            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(room = %self.key(), error = %e, "remote update refused"),
+            Err(_) => {
+                self.restart_after_panic("remote update");
+                return;
+            }
+        }
+        self.commit_effective(SERVER, effective, true, false);
     }
 
     /// After yrs panicked inside a transaction the document may be half-applied: drop every
@@ -644,7 +774,14 @@ impl Room {
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
         }
+        self.leave_bus().await;
         self.registry.remove(self.key(), self.handle.generation);
+    }
+
+    async fn leave_bus(&mut self) {
+        if let (Some(link), Some(_)) = (&self.ctx.cluster, self.remote.take()) {
+            link.bus.leave(self.key()).await;
+        }
     }
 
     /// Our SyncStep1, cached until the next update.
@@ -833,7 +970,7 @@ impl Room {
         // document: it must be relayed and stored like any edit. If something was held back
         // before, this update may have released it: then the effective update also carries
         // other members' content that the sender has never seen, so it goes to the sender too.
-        self.commit_effective(conn, effective, had_held_back);
+        self.commit_effective(conn, effective, had_held_back, true);
         if held_back {
             // Store it as received so a restart re-queues the held-back part; the rest is a
             // duplicate, harmless to a CRDT.
@@ -853,9 +990,16 @@ impl Room {
         self.schedule_flush();
     }
 
-    /// Relays (to everyone but `from`, unless `echo_sender`) and queues for saving the updates
-    /// a transaction produced.
-    fn commit_effective(&mut self, from: ConnId, effective: Vec<Vec<u8>>, echo_sender: bool) {
+    /// Relays (to everyone but `from`, unless `echo_sender`) and, if it was made here
+    /// (`local`), queues for saving and publishes to the other nodes the updates a transaction
+    /// produced. Another node's update is stored by that node.
+    fn commit_effective(
+        &mut self,
+        from: ConnId,
+        effective: Vec<Vec<u8>>,
+        echo_sender: bool,
+        local: bool,
+    ) {
         if effective.is_empty() {
             return;
         }
@@ -865,9 +1009,12 @@ impl Room {
         for u in effective {
             let u = Bytes::from(u);
             let frame = Message::Update(u.clone()).encode();
-            self.doc_bytes += u.len();
-            self.pending_bytes += u.len();
-            self.pending.push(u);
+            if local {
+                self.doc_bytes += u.len();
+                self.pending_bytes += u.len();
+                self.publish(crate::cluster::bus::Payload::Update(u.clone()));
+                self.pending.push(u);
+            }
             let started = Instant::now();
             let mut sent = 0u64;
             for (id, m) in &self.members {
@@ -1028,9 +1175,18 @@ impl Room {
         let (tx, rx) = oneshot::channel();
         let store = self.ctx.store.clone();
         let key = self.key().clone();
-        tokio::spawn(async move {
-            let _ = tx.send(store.log_summary(&key).await.map(CompactionStep::Summed));
-        });
+        if self.ctx.cluster.is_some() {
+            // Other nodes append to this room's log too, and what they stored may not have
+            // reached our document yet: only a rebuild from the store covers the log.
+            tokio::spawn(async move {
+                let res = chorus_persistence::compact(&*store, &key).await;
+                let _ = tx.send(res.map(CompactionStep::Written));
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = tx.send(store.log_summary(&key).await.map(CompactionStep::Summed));
+            });
+        }
         self.compaction = Some(rx);
     }
 
@@ -1166,6 +1322,7 @@ impl Room {
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
         }
+        self.leave_bus().await;
         // Leave the registry only now: until this task ends, joiners that reach us wait on
         // their (never answered) Join and then re-spawn the room, which loads what we saved.
         self.registry.remove(self.key(), self.handle.generation);

@@ -1,0 +1,304 @@
+//! Fan-out between nodes: one Redis pub/sub channel per open room,
+//! `{prefix}:room:<tenant>/<room>`.
+//!
+//! A room open on this node subscribes (through [`Bus::join`]) when it loads and unsubscribes
+//! when it exits; messages on its channel reach its task as [`Command::Remote`]. Every message
+//! carries its origin node and a per-room, per-node sequence number (see [`Envelope`]): a room
+//! ignores its own echoes and asks for a resync when a number is skipped. Pub/sub delivers at
+//! most once, so rooms also resync when they open and after every reconnection to Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chorus_persistence::RoomKey;
+use chorus_protocol::lib0::{self, Decoder};
+use dashmap::DashMap;
+use fred::clients::SubscriberClient;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::Client;
+use tokio::sync::mpsc;
+
+use crate::room::Command;
+
+/// What a bus message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A v1 update a member of the origin node made (already stored by that node).
+    Update(Bytes),
+    /// The origin's state vector: nodes holding more answer with [`Payload::SyncReply`].
+    SyncRequest(Bytes),
+    /// What `to` lacked, as a v1 update.
+    SyncReply {
+        /// The node that asked.
+        to: String,
+        /// The update.
+        update: Bytes,
+    },
+}
+
+/// One message on a room's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The node that published it.
+    pub origin: String,
+    /// Its number among the origin's messages for this room, from 1.
+    pub seq: u64,
+    /// The content.
+    pub payload: Payload,
+}
+
+const VERSION: u8 = 1;
+
+impl Envelope {
+    /// `[version, kind, origin, seq, (to), body]`, lib0-encoded.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[VERSION]);
+        let (kind, to, body) = match &self.payload {
+            Payload::Update(u) => (1u8, None, u),
+            Payload::SyncRequest(sv) => (2, None, sv),
+            Payload::SyncReply { to, update } => (3, Some(to.as_str()), update),
+        };
+        out.extend_from_slice(&[kind]);
+        lib0::write_var_string(&mut out, &self.origin);
+        lib0::write_var_uint(&mut out, self.seq);
+        if let Some(to) = to {
+            lib0::write_var_string(&mut out, to);
+        }
+        lib0::write_var_bytes(&mut out, body);
+        out.freeze()
+    }
+
+    /// Decodes a message from the channel; `None` for anything else (another version, a
+    /// stray publisher), which is dropped.
+    pub fn decode(raw: Bytes) -> Option<Envelope> {
+        let mut d = Decoder::new(raw);
+        if d.read_u8().ok()? != VERSION {
+            return None;
+        }
+        let kind = d.read_u8().ok()?;
+        let origin = String::from_utf8(d.read_var_string().ok()?.to_vec()).ok()?;
+        let seq = d.read_var_uint().ok()?;
+        let payload = match kind {
+            1 => Payload::Update(d.read_var_bytes().ok()?),
+            2 => Payload::SyncRequest(d.read_var_bytes().ok()?),
+            3 => {
+                let to = String::from_utf8(d.read_var_string().ok()?.to_vec()).ok()?;
+                Payload::SyncReply {
+                    to,
+                    update: d.read_var_bytes().ok()?,
+                }
+            }
+            _ => return None,
+        };
+        d.is_empty().then_some(Envelope {
+            origin,
+            seq,
+            payload,
+        })
+    }
+}
+
+/// The node's pub/sub connections and the rooms listening on them.
+pub struct Bus {
+    subscriber: SubscriberClient,
+    prefix: String,
+    rooms: DashMap<String, mpsc::Sender<Command>>,
+    /// Messages to publish, in order (one task publishes them, so each room's numbers reach
+    /// Redis in sequence).
+    outbox: mpsc::Sender<(String, Bytes)>,
+}
+
+/// Messages waiting to be published before new ones are dropped (and their rooms' peers
+/// resync on the gap).
+const OUTBOX: usize = 65_536;
+
+impl Bus {
+    /// Starts dispatching what `subscriber` receives; `publisher` sends.
+    pub(super) fn start(publisher: Client, subscriber: SubscriberClient, prefix: &str) -> Arc<Bus> {
+        let (outbox, mut queued) = mpsc::channel::<(String, Bytes)>(OUTBOX);
+        let bus = Arc::new(Bus {
+            subscriber,
+            prefix: prefix.to_string(),
+            rooms: DashMap::new(),
+            outbox,
+        });
+        tokio::spawn(async move {
+            while let Some((channel, body)) = queued.recv().await {
+                publish(&publisher, channel, body).await;
+            }
+        });
+        // Re-subscribes every channel after a reconnection (fred keeps the list).
+        // (A spawned task: dropping its handle detaches it.)
+        drop(bus.subscriber.manage_subscriptions());
+        let mut messages = bus.subscriber.message_rx();
+        let mut reconnects = bus.subscriber.reconnect_rx();
+        let weak = Arc::downgrade(&bus);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    msg = messages.recv() => {
+                        let Some(bus) = weak.upgrade() else { break };
+                        match msg {
+                            Ok(m) => bus.dispatch(&m.channel, m.value.into_bytes()),
+                            // Fell behind: some messages are gone; every room resyncs.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                tracing::warn!(skipped = n, "bus lagged; resyncing rooms");
+                                bus.resync_all();
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
+                    r = reconnects.recv() => {
+                        let Some(bus) = weak.upgrade() else { break };
+                        if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                            break;
+                        }
+                        // Whatever was published while we were away is lost to us.
+                        bus.resync_all();
+                    }
+                }
+            }
+        });
+        bus
+    }
+
+    /// The channel of `key`.
+    pub fn channel(&self, key: &RoomKey) -> String {
+        format!("{}:room:{}/{}", self.prefix, key.tenant, key.room)
+    }
+
+    /// Routes `key`'s messages to `tx` from now on; returns once Redis has the subscription
+    /// (fred's `subscribe` returns before Redis processed it: a PING behind it proves it).
+    pub async fn join(
+        &self,
+        key: &RoomKey,
+        tx: mpsc::Sender<Command>,
+    ) -> Result<(), fred::error::Error> {
+        let channel = self.channel(key);
+        self.rooms.insert(channel.clone(), tx);
+        self.subscriber.subscribe(channel).await?;
+        let _: fred::types::Value = self.subscriber.ping(None).await?;
+        Ok(())
+    }
+
+    /// Stops routing `key`'s messages (the room exits).
+    pub async fn leave(&self, key: &RoomKey) {
+        let channel = self.channel(key);
+        self.rooms.remove(&channel);
+        if let Err(e) = self.subscriber.unsubscribe(channel).await {
+            tracing::debug!(error = %e, "unsubscribe failed");
+        }
+    }
+
+    /// Queues `envelope` for `key`'s channel. Never waits: a full queue drops it (counted),
+    /// and the other nodes resync on the gap.
+    pub fn send(&self, key: &RoomKey, envelope: &Envelope) {
+        if self
+            .outbox
+            .try_send((self.channel(key), envelope.encode()))
+            .is_err()
+        {
+            metrics::counter!("chorus_redis_publish_errors_total").increment(1);
+        }
+    }
+
+    fn dispatch(&self, channel: &str, raw: Option<Bytes>) {
+        metrics::counter!("chorus_redis_received_total").increment(1);
+        let Some(envelope) = raw.and_then(Envelope::decode) else {
+            tracing::debug!(channel, "dropping a message that is not a Chorus envelope");
+            return;
+        };
+        if let Some(tx) = self.rooms.get(channel) {
+            // Never wait here: one slow room must not hold up every other. A dropped message
+            // shows as a gap in its sequence, and the room resyncs.
+            if tx
+                .try_send(Command::Remote {
+                    envelope: Box::new(envelope),
+                })
+                .is_err()
+            {
+                metrics::counter!("chorus_redis_dropped_total").increment(1);
+            }
+        }
+    }
+
+    fn resync_all(&self) {
+        metrics::counter!("chorus_redis_reconnects_total").increment(1);
+        for entry in &self.rooms {
+            let _ = entry.value().try_send(Command::Resync);
+        }
+    }
+}
+
+/// Publishes one message. Failures are counted and logged, not returned: rooms keep serving
+/// their own members, and the other nodes resync when Redis is back.
+async fn publish(publisher: &Client, channel: String, body: Bytes) {
+    let started = std::time::Instant::now();
+    let res: Result<(), fred::error::Error> = match tokio::time::timeout(
+        Duration::from_secs(2),
+        publisher.publish(channel, body),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            "publish timed out",
+        )),
+    };
+    match res {
+        Ok(()) => {
+            metrics::counter!("chorus_redis_published_total").increment(1);
+            metrics::histogram!("chorus_redis_publish_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            metrics::counter!("chorus_redis_publish_errors_total").increment(1);
+            tracing::debug!(error = %e, "publish failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_strangers_are_dropped() {
+        for payload in [
+            Payload::Update(Bytes::from_static(&[1, 2, 3])),
+            Payload::SyncRequest(Bytes::from_static(&[0])),
+            Payload::SyncReply {
+                to: "node-b".into(),
+                update: Bytes::from_static(&[0, 0]),
+            },
+        ] {
+            let e = Envelope {
+                origin: "node-a".into(),
+                seq: 300,
+                payload,
+            };
+            assert_eq!(Envelope::decode(e.encode()), Some(e));
+        }
+        let good = Envelope {
+            origin: "a".into(),
+            seq: 1,
+            payload: Payload::Update(Bytes::from_static(&[9])),
+        }
+        .encode();
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        for bad in [
+            Bytes::new(),
+            Bytes::from_static(b"hello"),
+            Bytes::from_static(&[2, 1, 1, b'a', 1, 1, 9]),
+            Bytes::from_static(&[1, 7, 1, b'a', 1, 1, 9]),
+            good.slice(..good.len() - 1),
+            Bytes::from(trailing),
+        ] {
+            assert_eq!(Envelope::decode(bad.clone()), None, "{bad:?}");
+        }
+    }
+}
