@@ -338,3 +338,36 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
     }
     a.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn presence_crosses_nodes_and_leaves_with_its_member() {
+    let Some(_redis) = redis().await else { return };
+    let prefix = unique_prefix("presence");
+    let dir = tempfile::tempdir().expect("dir");
+    let ttl = Duration::from_millis(900);
+    let a = TestServer::start(node_config(dir.path(), &prefix, "node-a", ttl)).await;
+    assert_eq!(a.get("/healthz").await.0, 200);
+    let b = TestServer::start(node_config(dir.path(), &prefix, "node-b", ttl)).await;
+    wait_ring(&a, 2).await;
+    let mut on_a = a.client("cursors").await;
+    let on_b = b.client("cursors").await;
+    let id = on_a.doc().client_id().get();
+    on_a.set_awareness(r#"{"user":"ada","cursor":7}"#)
+        .expect("awareness");
+    on_b.wait_for("ada's state on the other node", PATIENCE, move |s, _| {
+        s.awareness
+            .get(&id)
+            .is_some_and(|(_, json)| json.contains("ada"))
+    })
+    .await
+    .expect("presence crossed nodes");
+    on_a.close().await;
+    on_b.wait_for("ada's state removed", PATIENCE, move |s, _| {
+        !s.awareness.contains_key(&id)
+    })
+    .await
+    .expect("the removal crossed nodes");
+    drop(on_b);
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}

@@ -28,6 +28,8 @@ pub enum Payload {
     Update(Bytes),
     /// The origin's state vector: nodes holding more answer with [`Payload::SyncReply`].
     SyncRequest(Bytes),
+    /// Awareness entries of the origin's members (y-protocols awareness update encoding).
+    Awareness(Bytes),
     /// What `to` lacked, as a v1 update.
     SyncReply {
         /// The node that asked.
@@ -59,6 +61,7 @@ impl Envelope {
             Payload::Update(u) => (1u8, None, u),
             Payload::SyncRequest(sv) => (2, None, sv),
             Payload::SyncReply { to, update } => (3, Some(to.as_str()), update),
+            Payload::Awareness(a) => (4, None, a),
         };
         out.extend_from_slice(&[kind]);
         lib0::write_var_string(&mut out, &self.origin);
@@ -90,6 +93,7 @@ impl Envelope {
                     update: d.read_var_bytes().ok()?,
                 }
             }
+            4 => Payload::Awareness(d.read_var_bytes().ok()?),
             _ => return None,
         };
         d.is_empty().then_some(Envelope {
@@ -270,6 +274,7 @@ mod tests {
         for payload in [
             Payload::Update(Bytes::from_static(&[1, 2, 3])),
             Payload::SyncRequest(Bytes::from_static(&[0])),
+            Payload::Awareness(Bytes::from_static(&[1, 5, 1, 2, b'{', b'}'])),
             Payload::SyncReply {
                 to: "node-b".into(),
                 update: Bytes::from_static(&[0, 0]),

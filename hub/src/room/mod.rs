@@ -712,6 +712,17 @@ impl Room {
                     self.apply_remote(&update);
                 }
             }
+            Payload::Awareness(update) => {
+                match chorus_protocol::awareness::decode_update(update) {
+                    Ok(entries) => self.presence.apply_remote(entries),
+                    Err(_) => {
+                        tracing::debug!(room = %self.key(), "dropping malformed remote awareness")
+                    }
+                }
+                if self.awareness_due.is_none() && self.presence.has_changes() {
+                    self.awareness_due = Some(TokioInstant::now() + self.ctx.limits.awareness_tick);
+                }
+            }
         }
         if gap {
             self.request_sync();
@@ -849,7 +860,11 @@ impl Room {
         if let Some(f) = self.in_flight.as_mut() {
             f.acks.remove(&conn);
         }
-        self.presence.remove_connection(conn);
+        let gone = self.presence.remove_connection(conn);
+        if !gone.is_empty() && self.remote.is_some() {
+            let update = chorus_protocol::awareness::encode_update(&gone);
+            self.publish(crate::cluster::bus::Payload::Awareness(update));
+        }
     }
 
     fn inbound(&mut self, conn: ConnId, msg: Inbound) {
@@ -1241,11 +1256,19 @@ impl Room {
         if !self.members.contains_key(&conn) {
             return;
         }
+        // The other nodes apply the same clock rule, so what we refuse they refuse too.
+        let relay = self
+            .remote
+            .is_some()
+            .then(|| chorus_protocol::awareness::encode_update(&entries));
         if self.presence.apply(conn, entries).is_err() {
             // One tab owns one state; dozens from one socket is an attack on every joiner's
             // handshake size.
             self.close_member(conn, CloseCode::Policy, "too many awareness states");
             return;
+        }
+        if let Some(update) = relay {
+            self.publish(crate::cluster::bus::Payload::Awareness(update));
         }
         if self.awareness_due.is_none() && self.presence.has_changes() {
             self.awareness_due = Some(TokioInstant::now() + self.ctx.limits.awareness_tick);

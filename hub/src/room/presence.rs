@@ -14,6 +14,9 @@ use crate::conn::ConnId;
 /// cover reconnects that reuse a socket). Beyond it the connection is closed with 1008.
 pub const MAX_AWARENESS_IDS_PER_CONNECTION: usize = 8;
 
+/// The owner of states that came from another node (no connection has this id).
+const REMOTE: ConnId = ConnId::MAX;
+
 /// A connection tried to control more than [`MAX_AWARENESS_IDS_PER_CONNECTION`] ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TooManyStates;
@@ -81,18 +84,58 @@ impl Presence {
     }
 
     /// Removes every state `conn` controlled, as removals at their current clocks (so the
-    /// client's next state, clock + 1, is accepted everywhere when it reconnects).
-    pub(super) fn remove_connection(&mut self, conn: ConnId) {
+    /// client's next state, clock + 1, is accepted everywhere when it reconnects). Returns
+    /// the removals (also queued for the next tick).
+    pub(super) fn remove_connection(&mut self, conn: ConnId) -> Vec<Entry> {
+        let mut gone = Vec::new();
         for id in self.owned.remove(&conn).unwrap_or_default() {
             if let Some(st) = self.states.get(&id).filter(|s| s.owner == conn) {
                 let clock = st.clock;
                 self.states.remove(&id);
                 self.dirty.remove(&id);
-                self.removed.push(Entry {
+                gone.push(Entry {
                     client_id: id,
                     clock,
                     state: Bytes::from_static(NULL_STATE.as_bytes()),
                 });
+            }
+        }
+        self.removed.extend(gone.iter().cloned());
+        gone
+    }
+
+    /// Applies entries from another node's members, by the same clock rule. No connection
+    /// here owns them and no per-connection limit applies (that node enforced it); they go
+    /// when that node publishes their removal.
+    pub(super) fn apply_remote(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            let current = self.states.get(&e.client_id).map(|s| s.clock);
+            let accept = match current {
+                None => !e.is_removal(),
+                Some(c) => c < e.clock || (c == e.clock && e.is_removal()),
+            };
+            if !accept {
+                continue;
+            }
+            if let Some(prev) = self.states.get(&e.client_id)
+                && let Some(theirs) = self.owned.get_mut(&prev.owner)
+            {
+                theirs.remove(&e.client_id);
+            }
+            if e.is_removal() {
+                self.states.remove(&e.client_id);
+                self.dirty.remove(&e.client_id);
+                self.removed.push(e);
+            } else {
+                self.dirty.insert(e.client_id);
+                self.states.insert(
+                    e.client_id,
+                    State {
+                        clock: e.clock,
+                        state: e.state,
+                        owner: REMOTE,
+                    },
+                );
             }
         }
     }
@@ -165,6 +208,37 @@ mod tests {
             clock,
             state: Bytes::from_static(state.as_bytes()),
         }
+    }
+
+    #[test]
+    fn remote_states_follow_the_clock_rule_without_the_per_connection_limit() {
+        let mut p = Presence::default();
+        let many: Vec<Entry> = (1..=20).map(|id| e(id, 1, "{}")).collect();
+        p.apply_remote(many);
+        assert_eq!(
+            p.states.len(),
+            20,
+            "another node's members, beyond one socket's limit"
+        );
+        p.apply_remote(vec![e(1, 1, r#"{"stale":1}"#)]);
+        assert_eq!(
+            &p.states[&1].state[..],
+            b"{}",
+            "an equal clock does not replace"
+        );
+        p.apply_remote(vec![e(1, 2, "null")]);
+        assert!(
+            !p.states.contains_key(&1),
+            "a removal at a newer clock removes"
+        );
+        // A local member taking over an id that came from elsewhere owns it from then on.
+        assert!(p.apply(5, vec![e(2, 2, r#"{"here":1}"#)]).is_ok());
+        assert_eq!(p.remove_connection(5).len(), 1);
+        assert!(!p.states.contains_key(&2));
+        assert!(
+            p.remove_connection(REMOTE).is_empty(),
+            "remote states are no one's"
+        );
     }
 
     #[test]
