@@ -112,6 +112,10 @@ fn describe() {
     );
     describe_counter!("chorus_resyncs_total", "sync requests rooms published");
     describe_counter!(
+        "chorus_catch_ups_total",
+        "rooms reloaded from the store after a node left the ring"
+    );
+    describe_counter!(
         "chorus_compaction_failures_total",
         "log compactions that failed"
     );

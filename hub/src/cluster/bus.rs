@@ -128,9 +128,21 @@ impl Bus {
             rooms: DashMap::new(),
             outbox,
         });
+        let weak = Arc::downgrade(&bus);
         tokio::spawn(async move {
+            // After a failed publish, some room's peers miss an update that no later number
+            // may reveal: once publishing works again, every room asks for a sync, and a peer
+            // that finds us ahead asks us in turn.
+            let mut failed = false;
             while let Some((channel, body)) = queued.recv().await {
-                publish(&publisher, channel, body).await;
+                let ok = publish(&publisher, channel, body).await;
+                if ok
+                    && failed
+                    && let Some(bus) = weak.upgrade()
+                {
+                    bus.resync_all();
+                }
+                failed = !ok;
             }
         });
         // Re-subscribes every channel after a reconnection (fred keeps the list).
@@ -228,6 +240,13 @@ impl Bus {
         }
     }
 
+    /// Every open room reads the store for updates that never reached it over the bus.
+    pub(super) fn catch_up_all(&self) {
+        for entry in &self.rooms {
+            let _ = entry.value().try_send(Command::CatchUp);
+        }
+    }
+
     fn resync_all(&self) {
         metrics::counter!("chorus_redis_reconnects_total").increment(1);
         for entry in &self.rooms {
@@ -238,7 +257,7 @@ impl Bus {
 
 /// Publishes one message. Failures are counted and logged, not returned: rooms keep serving
 /// their own members, and the other nodes resync when Redis is back.
-async fn publish(publisher: &Client, channel: String, body: Bytes) {
+async fn publish(publisher: &Client, channel: String, body: Bytes) -> bool {
     let started = std::time::Instant::now();
     let res: Result<(), fred::error::Error> = match tokio::time::timeout(
         Duration::from_secs(2),
@@ -257,10 +276,12 @@ async fn publish(publisher: &Client, channel: String, body: Bytes) {
             metrics::counter!("chorus_redis_published_total").increment(1);
             metrics::histogram!("chorus_redis_publish_seconds")
                 .record(started.elapsed().as_secs_f64());
+            true
         }
         Err(e) => {
             metrics::counter!("chorus_redis_publish_errors_total").increment(1);
             tracing::debug!(error = %e, "publish failed");
+            false
         }
     }
 }

@@ -212,7 +212,24 @@ impl Cluster {
                     tracing::info!(nodes = ring.len(), "in the ring");
                 }
                 metrics::gauge!("chorus_cluster_nodes").set(ring.len() as f64);
-                *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                let old = std::mem::replace(
+                    &mut *self.ring.write().unwrap_or_else(|p| p.into_inner()),
+                    Arc::new(ring.clone()),
+                );
+                // A node that left may have stored updates it never published (it died
+                // between the two): every open room reads what the store holds.
+                let left: Vec<&str> = old
+                    .nodes()
+                    .iter()
+                    .filter(|n| ring.nodes().iter().all(|m| m.id != n.id))
+                    .map(|n| n.id.as_str())
+                    .collect();
+                if !left.is_empty() {
+                    tracing::info!(?left, "nodes left the ring; rooms catch up from the store");
+                    if let Some(bus) = &self.bus {
+                        bus.catch_up_all();
+                    }
+                }
             }
             Err(e) if was => {
                 tracing::warn!(error = %e, "Redis heartbeat failed; keeping the last ring")

@@ -168,6 +168,13 @@ pub enum Command {
     },
     /// The bus reconnected or fell behind: ask the other nodes for what we lack.
     Resync,
+    /// A node left the ring: read the store for what it stored but never published.
+    CatchUp,
+    /// What the store held, for [`Command::CatchUp`].
+    Stored {
+        /// Snapshot and log, as loaded.
+        loaded: Box<chorus_persistence::LoadedDoc>,
+    },
     /// Closes every member with `code` and exits WITHOUT saving what is pending (the room is
     /// being deleted); answered once nothing of the room will be written any more.
     Close {
@@ -381,7 +388,9 @@ impl Room {
                     | Command::Edit { .. }
                     | Command::Members { .. }
                     | Command::Remote { .. }
-                    | Command::Resync => {}
+                    | Command::Resync
+                    | Command::CatchUp
+                    | Command::Stored { .. } => {}
                 }
             }
             return;
@@ -584,6 +593,12 @@ impl Room {
             }
             Command::Remote { envelope } => self.remote_in(*envelope),
             Command::Resync => self.request_sync(),
+            Command::CatchUp => self.catch_up(),
+            Command::Stored { loaded } => {
+                for u in loaded.snapshot.iter().chain(loaded.updates.iter()) {
+                    self.apply_remote(u);
+                }
+            }
             Command::Shutdown { .. } | Command::Close { .. } => {}
         }
     }
@@ -698,13 +713,20 @@ impl Room {
                     tracing::debug!(room = %self.key(), "dropping a malformed sync request");
                     return;
                 };
-                let diff = self.doc.transact().encode_state_as_update_v1(&sv);
+                let (diff, ours) = {
+                    let txn = self.doc.transact();
+                    (txn.encode_state_as_update_v1(&sv), txn.state_vector())
+                };
                 // Two bytes is the empty update: the asker has everything we have.
                 if diff.len() > 2 {
                     self.publish(Payload::SyncReply {
                         to: envelope.origin,
                         update: Bytes::from(diff),
                     });
+                }
+                // The asker holds something we lack (its publish of it was lost): ask back.
+                if sv.iter().any(|(client, clock)| *clock > ours.get(client)) {
+                    self.request_sync();
                 }
             }
             Payload::SyncReply { to, update } => {
@@ -727,6 +749,27 @@ impl Room {
         if gap {
             self.request_sync();
         }
+    }
+
+    /// Loads the room from the store in the background and merges it in (`Command::Stored`):
+    /// a CRDT merge only adds what is missing.
+    fn catch_up(&mut self) {
+        metrics::counter!("chorus_catch_ups_total").increment(1);
+        let store = self.ctx.store.clone();
+        let key = self.key().clone();
+        let tx = self.handle.tx.clone();
+        tokio::spawn(async move {
+            match store.load(&key).await {
+                Ok(loaded) => {
+                    let _ = tx
+                        .send(Command::Stored {
+                            loaded: Box::new(loaded),
+                        })
+                        .await;
+                }
+                Err(e) => tracing::warn!(room = %key, error = %e, "catch-up from the store failed"),
+            }
+        });
     }
 
     /// Applies another node's update: relayed to every member here, not stored again (its
