@@ -244,6 +244,36 @@ async fn drain(app: &AppState, grace: Duration) {
     );
     app.draining.store(true, Ordering::Release);
     app.shutdown.cancel();
+    ::metrics::counter!("chorus_drained_sessions_total").increment(app.connections.count() as u64);
+    // In a cluster each room's members learn where the room goes next: its home in the ring
+    // without this node (the close reason, at most 123 bytes, or the plain reason if longer).
+    if app.cluster.clustered() {
+        let me = &app.cluster.node().id;
+        let rest = cluster::Ring::new(
+            app.cluster
+                .ring()
+                .nodes()
+                .iter()
+                .filter(|n| &n.id != me)
+                .cloned()
+                .collect(),
+        );
+        let mut told = Vec::new();
+        for handle in app.registry.handles() {
+            if let Some(next) = rest.home(&handle.key.room) {
+                let reason = format!("server shutting down; next: {}", next.url);
+                let (done, rx) = oneshot::channel();
+                if reason.len() <= 123
+                    && handle.tx.try_send(Command::Drain { reason, done }).is_ok()
+                {
+                    told.push(rx);
+                }
+            }
+        }
+        // The first close request wins: the hints must land before the generic one below.
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures_util::future::join_all(told))
+            .await;
+    }
     // Connections close with 1012 and leave their rooms.
     app.connections.close_all(
         chorus_protocol::CloseCode::Restarting,

@@ -112,6 +112,10 @@ fn describe() {
     );
     describe_counter!("chorus_resyncs_total", "sync requests rooms published");
     describe_counter!(
+        "chorus_drained_sessions_total",
+        "sessions open when the node began draining (closed with 1012)"
+    );
+    describe_counter!(
         "chorus_catch_ups_total",
         "rooms reloaded from the store after a node left the ring"
     );

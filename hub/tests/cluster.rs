@@ -662,3 +662,42 @@ async fn kill_9_of_a_node_mid_edits_loses_no_acknowledged_update() {
     }
     let _ = n4.start_kill();
 }
+
+#[tokio::test]
+async fn a_draining_node_names_each_rooms_next_home_and_the_room_carries_on_there() {
+    let Some(_redis) = redis().await else { return };
+    let prefix = unique_prefix("drain");
+    let dir = tempfile::tempdir().expect("dir");
+    let ttl = Duration::from_secs(120);
+    let a = TestServer::start(node_config(dir.path(), &prefix, "node-a", ttl)).await;
+    assert_eq!(a.get("/healthz").await.0, 200);
+    let b = TestServer::start(node_config(dir.path(), &prefix, "node-b", ttl)).await;
+    wait_ring(&a, 2).await;
+    wait_ring(&b, 2).await;
+    let on_a = a.client("moving").await;
+    let on_b = b.client("moving").await;
+    append(&on_a, "t", "before ");
+    wait_text(&[&on_b], "t", "before ").await;
+    let b_addr = b.addr;
+
+    a.stop().await.expect("stop a");
+    let (code, reason) = on_a
+        .wait_for("closed", PATIENCE, |s, _| s.closed.is_some())
+        .await
+        .ok()
+        .and_then(|()| on_a.closed())
+        .expect("closed by the drain");
+    assert_eq!(code, 1012);
+    assert_eq!(
+        reason,
+        format!("server shutting down; next: http://{b_addr}")
+    );
+    // Its member reconnects where the hint says, to the same document.
+    wait_ring(&b, 1).await;
+    let back = b.client("moving").await;
+    wait_text(&[&back], "t", "before ").await;
+    append(&back, "t", "after");
+    wait_text(&[&on_b, &back], "t", "before after").await;
+    drop((back, on_b));
+    b.stop().await.expect("stop b");
+}

@@ -170,6 +170,14 @@ pub enum Command {
     Resync,
     /// A node left the ring: read the store for what it stored but never published.
     CatchUp,
+    /// The node is draining: tell every member to reconnect (1012) with `reason`, which names
+    /// the room's next home in a cluster. Members' connections then leave as usual.
+    Drain {
+        /// Close reason.
+        reason: String,
+        /// Answered once every member was told (before the node's generic close reaches them).
+        done: oneshot::Sender<()>,
+    },
     /// What the store held, for [`Command::CatchUp`].
     Stored {
         /// Snapshot and log, as loaded.
@@ -390,6 +398,7 @@ impl Room {
                     | Command::Remote { .. }
                     | Command::Resync
                     | Command::CatchUp
+                    | Command::Drain { .. }
                     | Command::Stored { .. } => {}
                 }
             }
@@ -594,6 +603,12 @@ impl Room {
             Command::Remote { envelope } => self.remote_in(*envelope),
             Command::Resync => self.request_sync(),
             Command::CatchUp => self.catch_up(),
+            Command::Drain { reason, done } => {
+                for m in self.members.values() {
+                    m.conn.close(CloseCode::Restarting, &reason);
+                }
+                let _ = done.send(());
+            }
             Command::Stored { loaded } => {
                 for u in loaded.snapshot.iter().chain(loaded.updates.iter()) {
                     self.apply_remote(u);
