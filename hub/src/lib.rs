@@ -198,6 +198,19 @@ pub async fn run(
         metrics,
         cluster,
     });
+    if let Some(bus) = app.cluster.bus() {
+        // Other nodes' cache invalidations. Weak: the bus lives in `app`, and this task must
+        // not keep it alive.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        bus.on_change(tx);
+        let weak = Arc::downgrade(&app);
+        tokio::spawn(async move {
+            while let Some(change) = rx.recv().await {
+                let Some(app) = weak.upgrade() else { break };
+                app.forget(&change);
+            }
+        });
+    }
     tracing::info!(%addr, node = %app.cluster.node().id, "listening");
     let stop_accepting = app.shutdown.clone();
     // Small messages must leave at once: with Nagle's algorithm on, a lone update waits for

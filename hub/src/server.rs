@@ -53,6 +53,26 @@ pub struct AppState {
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
+impl AppState {
+    /// A tenant's settings, keys or API keys changed through this node: forget the cached
+    /// copies here and, in a cluster, on every other node.
+    pub fn changed(&self, change: crate::cluster::Change) {
+        self.forget(&change);
+        self.cluster.announce(&change);
+    }
+
+    /// Forgets what `change` makes stale (also for changes announced by other nodes).
+    pub fn forget(&self, change: &crate::cluster::Change) {
+        self.tenants.invalidate(&change.tenant);
+        if let Some(key) = &change.api_key {
+            self.api_keys.forget_key(&change.tenant, key);
+        }
+        if change.all_api_keys {
+            self.api_keys.forget_tenant(&change.tenant);
+        }
+    }
+}
+
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()

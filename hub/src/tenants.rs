@@ -3,8 +3,8 @@
 //!
 //! Every connection needs its tenant's keys and limits, so they are cached here for
 //! [`CACHE_TTL`]: a node does not query the database per connection. Changes made through this
-//! node's REST API invalidate the entry at once; other nodes see them within the TTL (the
-//! cluster issue adds invalidation over Redis).
+//! node's REST API invalidate the entry at once; in a cluster every other node is told through
+//! Redis (`AppState::changed`), and without Redis they see the change within the TTL.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -701,3 +701,64 @@ async fn a_draining_node_names_each_rooms_next_home_and_the_room_carries_on_ther
     drop((back, on_b));
     b.stop().await.expect("stop b");
 }
+
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: &str,
+) -> (u16, String) {
+    http_request(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_api_key_revoked_on_one_node_stops_working_on_the_others_at_once() {
+    let Some(_redis) = redis().await else { return };
+    let prefix = unique_prefix("revoke");
+    let dir = tempfile::tempdir().expect("dir");
+    let operator = "operator-key-for-the-cluster-test-0123456789";
+    let config = |id: &str| Config {
+        operator_key: Some(operator.into()),
+        ..node_config(dir.path(), &prefix, id, Duration::from_millis(900))
+    };
+    let a = TestServer::start(config("node-a")).await;
+    assert_eq!(a.get("/healthz").await.0, 200);
+    let b = TestServer::start(config("node-b")).await;
+    wait_ring(&a, 2).await;
+
+    let (status, body) = call(a.addr, "POST", "/v1/tenants", operator, r#"{"id":"acme"}"#).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(a.addr, "POST", "/v1/tenants/acme/api-keys", operator, "{}").await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let key = created["key"].as_str().expect("key").to_string();
+    let key_id = created["key_id"].as_str().expect("key_id").to_string();
+    // B verifies the key once and caches it (30 s).
+    assert_eq!(call(b.addr, "GET", "/v1/rooms", &key, "").await.0, 200);
+
+    let path = format!("/v1/tenants/acme/api-keys/{key_id}");
+    assert_eq!(call(a.addr, "DELETE", &path, operator, "").await.0, 204);
+    // Far sooner than B's cache would expire.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, _) = call(b.addr, "GET", "/v1/rooms", &key, "").await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B still accepts the revoked key: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}

@@ -87,7 +87,7 @@ pub(super) async fn create_tenant(
     }
     let key = new_hs256_key(&tenant.id, None);
     app.store.add_signing_key(&key).await?;
-    app.tenants.invalidate(&tenant.id);
+    app.changed(crate::cluster::Change::tenant(&tenant.id));
     let mut out = tenant_json(&tenant);
     out["signing_key"] = json!({ "kid": key.kid, "alg": key.alg, "secret": key.material });
     Ok((StatusCode::CREATED, Json(out)))
@@ -151,7 +151,7 @@ pub(super) async fn update_tenant(
     {
         return Err(Problem::not_found(format!("no tenant {id:?}")));
     }
-    app.tenants.invalidate(&id);
+    app.changed(crate::cluster::Change::tenant(&id));
     let t = app
         .store
         .get_tenant(&id)
@@ -175,8 +175,10 @@ pub(super) async fn delete_tenant(
     }
     let existed = app.store.delete_tenant(&id).await?;
     drop(guards);
-    app.tenants.invalidate(&id);
-    app.api_keys.forget_tenant(&id);
+    app.changed(crate::cluster::Change {
+        all_api_keys: true,
+        ..crate::cluster::Change::tenant(&id)
+    });
     if existed {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -258,7 +260,10 @@ pub(super) async fn revoke_api_key(
     PathParams((tenant, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let revoked = app.store.revoke_api_key(&tenant, &key_id, now()).await?;
-    app.api_keys.forget_key(&tenant, &key_id);
+    app.changed(crate::cluster::Change {
+        api_key: Some(key_id.clone()),
+        ..crate::cluster::Change::tenant(&tenant)
+    });
     if revoked {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -342,7 +347,7 @@ pub(super) async fn create_key(
             key.kid
         )));
     }
-    app.tenants.invalidate(&caller.tenant);
+    app.changed(crate::cluster::Change::tenant(&caller.tenant));
     let mut out = key_json(&key);
     if generated {
         out["secret"] = json!(key.material);
@@ -370,7 +375,7 @@ pub(super) async fn revoke_key(
         .store
         .revoke_signing_key(&caller.tenant, &kid, now())
         .await?;
-    app.tenants.invalidate(&caller.tenant);
+    app.changed(crate::cluster::Change::tenant(&caller.tenant));
     if revoked {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -519,7 +524,7 @@ pub(super) async fn put_webhook(
         last_attempt: None,
     };
     app.store.set_webhook(&caller.tenant, &hook).await?;
-    app.tenants.invalidate(&caller.tenant);
+    app.changed(crate::cluster::Change::tenant(&caller.tenant));
     let mut out = webhook_json(&hook);
     if generated {
         out["secret"] = json!(secret);
@@ -544,7 +549,7 @@ pub(super) async fn delete_webhook(
     caller: Caller,
 ) -> ApiResult<StatusCode> {
     let existed = app.store.delete_webhook(&caller.tenant).await?;
-    app.tenants.invalidate(&caller.tenant);
+    app.changed(crate::cluster::Change::tenant(&caller.tenant));
     if existed {
         Ok(StatusCode::NO_CONTENT)
     } else {

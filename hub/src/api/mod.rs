@@ -402,12 +402,12 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    fn forget_key(&self, tenant: &str, key_id: &str) {
+    pub(crate) fn forget_key(&self, tenant: &str, key_id: &str) {
         self.verified
             .retain(|_, (t, k, _)| !(t == tenant && k == key_id));
     }
 
-    fn forget_tenant(&self, tenant: &str) {
+    pub(crate) fn forget_tenant(&self, tenant: &str) {
         self.verified.retain(|_, (t, _, _)| t != tenant);
     }
 }

@@ -109,6 +109,8 @@ pub struct Bus {
     subscriber: SubscriberClient,
     prefix: String,
     rooms: DashMap<String, mpsc::Sender<Command>>,
+    /// Where cache invalidations from other nodes go (set once the node's state exists).
+    changes: std::sync::OnceLock<mpsc::UnboundedSender<super::Change>>,
     /// Messages to publish, in order (one task publishes them, so each room's numbers reach
     /// Redis in sequence).
     outbox: mpsc::Sender<(String, Bytes)>,
@@ -126,6 +128,7 @@ impl Bus {
             subscriber,
             prefix: prefix.to_string(),
             rooms: DashMap::new(),
+            changes: std::sync::OnceLock::new(),
             outbox,
         });
         let weak = Arc::downgrade(&bus);
@@ -180,6 +183,37 @@ impl Bus {
         bus
     }
 
+    /// The cluster-wide channel of cache invalidations.
+    fn changes_channel(&self) -> String {
+        format!("{}:changes", self.prefix)
+    }
+
+    /// Subscribes to cache invalidations.
+    pub(super) async fn listen_for_changes(&self) -> Result<(), fred::error::Error> {
+        self.subscriber.subscribe(self.changes_channel()).await
+    }
+
+    /// Delivers other nodes' cache invalidations to `tx` from now on.
+    pub fn on_change(&self, tx: mpsc::UnboundedSender<super::Change>) {
+        let _ = self.changes.set(tx);
+    }
+
+    /// Publishes a cache invalidation to every node.
+    pub(super) fn announce(&self, change: &super::Change) {
+        match serde_json::to_vec(change) {
+            Ok(body) => {
+                if self
+                    .outbox
+                    .try_send((self.changes_channel(), Bytes::from(body)))
+                    .is_err()
+                {
+                    metrics::counter!("chorus_redis_publish_errors_total").increment(1);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode a cache invalidation"),
+        }
+    }
+
     /// The channel of `key`.
     pub fn channel(&self, key: &RoomKey) -> String {
         format!("{}:room:{}/{}", self.prefix, key.tenant, key.room)
@@ -222,6 +256,18 @@ impl Bus {
 
     fn dispatch(&self, channel: &str, raw: Option<Bytes>) {
         metrics::counter!("chorus_redis_received_total").increment(1);
+        if channel == self.changes_channel() {
+            // Our own come back too: forgetting twice is harmless.
+            match raw.as_deref().map(serde_json::from_slice::<super::Change>) {
+                Some(Ok(change)) => {
+                    if let Some(tx) = self.changes.get() {
+                        let _ = tx.send(change);
+                    }
+                }
+                _ => tracing::debug!("dropping a malformed cache invalidation"),
+            }
+            return;
+        }
         let Some(envelope) = raw.and_then(Envelope::decode) else {
             tracing::debug!(channel, "dropping a message that is not a Chorus envelope");
             return;

@@ -26,6 +26,32 @@ use tokio_util::sync::CancellationToken;
 
 pub use ring::{Node, Ring};
 
+/// A change to a tenant's cached settings, verification keys or API keys, made through one
+/// node's REST API: every node forgets its cached copy (in a cluster, through Redis), so a
+/// revoked key stops working everywhere at once instead of after the caches' TTLs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// The tenant.
+    pub tenant: String,
+    /// One API key to forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Forget every API key of the tenant (it was deleted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_api_keys: bool,
+}
+
+impl Change {
+    /// The tenant's settings or verification keys changed.
+    pub fn tenant(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            api_key: None,
+            all_api_keys: false,
+        }
+    }
+}
+
 use crate::config::Config;
 
 /// Whether `id` may name a node: 1-64 of `[A-Za-z0-9._-]`.
@@ -126,6 +152,9 @@ impl Cluster {
             tracing::warn!("Redis is unreachable; serving alone until it answers");
         }
         let bus = bus::Bus::start(client.clone(), subscriber, prefix);
+        if let Err(e) = bus.listen_for_changes().await {
+            tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
+        }
         let cluster = Arc::new(Self {
             ring: RwLock::new(Arc::new(Ring::new(vec![node.clone()]))),
             node,
@@ -175,6 +204,13 @@ impl Cluster {
     /// The pub/sub bus (cluster mode).
     pub fn bus(&self) -> Option<Arc<bus::Bus>> {
         self.bus.clone()
+    }
+
+    /// Tells the other nodes about `change` (nothing alone).
+    pub fn announce(&self, change: &Change) {
+        if let Some(bus) = &self.bus {
+            bus.announce(change);
+        }
     }
 
     /// Whether the node runs in cluster mode.
