@@ -762,3 +762,96 @@ async fn an_api_key_revoked_on_one_node_stops_working_on_the_others_at_once() {
     a.stop().await.expect("stop a");
     b.stop().await.expect("stop b");
 }
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_under_edits_loses_nothing() {
+    use chorus_protocol::ext::ServerMessage;
+    let Some(_redis) = redis().await else { return };
+    let prefix = unique_prefix("rolling");
+    let dir = tempfile::tempdir().expect("dir");
+    let ttl = Duration::from_millis(900);
+    let ids = ["node-1", "node-2", "node-3"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let n = TestServer::start(node_config(dir.path(), &prefix, id, ttl)).await;
+        // One at a time: each must have migrated the shared file before the next starts.
+        assert_eq!(n.get("/healthz").await.0, 200);
+        nodes.push(Some(n));
+    }
+    async fn saved(c: &chorus_protocol::client::Client, n: u64) {
+        c.wait_for("saved", PATIENCE, move |s, _| {
+            s.events
+                .iter()
+                .any(|e| matches!(e, ServerMessage::Saved { updates } if *updates >= n))
+        })
+        .await
+        .expect("saved");
+    }
+    let mut writers = Vec::new();
+    for n in nodes.iter().flatten() {
+        writers.push((n.addr, connect(n.addr, "rolling", true).await, 0u64));
+    }
+    let mut expected = Vec::new();
+    let edit = |w: &mut (std::net::SocketAddr, chorus_protocol::client::Client, u64),
+                who: usize,
+                i: usize| {
+        let word = format!("n{who}e{i};");
+        append(&w.1, "t", &word);
+        w.2 += 1;
+        word
+    };
+    for (round, id) in ids.iter().enumerate() {
+        // Everyone writes; every edit so far is acknowledged.
+        for (who, w) in writers.iter_mut().enumerate() {
+            for i in 0..5 {
+                expected.push(edit(w, who, round * 100 + i));
+            }
+        }
+        for w in &writers {
+            saved(&w.1, 1 + w.2).await;
+        }
+        // Restart one node while the others keep writing.
+        let old = nodes[round].take().expect("running");
+        let stopping = tokio::spawn(async move { old.stop().await });
+        for (who, w) in writers.iter_mut().enumerate() {
+            if who != round {
+                for i in 50..53 {
+                    expected.push(edit(w, who, round * 100 + i));
+                }
+            }
+        }
+        stopping.await.expect("join").expect("graceful stop");
+        let fresh = TestServer::start(node_config(dir.path(), &prefix, id, ttl)).await;
+        // Its writer reconnects there (a new session, counting from its SyncStep2).
+        let c = connect(fresh.addr, "rolling", true).await;
+        writers[round] = (fresh.addr, c, 0);
+        nodes[round] = Some(fresh);
+    }
+    // Everyone converges on a text holding every edit.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        let texts: Vec<String> = writers.iter().map(|w| text(&w.1, "t")).collect();
+        let complete = expected.iter().all(|w| texts[0].contains(w.as_str()));
+        if complete && texts.iter().all(|t| *t == texts[0]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not converged on every edit: {texts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(writers);
+    for n in nodes.into_iter().flatten() {
+        n.stop().await.expect("stop");
+    }
+    // And the store holds all of it.
+    let n = TestServer::start(node_config(dir.path(), &prefix, "node-9", ttl)).await;
+    let reader = n.client("rolling").await;
+    let stored = text(&reader, "t");
+    for w in &expected {
+        assert!(stored.contains(w.as_str()), "{w} lost: {stored}");
+    }
+    drop(reader);
+    n.stop().await.expect("stop");
+}
