@@ -855,3 +855,145 @@ async fn a_rolling_restart_of_every_node_under_edits_loses_nothing() {
     drop(reader);
     n.stop().await.expect("stop");
 }
+
+/// A three-shard Redis Cluster on free ports, killed on drop.
+struct OwnRedisCluster {
+    ports: Vec<u16>,
+    children: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedisCluster {
+    fn start() -> Option<OwnRedisCluster> {
+        let dir = tempfile::tempdir().expect("dir");
+        let ports: Vec<u16> = (0..3)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("port")
+                    .port()
+            })
+            .collect();
+        let mut children = Vec::new();
+        for port in &ports {
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(dir.path().join(format!("nodes-{port}.conf")))
+                .arg("--port")
+                .arg(port.to_string())
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn();
+            match child {
+                Ok(c) => children.push(c),
+                Err(_) => {
+                    assert!(
+                        std::env::var_os("CI").is_none(),
+                        "redis-server is not installed; CI is set, so this test must not be skipped"
+                    );
+                    let _ = writeln!(std::io::stderr(), "\n==== SKIPPING: no redis-server ====\n");
+                    return None;
+                }
+            }
+        }
+        let cluster = OwnRedisCluster {
+            ports,
+            children,
+            _dir: dir,
+        };
+        for port in &cluster.ports {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server never listened"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let status = std::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = std::process::Command::new("redis-cli")
+                .args(["-p", &cluster.ports[0].to_string(), "cluster", "info"])
+                .output()
+                .expect("redis-cli");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Redis cluster never became ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(cluster)
+    }
+
+    /// Sharded subscribers of `channel`, over every shard.
+    fn shard_subscribers(&self, channel: &str) -> u64 {
+        self.ports
+            .iter()
+            .map(|p| {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "pubsub", "shardnumsub", channel])
+                    .output()
+                    .expect("redis-cli");
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .nth(1)
+                    .and_then(|l| l.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for OwnRedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redis_cluster_url_selects_sharded_pub_sub() {
+    let Some(redis) = OwnRedisCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let config = |id: &str| Config {
+        redis_url: Some(format!("redis-cluster://127.0.0.1:{}", redis.ports[0])),
+        ..node_config(dir.path(), "sharded", id, Duration::from_millis(900))
+    };
+    let a = TestServer::start(config("node-a")).await;
+    assert_eq!(a.get("/healthz").await.0, 200);
+    let b = TestServer::start(config("node-b")).await;
+    wait_ring(&a, 2).await;
+    wait_ring(&b, 2).await;
+    let on_a = a.client("sharded-room").await;
+    let on_b = b.client("sharded-room").await;
+    append(&on_a, "t", "over ");
+    wait_text(&[&on_b], "t", "over ").await;
+    append(&on_b, "t", "shards");
+    wait_text(&[&on_a, &on_b], "t", "over shards").await;
+    assert_eq!(
+        redis.shard_subscribers("sharded:room:default/sharded-room"),
+        2,
+        "both nodes hold a sharded subscription to the room's channel"
+    );
+    drop((on_a, on_b));
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}

@@ -107,6 +107,9 @@ impl Envelope {
 /// The node's pub/sub connections and the rooms listening on them.
 pub struct Bus {
     subscriber: SubscriberClient,
+    /// Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH), so a message travels only to
+    /// the shard that owns its channel instead of to every node of the Redis cluster.
+    sharded: bool,
     prefix: String,
     rooms: DashMap<String, mpsc::Sender<Command>>,
     /// Where cache invalidations from other nodes go (set once the node's state exists).
@@ -122,10 +125,16 @@ const OUTBOX: usize = 65_536;
 
 impl Bus {
     /// Starts dispatching what `subscriber` receives; `publisher` sends.
-    pub(super) fn start(publisher: Client, subscriber: SubscriberClient, prefix: &str) -> Arc<Bus> {
+    pub(super) fn start(
+        publisher: Client,
+        subscriber: SubscriberClient,
+        prefix: &str,
+        sharded: bool,
+    ) -> Arc<Bus> {
         let (outbox, mut queued) = mpsc::channel::<(String, Bytes)>(OUTBOX);
         let bus = Arc::new(Bus {
             subscriber,
+            sharded,
             prefix: prefix.to_string(),
             rooms: DashMap::new(),
             changes: std::sync::OnceLock::new(),
@@ -138,7 +147,7 @@ impl Bus {
             // that finds us ahead asks us in turn.
             let mut failed = false;
             while let Some((channel, body)) = queued.recv().await {
-                let ok = publish(&publisher, channel, body).await;
+                let ok = publish(&publisher, channel, body, sharded).await;
                 if ok
                     && failed
                     && let Some(bus) = weak.upgrade()
@@ -190,7 +199,15 @@ impl Bus {
 
     /// Subscribes to cache invalidations.
     pub(super) async fn listen_for_changes(&self) -> Result<(), fred::error::Error> {
-        self.subscriber.subscribe(self.changes_channel()).await
+        self.subscribe(self.changes_channel()).await
+    }
+
+    async fn subscribe(&self, channel: String) -> Result<(), fred::error::Error> {
+        if self.sharded {
+            self.subscriber.ssubscribe(channel).await
+        } else {
+            self.subscriber.subscribe(channel).await
+        }
     }
 
     /// Delivers other nodes' cache invalidations to `tx` from now on.
@@ -228,7 +245,7 @@ impl Bus {
     ) -> Result<(), fred::error::Error> {
         let channel = self.channel(key);
         self.rooms.insert(channel.clone(), tx);
-        self.subscriber.subscribe(channel).await?;
+        self.subscribe(channel).await?;
         let _: fred::types::Value = self.subscriber.ping(None).await?;
         Ok(())
     }
@@ -237,7 +254,12 @@ impl Bus {
     pub async fn leave(&self, key: &RoomKey) {
         let channel = self.channel(key);
         self.rooms.remove(&channel);
-        if let Err(e) = self.subscriber.unsubscribe(channel).await {
+        let res = if self.sharded {
+            self.subscriber.sunsubscribe(channel).await
+        } else {
+            self.subscriber.unsubscribe(channel).await
+        };
+        if let Err(e) = res {
             tracing::debug!(error = %e, "unsubscribe failed");
         }
     }
@@ -303,20 +325,23 @@ impl Bus {
 
 /// Publishes one message. Failures are counted and logged, not returned: rooms keep serving
 /// their own members, and the other nodes resync when Redis is back.
-async fn publish(publisher: &Client, channel: String, body: Bytes) -> bool {
+async fn publish(publisher: &Client, channel: String, body: Bytes, sharded: bool) -> bool {
     let started = std::time::Instant::now();
-    let res: Result<(), fred::error::Error> = match tokio::time::timeout(
-        Duration::from_secs(2),
-        publisher.publish(channel, body),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(fred::error::Error::new(
-            fred::error::ErrorKind::Timeout,
-            "publish timed out",
-        )),
+    let send = async {
+        if sharded {
+            publisher.spublish::<(), _, _>(channel, body).await
+        } else {
+            publisher.publish::<(), _, _>(channel, body).await
+        }
     };
+    let res: Result<(), fred::error::Error> =
+        match tokio::time::timeout(Duration::from_secs(2), send).await {
+            Ok(r) => r,
+            Err(_) => Err(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                "publish timed out",
+            )),
+        };
     match res {
         Ok(()) => {
             metrics::counter!("chorus_redis_published_total").increment(1);

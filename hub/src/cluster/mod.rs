@@ -125,6 +125,7 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Self>> {
         let config =
             RedisConfig::from_url(redis_url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+        let sharded = config.server.is_clustered();
         let mut builder = Builder::from_config(config);
         builder
             .with_config(|c| c.fail_fast = true)
@@ -151,7 +152,7 @@ impl Cluster {
         if !connected {
             tracing::warn!("Redis is unreachable; serving alone until it answers");
         }
-        let bus = bus::Bus::start(client.clone(), subscriber, prefix);
+        let bus = bus::Bus::start(client.clone(), subscriber, prefix, sharded);
         if let Err(e) = bus.listen_for_changes().await {
             tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
         }
