@@ -42,6 +42,8 @@ pub struct Worker {
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     /// Base URL; the room name is appended (`ws://127.0.0.1:8080/ws`) or replaces `{room}`.
+    /// Several, separated by commas (the nodes of a cluster): connections take them in turn,
+    /// so the members of a room are spread over the nodes.
     pub url: String,
     /// Token sent as `?token=`.
     #[serde(skip)]
@@ -66,6 +68,8 @@ pub struct Target {
     pub skip_apply: bool,
     #[serde(skip)]
     next_source: Arc<AtomicU64>,
+    #[serde(skip)]
+    next_url: Arc<AtomicU64>,
 }
 
 impl Target {
@@ -83,7 +87,18 @@ impl Target {
             worker: None,
             skip_apply: false,
             next_source: Arc::new(AtomicU64::new(0)),
+            next_url: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The base URL for the next connection (the next node, with several).
+    fn base_url(&self) -> &str {
+        if !self.url.contains(',') {
+            return &self.url;
+        }
+        let urls: Vec<&str> = self.url.split(',').collect();
+        let n = self.next_url.fetch_add(1, Ordering::Relaxed) as usize;
+        urls[n % urls.len()]
     }
 
     fn room_name(&self, room: usize) -> String {
@@ -91,17 +106,16 @@ impl Target {
     }
 
     fn room_url(&self, room: usize) -> String {
+        let url = self.base_url();
         match self.dialect {
             // Servers with the room inside the path (y-sweet: /d/{room}/ws).
-            Dialect::YWebsocket if self.url.contains("{room}") => {
-                self.url.replace("{room}", &self.room_name(room))
+            Dialect::YWebsocket if url.contains("{room}") => {
+                url.replace("{room}", &self.room_name(room))
             }
-            Dialect::YWebsocket => format!(
-                "{}/{}",
-                self.url.trim_end_matches('/'),
-                self.room_name(room)
-            ),
-            Dialect::Hocuspocus => self.url.clone(),
+            Dialect::YWebsocket => {
+                format!("{}/{}", url.trim_end_matches('/'), self.room_name(room))
+            }
+            Dialect::Hocuspocus => url.to_string(),
         }
     }
 

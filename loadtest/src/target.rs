@@ -2,8 +2,14 @@
 
 use std::net::IpAddr;
 
-/// Checks that `url` (a `ws://` URL) points at a loopback address, unless `allow_remote`.
+/// Checks that `url` (a `ws://` URL, or several separated by commas: the nodes of a cluster)
+/// points at loopback addresses only, unless `allow_remote`.
 pub fn check(url: &str, allow_remote: bool) -> anyhow::Result<()> {
+    url.split(',')
+        .try_for_each(|one| check_one(one, allow_remote))
+}
+
+fn check_one(url: &str, allow_remote: bool) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("ws://")
         .or_else(|| url.strip_prefix("wss://"))
@@ -40,5 +46,8 @@ mod tests {
         assert!(check("ws://example.com/ws", false).is_err());
         assert!(check("ws://example.com/ws", true).is_ok());
         assert!(check("http://127.0.0.1/ws", false).is_err());
+        assert!(check("ws://127.0.0.1:1/ws,ws://127.0.0.2:2/ws", false).is_ok());
+        assert!(check("ws://127.0.0.1:1/ws,ws://10.0.0.1:2/ws", false).is_err());
+        assert!(check("ws://127.0.0.1:1/ws,", false).is_err());
     }
 }

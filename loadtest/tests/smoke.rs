@@ -467,3 +467,65 @@ fn hocuspocus_frames_are_renamed_per_copy_with_the_replay_token() {
     let pong = bytes::Bytes::from_static(hocuspocus::PONG_FRAME);
     assert_eq!(rename_hocuspocus(&pong, "lt-", 0, None), pong);
 }
+
+/// With several URLs (the nodes of a cluster) the members of each room are spread over them:
+/// every delivery crosses nodes through Redis. Skips without Redis, unless `CI` is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_scenario_spreads_rooms_over_the_nodes_of_a_cluster() {
+    let redis_url =
+        std::env::var("CHORUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = redis_url
+        .strip_prefix("redis://")
+        .and_then(|a| std::net::TcpStream::connect(a.trim_end_matches('/')).ok())
+        .is_some();
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Redis unreachable; CI is set"
+        );
+        eprintln!("SKIPPING: Redis at {redis_url} is unreachable");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("lt-smoke-{}", std::process::id());
+    let mut urls = Vec::new();
+    let mut stops = Vec::new();
+    for id in ["node-a", "node-b"] {
+        let config = chorus_hub::Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().join(id),
+            redis_url: Some(redis_url.clone()),
+            redis_prefix: prefix.clone(),
+            node_id: Some(id.into()),
+            node_ttl: Duration::from_millis(900),
+            ..chorus_hub::Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind");
+        urls.push(format!("ws://{}/ws", listener.local_addr().expect("addr")));
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(chorus_hub::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        stops.push(stop);
+    }
+    let mut t = target(&urls.join(","));
+    t.server_pid = None;
+    let p = EditParams {
+        users: 8,
+        room_size: 4,
+        rate: 10.0,
+        duration: Duration::from_secs(1),
+        doc_bytes: 0,
+    };
+    let report = scenario::edit(&t, &p).await;
+    assert!(report.passed(), "{}", report.table());
+    let sent = report.metrics["edits_sent"];
+    assert!(sent > 0.0);
+    assert_eq!(report.metrics["deliveries_received"], sent * 3.0);
+    assert_eq!(report.metrics["rooms_diverged"], 0.0);
+    for s in stops {
+        let _ = s.send(());
+    }
+}

@@ -114,10 +114,17 @@ pub struct Bus {
     rooms: DashMap<String, mpsc::Sender<Command>>,
     /// Where cache invalidations from other nodes go (set once the node's state exists).
     changes: std::sync::OnceLock<mpsc::UnboundedSender<super::Change>>,
+    /// When every room last resynced (ms since `epoch`): lags come in bursts, and one
+    /// resync of every room answers a burst.
+    last_resync: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
     /// Messages to publish, in order (one task publishes them, so each room's numbers reach
     /// Redis in sequence).
     outbox: mpsc::Sender<(String, Bytes)>,
 }
+
+/// Shortest interval between two resyncs of every room.
+const RESYNC_EVERY_MS: u64 = 500;
 
 /// Messages waiting to be published before new ones are dropped (and their rooms' peers
 /// resync on the gap).
@@ -138,6 +145,8 @@ impl Bus {
             prefix: prefix.to_string(),
             rooms: DashMap::new(),
             changes: std::sync::OnceLock::new(),
+            last_resync: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             outbox,
         });
         let weak = Arc::downgrade(&bus);
@@ -316,6 +325,15 @@ impl Bus {
     }
 
     fn resync_all(&self) {
+        use std::sync::atomic::Ordering;
+        // At most one in RESYNC_EVERY: a room's own gap detection covers what a later loss
+        // in the same burst hides.
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_resync.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < RESYNC_EVERY_MS {
+            return;
+        }
+        self.last_resync.store(now.max(1), Ordering::Release);
         metrics::counter!("chorus_redis_reconnects_total").increment(1);
         for entry in &self.rooms {
             let _ = entry.value().try_send(Command::Resync);
