@@ -22,6 +22,7 @@ struct Cli {
 #[derive(Debug, Args)]
 struct Common {
     /// Base WebSocket URL; rooms are appended, or replace `{room}` where the URL has it.
+    /// Several separated by commas (the nodes of a cluster): connections take them in turn.
     /// Default: ws://127.0.0.1:8080/ws.
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
