@@ -78,6 +78,17 @@ async fn wait_ring(server: &TestServer, nodes: u64) {
     }
 }
 
+/// Two nodes from `config(id)`: A first (serving means it migrated the data directory, which B
+/// may share), then B; returns once each sees both in its ring.
+async fn two_nodes(config: impl Fn(&str) -> Config) -> (TestServer, TestServer) {
+    let a = TestServer::start(config("node-a")).await;
+    assert_eq!(a.get("/healthz").await.0, 200);
+    let b = TestServer::start(config("node-b")).await;
+    wait_ring(&a, 2).await;
+    wait_ring(&b, 2).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn nodes_sharing_redis_agree_on_every_rooms_home_and_leave_on_shutdown() {
     let Some(_redis) = redis().await else { return };
@@ -226,11 +237,7 @@ async fn updates_cross_nodes_once_and_a_room_opening_late_catches_up() {
     // One store for both nodes, as a shared Postgres would be.
     let dir = tempfile::tempdir().expect("dir");
     let ttl = Duration::from_millis(900);
-    let a = TestServer::start(node_config(dir.path(), &prefix, "node-a", ttl)).await;
-    // Serving means migrated: B must not migrate the same file at the same time.
-    assert_eq!(a.get("/healthz").await.0, 200);
-    let b = TestServer::start(node_config(dir.path(), &prefix, "node-b", ttl)).await;
-    wait_ring(&a, 2).await;
+    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
 
     let on_a = a.client("shared").await;
     let on_b = b.client("shared").await;
@@ -376,10 +383,7 @@ async fn presence_crosses_nodes_and_leaves_with_its_member() {
     let prefix = unique_prefix("presence");
     let dir = tempfile::tempdir().expect("dir");
     let ttl = Duration::from_millis(900);
-    let a = TestServer::start(node_config(dir.path(), &prefix, "node-a", ttl)).await;
-    assert_eq!(a.get("/healthz").await.0, 200);
-    let b = TestServer::start(node_config(dir.path(), &prefix, "node-b", ttl)).await;
-    wait_ring(&a, 2).await;
+    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
     let mut on_a = a.client("cursors").await;
     let on_b = b.client("cursors").await;
     let id = on_a.doc().client_id().get();
@@ -505,10 +509,7 @@ async fn nodes_serve_through_a_redis_outage_and_converge_when_it_returns() {
         redis_url: Some(redis.url()),
         ..node_config(dir.path(), "outage", id, Duration::from_millis(900))
     };
-    let a = TestServer::start(config("node-a")).await;
-    assert_eq!(a.get("/healthz").await.0, 200);
-    let b = TestServer::start(config("node-b")).await;
-    wait_ring(&a, 2).await;
+    let (a, b) = two_nodes(config).await;
     let on_a = a.client("outage").await;
     let on_b = b.client("outage").await;
     append(&on_a, "t", "a1 ");
@@ -539,43 +540,22 @@ async fn spawn_node(
     prefix: &str,
     id: &str,
 ) -> (tokio::process::Child, std::net::SocketAddr) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--persist-batch",
-            "10ms",
-        ])
-        .args(["--node-ttl", "900ms", "--allow-anonymous", "--node-id", id])
-        .args(["--redis-prefix", prefix, "--redis-url"])
-        .arg(redis_url())
-        .arg("--database-url")
-        .arg(db)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chorus");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = tokio::time::timeout(PATIENCE * 2, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("addr=").nth(1)
-                && line.contains("listening")
-            {
-                let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                return a.parse().expect("addr");
-            }
-        }
-        panic!("chorus {id} exited before listening");
-    })
+    spawn_chorus(&[
+        "--persist-batch",
+        "10ms",
+        "--node-ttl",
+        "900ms",
+        "--allow-anonymous",
+        "--node-id",
+        id,
+        "--redis-prefix",
+        prefix,
+        "--redis-url",
+        &redis_url(),
+        "--database-url",
+        db,
+    ])
     .await
-    .expect("listening in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 fn ext() -> chorus_protocol::client::ClientOptions {
@@ -669,11 +649,7 @@ async fn a_draining_node_names_each_rooms_next_home_and_the_room_carries_on_ther
     let prefix = unique_prefix("drain");
     let dir = tempfile::tempdir().expect("dir");
     let ttl = Duration::from_secs(120);
-    let a = TestServer::start(node_config(dir.path(), &prefix, "node-a", ttl)).await;
-    assert_eq!(a.get("/healthz").await.0, 200);
-    let b = TestServer::start(node_config(dir.path(), &prefix, "node-b", ttl)).await;
-    wait_ring(&a, 2).await;
-    wait_ring(&b, 2).await;
+    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
     let on_a = a.client("moving").await;
     let on_b = b.client("moving").await;
     append(&on_a, "t", "before ");
@@ -729,10 +705,7 @@ async fn an_api_key_revoked_on_one_node_stops_working_on_the_others_at_once() {
         operator_key: Some(operator.into()),
         ..node_config(dir.path(), &prefix, id, Duration::from_millis(900))
     };
-    let a = TestServer::start(config("node-a")).await;
-    assert_eq!(a.get("/healthz").await.0, 200);
-    let b = TestServer::start(config("node-b")).await;
-    wait_ring(&a, 2).await;
+    let (a, b) = two_nodes(config).await;
 
     let (status, body) = call(a.addr, "POST", "/v1/tenants", operator, r#"{"id":"acme"}"#).await;
     assert_eq!(status, 201, "{body}");
@@ -977,11 +950,7 @@ async fn a_redis_cluster_url_selects_sharded_pub_sub() {
         redis_url: Some(format!("redis-cluster://127.0.0.1:{}", redis.ports[0])),
         ..node_config(dir.path(), "sharded", id, Duration::from_millis(900))
     };
-    let a = TestServer::start(config("node-a")).await;
-    assert_eq!(a.get("/healthz").await.0, 200);
-    let b = TestServer::start(config("node-b")).await;
-    wait_ring(&a, 2).await;
-    wait_ring(&b, 2).await;
+    let (a, b) = two_nodes(config).await;
     let on_a = a.client("sharded-room").await;
     let on_b = b.client("sharded-room").await;
     append(&on_a, "t", "over ");

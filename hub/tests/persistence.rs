@@ -2,14 +2,12 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chorus_persistence::{DocStore, RoomKey, SqliteStore};
 use chorus_protocol::client::{Client, ClientOptions};
 use chorus_protocol::ext::ServerMessage;
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn ext() -> ClientOptions {
     ClientOptions {
@@ -191,40 +189,14 @@ async fn a_large_document_is_compacted_only_once_its_log_is_a_quarter_of_it() {
 
 /// Starts the real binary; returns the child and its address.
 async fn spawn_binary(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--persist-batch",
-            "10ms",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chorus");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = tokio::time::timeout(PATIENCE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("addr=").nth(1)
-                && line.contains("listening")
-            {
-                let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                return a.parse().expect("addr");
-            }
-        }
-        panic!("chorus exited before listening");
-    })
+    let dir = dir.as_os_str();
+    spawn_chorus(&[
+        std::ffi::OsStr::new("--persist-batch"),
+        std::ffi::OsStr::new("10ms"),
+        std::ffi::OsStr::new("--data-dir"),
+        dir,
+    ])
     .await
-    .expect("listening in time");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 #[tokio::test]

@@ -52,12 +52,15 @@ impl Presence {
             if !accept {
                 continue;
             }
-            let mine = self.owned.entry(conn).or_default();
-            if !mine.contains(&e.client_id) {
-                if mine.len() >= MAX_AWARENESS_IDS_PER_CONNECTION {
-                    return Err(TooManyStates);
+            // Another node's states are no connection's here, and that node enforced the limit.
+            if conn != REMOTE {
+                let mine = self.owned.entry(conn).or_default();
+                if !mine.contains(&e.client_id) {
+                    if mine.len() >= MAX_AWARENESS_IDS_PER_CONNECTION {
+                        return Err(TooManyStates);
+                    }
+                    mine.insert(e.client_id);
                 }
-                mine.insert(e.client_id);
             }
             if let Some(prev) = self.states.get(&e.client_id).filter(|p| p.owner != conn)
                 && let Some(theirs) = self.owned.get_mut(&prev.owner)
@@ -108,36 +111,8 @@ impl Presence {
     /// here owns them and no per-connection limit applies (that node enforced it); they go
     /// when that node publishes their removal.
     pub(super) fn apply_remote(&mut self, entries: Vec<Entry>) {
-        for e in entries {
-            let current = self.states.get(&e.client_id).map(|s| s.clock);
-            let accept = match current {
-                None => !e.is_removal(),
-                Some(c) => c < e.clock || (c == e.clock && e.is_removal()),
-            };
-            if !accept {
-                continue;
-            }
-            if let Some(prev) = self.states.get(&e.client_id)
-                && let Some(theirs) = self.owned.get_mut(&prev.owner)
-            {
-                theirs.remove(&e.client_id);
-            }
-            if e.is_removal() {
-                self.states.remove(&e.client_id);
-                self.dirty.remove(&e.client_id);
-                self.removed.push(e);
-            } else {
-                self.dirty.insert(e.client_id);
-                self.states.insert(
-                    e.client_id,
-                    State {
-                        clock: e.clock,
-                        state: e.state,
-                        owner: REMOTE,
-                    },
-                );
-            }
-        }
+        // Cannot fail: the limit is not applied to REMOTE.
+        let _ = self.apply(REMOTE, entries);
     }
 
     /// Whether anything waits for the next tick.

@@ -230,3 +230,38 @@ pub fn text_of(doc: &yrs::Doc, name: &str) -> String {
     let t = doc.get_or_insert_text(name);
     t.get_string(&doc.transact())
 }
+
+/// Starts the real `chorus` binary with `args` (after `serve`), listening on 127.0.0.1:0;
+/// returns the child (killed on drop) and the address it logged.
+pub async fn spawn_chorus<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chorus");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(PATIENCE * 2, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("addr=").nth(1)
+                && line.contains("listening")
+            {
+                let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                return a.parse().expect("addr");
+            }
+        }
+        panic!("chorus exited before listening");
+    })
+    .await
+    .expect("listening in time");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
