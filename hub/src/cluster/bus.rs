@@ -112,6 +112,9 @@ pub struct Bus {
     sharded: bool,
     prefix: String,
     rooms: DashMap<String, mpsc::Sender<Command>>,
+    /// `{prefix}:changes`, the cluster-wide channel of cache invalidations (compared with
+    /// every message received, so built once).
+    changes_channel: String,
     /// Where cache invalidations from other nodes go (set once the node's state exists).
     changes: std::sync::OnceLock<mpsc::UnboundedSender<super::Change>>,
     /// When every room last resynced (ms since `epoch`): lags come in bursts, and one
@@ -143,6 +146,7 @@ impl Bus {
             subscriber,
             sharded,
             prefix: prefix.to_string(),
+            changes_channel: format!("{prefix}:changes"),
             rooms: DashMap::new(),
             changes: std::sync::OnceLock::new(),
             last_resync: std::sync::atomic::AtomicU64::new(0),
@@ -201,14 +205,9 @@ impl Bus {
         bus
     }
 
-    /// The cluster-wide channel of cache invalidations.
-    fn changes_channel(&self) -> String {
-        format!("{}:changes", self.prefix)
-    }
-
     /// Subscribes to cache invalidations.
     pub(super) async fn listen_for_changes(&self) -> Result<(), fred::error::Error> {
-        self.subscribe(self.changes_channel()).await
+        self.subscribe(self.changes_channel.clone()).await
     }
 
     async fn subscribe(&self, channel: String) -> Result<(), fred::error::Error> {
@@ -230,7 +229,7 @@ impl Bus {
             Ok(body) => {
                 if self
                     .outbox
-                    .try_send((self.changes_channel(), Bytes::from(body)))
+                    .try_send((self.changes_channel.clone(), Bytes::from(body)))
                     .is_err()
                 {
                     metrics::counter!("chorus_redis_publish_errors_total").increment(1);
@@ -287,7 +286,7 @@ impl Bus {
 
     fn dispatch(&self, channel: &str, raw: Option<Bytes>) {
         metrics::counter!("chorus_redis_received_total").increment(1);
-        if channel == self.changes_channel() {
+        if channel == self.changes_channel {
             // Our own come back too: forgetting twice is harmless.
             match raw.as_deref().map(serde_json::from_slice::<super::Change>) {
                 Some(Ok(change)) => {
