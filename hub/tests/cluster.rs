@@ -276,7 +276,7 @@ async fn updates_cross_nodes_once_and_a_room_opening_late_catches_up() {
 async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_ignored() {
     use chorus_hub::cluster::bus::{Envelope, Payload};
     use fred::interfaces::{EventInterface, PubsubInterface};
-    use yrs::{ReadTxn, StateVector, Text, Transact};
+    use yrs::{ReadTxn, Text, Transact};
     let Some(redis) = redis().await else { return };
     let prefix = unique_prefix("gap");
     let dir = tempfile::tempdir().expect("dir");
@@ -303,15 +303,7 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         .expect("subscribe");
 
     // Another node's two edits, numbered 1 and 3: number 2 never arrived.
-    let ghost = yrs::Doc::with_client_id(77);
-    let t = ghost.get_or_insert_text("t");
-    t.insert(&mut ghost.transact_mut(), 0, "x");
-    let first = ghost
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    let sv = ghost.transact().state_vector();
-    t.insert(&mut ghost.transact_mut(), 1, "y");
-    let second = ghost.transact().encode_state_as_update_v1(&sv);
+    let (first, second) = chorus_persistence::testing::consecutive_edits(77, "x", "y");
     let publish = |body: bytes::Bytes| {
         let redis = redis.clone();
         let channel = channel.clone();
@@ -324,7 +316,7 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         let e = Envelope {
             origin: "ghost".into(),
             seq,
-            payload: Payload::Update(update.into()),
+            payload: Payload::Update(update),
         };
         publish(e.encode()).await;
     }

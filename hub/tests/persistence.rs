@@ -264,28 +264,12 @@ async fn sigterm_drains_and_persists() {
     let _ = child.start_kill();
 }
 
-/// Two consecutive edits of one replica, "a" then "b" in text `t`: sent in the other order,
-/// the second waits in the hub for its predecessor.
-fn out_of_order_pair() -> (bytes::Bytes, bytes::Bytes) {
-    use yrs::{ReadTxn, StateVector, Text, Transact};
-    let src = yrs::Doc::with_client_id(99);
-    let t = src.get_or_insert_text("t");
-    t.insert(&mut src.transact_mut(), 0, "a");
-    let first = src
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    let sv = src.transact().state_vector();
-    t.insert(&mut src.transact_mut(), 1, "b");
-    let second = src.transact().encode_state_as_update_v1(&sv);
-    (first.into(), second.into())
-}
-
 #[tokio::test]
 async fn updates_waiting_for_predecessors_survive_a_restart() {
     use chorus_protocol::sync::Message;
     // The second edit arrives first (its predecessor is missing), is acknowledged, and must
     // still be there after a restart.
-    let (first, second) = out_of_order_pair();
+    let (first, second) = chorus_persistence::testing::consecutive_edits(99, "a", "b");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(test_config(dir.path())).await;
@@ -324,7 +308,7 @@ async fn updates_waiting_for_predecessors_survive_a_restart() {
 #[tokio::test]
 async fn compaction_keeps_updates_waiting_for_predecessors() {
     use chorus_protocol::sync::Message;
-    let (first, second) = out_of_order_pair();
+    let (first, second) = chorus_persistence::testing::consecutive_edits(99, "a", "b");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
     config.compact_threshold = 2;

@@ -336,17 +336,9 @@ pub async fn concurrent_appends_survive_compaction(store: Arc<dyn DocStore>) {
 /// arrives. (yrs merges held-back updates into `encode_state_as_update_v1`; this guards it.)
 pub async fn compaction_keeps_held_back_updates(store: Arc<dyn DocStore>) {
     let key = RoomKey::new("t", "held");
-    let src = Doc::with_client_id(7);
-    let t = src.get_or_insert_text("t");
-    t.insert(&mut src.transact_mut(), 0, "a");
-    let first = src
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    let sv = src.transact().state_vector();
-    t.insert(&mut src.transact_mut(), 1, "b");
-    let second = src.transact().encode_state_as_update_v1(&sv);
+    let (first, second) = crate::testing::consecutive_edits(7, "a", "b");
     let other = text_update(8, &Doc::new(), "x");
-    for u in [Bytes::from(second), other] {
+    for u in [second, other] {
         store
             .append(&[AppendBatch {
                 key: key.clone(),

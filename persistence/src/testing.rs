@@ -196,3 +196,21 @@ fn redacted(url: &str) -> String {
         Err(_) => "(unparsable url)".to_owned(),
     }
 }
+
+/// Two consecutive edits of one replica (`client`): `first` then `second` appended to text
+/// `t`, as v1 updates. Sent in the other order, the second waits for its predecessor: what
+/// stores, rooms and nodes must keep while yrs holds it back.
+pub fn consecutive_edits(client: u64, first: &str, second: &str) -> (bytes::Bytes, bytes::Bytes) {
+    use yrs::{ReadTxn, StateVector, Text, Transact};
+    let src = yrs::Doc::with_client_id(client);
+    let t = src.get_or_insert_text("t");
+    t.insert(&mut src.transact_mut(), 0, first);
+    let one = src
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let sv = src.transact().state_vector();
+    let len = u32::try_from(first.len()).unwrap_or(u32::MAX);
+    t.insert(&mut src.transact_mut(), len, second);
+    let two = src.transact().encode_state_as_update_v1(&sv);
+    (one.into(), two.into())
+}
