@@ -312,6 +312,13 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         }
     };
     publish(bytes::Bytes::from_static(b"not an envelope")).await;
+    // A sync request whose state vector does not decode is dropped, nothing more.
+    let broken = Envelope {
+        origin: "ghost-0".into(),
+        seq: 1,
+        payload: Payload::SyncRequest(bytes::Bytes::from_static(&[0xff, 0xff, 0xff])),
+    };
+    publish(broken.encode()).await;
     for (seq, update) in [(1, first), (3, second)] {
         let e = Envelope {
             origin: "ghost".into(),
@@ -707,6 +714,19 @@ async fn an_api_key_revoked_on_one_node_stops_working_on_the_others_at_once() {
     let key = created["key"].as_str().expect("key").to_string();
     let key_id = created["key_id"].as_str().expect("key_id").to_string();
     // B verifies the key once and caches it (30 s).
+    assert_eq!(call(b.addr, "GET", "/v1/rooms", &key, "").await.0, 200);
+
+    // Stray or malformed invalidations are dropped; the node keeps serving.
+    {
+        use fred::interfaces::PubsubInterface;
+        let redis = redis().await.expect("redis");
+        for junk in ["not json", r#"{"tenant":7}"#] {
+            let _: () = redis
+                .publish(format!("{prefix}:changes"), junk)
+                .await
+                .expect("publish");
+        }
+    }
     assert_eq!(call(b.addr, "GET", "/v1/rooms", &key, "").await.0, 200);
 
     let path = format!("/v1/tenants/acme/api-keys/{key_id}");
