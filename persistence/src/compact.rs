@@ -58,8 +58,30 @@ pub struct CompactStats {
 /// update appended while this runs is kept.
 pub async fn compact(store: &dyn DocStore, key: &RoomKey) -> Result<CompactStats, StoreError> {
     let loaded = store.load(key).await?;
-    if loaded.updates.is_empty() {
+    let Some(merged) = merge_loaded(key, loaded).await? else {
         return Ok(CompactStats::default());
+    };
+    store
+        .write_snapshot(key, merged.upto, &merged.snapshot)
+        .await?;
+    Ok(merged.stats)
+}
+
+/// A snapshot to write: the whole document up to log id `upto`.
+pub(crate) struct Merged {
+    pub upto: i64,
+    pub snapshot: Vec<u8>,
+    pub stats: CompactStats,
+}
+
+/// Encodes what `load` returned as one snapshot; `None` when the log is empty (nothing to
+/// merge). Shared by [`compact`] and the stores' `compact_exclusive`.
+pub(crate) async fn merge_loaded(
+    key: &RoomKey,
+    loaded: LoadedDoc,
+) -> Result<Option<Merged>, StoreError> {
+    if loaded.updates.is_empty() {
+        return Ok(None);
     }
     let upto = loaded.last_id;
     let mut stats = CompactStats {
@@ -80,6 +102,9 @@ pub async fn compact(store: &dyn DocStore, key: &RoomKey) -> Result<CompactStats
     .await
     .map_err(|e| StoreError::Task(e.to_string()))?;
     stats.snapshot_bytes = snapshot.len();
-    store.write_snapshot(key, upto, &snapshot).await?;
-    Ok(stats)
+    Ok(Some(Merged {
+        upto,
+        snapshot,
+        stats,
+    }))
 }

@@ -40,7 +40,7 @@ pub use catalog::{
 };
 pub use compact::{CompactStats, compact, merge_into_doc};
 pub use error::StoreError;
-pub use postgres::PostgresStore;
+pub use postgres::{COMPACTION_LOCK, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use store::{AppendBatch, DocStore, LoadedDoc, LogSummary, RoomKey};
 pub use writer::{PersistRequest, Persister};

@@ -26,6 +26,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// and the REST API. Several nodes share the server's `max_connections` (100 by default).
 const MAX_CONNECTIONS: u32 = 16;
 
+/// First key of the advisory lock a compaction holds on a room (the second is `hashtext` of
+/// `tenant/room`): 'Cmpt' in ASCII, apart from `chorus_lock_rooms`' 'Chor', so compacting a
+/// room never blocks appends to it.
+pub const COMPACTION_LOCK: i32 = 1_131_245_684;
+
 /// The role every pooled connection switches to. Created by the migrations.
 const APP_ROLE: &str = "chorus_app";
 
@@ -182,39 +187,77 @@ async fn insert_events_in_order(
     Ok(())
 }
 
+/// A room's snapshot and log, in the caller's transaction (tenant already set).
+async fn load_in(conn: &mut PgConnection, key: &RoomKey) -> Result<LoadedDoc, StoreError> {
+    // One statement, so the snapshot and the log come from one MVCC snapshot: read as two
+    // statements, a compaction committing in between would hide the rows it trimmed.
+    let rows = sqlx::query(
+        "SELECT upto_id AS id, data, true AS is_snapshot FROM snapshots
+          WHERE tenant_id = $1 AND room = $2
+         UNION ALL
+         SELECT u.id, u.data, false FROM updates u
+          WHERE u.tenant_id = $1 AND u.room = $2
+            AND u.id > COALESCE((SELECT s.upto_id FROM snapshots s
+                                  WHERE s.tenant_id = $1 AND s.room = $2), 0)
+         ORDER BY is_snapshot DESC, id",
+    )
+    .bind(&*key.tenant)
+    .bind(&*key.room)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut doc = LoadedDoc::default();
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let data = Bytes::from(row.try_get::<Vec<u8>, _>("data")?);
+        if row.try_get::<bool, _>("is_snapshot")? {
+            doc.snapshot = Some(data);
+            doc.snapshot_upto = id;
+        } else {
+            doc.updates.push(data);
+        }
+        doc.last_id = id;
+    }
+    Ok(doc)
+}
+
+/// Replaces the snapshot and trims the log up to `upto_id`, in the caller's transaction
+/// (see [`DocStore::write_snapshot`]).
+async fn write_snapshot_in(
+    conn: &mut PgConnection,
+    key: &RoomKey,
+    upto_id: i64,
+    snapshot: &[u8],
+) -> Result<(), StoreError> {
+    let written = sqlx::query(
+        "INSERT INTO snapshots (tenant_id, room, upto_id, data) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, room) DO UPDATE
+           SET upto_id = excluded.upto_id, data = excluded.data, updated = chorus_epoch()
+           WHERE excluded.upto_id >= snapshots.upto_id",
+    )
+    .bind(&*key.tenant)
+    .bind(&*key.room)
+    .bind(upto_id)
+    .bind(snapshot)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if written > 0 {
+        sqlx::query("DELETE FROM updates WHERE tenant_id = $1 AND room = $2 AND id <= $3")
+            .bind(&*key.tenant)
+            .bind(&*key.room)
+            .bind(upto_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DocStore for PostgresStore {
     async fn load(&self, key: &RoomKey) -> Result<LoadedDoc, StoreError> {
         let mut tx = self.scoped(&key.tenant).await?;
-        // One statement, so the snapshot and the log come from one MVCC snapshot: read as two
-        // statements, a compaction committing in between would hide the rows it trimmed.
-        let rows = sqlx::query(
-            "SELECT upto_id AS id, data, true AS is_snapshot FROM snapshots
-              WHERE tenant_id = $1 AND room = $2
-             UNION ALL
-             SELECT u.id, u.data, false FROM updates u
-              WHERE u.tenant_id = $1 AND u.room = $2
-                AND u.id > COALESCE((SELECT s.upto_id FROM snapshots s
-                                      WHERE s.tenant_id = $1 AND s.room = $2), 0)
-             ORDER BY is_snapshot DESC, id",
-        )
-        .bind(&*key.tenant)
-        .bind(&*key.room)
-        .fetch_all(&mut *tx)
-        .await?;
+        let doc = load_in(&mut tx, key).await?;
         tx.commit().await?;
-        let mut doc = LoadedDoc::default();
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let data = Bytes::from(row.try_get::<Vec<u8>, _>("data")?);
-            if row.try_get::<bool, _>("is_snapshot")? {
-                doc.snapshot = Some(data);
-                doc.snapshot_upto = id;
-            } else {
-                doc.updates.push(data);
-            }
-            doc.last_id = id;
-        }
         Ok(doc)
     }
 
@@ -294,29 +337,40 @@ impl DocStore for PostgresStore {
         snapshot: &[u8],
     ) -> Result<(), StoreError> {
         let mut tx = self.scoped(&key.tenant).await?;
-        let written = sqlx::query(
-            "INSERT INTO snapshots (tenant_id, room, upto_id, data) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant_id, room) DO UPDATE
-               SET upto_id = excluded.upto_id, data = excluded.data, updated = chorus_epoch()
-               WHERE excluded.upto_id >= snapshots.upto_id",
-        )
-        .bind(&*key.tenant)
-        .bind(&*key.room)
-        .bind(upto_id)
-        .bind(snapshot)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if written > 0 {
-            sqlx::query("DELETE FROM updates WHERE tenant_id = $1 AND room = $2 AND id <= $3")
-                .bind(&*key.tenant)
-                .bind(&*key.room)
-                .bind(upto_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        write_snapshot_in(&mut tx, key, upto_id, snapshot).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn compact_exclusive(
+        &self,
+        key: &RoomKey,
+    ) -> Result<Option<crate::CompactStats>, StoreError> {
+        // Load, encode and write in one transaction holding the room's compaction lock: a
+        // second node trying the same room meanwhile gets `false` at once and skips, and a
+        // node dying mid-way releases the lock with its connection. The lock does not guard
+        // correctness (a stale snapshot is ignored, see `write_snapshot`); it keeps two nodes
+        // from rebuilding one document twice.
+        let mut tx = self.scoped(&key.tenant).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+            .bind(COMPACTION_LOCK)
+            .bind(key.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let loaded = load_in(&mut tx, key).await?;
+        let stats = match crate::compact::merge_loaded(key, loaded).await? {
+            Some(m) => {
+                write_snapshot_in(&mut tx, key, m.upto, &m.snapshot).await?;
+                m.stats
+            }
+            None => crate::CompactStats::default(),
+        };
+        tx.commit().await?;
+        Ok(Some(stats))
     }
 
     async fn delete_room(&self, key: &RoomKey) -> Result<(), StoreError> {

@@ -131,6 +131,15 @@ pub trait DocStore: Send + Sync + 'static {
         snapshot: &[u8],
     ) -> Result<(), StoreError>;
 
+    /// Compacts the room like [`crate::compact`] unless another compaction of it is running
+    /// (on another node sharing the database): `Ok(None)` then, and nothing changes. Postgres
+    /// holds a transaction-scoped advisory lock on the room for the whole compaction, released
+    /// by the database even when the node dies; SQLite, one node's file, needs none.
+    async fn compact_exclusive(
+        &self,
+        key: &RoomKey,
+    ) -> Result<Option<crate::CompactStats>, StoreError>;
+
     /// Deletes everything stored for the room.
     async fn delete_room(&self, key: &RoomKey) -> Result<(), StoreError>;
 

@@ -442,6 +442,36 @@ pub async fn log_summary_counts_the_log_after_the_snapshot(store: Arc<dyn DocSto
     );
 }
 
+/// `compact_exclusive`, with no other compaction running, compacts like `compact`, and
+/// reports an empty log as nothing merged.
+pub async fn exclusive_compaction_compacts(store: Arc<dyn DocStore>) {
+    let key = RoomKey::new("t", "exclusive");
+    let empty = store.compact_exclusive(&key).await.expect("compact empty");
+    assert_eq!(empty, Some(crate::CompactStats::default()));
+    let mirror = Doc::new();
+    let updates: Vec<Bytes> = ["a", "b", "c"]
+        .iter()
+        .map(|w| text_update(4, &mirror, w))
+        .collect();
+    store
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates,
+            events: Vec::new(),
+        }])
+        .await
+        .expect("append");
+    let stats = store
+        .compact_exclusive(&key)
+        .await
+        .expect("compact")
+        .expect("no other compaction runs, so this one must");
+    assert_eq!(stats.merged, 3);
+    let loaded = store.load(&key).await.expect("load");
+    assert!(loaded.snapshot.is_some() && loaded.updates.is_empty());
+    assert_eq!(loaded_text(&*store, &key).await, "abc");
+}
+
 /// Every behaviour test, for stores that want to run them in one go.
 pub async fn run_all<F, Fut>(mut fresh: F)
 where
@@ -458,4 +488,5 @@ where
     map_content_roundtrips(fresh().await).await;
     concurrent_appends_survive_compaction(fresh().await).await;
     log_summary_counts_the_log_after_the_snapshot(fresh().await).await;
+    exclusive_compaction_compacts(fresh().await).await;
 }

@@ -32,6 +32,7 @@ suite_tests!(suite:
     map_content_roundtrips,
     concurrent_appends_survive_compaction,
     log_summary_counts_the_log_after_the_snapshot,
+    exclusive_compaction_compacts,
 );
 
 mod catalog {
@@ -462,4 +463,51 @@ async fn bad_url_is_a_config_error() {
         matches!(err, chorus_persistence::StoreError::Config(_)),
         "{err}"
     );
+}
+
+/// While another session holds a room's compaction lock (another node compacting it),
+/// `compact_exclusive` leaves the room alone and says so; once the lock is free it compacts.
+/// Other rooms are not held up by it.
+#[tokio::test]
+async fn a_compaction_running_elsewhere_makes_exclusive_compaction_skip() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = db.open_store().await;
+    let held = RoomKey::new("t", "held");
+    let free = RoomKey::new("t", "free");
+    for key in [&held, &free] {
+        let (a, b) = chorus_persistence::testing::consecutive_edits(5, "x", "y");
+        store
+            .append(&[chorus_persistence::AppendBatch {
+                key: key.clone(),
+                updates: vec![a, b],
+                events: Vec::new(),
+            }])
+            .await
+            .expect("append");
+    }
+    let mut other = connect(db.url()).await;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(chorus_persistence::COMPACTION_LOCK)
+        .bind(held.to_string())
+        .fetch_one(&mut other)
+        .await
+        .expect("lock");
+    assert!(got);
+
+    assert_eq!(store.compact_exclusive(&held).await.expect("skip"), None);
+    let loaded = store.load(&held).await.expect("load");
+    assert!(
+        loaded.snapshot.is_none() && loaded.updates.len() == 2,
+        "a skipped compaction changed the room"
+    );
+    let other_room = store.compact_exclusive(&free).await.expect("compact");
+    assert_eq!(other_room.map(|s| s.merged), Some(2));
+
+    // The holder's session ends (a node dying does the same): the lock is gone with it.
+    other.close().await.expect("close");
+    let stats = store.compact_exclusive(&held).await.expect("compact");
+    assert_eq!(stats.map(|s| s.merged), Some(2));
+    assert!(store.load(&held).await.expect("load").updates.is_empty());
 }

@@ -34,6 +34,7 @@ suite_tests!(suite:
     map_content_roundtrips,
     concurrent_appends_survive_compaction,
     log_summary_counts_the_log_after_the_snapshot,
+    exclusive_compaction_compacts,
 );
 
 mod catalog {
