@@ -181,6 +181,7 @@ pub async fn run(
         cluster: cluster.bus().map(|bus| crate::room::ClusterLink {
             bus,
             node_id: cluster.node().id.clone(),
+            cluster: cluster.clone(),
         }),
     });
     let grace = config.shutdown_grace;

@@ -533,13 +533,16 @@ async fn nodes_serve_through_a_redis_outage_and_converge_when_it_returns() {
     b.stop().await.expect("stop b");
 }
 
-/// One `chorus` process of a cluster on the shared Postgres database and Redis.
+/// One `chorus` process of a cluster on the shared Postgres database and Redis, with `extra`
+/// flags.
 async fn spawn_node(
     db: &str,
     prefix: &str,
     id: &str,
+    extra: &[&str],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
-    spawn_chorus(&[
+    let redis = redis_url();
+    let mut args = vec![
         "--persist-batch",
         "10ms",
         "--node-ttl",
@@ -550,11 +553,12 @@ async fn spawn_node(
         "--redis-prefix",
         prefix,
         "--redis-url",
-        &redis_url(),
+        &redis,
         "--database-url",
         db,
-    ])
-    .await
+    ];
+    args.extend_from_slice(extra);
+    spawn_chorus(&args).await
 }
 
 fn ext() -> chorus_protocol::client::ClientOptions {
@@ -577,6 +581,32 @@ async fn connect(
     c
 }
 
+/// Waits until every client holds one text `t` that contains every word of `words`.
+async fn wait_converged(clients: &[&chorus_protocol::client::Client], words: &[String]) {
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        let texts: Vec<String> = clients.iter().map(|c| text(c, "t")).collect();
+        let complete = words.iter().all(|w| texts[0].contains(w.as_str()));
+        if complete && texts.iter().all(|t| *t == texts[0]) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence on every edit: {texts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `chorus_compactions_total` of the node at `addr` (0 before its first compaction).
+async fn compactions(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("chorus_compactions_total "))
+        .map_or(0, |v| v.trim().parse::<f64>().expect("counter") as u64)
+}
+
 #[tokio::test]
 async fn kill_9_of_a_node_mid_edits_loses_no_acknowledged_update() {
     use chorus_protocol::ext::ServerMessage;
@@ -585,9 +615,9 @@ async fn kill_9_of_a_node_mid_edits_loses_no_acknowledged_update() {
         return;
     };
     let prefix = unique_prefix("kill9");
-    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1").await;
-    let (mut n2, a2) = spawn_node(db.url(), &prefix, "node-2").await;
-    let (mut n3, a3) = spawn_node(db.url(), &prefix, "node-3").await;
+    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1", &[]).await;
+    let (mut n2, a2) = spawn_node(db.url(), &prefix, "node-2", &[]).await;
+    let (mut n3, a3) = spawn_node(db.url(), &prefix, "node-3", &[]).await;
     let writer = connect(a1, "crash", true).await;
     let on_2 = connect(a2, "crash", false).await;
     let on_3 = connect(a3, "crash", false).await;
@@ -615,25 +645,15 @@ async fn kill_9_of_a_node_mid_edits_loses_no_acknowledged_update() {
     // Its client comes back on another node; everyone converges on one text that holds every
     // acknowledged edit (later ones may or may not have made it).
     let back = connect(a2, "crash", false).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    loop {
-        let texts = [text(&back, "t"), text(&on_2, "t"), text(&on_3, "t")];
-        let acked = (0..20)
-            .all(|i| texts[0].contains(&format!("w{i};")) && texts[0].contains(&format!("x{i};")));
-        if acked && texts.iter().all(|t| *t == texts[0]) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no convergence on every acknowledged edit: {texts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let acked: Vec<String> = (0..20)
+        .flat_map(|i| [format!("w{i};"), format!("x{i};")])
+        .collect();
+    wait_converged(&[&back, &on_2, &on_3], &acked).await;
     // And a fresh node loading from the database has them too.
     drop((back, on_2, on_3));
     let _ = n2.start_kill();
     let _ = n3.start_kill();
-    let (mut n4, a4) = spawn_node(db.url(), &prefix, "node-4").await;
+    let (mut n4, a4) = spawn_node(db.url(), &prefix, "node-4", &[]).await;
     let fresh = connect(a4, "crash", false).await;
     let stored = text(&fresh, "t");
     for i in 0..20 {
@@ -813,19 +833,8 @@ async fn a_rolling_restart_of_every_node_under_edits_loses_nothing() {
         nodes[round] = Some(fresh);
     }
     // Everyone converges on a text holding every edit.
-    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    loop {
-        let texts: Vec<String> = writers.iter().map(|w| text(&w.1, "t")).collect();
-        let complete = expected.iter().all(|w| texts[0].contains(w.as_str()));
-        if complete && texts.iter().all(|t| *t == texts[0]) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not converged on every edit: {texts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let clients: Vec<_> = writers.iter().map(|w| &w.1).collect();
+    wait_converged(&clients, &expected).await;
     drop(writers);
     for n in nodes.into_iter().flatten() {
         n.stop().await.expect("stop");
@@ -977,4 +986,158 @@ async fn a_redis_cluster_url_selects_sharded_pub_sub() {
     drop((on_a, on_b));
     a.stop().await.expect("stop a");
     b.stop().await.expect("stop b");
+}
+
+/// A room compacts on its home node only, under the store's lock. When a node joins and
+/// becomes the room's home, compaction moves there with it, while members on every node,
+/// the new one included, keep converging and the store keeps every edit.
+#[tokio::test]
+async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node() {
+    use chorus_hub::cluster::{Node, Ring};
+    let Some(_redis) = redis().await else { return };
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let node = |id: &str| Node {
+        id: id.into(),
+        url: String::new(),
+    };
+    let home = |ids: &[&str], room: &str| {
+        let ring = Ring::new(ids.iter().map(|id| node(id)).collect());
+        ring.home(room).map(|n| n.id.clone())
+    };
+    // A room at home on node-1 of two, which node-3 takes over when it joins.
+    let room = (0..1000)
+        .map(|i| format!("moving-{i}"))
+        .find(|r| {
+            home(&["node-1", "node-2"], r).as_deref() == Some("node-1")
+                && home(&["node-1", "node-2", "node-3"], r).as_deref() == Some("node-3")
+        })
+        .expect("a room that moves");
+    let prefix = unique_prefix("home-compaction");
+    // Off its home a node compacts only past 4 times the threshold (40 entries), which the
+    // rounds below never reach: each waits for every edit to be saved.
+    let flags = ["--compact-threshold", "10"];
+    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1", &flags).await;
+    let (mut n2, a2) = spawn_node(db.url(), &prefix, "node-2", &flags).await;
+    let mut clients = vec![
+        (connect(a1, &room, true).await, 1u64),
+        (connect(a2, &room, true).await, 1u64),
+    ];
+    let mut words = Vec::new();
+    let round = |clients: &mut Vec<(chorus_protocol::client::Client, u64)>,
+                 words: &mut Vec<String>,
+                 r: usize| {
+        for (who, (c, sent)) in clients.iter_mut().enumerate() {
+            for i in 0..4 {
+                let w = format!("r{r}c{who}e{i};");
+                append(c, "t", &w);
+                *sent += 1;
+                words.push(w);
+            }
+        }
+    };
+    async fn all_saved(clients: &[(chorus_protocol::client::Client, u64)]) {
+        use chorus_protocol::ext::ServerMessage;
+        for (c, sent) in clients {
+            let want = *sent;
+            c.wait_for("saved", PATIENCE, move |s, _| {
+                s.events
+                    .iter()
+                    .any(|e| matches!(e, ServerMessage::Saved { updates } if *updates >= want))
+            })
+            .await
+            .expect("saved");
+        }
+    }
+    for r in 0..6 {
+        round(&mut clients, &mut words, r);
+        all_saved(&clients).await;
+    }
+    let refs: Vec<_> = clients.iter().map(|c| &c.0).collect();
+    wait_converged(&refs, &words).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while compactions(a1).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the home never compacted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        compactions(a2).await,
+        0,
+        "a node off the room's home compacted it"
+    );
+
+    // A room open only away from its home is still compacted there, once its log is long.
+    let away = (0..1000)
+        .map(|i| format!("away-{i}"))
+        .find(|r| home(&["node-1", "node-2"], r).as_deref() == Some("node-1"))
+        .expect("a room at home on node-1");
+    let mut lone = vec![(connect(a2, &away, true).await, 1u64)];
+    let mut away_words = Vec::new();
+    for r in 0..12 {
+        round(&mut lone, &mut away_words, r);
+        all_saved(&lone).await;
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while compactions(a2).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a room nobody opened on its home grew without compaction"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(lone);
+
+    // node-3 joins and becomes the room's home; a member connects there.
+    let (mut n3, a3) = spawn_node(db.url(), &prefix, "node-3", &flags).await;
+    for addr in [a1, a2, a3] {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (_, body) = http_get(addr, &format!("/v1/route?room={room}")).await;
+            let r: serde_json::Value = serde_json::from_str(&body).expect("route json");
+            if r["node"] == "node-3" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{room} never moved: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A compaction node-1 started before it saw node-3 may still finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = compactions(a1).await;
+    clients.push((connect(a3, &room, true).await, 1));
+    for r in 6..12 {
+        round(&mut clients, &mut words, r);
+        all_saved(&clients).await;
+    }
+    let refs: Vec<_> = clients.iter().map(|c| &c.0).collect();
+    wait_converged(&refs, &words).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while compactions(a3).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new home never compacted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(compactions(a1).await, before, "the old home still compacts");
+
+    // The store holds every edit: a node started afresh loads them.
+    drop(clients);
+    for n in [&mut n1, &mut n2, &mut n3] {
+        let _ = n.start_kill();
+    }
+    let (mut n4, a4) = spawn_node(db.url(), &prefix, "node-4", &[]).await;
+    let fresh = connect(a4, &room, false).await;
+    let stored = text(&fresh, "t");
+    for w in &words {
+        assert!(stored.contains(w.as_str()), "{w} lost: {stored}");
+    }
+    let _ = n4.start_kill();
 }

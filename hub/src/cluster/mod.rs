@@ -209,6 +209,16 @@ impl Cluster {
             .unwrap_or_else(|| self.node.clone())
     }
 
+    /// Whether this node is the room's home (true when the ring knows no better). Allocates
+    /// nothing: rooms ask it on the way to a compaction.
+    pub fn is_home(&self, room: &str) -> bool {
+        self.ring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .home(room)
+            .is_none_or(|n| n.id == self.node.id)
+    }
+
     /// The pub/sub bus (cluster mode).
     pub fn bus(&self) -> Option<Arc<bus::Bus>> {
         self.bus.clone()

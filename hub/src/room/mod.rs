@@ -13,7 +13,8 @@
 //! so the log keeps the order of application. When it commits, opted-in members whose updates
 //! were in it get `saved`. Past `compact_threshold` log entries (and a quarter of the
 //! snapshot's size) the room compacts: it asks the store what the log holds, then writes the
-//! document it already has in memory as the snapshot of that log.
+//! document it already has in memory as the snapshot of that log. In a cluster only the
+//! room's home node compacts, rebuilding from the store under its lock (`summed`).
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -84,6 +85,8 @@ pub struct ClusterLink {
     pub bus: Arc<crate::cluster::bus::Bus>,
     /// This node's id (its own messages come back from Redis and are ignored).
     pub node_id: String,
+    /// The ring: a room compacts on its home node (see `Room::may_compact_here`).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for RoomContext {
@@ -260,10 +263,16 @@ enum CompactionStep {
     Summed(LogSummary),
     /// The snapshot is written and the log up to it trimmed.
     Written(CompactStats),
+    /// Another node was compacting the room (cluster mode): nothing changed.
+    Skipped,
 }
 
 /// A log this many times smaller than the snapshot is not compacted yet (`compaction_due`).
 const COMPACT_LOG_FRACTION: usize = 4;
+
+/// In a cluster, a node that is not a room's home compacts it only past this many times
+/// `--compact-threshold` (`Room::may_compact_here`).
+const OFF_HOME_COMPACT_FACTOR: usize = 4;
 
 /// The member id server edits are attributed to: no connection has it (ids start at 1).
 const SERVER: ConnId = 0;
@@ -419,8 +428,11 @@ impl Room {
                 res = recv_opt(self.compaction.as_mut()), if self.compaction.is_some() => {
                     self.compaction = None;
                     match res.unwrap_or(Err(StoreError::Stopped)) {
-                        Ok(CompactionStep::Summed(log)) => self.write_snapshot(log),
+                        Ok(CompactionStep::Summed(log)) => self.summed(log),
                         Ok(CompactionStep::Written(stats)) => self.compacted(stats),
+                        Ok(CompactionStep::Skipped) => {
+                            metrics::counter!("chorus_compactions_skipped_total").increment(1);
+                        }
                         Err(e) => {
                             metrics::counter!("chorus_compaction_failures_total").increment(1);
                             tracing::warn!(room = %self.key(), error = %e, "compaction failed");
@@ -722,7 +734,15 @@ impl Room {
         // A number skipped: something of that node's never reached us.
         let gap = last.is_some_and(|l| envelope.seq > l + 1);
         match envelope.payload {
-            Payload::Update(u) => self.apply_remote(&u),
+            Payload::Update(u) => {
+                // Its node stored it: one more entry in the log this room may compact.
+                self.log_len += 1;
+                self.log_bytes += u.len();
+                self.apply_remote(&u);
+                if self.compaction.is_none() && self.compaction_due() {
+                    self.start_compaction();
+                }
+            }
             Payload::SyncRequest(sv) => {
                 let Ok(sv) = StateVector::decode_v1(&sv) else {
                     tracing::debug!(room = %self.key(), "dropping a malformed sync request");
@@ -1245,21 +1265,63 @@ impl Room {
     /// Compaction, step 1: sum up the log. The summary must come before the encoding (step 2),
     /// so that everything it counts is already in the document.
     fn start_compaction(&mut self) {
+        if !self.may_compact_here() {
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         let store = self.ctx.store.clone();
         let key = self.key().clone();
-        if self.ctx.cluster.is_some() {
-            // Other nodes append to this room's log too, and what they stored may not have
-            // reached our document yet: only a rebuild from the store covers the log.
-            tokio::spawn(async move {
-                let res = chorus_persistence::compact(&*store, &key).await;
-                let _ = tx.send(res.map(CompactionStep::Written));
-            });
-        } else {
-            tokio::spawn(async move {
-                let _ = tx.send(store.log_summary(&key).await.map(CompactionStep::Summed));
-            });
+        tokio::spawn(async move {
+            let _ = tx.send(store.log_summary(&key).await.map(CompactionStep::Summed));
+        });
+        self.compaction = Some(rx);
+    }
+
+    /// Alone, every room compacts where it is. In a cluster, a room's home node compacts it;
+    /// another node with the room open does too once the log passes
+    /// `OFF_HOME_COMPACT_FACTOR` times the threshold, which the home never lets happen while
+    /// it holds the room (it counts every node's updates): so a room nobody opened on its
+    /// home is still compacted. Either way the store's lock lets one node at a time do it.
+    fn may_compact_here(&self) -> bool {
+        match &self.ctx.cluster {
+            None => true,
+            Some(link) => {
+                link.cluster.is_home(&self.key().room)
+                    || self.log_len
+                        > self
+                            .ctx
+                            .limits
+                            .compact_threshold
+                            .saturating_mul(OFF_HOME_COMPACT_FACTOR)
+            }
         }
+    }
+
+    /// Compaction, step 2. Alone, the room's document covers the log (`write_snapshot`). In a
+    /// cluster the other nodes append to the log too and what they stored may not have
+    /// reached this document yet, so the store rebuilds it, unless another node already is.
+    /// The summary also corrects the counts here, which other nodes' compactions make stale.
+    fn summed(&mut self, log: LogSummary) {
+        if self.ctx.cluster.is_none() {
+            self.write_snapshot(log);
+            return;
+        }
+        self.log_len = log.entries;
+        self.log_bytes = log.bytes;
+        self.snapshot_bytes = log.snapshot_bytes;
+        if !(self.compaction_due() && self.may_compact_here()) {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let store = self.ctx.store.clone();
+        let key = self.key().clone();
+        tokio::spawn(async move {
+            let res = store
+                .compact_exclusive(&key)
+                .await
+                .map(|stats| stats.map_or(CompactionStep::Skipped, CompactionStep::Written));
+            let _ = tx.send(res);
+        });
         self.compaction = Some(rx);
     }
 
