@@ -1141,3 +1141,42 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
     }
     let _ = n4.start_kill();
 }
+
+/// `chorus_resyncs_total` of the node at `addr`.
+async fn resyncs(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("chorus_resyncs_total "))
+        .map_or(0, |v| v.trim().parse::<f64>().expect("counter") as u64)
+}
+
+/// A burst of edits on one node reaches the other in order: its room sees every number in
+/// sequence, so it never resyncs beyond the sync it asks for when it opens.
+#[tokio::test]
+async fn a_burst_of_edits_crosses_nodes_in_order() {
+    let Some(_redis) = redis().await else { return };
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let prefix = unique_prefix("burst");
+    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1", &[]).await;
+    let (mut n2, a2) = spawn_node(db.url(), &prefix, "node-2", &[]).await;
+    let reader = connect(a2, "burst", false).await;
+    let writer = connect(a1, "burst", false).await;
+    let opened = resyncs(a2).await;
+    let mut expected = String::new();
+    for i in 0..2000 {
+        let w = format!("{i};");
+        append(&writer, "t", &w);
+        expected.push_str(&w);
+    }
+    wait_text(&[&reader, &writer], "t", &expected).await;
+    assert_eq!(
+        resyncs(a2).await,
+        opened,
+        "the burst arrived out of order or with a gap"
+    );
+    let _ = n1.start_kill();
+    let _ = n2.start_kill();
+}

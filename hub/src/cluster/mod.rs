@@ -159,7 +159,7 @@ impl Cluster {
         if !connected {
             tracing::warn!("Redis is unreachable; serving alone until it answers");
         }
-        let bus = bus::Bus::start(client.clone(), subscriber, prefix, sharded);
+        let bus = bus::Bus::start(client.clone(), subscriber, prefix, sharded, &node.id);
         if let Err(e) = bus.listen_for_changes().await {
             tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
         }

@@ -326,6 +326,8 @@ pub struct Room {
 /// A room's bookkeeping for the bus.
 #[derive(Debug, Default)]
 struct RemoteState {
+    /// The room's channel.
+    channel: fred::bytes_utils::Str,
     /// Our last message's number.
     sent: u64,
     /// The last number seen from each other node.
@@ -540,7 +542,11 @@ impl Room {
             if let Err(e) = link.bus.join(self.key(), self.handle.tx.clone()).await {
                 tracing::warn!(room = %self.key(), error = %e, "not subscribed; resyncing when Redis is back");
             }
-            self.remote = Some(Box::default());
+            self.remote = Some(Box::new(RemoteState {
+                channel: link.bus.channel(self.key()).into(),
+                sent: 0,
+                seen: HashMap::new(),
+            }));
             self.request_sync();
         }
         if self.compaction_due() {
@@ -700,14 +706,7 @@ impl Room {
             return;
         };
         remote.sent += 1;
-        link.bus.send(
-            &self.handle.key,
-            &crate::cluster::bus::Envelope {
-                origin: link.node_id.clone(),
-                seq: remote.sent,
-                payload,
-            },
-        );
+        link.bus.send(&remote.channel, remote.sent, &payload);
     }
 
     /// Asks the other nodes for what this room lacks: they answer with the difference from
@@ -729,8 +728,12 @@ impl Room {
         if envelope.origin == link.node_id {
             return;
         }
-        let node_id = link.node_id.clone();
-        let last = remote.seen.insert(envelope.origin.clone(), envelope.seq);
+        let for_us =
+            matches!(&envelope.payload, Payload::SyncReply { to, .. } if *to == link.node_id);
+        let last = match remote.seen.get_mut(&envelope.origin) {
+            Some(seen) => Some(std::mem::replace(seen, envelope.seq)),
+            None => remote.seen.insert(envelope.origin.clone(), envelope.seq),
+        };
         // A number skipped: something of that node's never reached us.
         let gap = last.is_some_and(|l| envelope.seq > l + 1);
         match envelope.payload {
@@ -764,8 +767,8 @@ impl Room {
                     self.request_sync();
                 }
             }
-            Payload::SyncReply { to, update } => {
-                if to == node_id {
+            Payload::SyncReply { update, .. } => {
+                if for_us {
                     self.apply_remote(&update);
                 }
             }
