@@ -715,7 +715,7 @@ async fn call(
 }
 
 #[tokio::test]
-async fn an_api_key_revoked_on_one_node_stops_working_on_the_others_at_once() {
+async fn keys_revoked_on_one_node_stop_working_on_the_others_at_once() {
     let Some(_redis) = redis().await else { return };
     let prefix = unique_prefix("revoke");
     let dir = tempfile::tempdir().expect("dir");
@@ -748,6 +748,44 @@ async fn an_api_key_revoked_on_one_node_stops_working_on_the_others_at_once() {
         }
     }
     assert_eq!(call(b.addr, "GET", "/v1/rooms", &key, "").await.0, 200);
+
+    // A token verification key revoked on A stops opening rooms on B, which cached it.
+    let (status, body) = call(
+        a.addr,
+        "POST",
+        "/v1/keys",
+        &key,
+        r#"{"alg":"HS256","kid":"k1"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({ "tenant": "acme", "rooms": ["r"], "role": "write", "exp": now() + 600 }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign");
+    let ws = format!("ws://{}/ws/r?token={token}", b.addr);
+    let opened = chorus_protocol::client::Client::connect(&ws, Default::default())
+        .await
+        .expect("B accepts the new key");
+    drop(opened);
+    assert_eq!(call(a.addr, "DELETE", "/v1/keys/k1", &key, "").await.0, 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while chorus_protocol::client::Client::connect(&ws, Default::default())
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B still accepts tokens of the revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let path = format!("/v1/tenants/acme/api-keys/{key_id}");
     assert_eq!(call(a.addr, "DELETE", &path, operator, "").await.0, 204);
