@@ -86,6 +86,10 @@ fn describe() {
     );
     describe_counter!("chorus_compactions_total", "log compactions completed");
     describe_counter!(
+        "chorus_compactions_skipped_total",
+        "compactions skipped: another node held the room's compaction lock"
+    );
+    describe_counter!(
         "chorus_redis_published_total",
         "bus messages published to other nodes"
     );

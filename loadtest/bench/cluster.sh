@@ -76,8 +76,9 @@ for i in $(seq 1 "$ROUNDS"); do
   done
   # Every node must see the other two before the load starts.
   for port in 18101 18102 18103; do
-    for _ in $(seq 1 100); do
+    for try in $(seq 1 101); do
       curl -sf "http://127.0.0.1:$port/v1/route?room=x" | grep -q '"nodes":3' && break
+      [ "$try" -le 100 ] || { echo "node $port never saw three nodes" >&2; exit 1; }
       sleep 0.05
     done
   done

@@ -31,6 +31,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// room never blocks appends to it.
 pub const COMPACTION_LOCK: i32 = 1_131_245_684;
 
+/// Compactions at once per node: each holds a connection for its whole merge, and appends and
+/// room loads must keep the rest of the pool.
+const COMPACTIONS: usize = 4;
+
 /// The role every pooled connection switches to. Created by the migrations.
 const APP_ROLE: &str = "chorus_app";
 
@@ -38,6 +42,8 @@ const APP_ROLE: &str = "chorus_app";
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Compactions holding a connection at once (see `compact_exclusive`).
+    compactions: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl PostgresStore {
@@ -71,7 +77,10 @@ impl PostgresStore {
             })
             .connect_with(opts)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            compactions: std::sync::Arc::new(tokio::sync::Semaphore::new(COMPACTIONS)),
+        })
     }
 
     /// Applies pending migrations to the database at `url` and returns (`chorus migrate`).
@@ -351,7 +360,17 @@ impl DocStore for PostgresStore {
         // node dying mid-way releases the lock with its connection. The lock does not guard
         // correctness (a stale snapshot is ignored, see `write_snapshot`); it keeps two nodes
         // from rebuilding one document twice.
+        // Past the node's share of connections, skip like a held lock: the room retries.
+        let Ok(_slot) = self.compactions.try_acquire() else {
+            return Ok(None);
+        };
         let mut tx = self.scoped(&key.tenant).await?;
+        // A node cut off mid-merge would otherwise hold the lock until TCP keepalive notices
+        // (hours by default): the server ends a transaction idle this long, and the lock
+        // with it. The merge runs while the transaction idles, so this bounds it too.
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '60s'")
+            .execute(&mut *tx)
+            .await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
             .bind(COMPACTION_LOCK)
             .bind(key.to_string())

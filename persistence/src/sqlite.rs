@@ -189,7 +189,8 @@ impl DocStore for SqliteStore {
         &self,
         key: &RoomKey,
     ) -> Result<Option<crate::CompactStats>, StoreError> {
-        // One node per file: nothing else compacts it, and SQLite serialises writers anyway.
+        // A file is one host's: SQLite's own locking serialises its writers, and a snapshot
+        // older than the stored one is ignored, so compactions need no lock of their own.
         crate::compact(self, key).await.map(Some)
     }
 

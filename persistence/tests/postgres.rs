@@ -505,8 +505,13 @@ async fn a_compaction_running_elsewhere_makes_exclusive_compaction_skip() {
     let other_room = store.compact_exclusive(&free).await.expect("compact");
     assert_eq!(other_room.map(|s| s.merged), Some(2));
 
-    // The holder's session ends (a node dying does the same): the lock is gone with it.
-    other.close().await.expect("close");
+    // The holder lets go (a node dying does the same when its session ends).
+    let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(chorus_persistence::COMPACTION_LOCK)
+        .bind(held.to_string())
+        .fetch_one(&mut other)
+        .await
+        .expect("unlock");
     let stats = store.compact_exclusive(&held).await.expect("compact");
     assert_eq!(stats.map(|s| s.merged), Some(2));
     assert!(store.load(&held).await.expect("load").updates.is_empty());

@@ -8,14 +8,13 @@
 //! most once, so rooms also resync when they open and after every reconnection to Redis.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_persistence::RoomKey;
 use chorus_protocol::lib0::{self, Decoder};
 use dashmap::DashMap;
 use fred::bytes_utils::Str;
-use fred::clients::SubscriberClient;
+use fred::clients::{SubscriberClient, WithOptions};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Client;
 use tokio::sync::mpsc;
@@ -139,8 +138,8 @@ pub struct Bus {
     /// resync of every room answers a burst.
     last_resync: std::sync::atomic::AtomicU64,
     epoch: std::time::Instant,
-    /// Sends PUBLISH commands (see [`Bus::publish`]).
-    publisher: Client,
+    /// Sends PUBLISH commands (see [`Bus::publish`]), failing at once while disconnected.
+    publisher: WithOptions<Client>,
     /// Publishes sent and awaiting Redis's answer, for the task that counts them.
     sent: mpsc::Sender<Sent>,
 }
@@ -148,7 +147,10 @@ pub struct Bus {
 /// Shortest interval between two resyncs of every room.
 const RESYNC_EVERY_MS: u64 = 500;
 
-/// Publishes awaiting Redis's answer before new ones go uncounted.
+/// How often a node whose publishes failed checks whether Redis is back.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Publishes awaiting Redis's answer; past this, a publish counts as failed.
 const IN_FLIGHT: usize = 65_536;
 
 /// A publish on its way: resolves to whether Redis took it.
@@ -164,6 +166,7 @@ impl Bus {
         node_id: &str,
     ) -> Arc<Bus> {
         let (sent, mut answers) = mpsc::channel::<Sent>(IN_FLIGHT);
+        let probe = publisher.clone();
         let bus = Arc::new(Bus {
             subscriber,
             sharded,
@@ -174,32 +177,43 @@ impl Bus {
             changes: std::sync::OnceLock::new(),
             last_resync: std::sync::atomic::AtomicU64::new(0),
             epoch: std::time::Instant::now(),
-            publisher,
+            // fred's default queues commands made while it reconnects and sends them when it
+            // is back: stale messages, and memory growing with every edit of an outage. Fail
+            // instead; the rooms resync once Redis answers again.
+            publisher: publisher.with_options(&fred::types::config::Options {
+                fail_fast: true,
+                ..Default::default()
+            }),
             sent,
         });
         let weak = Arc::downgrade(&bus);
         tokio::spawn(async move {
             // After a failed publish, some room's peers miss an update that no later number
-            // may reveal: once publishing works again, every room asks for a sync, and a peer
-            // that finds us ahead asks us in turn.
+            // may reveal: once publishing works again (a publish succeeds, or the connection
+            // is back while nothing is published), every room asks for a sync, and a peer
+            // that finds us ahead asks us in turn. The asks are publishes too: if they fail,
+            // this starts over.
             use futures_util::StreamExt;
             let mut waiting = futures_util::stream::FuturesUnordered::new();
             let mut failed = false;
             loop {
-                tokio::select! {
+                let recovered = tokio::select! {
                     next = answers.recv() => match next {
-                        Some(f) => waiting.push(f),
+                        Some(f) => {
+                            waiting.push(f);
+                            false
+                        }
                         None => break,
                     },
                     Some(ok) = waiting.next(), if !waiting.is_empty() => {
-                        if ok
-                            && failed
-                            && let Some(bus) = weak.upgrade()
-                        {
-                            bus.resync_all();
-                        }
-                        failed = !ok;
+                        failed |= !ok;
+                        ok
                     }
+                    _ = tokio::time::sleep(PROBE_EVERY), if failed => probe.is_connected(),
+                };
+                if failed && recovered {
+                    let Some(bus) = weak.upgrade() else { break };
+                    failed = !bus.resync_all();
                 }
             }
         });
@@ -297,8 +311,9 @@ impl Bus {
         }
     }
 
-    /// Queues our message number `seq` for `channel` (a room's, from [`Bus::channel`]).
-    /// Never waits: a full queue drops it (counted), and the other nodes resync on the gap.
+    /// Publishes our message number `seq` on `channel` (a room's, from [`Bus::channel`]).
+    /// Never waits: a message fred refuses (disconnected, queue full) is counted as failed,
+    /// and the other nodes resync on the gap.
     pub fn send(&self, channel: &Str, seq: u64, payload: &Payload) {
         self.publish(
             channel.clone(),
@@ -307,22 +322,27 @@ impl Bus {
     }
 
     /// Hands PUBLISH to fred's connection writer from the caller's task. fred queues the
-    /// command for its writer in the future's first poll, so polling it once here puts each
-    /// room's messages on the connection in the room's order (the test "a burst of edits
-    /// crosses nodes in order" fails if they are not), and they pipeline: the task that
-    /// published one message at a time waited a round trip for each, about 250 us under load,
-    /// which capped a node near 4,000 messages/s. The answer is awaited by the task that
-    /// counts them.
+    /// command for its writer in the future's first poll (`send_command`, a `try_send`; only
+    /// a `Blocking::Interrupt` policy, which we do not set, could await before it), so polling
+    /// it once here puts each room's messages on the connection in the room's order (the test
+    /// "a burst of edits crosses nodes in order" fails if they are not), and they pipeline:
+    /// the task that published one message at a time waited a round trip for each, about
+    /// 250 us under load, which capped a node near 4,000 messages/s. (With Redis Cluster, a
+    /// publish redirected by MOVED goes to the back of fred's queue while slots move: a
+    /// reorder that the receiving rooms see as a gap and resync.) The answer is awaited by
+    /// the task that counts them.
     fn publish(&self, channel: Str, body: Bytes) {
         let mut fut: Sent = Box::pin(publish(self.publisher.clone(), channel, body, self.sharded));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        // Refused at once (not connected, fred's queue full) counts as an answer too.
+        // Refused at once (fail-fast while disconnected, fred's queue full) is an answer too.
         if let std::task::Poll::Ready(ok) = fut.as_mut().poll(&mut cx) {
             fut = Box::pin(std::future::ready(ok));
         }
         if self.sent.try_send(fut).is_err() {
-            // Sent, but its answer goes unread: too many outstanding.
-            tracing::debug!("publish answers backlogged");
+            // Its answer cannot be awaited: count it failed, and have the rooms resync in
+            // case it was lost.
+            metrics::counter!("chorus_redis_publish_errors_total").increment(1);
+            self.resync_all();
         }
     }
 
@@ -369,42 +389,36 @@ impl Bus {
         }
     }
 
-    fn resync_all(&self) {
+    /// Has every open room ask the others for what it lacks; `false` when one was asked for
+    /// less than `RESYNC_EVERY_MS` ago and this one was skipped.
+    fn resync_all(&self) -> bool {
         use std::sync::atomic::Ordering;
         // At most one in RESYNC_EVERY: a room's own gap detection covers what a later loss
         // in the same burst hides.
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_resync.load(Ordering::Acquire);
         if last != 0 && now.saturating_sub(last) < RESYNC_EVERY_MS {
-            return;
+            return false;
         }
         self.last_resync.store(now.max(1), Ordering::Release);
         metrics::counter!("chorus_redis_reconnects_total").increment(1);
         for entry in &self.rooms {
             let _ = entry.value().try_send(Command::Resync);
         }
+        true
     }
 }
 
-/// Publishes one message. Failures are counted and logged, not returned: rooms keep serving
-/// their own members, and the other nodes resync when Redis is back.
-async fn publish(publisher: Client, channel: Str, body: Bytes, sharded: bool) -> bool {
+/// Publishes one message (fred's `default_command_timeout` bounds the wait, and marks the
+/// command so that it is not sent late). Failures are counted and logged, not returned: rooms
+/// keep serving their own members, and the other nodes resync when Redis is back.
+async fn publish(publisher: WithOptions<Client>, channel: Str, body: Bytes, sharded: bool) -> bool {
     let started = std::time::Instant::now();
-    let send = async {
-        if sharded {
-            publisher.spublish::<(), _, _>(channel, body).await
-        } else {
-            publisher.publish::<(), _, _>(channel, body).await
-        }
+    let res: Result<(), fred::error::Error> = if sharded {
+        publisher.spublish(channel, body).await
+    } else {
+        publisher.publish(channel, body).await
     };
-    let res: Result<(), fred::error::Error> =
-        match tokio::time::timeout(Duration::from_secs(2), send).await {
-            Ok(r) => r,
-            Err(_) => Err(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
-                "publish timed out",
-            )),
-        };
     match res {
         Ok(()) => {
             metrics::counter!("chorus_redis_published_total").increment(1);

@@ -132,6 +132,9 @@ impl Cluster {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
+                // Rooms publish straight into fred's command queue (`Bus::publish`):
+                // bounded, a full queue refuses at once rather than growing without end.
+                c.max_command_buffer_len = 1 << 16;
             })
             .with_performance_config(|c| {
                 c.default_command_timeout = Duration::from_secs(2);

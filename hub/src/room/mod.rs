@@ -270,9 +270,14 @@ enum CompactionStep {
 /// A log this many times smaller than the snapshot is not compacted yet (`compaction_due`).
 const COMPACT_LOG_FRACTION: usize = 4;
 
-/// In a cluster, a node that is not a room's home compacts it only past this many times
-/// `--compact-threshold` (`Room::may_compact_here`).
+/// In a cluster, a node that is not a room's home compacts it only once the log is this many
+/// times longer than the home would let it grow (`Room::may_compact_here`).
 const OFF_HOME_COMPACT_FACTOR: usize = 4;
+
+/// After a compaction failed, or was skipped because another node held the room's lock, the
+/// room waits this long before trying again (the log stays due; without a pause every flush
+/// would try).
+const COMPACT_RETRY: Duration = Duration::from_secs(1);
 
 /// The member id server edits are attributed to: no connection has it (ids start at 1).
 const SERVER: ConnId = 0;
@@ -308,6 +313,8 @@ pub struct Room {
     snapshot_bytes: usize,
     doc_bytes: usize,
     compaction: Option<oneshot::Receiver<Result<CompactionStep, StoreError>>>,
+    // After a compaction failed or another node held the room's lock: no new one before.
+    compact_after: Option<Instant>,
     idle_since: Option<TokioInstant>,
     failed: bool,
     // Server edits waiting for the batch that holds them to commit.
@@ -358,6 +365,7 @@ impl Room {
             snapshot_bytes: 0,
             doc_bytes: 0,
             compaction: None,
+            compact_after: None,
             idle_since: Some(TokioInstant::now()),
             failed: false,
             waiters: Vec::new(),
@@ -434,10 +442,12 @@ impl Room {
                         Ok(CompactionStep::Written(stats)) => self.compacted(stats),
                         Ok(CompactionStep::Skipped) => {
                             metrics::counter!("chorus_compactions_skipped_total").increment(1);
+                            self.compact_after = Some(Instant::now() + COMPACT_RETRY);
                         }
                         Err(e) => {
                             metrics::counter!("chorus_compaction_failures_total").increment(1);
                             tracing::warn!(room = %self.key(), error = %e, "compaction failed");
+                            self.compact_after = Some(Instant::now() + COMPACT_RETRY);
                         }
                     }
                 }
@@ -741,6 +751,7 @@ impl Room {
                 // Its node stored it: one more entry in the log this room may compact.
                 self.log_len += 1;
                 self.log_bytes += u.len();
+                self.doc_bytes += u.len();
                 self.apply_remote(&u);
                 if self.compaction.is_none() && self.compaction_due() {
                     self.start_compaction();
@@ -1268,7 +1279,7 @@ impl Room {
     /// Compaction, step 1: sum up the log. The summary must come before the encoding (step 2),
     /// so that everything it counts is already in the document.
     fn start_compaction(&mut self) {
-        if !self.may_compact_here() {
+        if self.compact_after.is_some_and(|t| Instant::now() < t) || !self.may_compact_here() {
             return;
         }
         let (tx, rx) = oneshot::channel();
@@ -1281,21 +1292,24 @@ impl Room {
     }
 
     /// Alone, every room compacts where it is. In a cluster, a room's home node compacts it;
-    /// another node with the room open does too once the log passes
-    /// `OFF_HOME_COMPACT_FACTOR` times the threshold, which the home never lets happen while
-    /// it holds the room (it counts every node's updates): so a room nobody opened on its
-    /// home is still compacted. Either way the store's lock lets one node at a time do it.
+    /// another node with the room open does too once the log is `OFF_HOME_COMPACT_FACTOR`
+    /// times past both limits of `compaction_due` (entries and the share of the snapshot),
+    /// which the home never lets happen while it holds the room (it counts every node's
+    /// updates): so a room nobody opened on its home is still compacted. Either way the
+    /// store's lock lets one node at a time do it.
     fn may_compact_here(&self) -> bool {
         match &self.ctx.cluster {
             None => true,
             Some(link) => {
                 link.cluster.is_home(&self.key().room)
-                    || self.log_len
+                    || (self.log_len
                         > self
                             .ctx
                             .limits
                             .compact_threshold
                             .saturating_mul(OFF_HOME_COMPACT_FACTOR)
+                        && self.log_bytes.saturating_mul(COMPACT_LOG_FRACTION)
+                            >= self.snapshot_bytes.saturating_mul(OFF_HOME_COMPACT_FACTOR))
             }
         }
     }
@@ -1357,6 +1371,10 @@ impl Room {
     }
 
     fn compacted(&mut self, stats: CompactStats) {
+        if stats.merged == 0 {
+            // Another node emptied the log between our summary and our lock: nothing done.
+            return;
+        }
         metrics::counter!("chorus_compactions_total").increment(1);
         self.log_len = self.log_len.saturating_sub(stats.merged);
         self.log_bytes = self.log_bytes.saturating_sub(stats.merged_bytes);
