@@ -91,22 +91,25 @@ impl Target {
         }
     }
 
-    /// The base URL for the next connection (the next node, with several).
-    fn base_url(&self) -> &str {
-        if !self.url.contains(',') {
-            return &self.url;
-        }
-        let urls: Vec<&str> = self.url.split(',').collect();
-        let n = self.next_url.fetch_add(1, Ordering::Relaxed) as usize;
-        urls[n % urls.len()]
+    /// How many nodes `url` names (comma-separated).
+    pub fn nodes(&self) -> usize {
+        self.url.split(',').count()
+    }
+
+    /// The base URL of node `slot` modulo the node count.
+    fn base_url(&self, slot: usize) -> &str {
+        self.url
+            .split(',')
+            .nth(slot % self.nodes())
+            .unwrap_or(&self.url)
     }
 
     fn room_name(&self, room: usize) -> String {
         format!("{}{room}", self.room_prefix)
     }
 
-    fn room_url(&self, room: usize) -> String {
-        let url = self.base_url();
+    fn room_url(&self, room: usize, slot: usize) -> String {
+        let url = self.base_url(slot);
         match self.dialect {
             // Servers with the room inside the path (y-sweet: /d/{room}/ws).
             Dialect::YWebsocket if url.contains("{room}") => {
@@ -154,8 +157,15 @@ impl Target {
             .and_then(|pid| proc::cpu_seconds(&pid.to_string()))
     }
 
-    /// Connects one client to room number `room` and waits until it is synced.
+    /// Connects one client to room number `room` (on the next node, with several) and waits
+    /// until it is synced.
     pub async fn connect_room(&self, room: usize) -> anyhow::Result<Client> {
+        let slot = self.next_url.fetch_add(1, Ordering::Relaxed) as usize;
+        self.connect_room_on(room, slot).await
+    }
+
+    /// [`Target::connect_room`] on node `slot` (modulo the node count).
+    async fn connect_room_on(&self, room: usize, slot: usize) -> anyhow::Result<Client> {
         let bind = (!self.sources.is_empty()).then(|| {
             let n = self.next_source.fetch_add(1, Ordering::Relaxed) as usize;
             self.sources[n % self.sources.len()]
@@ -167,16 +177,19 @@ impl Target {
             skip_apply: self.skip_apply,
             ..Default::default()
         };
-        let client =
-            tokio::time::timeout(self.timeout, Client::connect(&self.room_url(room), opts))
-                .await
-                .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+        let client = tokio::time::timeout(
+            self.timeout,
+            Client::connect(&self.room_url(room, slot), opts),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
         client.synced(self.timeout).await?;
         Ok(client)
     }
 
-    /// Connects `n` clients, client `i` to room `room_of(i)`, at most `concurrency` at a time.
-    /// Returns the clients that made it (by index), handshake latencies and failures.
+    /// Connects `n` clients, client `i` to room `room_of(i)` on node `i` modulo the node count,
+    /// at most `concurrency` at a time. Returns the clients that made it (by index), handshake
+    /// latencies and failures.
     pub async fn connect_many(
         &self,
         n: usize,
@@ -194,7 +207,7 @@ impl Target {
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let started = Instant::now();
-                let res = target.connect_room(room).await;
+                let res = target.connect_room_on(room, i).await;
                 (i, started.elapsed(), res)
             }));
         }
@@ -389,6 +402,9 @@ async fn preload(
 /// delay from send to arrival.
 struct Deliveries {
     latency: Mutex<Histogram<u64>>,
+    /// With several nodes: deliveries whose sender and receiver share a node, and the rest.
+    same_node: Mutex<Histogram<u64>>,
+    cross_node: Mutex<Histogram<u64>>,
     received: AtomicU64,
 }
 
@@ -411,13 +427,17 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
 
     let deliveries = Arc::new(Deliveries {
         latency: Mutex::new(histogram()),
+        same_node: Mutex::new(histogram()),
+        cross_node: Mutex::new(histogram()),
         received: AtomicU64::new(0),
     });
+    let nodes = target.nodes();
     let mut members: HashMap<usize, usize> = HashMap::new();
     for (i, c) in &clients {
         *members.entry(i / room_size).or_default() += 1;
         // Each user writes key = its index; others' keys arriving are deliveries.
         let own = i.to_string();
+        let me = *i;
         let d = deliveries.clone();
         let map = c.doc().get_or_insert_map("loadtest");
         map.observe("loadtest", move |txn, e: &MapEvent| {
@@ -434,8 +454,23 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
                     && let Some(sent) = s.split(':').nth(1).and_then(|t| t.parse::<u64>().ok())
                 {
                     d.received.fetch_add(1, Ordering::Relaxed);
-                    let mut h = d.latency.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = h.record(now.saturating_sub(sent).max(1));
+                    let took = now.saturating_sub(sent).max(1);
+                    let _ = d
+                        .latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(took);
+                    // Client `i` is on node `i % nodes` (`connect_many`); keys are indexes.
+                    if nodes > 1
+                        && let Ok(sender) = key.parse::<usize>()
+                    {
+                        let split = if sender % nodes == me % nodes {
+                            &d.same_node
+                        } else {
+                            &d.cross_node
+                        };
+                        let _ = split.lock().unwrap_or_else(|p| p.into_inner()).record(took);
+                    }
                 }
             }
         });
@@ -526,6 +561,16 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         .latency
         .insert("delivery".into(), Latency::from_micros(&latency));
     report.histograms.insert("delivery".into(), latency);
+    if nodes > 1 {
+        for (name, h) in [
+            ("delivery_same_node", &deliveries.same_node),
+            ("delivery_cross_node", &deliveries.cross_node),
+        ] {
+            let h = h.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            report.latency.insert(name.into(), Latency::from_micros(&h));
+            report.histograms.insert(name.into(), h);
+        }
+    }
     if got != want {
         report
             .problems

@@ -468,8 +468,10 @@ fn hocuspocus_frames_are_renamed_per_copy_with_the_replay_token() {
     assert_eq!(rename_hocuspocus(&pong, "lt-", 0, None), pong);
 }
 
-/// With several URLs (the nodes of a cluster) the members of each room are spread over them:
-/// every delivery crosses nodes through Redis. Skips without Redis, unless `CI` is set.
+/// With several URLs (the nodes of a cluster) the members of each room are spread over them,
+/// client `i` on node `i % 2`: in rooms of 4, two of each sender's three peers are on the other
+/// node, and the report times those deliveries (through Redis) apart from the others. Skips
+/// without Redis, unless `CI` is set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edit_scenario_spreads_rooms_over_the_nodes_of_a_cluster() {
     let redis_url =
@@ -525,6 +527,15 @@ async fn edit_scenario_spreads_rooms_over_the_nodes_of_a_cluster() {
     assert!(sent > 0.0);
     assert_eq!(report.metrics["deliveries_received"], sent * 3.0);
     assert_eq!(report.metrics["rooms_diverged"], 0.0);
+    let count = |name: &str| report.latency[name].count;
+    assert_eq!(
+        count("delivery_cross_node"),
+        2 * count("delivery_same_node")
+    );
+    assert_eq!(
+        count("delivery_cross_node") + count("delivery_same_node"),
+        count("delivery")
+    );
     for s in stops {
         let _ = s.send(());
     }
