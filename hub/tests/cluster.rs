@@ -611,6 +611,15 @@ async fn compactions(addr: std::net::SocketAddr) -> u64 {
     counter(addr, "chorus_compactions_total").await
 }
 
+/// Waits until the node at `addr` has compacted (`failure` says what did not happen).
+async fn wait_compacted(addr: std::net::SocketAddr, failure: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while compactions(addr).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn kill_9_of_a_node_mid_edits_loses_no_acknowledged_update() {
     use chorus_protocol::ext::ServerMessage;
@@ -1105,14 +1114,7 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
     }
     let refs: Vec<_> = clients.iter().map(|c| &c.0).collect();
     wait_converged(&refs, &words).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while compactions(a1).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the home never compacted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_compacted(a1, "the home never compacted").await;
     assert_eq!(
         compactions(a2).await,
         0,
@@ -1130,14 +1132,11 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
         round(&mut lone, &mut away_words, r);
         all_saved(&lone).await;
     }
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while compactions(a2).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a room nobody opened on its home grew without compaction"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_compacted(
+        a2,
+        "a room nobody opened on its home grew without compaction",
+    )
+    .await;
     drop(lone);
 
     // node-3 joins and becomes the room's home; a member connects there.
@@ -1167,14 +1166,7 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
     }
     let refs: Vec<_> = clients.iter().map(|c| &c.0).collect();
     wait_converged(&refs, &words).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while compactions(a3).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new home never compacted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_compacted(a3, "the new home never compacted").await;
     assert_eq!(compactions(a1).await, before, "the old home still compacts");
 
     // The store holds every edit: a node started afresh loads them.
