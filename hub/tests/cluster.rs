@@ -541,7 +541,17 @@ async fn spawn_node(
     id: &str,
     extra: &[&str],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
-    let redis = redis_url();
+    spawn_node_on(&redis_url(), db, prefix, id, extra).await
+}
+
+/// [`spawn_node`] with the Redis at `redis`.
+async fn spawn_node_on(
+    redis: &str,
+    db: &str,
+    prefix: &str,
+    id: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut args = vec![
         "--persist-batch",
         "10ms",
@@ -553,7 +563,7 @@ async fn spawn_node(
         "--redis-prefix",
         prefix,
         "--redis-url",
-        &redis,
+        redis,
         "--database-url",
         db,
     ];
@@ -1188,12 +1198,25 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
 #[tokio::test]
 async fn a_burst_of_edits_crosses_nodes_in_order() {
     let Some(_redis) = redis().await else { return };
+    burst_crosses_in_order(&redis_url()).await;
+}
+
+/// The same over Redis Cluster's sharded pub/sub.
+#[tokio::test]
+async fn a_burst_of_edits_crosses_sharded_pub_sub_in_order() {
+    let Some(redis) = OwnRedisCluster::start() else {
+        return;
+    };
+    burst_crosses_in_order(&format!("redis-cluster://127.0.0.1:{}", redis.ports[0])).await;
+}
+
+async fn burst_crosses_in_order(redis: &str) {
     let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
         return;
     };
     let prefix = unique_prefix("burst");
-    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1", &[]).await;
-    let (mut n2, a2) = spawn_node(db.url(), &prefix, "node-2", &[]).await;
+    let (mut n1, a1) = spawn_node_on(redis, db.url(), &prefix, "node-1", &[]).await;
+    let (mut n2, a2) = spawn_node_on(redis, db.url(), &prefix, "node-2", &[]).await;
     let reader = connect(a2, "burst", false).await;
     let writer = connect(a1, "burst", false).await;
     let opened = counter(a2, "chorus_resyncs_total").await;
