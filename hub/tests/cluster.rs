@@ -1166,9 +1166,22 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    // A compaction node-1 started before it saw node-3 may still finish.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = compactions(a1).await;
+    // A compaction node-1 started before it saw node-3 may still finish: wait until its
+    // count holds still for half a second.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut before = compactions(a1).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = compactions(a1).await;
+        if now == before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-1 keeps compacting"
+        );
+        before = now;
+    }
     clients.push((connect(a3, &room, true).await, 1));
     for r in 6..12 {
         round(&mut clients, &mut words, r);
