@@ -56,8 +56,8 @@ fn node_config(dir: &std::path::Path, prefix: &str, id: &str, ttl: Duration) -> 
     }
 }
 
-async fn route(server: &TestServer, room: &str) -> serde_json::Value {
-    let (status, body) = server.get(&format!("/v1/route?room={room}")).await;
+async fn route(addr: std::net::SocketAddr, room: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, &format!("/v1/route?room={room}")).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("route json")
 }
@@ -66,7 +66,7 @@ async fn route(server: &TestServer, room: &str) -> serde_json::Value {
 async fn wait_ring(server: &TestServer, nodes: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let r = route(server, "any").await;
+        let r = route(server.addr, "any").await;
         if r["nodes"] == nodes {
             return;
         }
@@ -89,6 +89,15 @@ async fn two_nodes(config: impl Fn(&str) -> Config) -> (TestServer, TestServer) 
     (a, b)
 }
 
+/// [`two_nodes`] sharing one data directory (as they would share Postgres), with a key prefix
+/// of their own for `test`; the directory lives as long as the returned guard.
+async fn paired(test: &str, ttl: Duration) -> (tempfile::TempDir, TestServer, TestServer) {
+    let prefix = unique_prefix(test);
+    let dir = tempfile::tempdir().expect("dir");
+    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
+    (dir, a, b)
+}
+
 #[tokio::test]
 async fn nodes_sharing_redis_agree_on_every_rooms_home_and_leave_on_shutdown() {
     let Some(_redis) = redis().await else { return };
@@ -106,7 +115,7 @@ async fn nodes_sharing_redis_agree_on_every_rooms_home_and_leave_on_shutdown() {
     let mut homes = std::collections::HashSet::new();
     for i in 0..40 {
         let room = format!("doc-{i}");
-        let (ra, rb) = (route(&a, &room).await, route(&b, &room).await);
+        let (ra, rb) = (route(a.addr, &room).await, route(b.addr, &room).await);
         assert_eq!(ra["node"], rb["node"], "{room}: {ra} vs {rb}");
         assert_eq!(ra["url"], rb["url"]);
         assert_ne!(
@@ -127,7 +136,7 @@ async fn nodes_sharing_redis_agree_on_every_rooms_home_and_leave_on_shutdown() {
     b.stop().await.expect("stop b");
     wait_ring(&a, 1).await;
     for i in 0..10 {
-        let r = route(&a, &format!("doc-{i}")).await;
+        let r = route(a.addr, &format!("doc-{i}")).await;
         assert_eq!(
             (r["node"].as_str(), r["local"].as_bool()),
             (Some("node-a"), Some(true))
@@ -165,7 +174,7 @@ async fn a_node_that_stops_beating_drops_out_after_its_ttl() {
     ))
     .await;
     assert_eq!(
-        route(&a, "any").await["nodes"],
+        route(a.addr, "any").await["nodes"],
         2,
         "the ghost is live until its TTL"
     );
@@ -187,7 +196,7 @@ async fn a_node_that_stops_beating_drops_out_after_its_ttl() {
 async fn alone_every_room_is_local_and_bad_queries_are_refused() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start(test_config(dir.path())).await;
-    let r = route(&server, "some%2Froom").await;
+    let r = route(server.addr, "some%2Froom").await;
     assert_eq!(r["room"], "some/room");
     assert_eq!(r["local"], true);
     assert_eq!(r["nodes"], 1);
@@ -222,7 +231,7 @@ async fn without_redis_a_clustered_node_serves_alone_and_reports_degraded() {
         body.contains("degraded") && body.contains("redis"),
         "{body}"
     );
-    assert_eq!(route(&server, "r").await["local"], true);
+    assert_eq!(route(server.addr, "r").await["local"], true);
     let c = server.client("still-served").await;
     append(&c, "t", "hello");
     let d = server.client("still-served").await;
@@ -233,11 +242,7 @@ async fn without_redis_a_clustered_node_serves_alone_and_reports_degraded() {
 #[tokio::test]
 async fn updates_cross_nodes_once_and_a_room_opening_late_catches_up() {
     let Some(_redis) = redis().await else { return };
-    let prefix = unique_prefix("fanout");
-    // One store for both nodes, as a shared Postgres would be.
-    let dir = tempfile::tempdir().expect("dir");
-    let ttl = Duration::from_millis(900);
-    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
+    let (dir, a, b) = paired("fanout", Duration::from_millis(900)).await;
 
     let on_a = a.client("shared").await;
     let on_b = b.client("shared").await;
@@ -379,10 +384,7 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
 #[tokio::test]
 async fn presence_crosses_nodes_and_leaves_with_its_member() {
     let Some(_redis) = redis().await else { return };
-    let prefix = unique_prefix("presence");
-    let dir = tempfile::tempdir().expect("dir");
-    let ttl = Duration::from_millis(900);
-    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
+    let (_dir, a, b) = paired("presence", Duration::from_millis(900)).await;
     let mut on_a = a.client("cursors").await;
     let on_b = b.client("cursors").await;
     let id = on_a.doc().client_id().get();
@@ -688,10 +690,7 @@ async fn kill_9_of_a_node_mid_edits_loses_no_acknowledged_update() {
 #[tokio::test]
 async fn a_draining_node_names_each_rooms_next_home_and_the_room_carries_on_there() {
     let Some(_redis) = redis().await else { return };
-    let prefix = unique_prefix("drain");
-    let dir = tempfile::tempdir().expect("dir");
-    let ttl = Duration::from_secs(120);
-    let (a, b) = two_nodes(|id| node_config(dir.path(), &prefix, id, ttl)).await;
+    let (_dir, a, b) = paired("drain", Duration::from_secs(120)).await;
     let on_a = a.client("moving").await;
     let on_b = b.client("moving").await;
     append(&on_a, "t", "before ");
@@ -1154,8 +1153,7 @@ async fn a_room_compacts_on_its_home_and_compaction_follows_it_to_a_joining_node
     for addr in [a1, a2, a3] {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let (_, body) = http_get(addr, &format!("/v1/route?room={room}")).await;
-            let r: serde_json::Value = serde_json::from_str(&body).expect("route json");
+            let r = route(addr, &room).await;
             if r["node"] == "node-3" {
                 break;
             }
