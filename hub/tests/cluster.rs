@@ -205,9 +205,15 @@ async fn alone_every_room_is_local_and_bad_queries_are_refused() {
         ("/v1/route", "missing ?room="),
         ("/v1/route?room=", "room name is empty"),
         ("/v1/route?room=a%01b", "control characters"),
+        ("/v1/route?room=a&node=b", "unknown field"),
     ] {
         let (status, body) = server.get(query).await;
         assert_eq!(status, 400, "{query}: {body}");
+        let problem: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            problem["status"], 400,
+            "{query}: an RFC 9457 problem: {body}"
+        );
         assert!(body.contains(detail), "{query}: {body}");
     }
     let (status, body) = server.get("/readyz").await;
@@ -324,6 +330,24 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         payload: Payload::SyncRequest(bytes::Bytes::from_static(&[0xff, 0xff, 0xff])),
     };
     publish(broken.encode()).await;
+    // So are an update and awareness that do not decode: the room keeps serving.
+    for (origin, payload) in [
+        (
+            "ghost-1",
+            Payload::Update(bytes::Bytes::from_static(&[0xff, 0x01, 0x02])),
+        ),
+        (
+            "ghost-2",
+            Payload::Awareness(bytes::Bytes::from_static(&[0x05, 0xff])),
+        ),
+    ] {
+        let junk = Envelope {
+            origin: origin.into(),
+            seq: 1,
+            payload,
+        };
+        publish(junk.encode()).await;
+    }
     for (seq, update) in [(1, first), (3, second)] {
         let e = Envelope {
             origin: "ghost".into(),

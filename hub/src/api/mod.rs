@@ -537,6 +537,7 @@ mod tests {
 
 /// `GET /v1/route?room=NAME`.
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RouteQuery {
     room: Option<String>,
 }
@@ -545,13 +546,11 @@ struct RouteQuery {
 /// it tells only which node serves a name, never whether the room exists.
 async fn route(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
-    query: Result<axum::extract::Query<RouteQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    QueryParams(query): QueryParams<RouteQuery>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
     let room = query
-        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?
-        .0
         .room
-        .ok_or_else(|| ApiError::BadRequest("missing ?room=".into()))?;
+        .ok_or_else(|| Problem::bad_request("missing ?room="))?;
     crate::server::validate_room(&room)?;
     let home = app.cluster.home(&room);
     Ok(axum::Json(serde_json::json!({
