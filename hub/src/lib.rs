@@ -180,7 +180,6 @@ pub async fn run(
         persister,
         cluster: cluster.bus().map(|bus| crate::room::ClusterLink {
             bus,
-            node_id: cluster.node().id.clone(),
             cluster: cluster.clone(),
         }),
     });

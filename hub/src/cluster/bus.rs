@@ -283,24 +283,24 @@ impl Bus {
         format!("{}:room:{}/{}", self.prefix, key.tenant, key.room)
     }
 
-    /// Routes `key`'s messages to `tx` from now on; returns once Redis has the subscription
-    /// (fred's `subscribe` returns before Redis processed it: a PING behind it proves it).
+    /// Routes the messages of `channel` (a room's, from [`Bus::channel`]) to `tx` from now on;
+    /// returns once Redis has the subscription (fred's `subscribe` returns before Redis
+    /// processed it: a PING behind it proves it).
     pub async fn join(
         &self,
-        key: &RoomKey,
+        channel: &str,
         tx: mpsc::Sender<Command>,
     ) -> Result<(), fred::error::Error> {
-        let channel = self.channel(key);
-        self.rooms.insert(channel.clone(), tx);
-        self.subscribe(channel).await?;
+        self.rooms.insert(channel.to_string(), tx);
+        self.subscribe(channel.to_string()).await?;
         let _: fred::types::Value = self.subscriber.ping(None).await?;
         Ok(())
     }
 
-    /// Stops routing `key`'s messages (the room exits).
-    pub async fn leave(&self, key: &RoomKey) {
-        let channel = self.channel(key);
-        self.rooms.remove(&channel);
+    /// Stops routing the messages of `channel` (the room exits).
+    pub async fn leave(&self, channel: &str) {
+        self.rooms.remove(channel);
+        let channel = channel.to_string();
         let res = if self.sharded {
             self.subscriber.sunsubscribe(channel).await
         } else {

@@ -75,7 +75,7 @@ pub struct RoomContext {
     pub store: Arc<dyn DocStore>,
     /// The group-committing writer.
     pub persister: Persister,
-    /// Cluster mode: the pub/sub bus and this node's id. `None` alone.
+    /// Cluster mode: the pub/sub bus and the ring. `None` alone.
     pub cluster: Option<ClusterLink>,
 }
 
@@ -83,9 +83,7 @@ pub struct RoomContext {
 pub struct ClusterLink {
     /// Room channels over Redis.
     pub bus: Arc<crate::cluster::bus::Bus>,
-    /// This node's id (its own messages come back from Redis and are ignored).
-    pub node_id: String,
-    /// The ring: a room compacts on its home node (see `Room::may_compact_here`).
+    /// This node and the ring: a room compacts on its home node (`Room::may_compact_here`).
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
@@ -548,20 +546,19 @@ impl Room {
         .map_err(|e| StoreError::Task(format!("observe: {e}")))?;
         self.doc = doc;
         if let Some(link) = &self.ctx.cluster {
+            let channel = link.bus.channel(self.key());
             // Listen before asking: replies to our request must find us subscribed.
-            if let Err(e) = link.bus.join(self.key(), self.handle.tx.clone()).await {
+            if let Err(e) = link.bus.join(&channel, self.handle.tx.clone()).await {
                 tracing::warn!(room = %self.key(), error = %e, "not subscribed; resyncing when Redis is back");
             }
             self.remote = Some(Box::new(RemoteState {
-                channel: link.bus.channel(self.key()).into(),
+                channel: channel.into(),
                 sent: 0,
                 seen: HashMap::new(),
             }));
             self.request_sync();
         }
-        if self.compaction_due() {
-            self.start_compaction();
-        }
+        self.maybe_compact();
         Ok(())
     }
 
@@ -638,9 +635,7 @@ impl Room {
                 let _ = done.send(());
             }
             Command::Stored { loaded } => {
-                for u in loaded.snapshot.iter().chain(loaded.updates.iter()) {
-                    self.apply_remote(u);
-                }
+                self.apply_remote(loaded.snapshot.iter().chain(loaded.updates.iter()));
             }
             Command::Shutdown { .. } | Command::Close { .. } => {}
         }
@@ -735,11 +730,9 @@ impl Room {
         let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.as_mut()) else {
             return;
         };
-        if envelope.origin == link.node_id {
-            return;
-        }
-        let for_us =
-            matches!(&envelope.payload, Payload::SyncReply { to, .. } if *to == link.node_id);
+        // Our own messages stopped at the bus (`Bus::dispatch`).
+        let me = &link.cluster.node().id;
+        let for_us = matches!(&envelope.payload, Payload::SyncReply { to, .. } if to == me);
         let last = match remote.seen.get_mut(&envelope.origin) {
             Some(seen) => Some(std::mem::replace(seen, envelope.seq)),
             None => remote.seen.insert(envelope.origin.clone(), envelope.seq),
@@ -751,11 +744,8 @@ impl Room {
                 // Its node stored it: one more entry in the log this room may compact.
                 self.log_len += 1;
                 self.log_bytes += u.len();
-                self.doc_bytes += u.len();
-                self.apply_remote(&u);
-                if self.compaction.is_none() && self.compaction_due() {
-                    self.start_compaction();
-                }
+                self.apply_remote([&u]);
+                self.maybe_compact();
             }
             Payload::SyncRequest(sv) => {
                 let Ok(sv) = StateVector::decode_v1(&sv) else {
@@ -780,7 +770,7 @@ impl Room {
             }
             Payload::SyncReply { update, .. } => {
                 if for_us {
-                    self.apply_remote(&update);
+                    self.apply_remote([&update]);
                 }
             }
             Payload::Awareness(update) => {
@@ -790,9 +780,7 @@ impl Room {
                         tracing::debug!(room = %self.key(), "dropping malformed remote awareness")
                     }
                 }
-                if self.awareness_due.is_none() && self.presence.has_changes() {
-                    self.awareness_due = Some(TokioInstant::now() + self.ctx.limits.awareness_tick);
-                }
+                self.schedule_awareness();
             }
         }
         if gap {
@@ -821,21 +809,22 @@ impl Room {
         });
     }
 
-    /// Applies another node's update: relayed to every member here, not stored again (its
-    /// node stored it) and not published again.
-    fn apply_remote(&mut self, raw: &[u8]) {
-        let Ok(update) = Update::decode_v1(raw) else {
-            tracing::debug!(room = %self.key(), "dropping a malformed remote update");
-            return;
-        };
-        let doc = &self.doc;
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
+    /// Applies updates other nodes stored, in one transaction (a catch-up brings the whole
+    /// stored room): what is new is relayed to every member here, and neither stored again
+    /// (its node stored it) nor published again.
+    fn apply_remote<'a>(&mut self, updates: impl IntoIterator<Item = &'a Bytes>) {
+        let (doc, key) = (&self.doc, &self.handle.key);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            chorus_persistence::merge_into_doc(doc, key, updates)
+        }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
         match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(room = %self.key(), error = %e, "remote update refused"),
+            Ok(refused) => {
+                for e in refused {
+                    tracing::debug!(room = %self.key(), error = %e, "remote update refused");
+                }
+            }
             Err(_) => {
                 self.restart_after_panic("remote update");
                 return;
@@ -882,8 +871,8 @@ impl Room {
     }
 
     async fn leave_bus(&mut self) {
-        if let (Some(link), Some(_)) = (&self.ctx.cluster, self.remote.take()) {
-            link.bus.leave(self.key()).await;
+        if let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.take()) {
+            link.bus.leave(&remote.channel).await;
         }
     }
 
@@ -1116,8 +1105,9 @@ impl Room {
         for u in effective {
             let u = Bytes::from(u);
             let frame = Message::Update(u.clone()).encode();
+            // Counted wherever it was made: every node's doc holds it.
+            self.doc_bytes += u.len();
             if local {
-                self.doc_bytes += u.len();
                 self.pending_bytes += u.len();
                 self.publish(crate::cluster::bus::Payload::Update(u.clone()));
                 self.pending.push(u);
@@ -1238,9 +1228,7 @@ impl Room {
                 if f.event {
                     self.ctx.events.notify();
                 }
-                if self.compaction.is_none() && self.compaction_due() {
-                    self.start_compaction();
-                }
+                self.maybe_compact();
             }
             Err(e) => {
                 // Keep the batch in front of anything newer and retry; members are not told
@@ -1276,10 +1264,15 @@ impl Room {
         }
     }
 
-    /// Compaction, step 1: sum up the log. The summary must come before the encoding (step 2),
-    /// so that everything it counts is already in the document.
-    fn start_compaction(&mut self) {
-        if self.compact_after.is_some_and(|t| Instant::now() < t) || !self.may_compact_here() {
+    /// Compaction, step 1, when one is due here and none runs: sum up the log. The summary
+    /// must come before the encoding (step 2), so that everything it counts is already in the
+    /// document.
+    fn maybe_compact(&mut self) {
+        if self.compaction.is_some()
+            || !self.compaction_due()
+            || self.compact_after.is_some_and(|t| Instant::now() < t)
+            || !self.may_compact_here()
+        {
             return;
         }
         let (tx, rx) = oneshot::channel();
@@ -1386,9 +1379,7 @@ impl Room {
             .saturating_sub(stats.previous_snapshot_bytes);
         // What was stored while this one ran may already call for the next: start it now,
         // while the room may be quiet, rather than at its next edit.
-        if self.compaction_due() {
-            self.start_compaction();
-        }
+        self.maybe_compact();
     }
 
     fn awareness_in(&mut self, conn: ConnId, entries: Vec<Entry>) {
@@ -1411,6 +1402,11 @@ impl Room {
         if let Some(update) = relay {
             self.publish(crate::cluster::bus::Payload::Awareness(update));
         }
+        self.schedule_awareness();
+    }
+
+    /// Sends presence changes at the next tick, unless one is due already.
+    fn schedule_awareness(&mut self) {
         if self.awareness_due.is_none() && self.presence.has_changes() {
             self.awareness_due = Some(TokioInstant::now() + self.ctx.limits.awareness_tick);
         }
