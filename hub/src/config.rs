@@ -145,6 +145,17 @@ pub struct Config {
     #[arg(long, env = "CHORUS_MAX_AWARENESS_BYTES", default_value_t = 64 * 1024)]
     pub max_awareness_bytes: usize,
 
+    /// Deepest nesting an update may create, counting values (arrays, maps), shared types and
+    /// XML elements together; a root type is depth 1. Deeper updates are refused (4422 on a
+    /// socket, 422 over REST) before any decoder sees them. At most 1024. Default: 64.
+    #[arg(long, env = "CHORUS_MAX_NESTING_DEPTH", default_value_t = chorus_protocol::nesting::DEFAULT_MAX_NESTING_DEPTH)]
+    pub max_nesting_depth: u32,
+
+    /// Most y-sync messages in one binary frame; a frame with more is refused (1008). Stock
+    /// clients send one per frame. Default: 64.
+    #[arg(long, env = "CHORUS_MAX_MESSAGES_PER_FRAME", default_value_t = 64)]
+    pub max_messages_per_frame: usize,
+
     /// Most rooms open at once on this node. Default: 10000.
     #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
@@ -248,7 +259,7 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 18] = [
+        let checks: [(bool, &str); 20] = [
             (
                 self.operator_key.as_ref().is_none_or(|k| k.len() >= 32),
                 "--operator-key must be at least 32 characters",
@@ -274,6 +285,14 @@ impl Config {
                 "--max-awareness-bytes must be at least 64",
             ),
             (self.max_rooms >= 1, "--max-rooms must be at least 1"),
+            (
+                (2..=chorus_persistence::HARD_MAX_NESTING_DEPTH).contains(&self.max_nesting_depth),
+                "--max-nesting-depth must be between 2 and 1024",
+            ),
+            (
+                (1..=4096).contains(&self.max_messages_per_frame),
+                "--max-messages-per-frame must be between 1 and 4096",
+            ),
             (
                 self.max_connections >= 1,
                 "--max-connections must be at least 1",

@@ -18,7 +18,8 @@ use chorus_persistence::RoomKey;
 use chorus_protocol::CloseCode;
 use chorus_protocol::awareness;
 use chorus_protocol::ext::{self, ClientMessage, ErrorCode, ServerMessage};
-use chorus_protocol::sync::{Message, decode_all};
+use chorus_protocol::nesting::{Nesting, NestingError, scan_update};
+use chorus_protocol::sync::Message;
 use futures_util::SinkExt;
 use yrs::StateVector;
 use yrs::Update;
@@ -41,8 +42,8 @@ pub struct Session {
     pub queue: ConnQueue,
     /// Live rooms.
     pub registry: Arc<Registry>,
-    /// See `--max-awareness-bytes`.
-    pub max_awareness_bytes: usize,
+    /// What one frame may hold.
+    pub limits: FrameLimits,
     /// See `--ping-interval`.
     pub ping_interval: Duration,
     /// Writes inbound frames to `--record-dir`, when recording is on.
@@ -97,7 +98,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             role: s.identity.role,
             conn: &s.conn,
             room,
-            max_awareness_bytes: s.max_awareness_bytes,
+            limits: s.limits,
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
         };
@@ -308,7 +309,7 @@ struct YWebsocket<'a> {
     role: Role,
     conn: &'a ConnHandle,
     room: RoomHandle,
-    max_awareness_bytes: usize,
+    limits: FrameLimits,
     // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
     recorder: Option<Box<crate::record::Recorder>>,
     // Boxed: most connections have no limit, and this struct lives in every connection's
@@ -330,7 +331,7 @@ impl Dialect for YWebsocket<'_> {
             &self.room,
             frame,
             self.role,
-            self.max_awareness_bytes,
+            self.limits,
         )
         .await
     }
@@ -375,9 +376,9 @@ pub async fn forward(
     room: &RoomHandle,
     frame: Bytes,
     role: Role,
-    max_awareness_bytes: usize,
+    limits: FrameLimits,
 ) -> Result<(), Closing> {
-    match decode_frame(frame, role, max_awareness_bytes) {
+    match decode_frame(frame, role, limits) {
         Ok(decoded) => {
             if decoded.denied {
                 deny(conn);
@@ -397,10 +398,9 @@ pub async fn forward(
             metrics::counter!("chorus_bad_frames_total").increment(1);
             tracing::info!(room = %key, conn = conn.id, code = code.code(), reason, "refusing frame");
             conn.send_ext(&ServerMessage::Error {
-                code: if code == CloseCode::TooBig {
-                    ErrorCode::TooLarge
-                } else {
-                    ErrorCode::BadRequest
+                code: match code {
+                    CloseCode::TooBig | CloseCode::TooDeep => ErrorCode::TooLarge,
+                    _ => ErrorCode::BadRequest,
                 },
                 message: reason.to_string(),
             });
@@ -551,16 +551,45 @@ pub struct Decoded {
     pub denied: bool,
 }
 
+/// What one frame may hold (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    /// See `--max-awareness-bytes`.
+    pub max_awareness_bytes: usize,
+    /// See `--max-nesting-depth`.
+    pub max_nesting_depth: u32,
+    /// See `--max-messages-per-frame`.
+    pub max_messages: usize,
+}
+
+impl FrameLimits {
+    /// The node's limits.
+    pub fn of(config: &crate::config::Config) -> Self {
+        FrameLimits {
+            max_awareness_bytes: config.max_awareness_bytes,
+            max_nesting_depth: config.max_nesting_depth,
+            max_messages: config.max_messages_per_frame,
+        }
+    }
+}
+
 /// Decodes and validates one binary frame. Either the whole frame is accepted or it is refused
 /// with the close code and reason for its sender: nothing of a bad frame reaches the room.
 pub fn decode_frame(
     frame: Bytes,
     role: Role,
-    max_awareness_bytes: usize,
+    limits: FrameLimits,
 ) -> Result<Decoded, (CloseCode, &'static str)> {
-    let msgs = decode_all(frame).map_err(|_| (CloseCode::InvalidPayload, "malformed message"))?;
     let mut out = Decoded::default();
-    for m in msgs {
+    for (i, m) in chorus_protocol::sync::decode_frame(frame).enumerate() {
+        // Counted before anything is decoded: a frame of thousands of tiny requests would
+        // otherwise cost the room thousands of replies.
+        if i >= limits.max_messages {
+            metrics::counter!("chorus_limit_rejections_total", "limit" => "messages_per_frame")
+                .increment(1);
+            return Err((CloseCode::Policy, "too many messages in one frame"));
+        }
+        let m = m.map_err(|_| (CloseCode::InvalidPayload, "malformed message"))?;
         match m {
             Message::SyncStep1(sv) => {
                 let pairs = chorus_protocol::sync::decode_state_vector(sv)
@@ -575,22 +604,29 @@ pub fn decode_frame(
                 // A reader's SyncStep2 usually repeats what the room has; only the room can
                 // tell whether it holds anything new, so the room decides whether to report.
                 // Empty ones too: Hocuspocus readers expect a sync status for each.
-                let update = decode_update(&u)?;
+                let (update, _) = decode_update(&u, limits.max_nesting_depth)?;
                 out.msgs.push(Inbound::ReadOnlyStep2(update));
             }
             Message::Update(u) if role == Role::Read => {
-                let update = decode_update(&u)?;
+                let (update, _) = decode_update(&u, limits.max_nesting_depth)?;
                 out.denied |= !update.is_empty();
             }
             Message::SyncStep2(u) | Message::Update(u) => {
                 // Empty updates go to the room too: `saved` counts every update message.
-                let update = decode_update(&u)?;
-                out.msgs.push(Inbound::Update { update, raw: u });
+                let (update, nesting) = decode_update(&u, limits.max_nesting_depth)?;
+                out.msgs.push(Inbound::Update {
+                    update,
+                    raw: u,
+                    nesting,
+                });
             }
             Message::Awareness(p) => {
                 let entries = awareness::decode_update(p)
                     .map_err(|_| (CloseCode::InvalidPayload, "malformed awareness update"))?;
-                if entries.iter().any(|e| e.state.len() > max_awareness_bytes) {
+                if entries
+                    .iter()
+                    .any(|e| e.state.len() > limits.max_awareness_bytes)
+                {
                     return Err((CloseCode::TooBig, "awareness state exceeds the size limit"));
                 }
                 out.msgs.push(Inbound::Awareness(entries));
@@ -603,11 +639,29 @@ pub fn decode_frame(
     Ok(out)
 }
 
-/// Decodes an update from outside: header checked first, yrs' errors and panics both refused.
-pub fn decode_update(u: &Bytes) -> Result<Update, (CloseCode, &'static str)> {
+/// A decoded update and what its nesting needs from the document (`None`: nothing).
+pub type Checked = (Update, Option<Box<Nesting>>);
+
+/// Decodes an update from outside: its nesting is checked first by an iterative scan (yrs
+/// recurses without a limit and a stack overflow aborts the process), then the header, then
+/// yrs' errors and panics are both refused. Returns what the room must check against its
+/// document (`None`: nothing, the usual case for typing).
+pub fn decode_update(u: &Bytes, max_depth: u32) -> Result<Checked, (CloseCode, &'static str)> {
+    let nesting = scan_update(u, max_depth).map_err(|e| match e {
+        NestingError::TooDeep { .. } => {
+            metrics::counter!("chorus_limit_rejections_total", "limit" => "nesting_depth")
+                .increment(1);
+            (CloseCode::TooDeep, "update nests deeper than the limit")
+        }
+        NestingError::Malformed | NestingError::TooComplex => {
+            (CloseCode::InvalidPayload, "malformed update")
+        }
+    })?;
     chorus_protocol::sync::check_update_header(u)
         .map_err(|_| (CloseCode::InvalidPayload, "malformed update"))?;
-    guarded(|| Update::decode_v1(u)).ok_or((CloseCode::InvalidPayload, "malformed update"))
+    let update =
+        guarded(|| Update::decode_v1(u)).ok_or((CloseCode::InvalidPayload, "malformed update"))?;
+    Ok((update, (!nesting.is_empty()).then(|| Box::new(nesting))))
 }
 
 /// Runs a yrs decoder, turning both its errors and its panics into `None`.
@@ -620,13 +674,67 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const LIMITS: FrameLimits = FrameLimits {
+        max_awareness_bytes: 1024,
+        max_nesting_depth: 64,
+        max_messages: 64,
+    };
+    const SMALL: FrameLimits = FrameLimits {
+        max_awareness_bytes: 128,
+        ..LIMITS
+    };
+
+    /// The crashing update: one value nested `d` arrays deep in root type "t".
+    fn nested_any(d: usize) -> Bytes {
+        let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
+        for _ in 0..d {
+            u.extend_from_slice(&[0x75, 0x01]);
+        }
+        u.extend_from_slice(&[0x7f, 0x00]);
+        Bytes::from(u)
+    }
+
+    #[test]
+    fn deep_values_are_refused_before_yrs_decodes_them_for_writers_and_readers() {
+        for role in [Role::Write, Role::Read] {
+            for msg in [
+                Message::Update(nested_any(6_500)),
+                Message::SyncStep2(nested_any(6_500)),
+            ] {
+                let err = decode_frame(msg.encode(), role, LIMITS).expect_err("refused");
+                assert_eq!(err.0, CloseCode::TooDeep);
+            }
+            // At the limit (root 1 + 63 arrays) it decodes.
+            assert!(decode_frame(Message::Update(nested_any(63)).encode(), role, LIMITS).is_ok());
+            let err = decode_frame(Message::Update(nested_any(64)).encode(), role, LIMITS)
+                .expect_err("one past");
+            assert_eq!(err.0, CloseCode::TooDeep);
+        }
+    }
+
+    #[test]
+    fn frames_with_more_messages_than_the_cap_are_refused() {
+        let mut frame = bytes::BytesMut::new();
+        for _ in 0..64 {
+            Message::QueryAwareness.encode_into(&mut frame);
+        }
+        let at = frame.clone().freeze();
+        assert_eq!(
+            decode_frame(at, Role::Read, LIMITS).expect("64").msgs.len(),
+            64
+        );
+        Message::QueryAwareness.encode_into(&mut frame);
+        let err = decode_frame(frame.freeze(), Role::Read, LIMITS).expect_err("65");
+        assert_eq!(err.0, CloseCode::Policy);
+    }
+
     #[test]
     fn readers_are_denied_plain_updates_but_not_empty_ones() {
         let empty = Message::Update(Bytes::from_static(&[0, 0])).encode();
-        let d = decode_frame(empty.clone(), Role::Read, 1024).expect("valid");
+        let d = decode_frame(empty.clone(), Role::Read, LIMITS).expect("valid");
         assert!(!d.denied && d.msgs.is_empty());
         // For writers an empty update still counts toward `saved`.
-        let d = decode_frame(empty, Role::Write, 1024).expect("valid");
+        let d = decode_frame(empty, Role::Write, LIMITS).expect("valid");
         assert_eq!(d.msgs.len(), 1);
         let doc = yrs::Doc::with_client_id(1);
         {
@@ -641,14 +749,14 @@ mod tests {
         };
         let frame = Message::Update(Bytes::from(update.clone())).encode();
         assert!(
-            decode_frame(frame.clone(), Role::Read, 1024)
+            decode_frame(frame.clone(), Role::Read, LIMITS)
                 .expect("valid")
                 .denied
         );
-        let d = decode_frame(frame, Role::Write, 1024).expect("valid");
+        let d = decode_frame(frame, Role::Write, LIMITS).expect("valid");
         assert!(matches!(d.msgs.as_slice(), [Inbound::Update { .. }]));
         let step2 = Message::SyncStep2(Bytes::from(update)).encode();
-        let d = decode_frame(step2, Role::Read, 1024).expect("valid");
+        let d = decode_frame(step2, Role::Read, LIMITS).expect("valid");
         assert!(!d.denied && matches!(d.msgs.as_slice(), [Inbound::ReadOnlyStep2(_)]));
     }
 
@@ -659,13 +767,13 @@ mod tests {
             read in any::<bool>(),
         ) {
             let role = if read { Role::Read } else { Role::Write };
-            let _ = decode_frame(Bytes::from(data), role, 128);
+            let _ = decode_frame(Bytes::from(data), role, SMALL);
         }
 
         #[test]
         fn random_update_payloads_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
             let frame = Message::Update(Bytes::from(data)).encode();
-            let _ = decode_frame(frame, Role::Write, 128);
+            let _ = decode_frame(frame, Role::Write, SMALL);
         }
     }
 }

@@ -293,7 +293,7 @@ impl Dialect for Hocuspocus {
                     &doc.room,
                     frame,
                     doc.conn.role,
-                    self.app.config.max_awareness_bytes,
+                    crate::connection::FrameLimits::of(&self.app.config),
                 )
                 .await
             }

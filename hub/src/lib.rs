@@ -172,6 +172,7 @@ pub async fn run(
             compact_threshold: config.compact_threshold,
             awareness_tick: config.awareness_tick,
             room_idle: config.room_idle,
+            max_nesting_depth: config.max_nesting_depth,
         },
         tenants: tenants.clone(),
         events: events.clone(),

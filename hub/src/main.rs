@@ -60,6 +60,12 @@ fn serve(config: Config) -> ExitCode {
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);
     }
+    // yrs recurses in decode, encode, drop and delete. Every input is depth-checked first
+    // (`--max-nesting-depth`, at most 1024), and this margin (workers and the blocking pool,
+    // which encodes whole documents) keeps even the hard cap far from a stack overflow, which
+    // would abort the process. It costs address space, not memory: untouched pages are never
+    // committed.
+    builder.thread_stack_size(16 * 1024 * 1024);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -261,7 +261,7 @@ async fn ws_handler(
         conn: handle,
         queue,
         registry: app.registry.clone(),
-        max_awareness_bytes: app.config.max_awareness_bytes,
+        limits: connection::FrameLimits::of(&app.config),
         ping_interval: app.config.ping_interval,
         rate_limit: tenant.settings.messages_per_second,
         guard: Box::new((slot, tenant_slot)),

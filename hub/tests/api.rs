@@ -825,6 +825,59 @@ async fn bad_input_gets_precise_problems(db: Option<String>) {
         )
         .await;
     assert_problem(&bad_update, 422, "not a Yjs v1 update");
+    // Nesting (issue 13): a value nested past --max-nesting-depth is refused before any decoder
+    // sees it, as a Yjs update and as JSON; at the limit it is applied.
+    let created = api
+        .call("POST", "/v1/rooms", &key, Some(json!({ "name": "deep" })))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let deep_update = |d: usize| {
+        let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, b'v', 0x01];
+        for _ in 0..d {
+            u.extend_from_slice(&[0x75, 0x01]);
+        }
+        u.extend_from_slice(&[0x7f, 0x00]);
+        u
+    };
+    for d in [64, 6_500] {
+        let r = api
+            .raw(
+                "POST",
+                "/v1/rooms/deep/document",
+                &key,
+                "application/octet-stream",
+                deep_update(d),
+            )
+            .await;
+        assert_problem(&r, 422, "deeper than 64");
+        assert_eq!(r.body["code"], "too_deep", "{}", r.body);
+    }
+    let at_limit = api
+        .raw(
+            "POST",
+            "/v1/rooms/deep/document",
+            &key,
+            "application/octet-stream",
+            deep_update(63),
+        )
+        .await;
+    assert_eq!(at_limit.status, 200, "{}", at_limit.body);
+    let nested = |d: usize| {
+        let mut v = json!(1);
+        for _ in 0..d {
+            v = json!([v]);
+        }
+        v
+    };
+    let set = |d: usize| json!({ "ops": [{ "op": "set_map", "name": "m", "key": "k", "value": nested(d) }] });
+    let r = api
+        .call("POST", "/v1/rooms/deep/document", &key, Some(set(64)))
+        .await;
+    assert_problem(&r, 422, "deeper than 64");
+    let r = api
+        .call("POST", "/v1/rooms/deep/document", &key, Some(set(63)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let bad_op = api
         .call(
             "POST",

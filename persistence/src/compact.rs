@@ -1,24 +1,36 @@
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
+use crate::nesting::{DepthIndex, HARD_MAX_NESTING_DEPTH};
 use crate::{DocStore, LoadedDoc, RoomKey, StoreError};
 
 impl LoadedDoc {
     /// Applies the snapshot and the log into a fresh document. Entries that do not decode are
     /// skipped and reported (the hub validates updates before storing them, so this only
     /// happens if the database was edited by hand); the rest of the room stays available.
+    /// Entries nesting deeper than [`HARD_MAX_NESTING_DEPTH`] are skipped and reported the
+    /// same way: yrs would overflow the stack on them.
     pub fn into_doc(&self, key: &RoomKey) -> (Doc, Vec<StoreError>) {
         let doc = Doc::new();
-        let errors = merge_into_doc(&doc, key, self.snapshot.iter().chain(self.updates.iter()));
+        let mut depth = DepthIndex::new(HARD_MAX_NESTING_DEPTH);
+        let errors = merge_into_doc(
+            &doc,
+            key,
+            self.snapshot.iter().chain(self.updates.iter()),
+            &mut depth,
+        );
         (doc, errors)
     }
 }
 
 /// Applies encoded v1 updates to `doc` in one transaction, returning the ones that failed.
+/// Each is checked against `depth` (the index of `doc`) before yrs decodes it; one that nests
+/// too deeply is skipped and reported as [`StoreError::TooDeep`].
 pub fn merge_into_doc<'a>(
     doc: &Doc,
     key: &RoomKey,
     updates: impl IntoIterator<Item = &'a bytes::Bytes>,
+    depth: &mut DepthIndex,
 ) -> Vec<StoreError> {
     let mut errors = Vec::new();
     let mut txn = doc.transact_mut();
@@ -27,6 +39,13 @@ pub fn merge_into_doc<'a>(
             room: key.to_string(),
             detail,
         };
+        if let Err(e) = depth.check(&txn, bytes) {
+            errors.push(StoreError::TooDeep {
+                room: key.to_string(),
+                detail: e.to_string(),
+            });
+            continue;
+        }
         match Update::decode_v1(bytes) {
             Ok(u) => {
                 if let Err(e) = txn.apply_update(u) {

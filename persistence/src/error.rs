@@ -15,6 +15,14 @@ pub enum StoreError {
         /// What the decoder said.
         detail: String,
     },
+    /// A stored or relayed update nests deeper than the limit; it was not applied.
+    #[error("update for {room} refused: {detail}")]
+    TooDeep {
+        /// `tenant/room`.
+        room: String,
+        /// What the depth check said.
+        detail: String,
+    },
     /// The batch writer task has stopped (the store is shutting down).
     #[error("persister stopped")]
     Stopped,

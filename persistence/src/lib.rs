@@ -27,6 +27,7 @@
 mod catalog;
 mod compact;
 mod error;
+pub mod nesting;
 mod postgres;
 mod sqlite;
 mod store;
@@ -40,6 +41,7 @@ pub use catalog::{
 };
 pub use compact::{CompactStats, compact, merge_into_doc};
 pub use error::StoreError;
+pub use nesting::{DepthIndex, HARD_MAX_NESTING_DEPTH};
 pub use postgres::{COMPACTION_LOCK, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use store::{AppendBatch, DocStore, LoadedDoc, LogSummary, RoomKey};

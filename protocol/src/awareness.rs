@@ -12,6 +12,9 @@ use serde::de::IgnoredAny;
 
 use crate::lib0::{DecodeError, Decoder, MAX_SAFE_INTEGER, write_var_string, write_var_uint};
 
+/// Deepest JSON nesting of an awareness state (stock clients use about 5).
+pub const MAX_STATE_DEPTH: u32 = 32;
+
 /// The JSON text y-protocols sends for a removed state.
 pub const NULL_STATE: &str = "null";
 
@@ -57,8 +60,15 @@ pub fn decode_update(payload: Bytes) -> Result<Vec<Entry>, DecodeError> {
             return Err(DecodeError::IntegerOutOfRange);
         }
         let state = d.read_var_string()?;
+        // Nesting is bounded before serde (whose own limit is 128) and before every browser
+        // that receives the state parses it.
+        crate::nesting::json_depth(&state, MAX_STATE_DEPTH)
+            .map_err(|_| DecodeError::InvalidAwarenessJson)?;
         serde_json::from_slice::<IgnoredAny>(&state)
             .map_err(|_| DecodeError::InvalidAwarenessJson)?;
+        // A copy: the state is kept (presence, relays) long after the frame, and a slice
+        // would keep the whole frame alive (a 2-byte state pinned a 16 MiB frame).
+        let state = Bytes::copy_from_slice(&state);
         entries.push(Entry {
             client_id,
             clock,
@@ -106,6 +116,29 @@ mod tests {
         assert_eq!(dec, entries);
         assert!(!dec[0].is_removal());
         assert!(dec[1].is_removal());
+    }
+
+    #[test]
+    fn states_nested_past_the_cap_are_rejected_and_kept_states_do_not_pin_the_frame() {
+        let entry = |state: &str| {
+            let mut out = BytesMut::new();
+            write_var_uint(&mut out, 1);
+            write_var_uint(&mut out, 1);
+            write_var_uint(&mut out, 1);
+            write_var_string(&mut out, state);
+            out.freeze()
+        };
+        let at = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        let frame = entry(&at);
+        let decoded = decode_update(frame.clone()).expect("at the cap");
+        // Not a slice of `frame`: its memory is its own.
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        assert!(!range.contains(&(decoded[0].state.as_ptr() as usize)));
+        let past = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        assert_eq!(
+            decode_update(entry(&past)),
+            Err(DecodeError::InvalidAwarenessJson)
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum CloseCode {
     RoomDeleted = 4404,
     /// An update would make the document larger than its limit (permanent for this update).
     DocumentTooLarge = 4413,
+    /// An update nests values or shared types deeper than the node's limit
+    /// (`--max-nesting-depth`; permanent for this update).
+    TooDeep = 4422,
     /// A quota (rate, connections, rooms) was exceeded (permanent until the quota is raised).
     QuotaExceeded = 4429,
     /// A transient server-side condition (45xx): the room failed to load; retry later.
@@ -41,7 +44,7 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every code, in table order (used by docs and tests).
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::UnsupportedData,
         CloseCode::InvalidPayload,
@@ -54,6 +57,7 @@ impl CloseCode {
         CloseCode::Forbidden,
         CloseCode::RoomDeleted,
         CloseCode::DocumentTooLarge,
+        CloseCode::TooDeep,
         CloseCode::QuotaExceeded,
         CloseCode::RoomUnavailable,
     ];

@@ -10,6 +10,8 @@
 //! - [`close`]: the one table of WebSocket close codes the hub uses and what each means.
 //! - [`ext`]: the versioned JSON envelope of extension messages (`saved`, errors, ...) that only
 //!   opted-in connections receive as text frames.
+//! - [`nesting`]: how deeply a Yjs update nests, found by an iterative scan before yrs (which
+//!   recurses without a limit) decodes it.
 //! - [`hocuspocus`]: the Hocuspocus dialect (`@hocuspocus/provider`): many documents per socket,
 //!   each message prefixed with its document's address.
 //! - `client` (feature `client`): an async tokio-tungstenite + yrs client for tests and bots.
@@ -24,6 +26,7 @@ pub mod close;
 pub mod ext;
 pub mod hocuspocus;
 pub mod lib0;
+pub mod nesting;
 pub mod sync;
 
 #[cfg(feature = "client")]

@@ -136,6 +136,14 @@ impl Problem {
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)
     }
+    /// 422 `too_deep`: an update nests deeper than `--max-nesting-depth`.
+    pub fn too_deep(limit: u32) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_deep",
+            format!("the update nests deeper than {limit} levels"),
+        )
+    }
     /// 429.
     pub fn quota(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)

@@ -379,6 +379,7 @@ async fn edit(app: &AppState, key: &RoomKey, edit: ServerEdit) -> ApiResult<Json
     let durable = match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
         Ok(Ok(result)) => result.map_err(|e| match e {
             EditError::TooLarge => Problem::too_large("the document size limit is reached"),
+            EditError::TooDeep(limit) => Problem::too_deep(limit),
             EditError::Invalid(msg) => Problem::invalid(msg),
         })?,
         // The room closed with the command queued (it went idle or was deleted): nothing was
@@ -417,15 +418,33 @@ pub(super) async fn edit_document(
             let raw = read_body(req, app.config.max_document_bytes).await?;
             // Up to 64 MiB of hostile input: decoded off the async workers, with the same
             // guards (header check, panics caught) as updates from sockets.
-            let (update, raw) =
-                tokio::task::spawn_blocking(move || (crate::connection::decode_update(&raw), raw))
-                    .await
-                    .map_err(Problem::internal)?;
-            let update = update.map_err(|_| Problem::invalid("not a Yjs v1 update"))?;
-            ServerEdit::Update { update, raw }
+            let max_depth = app.config.max_nesting_depth;
+            let (decoded, raw) = tokio::task::spawn_blocking(move || {
+                (crate::connection::decode_update(&raw, max_depth), raw)
+            })
+            .await
+            .map_err(Problem::internal)?;
+            let (update, nesting) = decoded.map_err(|(code, _)| {
+                if code == chorus_protocol::CloseCode::TooDeep {
+                    Problem::too_deep(max_depth)
+                } else {
+                    Problem::invalid("not a Yjs v1 update")
+                }
+            })?;
+            ServerEdit::Update {
+                update,
+                raw,
+                nesting,
+            }
         }
         "application/json" => {
             let raw = read_body(req, app.config.max_request_bytes).await?;
+            // Values are stored below a root type (depth 1) and sit three levels into the
+            // body (`{"ops":[{"value":...}]}`): the body may nest two more than the limit.
+            let max_depth = app.config.max_nesting_depth;
+            if chorus_protocol::nesting::json_depth(&raw, max_depth + 2).is_err() {
+                return Err(Problem::too_deep(max_depth));
+            }
             let body: OpsBody = parse_json(&raw)?;
             if body.ops.is_empty() {
                 return Err(Problem::invalid("ops must not be empty"));

@@ -22,12 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chorus_persistence::nesting::Refused;
 use chorus_persistence::{
-    AppendBatch, CompactStats, DocStore, LogSummary, Persister, RoomKey, StoreError,
+    AppendBatch, CompactStats, DepthIndex, DocStore, LogSummary, Persister, RoomKey, StoreError,
 };
 use chorus_protocol::CloseCode;
 use chorus_protocol::awareness::Entry;
 use chorus_protocol::ext::{ErrorCode, ServerMessage};
+use chorus_protocol::nesting::NestingError;
 use chorus_protocol::sync::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant as TokioInstant, sleep_until};
@@ -59,6 +61,8 @@ pub struct RoomLimits {
     pub awareness_tick: Duration,
     /// See `--room-idle`.
     pub room_idle: Duration,
+    /// See `--max-nesting-depth`.
+    pub max_nesting_depth: u32,
 }
 
 /// What every room of a node shares.
@@ -107,6 +111,8 @@ pub enum Inbound {
         /// Its encoding: sized against the document limit, and stored as-is if yrs has to
         /// hold it back waiting for missing predecessors.
         raw: Bytes,
+        /// What its nesting needs from the document (`None`: nothing).
+        nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
     },
     /// A reader's SyncStep2: refused, but only reported if it holds something new.
     ReadOnlyStep2(Update),
@@ -205,6 +211,8 @@ pub enum ServerEdit {
         update: Update,
         /// As received (sized against the limit).
         raw: Bytes,
+        /// What its nesting needs from the document.
+        nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
     },
     /// JSON operations.
     Ops(Vec<crate::docjson::Op>),
@@ -218,6 +226,9 @@ pub enum EditError {
     /// The document is at its size limit.
     #[error("document size limit reached")]
     TooLarge,
+    /// The update nests deeper than `--max-nesting-depth` below the document's types.
+    #[error("the update nests deeper than {0} levels")]
+    TooDeep(u32),
     /// The edit does not apply.
     #[error("{0}")]
     Invalid(String),
@@ -286,6 +297,9 @@ pub struct Room {
     ctx: Arc<RoomContext>,
     registry: Arc<Registry>,
     doc: Doc,
+    // Depth of the doc's nested types: every update is checked against it before yrs sees it
+    // (yrs recurses without a limit; see chorus_protocol::nesting).
+    depth: DepthIndex,
     // Effective updates the doc observer captured during the last transaction.
     captured: Arc<Mutex<Vec<Vec<u8>>>>,
     members: HashMap<ConnId, Member>,
@@ -346,6 +360,7 @@ impl Room {
             handle,
             registry,
             doc: Doc::new(),
+            depth: DepthIndex::new(ctx.limits.max_nesting_depth),
             captured: Arc::new(Mutex::new(Vec::new())),
             members: HashMap::new(),
             refused: HashSet::new(),
@@ -515,7 +530,8 @@ impl Room {
         self.snapshot_bytes = loaded.snapshot.as_ref().map_or(0, Bytes::len);
         self.doc_bytes = loaded.stored_bytes();
         let key = self.key().clone();
-        let (doc, errors) = tokio::task::spawn_blocking(move || {
+        let mut depth = DepthIndex::new(self.ctx.limits.max_nesting_depth);
+        let (doc, errors, depth) = tokio::task::spawn_blocking(move || {
             // Server edits (REST) index text like Yjs does (UTF-16) and carry a 32-bit client
             // id like browser clients, which every peer handles.
             let doc = Doc::with_options(yrs::Options {
@@ -528,14 +544,22 @@ impl Room {
                 &doc,
                 &key,
                 loaded.snapshot.iter().chain(loaded.updates.iter()),
+                &mut depth,
             );
-            (doc, errors)
+            (doc, errors, depth)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?;
         for e in errors {
+            if matches!(e, StoreError::TooDeep { .. }) {
+                // Stored before the depth check existed (or written by hand): not served, and
+                // dropped by the next compaction.
+                metrics::counter!("chorus_nesting_refusals_total", "source" => "store")
+                    .increment(1);
+            }
             tracing::error!(room = %self.key(), error = %e, "skipping corrupt stored update");
         }
+        self.depth = depth;
         let captured = self.captured.clone();
         doc.observe_update_v1("chorus-room", move |_, e| {
             captured
@@ -647,7 +671,7 @@ impl Room {
         if self.doc_bytes >= self.max_document_bytes {
             return Err(EditError::TooLarge);
         }
-        if let ServerEdit::Update { update, raw } = &edit {
+        if let ServerEdit::Update { update, raw, .. } = &edit {
             if self.doc_bytes + raw.len() > self.max_document_bytes
                 && carries_new(update, &self.doc)
             {
@@ -666,17 +690,32 @@ impl Room {
                 ));
             }
         }
-        let doc = &self.doc;
+        let (doc, depth) = (&self.doc, &mut self.depth);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match edit {
-            ServerEdit::Update { update, .. } => doc
-                .transact_mut()
-                .apply_update(update)
-                .map_err(|e| EditError::Invalid(format!("invalid update: {e}"))),
+            ServerEdit::Update {
+                update, nesting, ..
+            } => {
+                let mut txn = doc.transact_mut();
+                if let Some(n) = nesting {
+                    depth.admit(&txn, &n).map_err(|e| match e {
+                        Refused::Nesting(NestingError::TooDeep { limit }) => {
+                            EditError::TooDeep(limit)
+                        }
+                        e => EditError::Invalid(e.to_string()),
+                    })?;
+                }
+                txn.apply_update(update)
+                    .map_err(|e| EditError::Invalid(format!("invalid update: {e}")))
+            }
             ServerEdit::Ops(ops) => {
                 crate::docjson::apply_ops(doc, &ops).map_err(|e| EditError::Invalid(e.to_string()))
             }
             ServerEdit::Restore(state) => {
                 let version = Doc::new();
+                // Versions were saved from documents within the limit, but may predate it.
+                DepthIndex::new(depth.max())
+                    .check(&version.transact(), &state)
+                    .map_err(|e| EditError::Invalid(format!("stored version refused: {e}")))?;
                 let u = Update::decode_v1(&state)
                     .map_err(|e| EditError::Invalid(format!("stored version is corrupt: {e}")))?;
                 version
@@ -696,6 +735,15 @@ impl Room {
                 return Err(EditError::Invalid("the edit could not be applied".into()));
             }
         };
+        // JSON operations and restores create types through yrs' API, not through an update
+        // that was checked: index what they made so later updates can build on it.
+        let txn = self.doc.transact();
+        for u in &effective {
+            if let Err(e) = self.depth.check(&txn, u) {
+                tracing::warn!(room = %self.key(), error = %e, "server edit past the nesting limit");
+            }
+        }
+        drop(txn);
         // Whatever was integrated is in the document and must be relayed and saved.
         self.commit_effective(SERVER, effective, true, true);
         result?;
@@ -813,16 +861,26 @@ impl Room {
     /// stored room): what is new is relayed to every member here, and neither stored again
     /// (its node stored it) nor published again.
     fn apply_remote<'a>(&mut self, updates: impl IntoIterator<Item = &'a Bytes>) {
-        let (doc, key) = (&self.doc, &self.handle.key);
+        let (doc, key, depth) = (&self.doc, &self.handle.key, &mut self.depth);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            chorus_persistence::merge_into_doc(doc, key, updates)
+            chorus_persistence::merge_into_doc(doc, key, updates, depth)
         }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
         match outcome {
             Ok(refused) => {
+                let mut resync = false;
                 for e in refused {
+                    if let StoreError::TooDeep { detail, .. } = &e {
+                        metrics::counter!("chorus_nesting_refusals_total", "source" => "remote")
+                            .increment(1);
+                        // Built on something that has not reached us yet: a resync brings both.
+                        resync |= detail == &Refused::Unresolved.to_string();
+                    }
                     tracing::debug!(room = %self.key(), error = %e, "remote update refused");
+                }
+                if resync {
+                    self.request_sync();
                 }
             }
             Err(_) => {
@@ -975,7 +1033,11 @@ impl Room {
                     self.send_to(conn, step1);
                 }
             }
-            Inbound::Update { update, raw } => self.apply(conn, update, raw),
+            Inbound::Update {
+                update,
+                raw,
+                nesting,
+            } => self.apply(conn, update, raw, nesting),
             Inbound::ReadOnlyStep2(update) => {
                 if carries_new(&update, &self.doc) {
                     self.deny(conn, "read-only: updates are not accepted");
@@ -1005,7 +1067,13 @@ impl Room {
         }
     }
 
-    fn apply(&mut self, conn: ConnId, update: Update, raw: Bytes) {
+    fn apply(
+        &mut self,
+        conn: ConnId,
+        update: Update,
+        raw: Bytes,
+        nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
+    ) {
         let len = raw.len();
         // The connection already refused readers' updates; this is defence in depth. A
         // member that is gone (closed right after sending) was a writer, or its update would
@@ -1042,20 +1110,48 @@ impl Room {
             m.accepted
         });
         // yrs may panic on adversarial input that decodes; never let that kill the node.
-        let doc = &self.doc;
+        let (doc, depth) = (&self.doc, &mut self.depth);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
+            // Checked in the transaction that applies it: the depths it is checked against
+            // are the document's as it applies.
+            if let Some(n) = nesting {
+                depth.admit(&txn, &n)?;
+            }
             let before = held_back(&txn);
             let res = txn.apply_update(update);
             let after = held_back(&txn);
             // yrs holds back what lacks predecessors; if that set grew, part of this update
             // lives only in memory.
-            (res, after.is_some() && after != before, before.is_some())
+            Ok((res, after.is_some() && after != before, before.is_some()))
         }));
         let effective =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
         let (result, held_back, had_held_back) = match outcome {
-            Ok(r) => r,
+            Ok(Ok(r)) => r,
+            Ok(Err(refused)) => {
+                // Nothing was applied.
+                metrics::counter!("chorus_nesting_refusals_total", "source" => "client")
+                    .increment(1);
+                let (code, reason) = match refused {
+                    Refused::Nesting(NestingError::TooDeep { .. }) => {
+                        (CloseCode::TooDeep, "update nests deeper than the limit")
+                    }
+                    _ => (
+                        CloseCode::InvalidPayload,
+                        "update builds on content the room does not have",
+                    ),
+                };
+                if let Some(m) = self.members.get_mut(&conn) {
+                    m.accepted -= 1;
+                    m.conn.send_ext(&ServerMessage::Error {
+                        code: ErrorCode::TooLarge,
+                        message: reason.into(),
+                    });
+                }
+                self.close_member(conn, code, reason);
+                return;
+            }
             Err(_) => {
                 tracing::error!(room = %self.key(), conn, "update from this connection panicked");
                 self.restart_after_panic("update");
@@ -1069,10 +1165,11 @@ impl Room {
         self.commit_effective(conn, effective, had_held_back, true);
         if held_back {
             // Store it as received so a restart re-queues the held-back part; the rest is a
-            // duplicate, harmless to a CRDT.
+            // duplicate, harmless to a CRDT. Copied: `raw` is a slice of the sender's frame,
+            // which it would keep alive whole.
             self.doc_bytes += len;
             self.pending_bytes += len;
-            self.pending.push(raw);
+            self.pending.push(Bytes::copy_from_slice(&raw));
         }
         if let Err(e) = result {
             tracing::info!(room = %self.key(), conn, error = %e, "update refused");

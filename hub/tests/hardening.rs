@@ -1,0 +1,235 @@
+//! Issue 13's attacks, each against a real hub: what one hostile member can send must neither
+//! take the node down nor reach the document. Before the fixes, the deep-nesting tests here
+//! aborted the whole test process (a stack overflow inside yrs).
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use chorus_protocol::client::{Client, ClientOptions};
+use chorus_protocol::lib0::{write_var_bytes, write_var_string, write_var_uint};
+use chorus_protocol::sync::Message;
+use common::*;
+use yrs::{Array, Map, MapPrelim, MapRef, ReadTxn, Transact};
+
+/// One ContentAny item in root array `v` holding a value nested `d` arrays deep (the issue's
+/// crashing update, from client `client`).
+fn deep_value(client: u8, d: usize) -> Bytes {
+    assert!(client < 128);
+    let mut u = vec![0x01, 0x01, client, 0x00, 0x08, 0x01, 0x01, b'v', 0x01];
+    for _ in 0..d {
+        u.extend_from_slice(&[0x75, 0x01]);
+    }
+    u.extend_from_slice(&[0x7f, 0x00]);
+    Bytes::from(u)
+}
+
+fn entries_in_v(doc: &yrs::Doc) -> u32 {
+    let v = doc.get_or_insert_array("v");
+    v.len(&doc.transact())
+}
+
+/// A counter's value in the node's /metrics (0 when absent). Metrics are process-wide and
+/// tests run in parallel, so callers compare with what they caused at least.
+async fn counter(server: &TestServer, series: &str) -> u64 {
+    let metrics = server.get("/metrics").await.1;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn sender(server: &TestServer, room: &str) -> Client {
+    server.client(room).await
+}
+
+#[tokio::test]
+async fn deep_values_close_4422_and_the_node_keeps_serving() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let keep = server.client("deep").await;
+    append(&keep, "t", "keep");
+
+    // At the limit (root type 1 + 63 arrays = 64) the update is applied like any other.
+    let ok = sender(&server, "deep").await;
+    ok.send_update(&deep_value(11, 63)).expect("send");
+    keep.wait_for("the value at the limit", PATIENCE, |_, doc| {
+        entries_in_v(doc) == 1
+    })
+    .await
+    .expect("applied");
+    assert!(ok.closed().is_none());
+
+    // One past it, and far past it (13 KB that used to abort the process), in both sync
+    // messages: refused with 4422, nothing applied.
+    for (client, d, step2) in [(12, 64, false), (13, 6_500, false), (14, 6_500, true)] {
+        let bad = sender(&server, "deep").await;
+        let u = deep_value(client, d);
+        let msg = if step2 {
+            Message::SyncStep2(u)
+        } else {
+            Message::Update(u)
+        };
+        bad.send_message(&msg).expect("send");
+        let (code, reason) = bad.wait_closed(PATIENCE).await.expect("closed");
+        assert_eq!(code, 4422, "depth {d}: {reason}");
+    }
+    let fresh = server.client("deep").await;
+    assert_eq!(
+        entries_in_v(fresh.doc()),
+        1,
+        "a refused update reached the document"
+    );
+    assert_eq!(text(&fresh, "t"), "keep");
+    assert!(keep.closed().is_none());
+    assert!(
+        counter(
+            &server,
+            "chorus_limit_rejections_total{limit=\"nesting_depth\"}"
+        )
+        .await
+            >= 3
+    );
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_reader_cannot_crash_the_node_with_a_deep_update_either() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    let server = TestServer::start(config).await;
+    let read = token(serde_json::json!({ "role": "read" }));
+    let url = format!("{}?token={read}", server.url("ro"));
+    let reader = Client::connect(&url, ClientOptions::default())
+        .await
+        .expect("connect");
+    reader.synced(PATIENCE).await.expect("synced");
+    reader
+        .send_message(&Message::Update(deep_value(15, 6_500)))
+        .expect("send");
+    assert_eq!(reader.wait_closed(PATIENCE).await.expect("closed").0, 4422);
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    server.stop().await.expect("stop");
+}
+
+/// A writer that nests one more Y.Map per update: each update's parent is already in the
+/// room's document, so only the room's index of depths can tell how deep it lands.
+struct Chain {
+    doc: yrs::Doc,
+    tip: MapRef,
+}
+
+impl Chain {
+    fn new(client: u64) -> Chain {
+        let doc = yrs::Doc::with_client_id(client);
+        let tip = doc.get_or_insert_map("root");
+        Chain { doc, tip }
+    }
+
+    fn deeper(&mut self) -> Vec<u8> {
+        let before = self.doc.transact().state_vector();
+        let next = {
+            let mut txn = self.doc.transact_mut();
+            self.tip.insert(&mut txn, "k", MapPrelim::default())
+        };
+        self.tip = next;
+        self.doc.transact().encode_state_as_update_v1(&before)
+    }
+}
+
+#[tokio::test]
+async fn nested_maps_one_level_per_update_stop_at_the_limit() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.max_nesting_depth = 8;
+    let server = TestServer::start(config).await;
+    let keep = server.client("chain").await;
+    let writer = sender(&server, "chain").await;
+    let mut chain = Chain::new(21);
+    // Root map 1, nested maps 2..=8.
+    for _ in 2..=8 {
+        writer.send_update(&chain.deeper()).expect("send");
+    }
+    let past = chain.deeper();
+    writer.send_update(&past).expect("send");
+    let (code, reason) = writer.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(code, 4422, "{reason}");
+    // The seven levels within the limit arrived; the eighth nested map did not.
+    let depth = |doc: &yrs::Doc| {
+        let mut tip = doc.get_or_insert_map("root");
+        let txn = doc.transact();
+        let mut depth = 1;
+        while let Some(yrs::Out::YMap(next)) = tip.get(&txn, "k") {
+            depth += 1;
+            tip = next;
+        }
+        depth
+    };
+    keep.wait_for("seven nested maps", PATIENCE, |_, doc| depth(doc) == 8)
+        .await
+        .expect("levels within the limit arrive");
+    let fresh = server.client("chain").await;
+    assert_eq!(depth(fresh.doc()), 8);
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_hocuspocus_endpoint_refuses_deep_updates_too() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let opts = ClientOptions {
+        hocuspocus: Some("hp-deep".into()),
+        ..ClientOptions::default()
+    };
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    let bad = Client::connect(&url, opts).await.expect("connect");
+    bad.synced(PATIENCE).await.expect("synced");
+    let mut frame = BytesMut::new();
+    write_var_string(&mut frame, "hp-deep");
+    write_var_uint(&mut frame, 0);
+    write_var_uint(&mut frame, 2);
+    write_var_bytes(&mut frame, &deep_value(16, 6_500));
+    bad.send_raw(frame.freeze()).expect("send");
+    assert_eq!(bad.wait_closed(PATIENCE).await.expect("closed").0, 4422);
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_deep_update_already_in_the_store_is_skipped_at_load() {
+    use chorus_persistence::{AppendBatch, DocStore, RoomKey, SqliteStore};
+    let data = tempfile::tempdir().expect("tempdir");
+    // Stored before the check existed: a good edit, then the crashing one.
+    let good = {
+        let doc = yrs::Doc::with_client_id(31);
+        let t = doc.get_or_insert_text("t");
+        yrs::Text::insert(&t, &mut doc.transact_mut(), 0, "stored");
+        doc.transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default())
+    };
+    {
+        let store = SqliteStore::open_file(&data.path().join("chorus.db"))
+            .await
+            .expect("store");
+        store
+            .append(&[AppendBatch {
+                key: RoomKey::new("default", "legacy"),
+                updates: vec![Bytes::from(good), deep_value(17, 6_500)],
+                events: Vec::new(),
+            }])
+            .await
+            .expect("append");
+    }
+    let server = TestServer::start(test_config(data.path())).await;
+    let c = server.client("legacy").await;
+    assert_eq!(text(&c, "t"), "stored");
+    assert_eq!(entries_in_v(c.doc()), 0);
+    append(&c, "t", "+live");
+    let other = server.client("legacy").await;
+    wait_text(&[&other], "t", "stored+live").await;
+    assert!(counter(&server, "chorus_nesting_refusals_total{source=\"store\"}").await >= 1);
+    server.stop().await.expect("stop");
+}

@@ -1,0 +1,701 @@
+//! How deeply a Yjs v1 update nests, found by an iterative scan before any recursive decoder
+//! sees its bytes.
+//!
+//! yrs decodes, encodes, drops and deletes nested values and shared types by recursion with no
+//! limit: an `Any` array nested ~6,500 deep (13 KB) or a chain of Y.Maps 50,000 deep overflows
+//! a thread's stack, and a stack overflow aborts the whole process (`catch_unwind` cannot catch
+//! it). [`scan_update`] walks the same bytes with loops and explicit counters and refuses an
+//! update whose depth would pass the limit.
+//!
+//! Depth counts `Any` containers, shared types and XML elements together: a root type is at
+//! depth 1, a type inside it at 2, and a value stored in a type at depth `d` adds its own
+//! container nesting (a scalar adds nothing, `[1]` adds 1, `[[1]]` adds 2).
+//!
+//! Within one update every item's parent is resolved from the update itself where it can be
+//! (an explicit parent, or the parent of its left or right origin). Where it cannot (the parent
+//! is already in the document), the scan returns [`Bound`]s: "the depth of this anchor in the
+//! document plus `extra` must stay within the limit". The hub checks those against the
+//! document it holds (it keeps the depth of every nested type it accepted) before yrs applies
+//! the update. Where yrs would take either origin's parent, both are bounded.
+//!
+//! The scan mirrors yrs 0.28's v1 decoder field by field (including its varint wrapping and its
+//! reading of one more JSON string than the count says), so that what it accepts decodes the
+//! same way in yrs. It is stricter in one way only: declared counts larger than the bytes that
+//! could hold them are refused.
+
+use std::collections::HashMap;
+
+/// The default of `--max-nesting-depth`.
+pub const DEFAULT_MAX_NESTING_DEPTH: u32 = 64;
+
+/// At most this many distinct anchors bound one item's parent. Legitimate edits have one or
+/// two (the left and right neighbours' parent); more can only be crafted, and without a cap a
+/// crafted chain would make the scan quadratic.
+const MAX_TERMS: usize = 8;
+
+/// An item's id: the client that made it and its clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemId {
+    /// Client id.
+    pub client: u64,
+    /// Clock.
+    pub clock: u32,
+}
+
+/// Something already in the document whose depth bounds part of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Anchor {
+    /// The shared type created by this item (an item holding a type).
+    Type(ItemId),
+    /// The type that holds the item containing this id.
+    ParentOf(ItemId),
+}
+
+/// One term of an upper bound on a depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    /// Known from the update alone.
+    Local(u32),
+    /// The anchor's depth in the document, plus this much.
+    Anchored(Anchor, u32),
+}
+
+/// "The depth of `anchor` in the document, plus `extra`, must not exceed the limit."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// What the document must tell.
+    pub anchor: Anchor,
+    /// Depth this update adds below it.
+    pub extra: u32,
+}
+
+/// What an update needs from the document, and the shared types it creates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nesting {
+    /// Bounds to check against the document (empty for plain text edits).
+    pub bounds: Vec<Bound>,
+    /// Every shared type the update creates, with an upper bound of its depth: the largest of
+    /// its terms once anchored terms are resolved.
+    pub types: Vec<(ItemId, Vec<Term>)>,
+}
+
+impl Nesting {
+    /// Nothing to check or record (the common case: text typed into an existing type).
+    pub fn is_empty(&self) -> bool {
+        self.bounds.is_empty() && self.types.is_empty()
+    }
+}
+
+/// Why an update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NestingError {
+    /// It nests deeper than the limit.
+    #[error("nesting deeper than {limit} levels")]
+    TooDeep {
+        /// The limit it passed.
+        limit: u32,
+    },
+    /// It does not decode the way yrs would decode it.
+    #[error("malformed update")]
+    Malformed,
+    /// Its items' parents are tangled past what legitimate edits produce.
+    #[error("update structure too complex to check")]
+    TooComplex,
+}
+
+/// Scans a v1 update. `Ok` with the bounds the document must satisfy; `Err` when the update
+/// alone passes `max_depth` or does not decode.
+pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingError> {
+    let mut r = Reader {
+        buf: update,
+        pos: 0,
+    };
+    let mut s = Scan {
+        max: max_depth,
+        items: Vec::new(),
+        gcs: Vec::new(),
+    };
+    let clients = r.var_u32()?;
+    r.fits(clients as u64, 3)?;
+    for _ in 0..clients {
+        let blocks = r.var_u64()? as usize;
+        r.fits(blocks as u64, 1)?;
+        let client = r.var_u64()?;
+        let mut clock = r.var_u32()?;
+        for _ in 0..blocks {
+            let len = s.block(&mut r, client, clock)?;
+            clock = clock.wrapping_add(len);
+        }
+    }
+    // The delete set that follows cannot nest: yrs reads it with loops.
+    s.resolve()
+}
+
+/// How an item names its parent.
+#[derive(Debug, Clone, Copy)]
+enum ParentRef {
+    Root,
+    /// The type this item holds.
+    Type(ItemId),
+    /// The parent of its left origin and/or of its right origin (yrs takes the left's if it
+    /// can, else the right's).
+    Origins(Option<ItemId>, Option<ItemId>),
+}
+
+#[derive(Debug)]
+struct ItemRec {
+    id: ItemId,
+    len: u32,
+    parent: ParentRef,
+    /// Holds a shared type.
+    is_type: bool,
+    /// Depth its content adds below its parent (a type: 1; a value: its container nesting).
+    adds: u32,
+}
+
+struct Scan {
+    max: u32,
+    items: Vec<ItemRec>,
+    /// GC ranges: an item whose parent would be found through them is discarded by yrs.
+    gcs: Vec<(ItemId, u32)>,
+}
+
+impl Scan {
+    /// Reads one block; returns the clock length it takes (0 for a block yrs drops).
+    fn block(&mut self, r: &mut Reader<'_>, client: u64, clock: u32) -> Result<u32, NestingError> {
+        let info = r.u8()?;
+        let id = ItemId { client, clock };
+        match info {
+            10 => {
+                let len = r.var_u32()?;
+                if len == 0 {
+                    return Err(NestingError::Malformed);
+                }
+                Ok(len)
+            }
+            0 => {
+                let len = r.var_u32()?;
+                if len == 0 {
+                    return Err(NestingError::Malformed);
+                }
+                self.gcs.push((id, len));
+                Ok(len)
+            }
+            info => {
+                let copies_parent = info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0;
+                let origin = (info & HAS_ORIGIN != 0).then(|| r.id()).transpose()?;
+                let right = (info & HAS_RIGHT_ORIGIN != 0).then(|| r.id()).transpose()?;
+                let parent = if copies_parent {
+                    let parent = if r.var_u32()? == 1 {
+                        r.string()?;
+                        ParentRef::Root
+                    } else {
+                        ParentRef::Type(r.id()?)
+                    };
+                    if info & HAS_PARENT_SUB != 0 {
+                        r.string()?;
+                    }
+                    parent
+                } else {
+                    ParentRef::Origins(origin, right)
+                };
+                let (len, adds, is_type) = content(r, info & 0b1111, self.max)?;
+                if len == 0 {
+                    return Ok(0);
+                }
+                self.items.push(ItemRec {
+                    id,
+                    len,
+                    parent,
+                    is_type,
+                    adds,
+                });
+                Ok(len)
+            }
+        }
+    }
+
+    /// Resolves every depth-adding item's parent within the update, and returns what is left
+    /// for the document to answer.
+    fn resolve(mut self) -> Result<Nesting, NestingError> {
+        if !self.items.iter().any(|i| i.adds > 0) {
+            return Ok(Nesting::default());
+        }
+        // Items of one client are in clock order; index them for lookups by id.
+        self.items.sort_by_key(|i| i.id);
+        self.gcs.sort_by_key(|g| g.0);
+        let mut memo: Vec<Option<Vec<Term>>> = vec![None; self.items.len()];
+        let mut out = Nesting::default();
+        for i in 0..self.items.len() {
+            let adds = self.items[i].adds;
+            if adds == 0 {
+                continue;
+            }
+            let parent = self.parent_depth(i, &mut memo)?;
+            for t in &parent {
+                match *t {
+                    Term::Local(d) => {
+                        if d.saturating_add(adds) > self.max {
+                            return Err(NestingError::TooDeep { limit: self.max });
+                        }
+                    }
+                    Term::Anchored(anchor, r) => push_bound(
+                        &mut out.bounds,
+                        Bound {
+                            anchor,
+                            extra: r.saturating_add(adds),
+                        },
+                    ),
+                }
+            }
+            if self.items[i].is_type {
+                out.types
+                    .push((self.items[i].id, plus(&parent, 1).collect()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Upper-bound terms of the depth of item `i`'s parent type. Empty: yrs will discard the
+    /// item (its parent is garbage-collected or never arrives). Iterative: origin chains are
+    /// as long as the text typed.
+    fn parent_depth(
+        &self,
+        i: usize,
+        memo: &mut [Option<Vec<Term>>],
+    ) -> Result<Vec<Term>, NestingError> {
+        // Work stack: items whose terms wait for the terms of the items they point to.
+        let mut stack = vec![i];
+        // Items on the stack (an origin cycle never integrates: no terms).
+        let mut visiting: HashMap<usize, ()> = HashMap::new();
+        while let Some(&cur) = stack.last() {
+            if memo[cur].is_some() {
+                stack.pop();
+                continue;
+            }
+            visiting.insert(cur, ());
+            let mut terms = Vec::new();
+            let mut waiting = None;
+            for (via, through_type) in self.parents_of(cur) {
+                match via {
+                    Via::Root => terms.push(Term::Local(1)),
+                    Via::Gone => {}
+                    Via::Outside(anchor) => terms.push(Term::Anchored(anchor, 0)),
+                    Via::Item(j) => match &memo[j] {
+                        Some(t) => terms.extend(plus(t, u32::from(through_type))),
+                        None if visiting.contains_key(&j) => {} // cycle
+                        None => {
+                            waiting = Some(j);
+                            break;
+                        }
+                    },
+                }
+            }
+            if let Some(j) = waiting {
+                stack.push(j);
+                continue;
+            }
+            let terms = merge(terms)?;
+            memo[cur] = Some(terms);
+            visiting.remove(&cur);
+            stack.pop();
+        }
+        Ok(memo[i].clone().unwrap_or_default())
+    }
+
+    /// Where item `i`'s parent comes from; `true` when the item found is the parent type
+    /// itself (its depth is one more than its own parent's).
+    fn parents_of(&self, i: usize) -> Vec<(Via, bool)> {
+        match self.items[i].parent {
+            ParentRef::Root => vec![(Via::Root, false)],
+            ParentRef::Type(p) => match self.find(p) {
+                Found::Item(j) if self.items[j].is_type && self.items[j].id == p => {
+                    vec![(Via::Item(j), true)]
+                }
+                // yrs refuses a parent that holds no type, and discards the item under a
+                // collected one.
+                Found::Item(_) | Found::Gc => vec![(Via::Gone, false)],
+                Found::Nothing => vec![(Via::Outside(Anchor::Type(p)), false)],
+            },
+            ParentRef::Origins(left, right) => [left, right]
+                .into_iter()
+                .flatten()
+                .map(|o| match self.find(o) {
+                    Found::Item(j) => (Via::Item(j), false),
+                    Found::Gc => (Via::Gone, false),
+                    Found::Nothing => (Via::Outside(Anchor::ParentOf(o)), false),
+                })
+                .collect(),
+        }
+    }
+
+    fn find(&self, id: ItemId) -> Found {
+        let covers = |start: ItemId, len: u32| {
+            start.client == id.client && start.clock <= id.clock && id.clock - start.clock < len
+        };
+        let k = self.items.partition_point(|it| it.id <= id);
+        if k > 0 && covers(self.items[k - 1].id, self.items[k - 1].len) {
+            return Found::Item(k - 1);
+        }
+        let k = self.gcs.partition_point(|g| g.0 <= id);
+        if k > 0 && covers(self.gcs[k - 1].0, self.gcs[k - 1].1) {
+            return Found::Gc;
+        }
+        Found::Nothing
+    }
+}
+
+enum Via {
+    Root,
+    Gone,
+    Outside(Anchor),
+    Item(usize),
+}
+
+enum Found {
+    Item(usize),
+    Gc,
+    Nothing,
+}
+
+fn plus(terms: &[Term], n: u32) -> impl Iterator<Item = Term> + '_ {
+    terms.iter().map(move |t| match *t {
+        Term::Local(d) => Term::Local(d.saturating_add(n)),
+        Term::Anchored(a, r) => Term::Anchored(a, r.saturating_add(n)),
+    })
+}
+
+/// One local term (the largest) and one per anchor (its largest extra).
+fn merge(terms: Vec<Term>) -> Result<Vec<Term>, NestingError> {
+    let mut out: Vec<Term> = Vec::with_capacity(terms.len().min(MAX_TERMS));
+    for t in terms {
+        let same = out.iter_mut().find(|o| match (o, &t) {
+            (Term::Local(_), Term::Local(_)) => true,
+            (Term::Anchored(a, _), Term::Anchored(b, _)) => a == b,
+            _ => false,
+        });
+        match (same, t) {
+            (Some(Term::Local(a)), Term::Local(b)) => *a = (*a).max(b),
+            (Some(Term::Anchored(_, a)), Term::Anchored(_, b)) => *a = (*a).max(b),
+            (_, t) => out.push(t),
+        }
+    }
+    if out.len() > MAX_TERMS {
+        return Err(NestingError::TooComplex);
+    }
+    Ok(out)
+}
+
+fn push_bound(bounds: &mut Vec<Bound>, b: Bound) {
+    match bounds.iter_mut().find(|x| x.anchor == b.anchor) {
+        Some(x) => x.extra = x.extra.max(b.extra),
+        None => bounds.push(b),
+    }
+}
+
+const HAS_ORIGIN: u8 = 0b1000_0000;
+const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+const HAS_PARENT_SUB: u8 = 0b0010_0000;
+
+/// Reads an item's content: (clock length, depth it adds, holds a type).
+fn content(r: &mut Reader<'_>, kind: u8, max: u32) -> Result<(u32, u32, bool), NestingError> {
+    match kind {
+        // Deleted
+        1 => Ok((r.var_u32()?, 0, false)),
+        // JSON: yrs reads one string more than the count says.
+        2 => {
+            let n = r.var_u32()? as i32;
+            let mut depth = 0;
+            let mut count = 0u32;
+            let mut remaining = n;
+            while remaining >= 0 {
+                let s = r.string()?;
+                depth = depth.max(json_depth(s.as_bytes(), max)?);
+                count += 1;
+                remaining -= 1;
+            }
+            Ok((count, depth, false))
+        }
+        // Binary
+        3 => {
+            r.buf_bytes()?;
+            Ok((1, 0, false))
+        }
+        // String: its length in UTF-16 units, as yrs counts it.
+        4 => {
+            let s = r.string()?;
+            Ok((s.encode_utf16().count() as u32, 0, false))
+        }
+        // Embed: one JSON value.
+        5 => Ok((1, json_depth(r.string()?.as_bytes(), max)?, false)),
+        // Format: key, JSON value.
+        6 => {
+            r.string()?;
+            Ok((1, json_depth(r.string()?.as_bytes(), max)?, false))
+        }
+        // Type
+        7 => {
+            match r.u8()? {
+                0..=2 | 4..=6 | 15 => {}
+                3 => {
+                    r.string()?;
+                }
+                // Sub-documents and weak links are not types yrs 0.28 decodes here (without
+                // its `weak` feature, 7 is an error too).
+                _ => return Err(NestingError::Malformed),
+            }
+            Ok((1, 1, true))
+        }
+        // Any
+        8 => {
+            let n = r.var_u32()?;
+            r.fits(u64::from(n), 1)?;
+            let mut depth = 0;
+            for _ in 0..n {
+                depth = depth.max(any_depth(r, max)?);
+            }
+            Ok((n, depth, false))
+        }
+        // Sub-document: guid, options (an Any).
+        9 => {
+            r.string()?;
+            Ok((1, any_depth(r, max)?, false))
+        }
+        _ => Err(NestingError::Malformed),
+    }
+}
+
+/// Container nesting of one lib0 `Any` value, read with a counter instead of recursion.
+fn any_depth(r: &mut Reader<'_>, max: u32) -> Result<u32, NestingError> {
+    // For each open container: values still to read. Map entries read their key first.
+    let mut open: Vec<(u64, bool)> = Vec::new();
+    let mut deepest = 0u32;
+    loop {
+        // Read one value.
+        match r.u8()? {
+            127 | 126 | 121 | 120 => {}
+            125 => r.skip_var()?,
+            124 => r.skip(4)?,
+            123 | 122 => r.skip(8)?,
+            119 => {
+                r.string()?;
+            }
+            116 => r.buf_bytes()?,
+            tag @ (118 | 117) => {
+                let n = r.var_u64()?;
+                let is_map = tag == 118;
+                r.fits(n, if is_map { 2 } else { 1 })?;
+                open.push((n, is_map));
+                let depth = open.len() as u32;
+                if depth > max {
+                    return Err(NestingError::TooDeep { limit: max });
+                }
+                deepest = deepest.max(depth);
+            }
+            _ => return Err(NestingError::Malformed),
+        }
+        // Find the next value to read, closing finished containers.
+        loop {
+            match open.last_mut() {
+                None => return Ok(deepest),
+                Some((0, _)) => {
+                    open.pop();
+                }
+                Some((n, is_map)) => {
+                    *n -= 1;
+                    if *is_map {
+                        r.string()?;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Bracket nesting of a JSON text (as yrs parses it with serde_json); refused past `max`
+/// without building anything. Brackets inside strings do not count.
+pub fn json_depth(s: &[u8], max: u32) -> Result<u32, NestingError> {
+    let mut depth = 0u32;
+    let mut deepest = 0u32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in s {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(NestingError::TooDeep { limit: max });
+                }
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(deepest)
+}
+
+/// A cursor with yrs' reading rules.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Result<u8, NestingError> {
+        let b = *self.buf.get(self.pos).ok_or(NestingError::Malformed)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), NestingError> {
+        if n > self.buf.len() - self.pos {
+            return Err(NestingError::Malformed);
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Refuses a count of values that the rest of the input cannot hold.
+    fn fits(&self, count: u64, min_each: u64) -> Result<(), NestingError> {
+        if count.saturating_mul(min_each) > self.remaining() as u64 {
+            return Err(NestingError::Malformed);
+        }
+        Ok(())
+    }
+
+    /// yrs' `read_var_u64`: up to 70 bits, high bits wrapping.
+    fn var_u64(&mut self) -> Result<u64, NestingError> {
+        let mut num = 0u64;
+        let mut len = 0u32;
+        loop {
+            let b = self.u8()?;
+            num |= u64::wrapping_shl(u64::from(b & 0x7f), len);
+            len += 7;
+            if b < 0x80 {
+                return Ok(num);
+            }
+            if len > 70 {
+                return Err(NestingError::Malformed);
+            }
+        }
+    }
+
+    /// yrs' `read_var_u32`: the same, wrapping into 32 bits.
+    fn var_u32(&mut self) -> Result<u32, NestingError> {
+        let mut num = 0u32;
+        let mut len = 0u32;
+        loop {
+            let b = self.u8()?;
+            num |= u32::wrapping_shl(u32::from(b & 0x7f), len);
+            len += 7;
+            if b < 0x80 {
+                return Ok(num);
+            }
+            if len > 70 {
+                return Err(NestingError::Malformed);
+            }
+        }
+    }
+
+    /// A signed varint, skipped (yrs' `read_var_i64` reads the same bytes).
+    fn skip_var(&mut self) -> Result<(), NestingError> {
+        let first = self.u8()?;
+        if first & 0x80 == 0 {
+            return Ok(());
+        }
+        let mut len = 6u32;
+        loop {
+            let b = self.u8()?;
+            len += 7;
+            if b < 0x80 {
+                return Ok(());
+            }
+            if len > 70 {
+                return Err(NestingError::Malformed);
+            }
+        }
+    }
+
+    fn id(&mut self) -> Result<ItemId, NestingError> {
+        let client = self.var_u64()?;
+        let clock = self.var_u32()?;
+        Ok(ItemId { client, clock })
+    }
+
+    fn buf_bytes(&mut self) -> Result<(), NestingError> {
+        let len = self.var_u32()? as usize;
+        self.skip(len)
+    }
+
+    fn string(&mut self) -> Result<&'a str, NestingError> {
+        let len = self.var_u32()? as usize;
+        if len > self.remaining() {
+            return Err(NestingError::Malformed);
+        }
+        let bytes = &self.buf[self.pos..self.pos + len];
+        self.pos += len;
+        std::str::from_utf8(bytes).map_err(|_| NestingError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The issue's update: one ContentAny item holding an array nested `d` deep.
+    pub(crate) fn nested_any(d: usize) -> Vec<u8> {
+        let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
+        for _ in 0..d {
+            u.extend_from_slice(&[0x75, 0x01]);
+        }
+        u.extend_from_slice(&[0x7f, 0x00]);
+        u
+    }
+
+    #[test]
+    fn nested_any_is_refused_past_the_limit_and_accepted_at_it() {
+        // Root type "t" is depth 1; the value adds d.
+        assert!(scan_update(&nested_any(63), 64).is_ok());
+        assert_eq!(
+            scan_update(&nested_any(64), 64),
+            Err(NestingError::TooDeep { limit: 64 })
+        );
+        assert_eq!(
+            scan_update(&nested_any(6_500), 64),
+            Err(NestingError::TooDeep { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn huge_declared_counts_are_refused_without_reserving() {
+        // An Any array declaring 2^40 elements.
+        let u = [
+            0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01, 0x75, 0x80, 0x80, 0x80, 0x80,
+            0x80, 0x20,
+        ];
+        assert_eq!(scan_update(&u, 64), Err(NestingError::Malformed));
+    }
+
+    #[test]
+    fn json_depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth(br#"{"a":[1,"[[[["]}"#, 64), Ok(2));
+        assert_eq!(json_depth(br#""\"[""#, 64), Ok(0));
+        assert!(json_depth("[".repeat(65).as_bytes(), 64).is_err());
+    }
+}
