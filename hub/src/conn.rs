@@ -86,10 +86,40 @@ pub struct ConnHandle {
     queue: Arc<Queue>,
 }
 
+/// An answer to something the peer asked for. At most one of each kind waits in a queue: a
+/// newer one replaces the waiting one, so a peer that asks a thousand times and never reads
+/// holds one answer, not a thousand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// A SyncStep2 answering the peer's SyncStep1.
+    State,
+    /// Our SyncStep1 sent with it (Hocuspocus).
+    Step1,
+    /// Every awareness state, answering QueryAwareness.
+    Awareness,
+}
+
+impl Reply {
+    fn label(self) -> &'static str {
+        match self {
+            Reply::State => "state",
+            Reply::Step1 => "step1",
+            Reply::Awareness => "awareness",
+        }
+    }
+}
+
+/// The queued messages, and which kinds of reply wait among them.
+#[derive(Debug, Default)]
+struct Items {
+    q: VecDeque<(Outbound, Option<Reply>)>,
+    replies: [bool; 3],
+}
+
 /// The outbound messages of one socket.
 #[derive(Debug)]
 struct Queue {
-    items: Mutex<VecDeque<Outbound>>,
+    items: Mutex<Items>,
     ready: Notify,
     // Bytes sitting in the queue (the count bounds entries, this bounds memory).
     queued: AtomicUsize,
@@ -105,6 +135,14 @@ struct Queue {
     close_reason: OnceLock<(CloseCode, String)>,
 }
 
+/// How a message counts against the byte budget.
+#[derive(Clone, Copy)]
+enum Budget {
+    Within,
+    Outside,
+    Answer(Reply),
+}
+
 /// Why a message was not queued.
 enum Refused {
     Full,
@@ -116,35 +154,52 @@ enum Refused {
 const KEEP_CAPACITY: usize = 0;
 
 impl Queue {
-    fn items(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+    fn items(&self) -> std::sync::MutexGuard<'_, Items> {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `msg` unless the queue holds `max_messages` already.
-    fn push(&self, msg: Outbound) -> Result<(), Refused> {
-        {
+    /// Appends `msg` unless the queue holds `max_messages` already. A reply replaces a waiting
+    /// reply of its kind instead (returned, so its bytes leave the budget).
+    fn push(&self, msg: Outbound, reply: Option<Reply>) -> Result<Option<Outbound>, Refused> {
+        let replaced = {
             let mut items = self.items();
             // Checked under the lock: Drop clears the queue under it too, so nothing pushed
             // after the receiver left lingers.
             if self.receiver_gone.load(Ordering::Acquire) {
                 return Err(Refused::Gone);
             }
-            if items.len() >= self.max_messages {
-                return Err(Refused::Full);
+            if let Some(kind) = reply
+                && items.replies[kind as usize]
+                && let Some(slot) = items.q.iter_mut().find(|(_, r)| *r == Some(kind))
+            {
+                Some(std::mem::replace(&mut slot.0, msg))
+            } else {
+                if items.q.len() >= self.max_messages {
+                    return Err(Refused::Full);
+                }
+                if let Some(kind) = reply {
+                    items.replies[kind as usize] = true;
+                }
+                items.q.push_back((msg, reply));
+                None
             }
-            items.push_back(msg);
+        };
+        if replaced.is_none() {
+            self.ready.notify_one();
         }
-        self.ready.notify_one();
-        Ok(())
+        Ok(replaced)
     }
 
     fn pop(&self) -> Option<Outbound> {
         let mut items = self.items();
-        let out = items.pop_front();
-        if items.is_empty() && items.capacity() > KEEP_CAPACITY {
-            items.shrink_to(KEEP_CAPACITY);
+        let (out, reply) = items.q.pop_front()?;
+        if let Some(kind) = reply {
+            items.replies[kind as usize] = false;
         }
-        out
+        if items.q.is_empty() && items.q.capacity() > KEEP_CAPACITY {
+            items.q.shrink_to(KEEP_CAPACITY);
+        }
+        Some(out)
     }
 }
 
@@ -218,7 +273,8 @@ impl Drop for ConnQueue {
         let mut items = self.queue.items();
         self.queue.receiver_gone.store(true, Ordering::Release);
         // What is still queued is never written: free it now, not when the last handle goes.
-        items.clear();
+        items.q.clear();
+        items.replies = [false; 3];
     }
 }
 
@@ -231,7 +287,7 @@ pub fn channel(
     max_bytes: usize,
 ) -> (ConnHandle, ConnQueue) {
     let queue = Arc::new(Queue {
-        items: Mutex::new(VecDeque::new()),
+        items: Mutex::new(Items::default()),
         ready: Notify::new(),
         queued: AtomicUsize::new(0),
         max_messages: max_messages.max(1),
@@ -428,7 +484,7 @@ impl ConnHandle {
     /// Queues a message. Returns false (and closes the connection with 1013) if the queue is
     /// full, or false if the connection is already gone.
     pub fn send(&self, msg: Outbound) -> bool {
-        self.enqueue(msg, true)
+        self.enqueue(msg, Budget::Within)
     }
 
     /// Queues a y-sync frame.
@@ -436,26 +492,55 @@ impl ConnHandle {
         self.send(self.dialect(frame))
     }
 
-    /// Queues a frame the connection asked for (its join handshake, its SyncStep2) outside
-    /// the byte budget: a full document larger than the budget must still reach a joiner.
-    /// The message count still bounds the queue.
-    pub fn send_reply(&self, frame: Bytes) -> bool {
-        self.enqueue(self.dialect(frame), false)
+    /// Queues the join handshake (our SyncStep1, the awareness states) outside the byte
+    /// budget: it is sent once per member, and a member must be able to join a room whose
+    /// presence is larger than the budget. The message count still bounds the queue.
+    pub fn send_handshake(&self, frame: Bytes) -> bool {
+        self.enqueue(self.dialect(frame), Budget::Outside)
     }
 
-    fn enqueue(&self, msg: Outbound, within_budget: bool) -> bool {
+    /// Queues an answer the peer asked for. It counts against the byte budget, except that
+    /// one answer larger than the whole budget (a big document's state) is accepted while
+    /// the backlog is within it; and it replaces a waiting answer of its kind (counted in
+    /// `chorus_replies_coalesced_total`), so a peer that asks again and again without reading
+    /// holds at most one answer of each kind.
+    pub fn send_answer(&self, kind: Reply, frame: Bytes) -> bool {
+        self.enqueue(self.dialect(frame), Budget::Answer(kind))
+    }
+
+    /// Whether an answer of `kind` waits unwritten (a new one would replace it).
+    pub fn answer_waiting(&self, kind: Reply) -> bool {
+        self.queue.items().replies[kind as usize]
+    }
+
+    /// Bytes queued now (tests and the attack scenario check the budget holds).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.queued.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, msg: Outbound, budget: Budget) -> bool {
         if self.is_closed() {
             return false;
         }
         let len = msg.len();
         let q = &self.queue;
         let before = q.queued.fetch_add(len, Ordering::Relaxed);
-        // One message larger than the budget (a joiner's full state of a big document) is
-        // accepted when nothing else is queued; only a backlog counts as slow.
-        let refused = if within_budget && before > 0 && before + len > q.max_bytes {
-            Some(Refused::Full)
-        } else {
-            q.push(msg).err()
+        let refused = match budget {
+            // One message larger than the budget (a big document's update) is accepted when
+            // nothing else is queued; only a backlog counts as slow.
+            Budget::Within if before > 0 && before + len > q.max_bytes => Some(Refused::Full),
+            Budget::Answer(_) if before > q.max_bytes => Some(Refused::Full),
+            Budget::Within | Budget::Outside => q.push(msg, None).err(),
+            Budget::Answer(kind) => match q.push(msg, Some(kind)) {
+                Ok(Some(old)) => {
+                    q.queued.fetch_sub(old.len(), Ordering::Relaxed);
+                    metrics::counter!("chorus_replies_coalesced_total", "kind" => kind.label())
+                        .increment(1);
+                    None
+                }
+                Ok(None) => None,
+                Err(e) => Some(e),
+            },
         };
         match refused {
             None => true,
@@ -511,6 +596,31 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_coalesced_and_count_against_the_budget() {
+        let (h, q) = channel(1, false, Role::Read, 1024, 100);
+        // A peer asking a thousand times, never reading, holds one answer of each kind.
+        for i in 0..1000u32 {
+            let state = Bytes::from(vec![0u8; 40 + (i % 3) as usize]);
+            assert!(h.send_answer(Reply::State, state));
+            assert!(h.send_answer(Reply::Awareness, Bytes::from_static(b"aw")));
+        }
+        assert!(h.answer_waiting(Reply::State));
+        // The last state answer (i = 999: 40 bytes) and one awareness answer.
+        assert_eq!(h.queued_bytes(), 42);
+        assert_eq!(q.try_recv().map(|m| m.len()), Some(40));
+        assert!(!h.answer_waiting(Reply::State));
+        assert!(h.answer_waiting(Reply::Awareness));
+        assert!(q.try_recv().is_some());
+        assert!(q.try_recv().is_none(), "nothing else was queued");
+        // One answer larger than the whole budget passes while the backlog is within it; once
+        // the backlog is past the budget, answers count like anything else (1013).
+        let (h, q) = channel(2, false, Role::Read, 1024, 100);
+        assert!(h.send_answer(Reply::State, Bytes::from(vec![0u8; 500])));
+        assert!(!h.send_answer(Reply::Awareness, Bytes::from_static(b"aw")));
+        assert_eq!(q.close_reason().map(|r| r.0), Some(CloseCode::Overloaded));
+    }
+
+    #[test]
     fn overflow_by_bytes_closes_with_1013() {
         let (h, q) = channel(1, false, Role::Write, 100, 10);
         assert!(h.send_binary(Bytes::from_static(b"12345")));
@@ -552,7 +662,7 @@ mod tests {
         while let Some(m) = q.try_recv() {
             q.written(&m);
         }
-        assert_eq!(h.queue.items().capacity(), KEEP_CAPACITY);
+        assert_eq!(h.queue.items().q.capacity(), KEEP_CAPACITY);
     }
 
     #[tokio::test]

@@ -233,3 +233,69 @@ async fn a_deep_update_already_in_the_store_is_skipped_at_load() {
     assert!(counter(&server, "chorus_nesting_refusals_total{source=\"store\"}").await >= 1);
     server.stop().await.expect("stop");
 }
+
+/// A counter summed over all its label sets.
+async fn counter_sum(server: &TestServer, name: &str) -> u64 {
+    let metrics = server.get("/metrics").await.1;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn a_peer_that_asks_without_reading_holds_one_answer_and_the_node_keeps_serving() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    // A document above the size whose encodes leave the runtime workers.
+    let writer = server.client("flood").await;
+    for i in 0..20 {
+        append(&writer, "t", &format!("{i:04}{}", "x".repeat(10_000)));
+    }
+    let bystander = server.client("elsewhere").await;
+
+    // The attacker never reads: every answer it asks for has to wait in its queue.
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url("flood"))
+        .await
+        .expect("connect");
+    let sv = {
+        let mut sv = BytesMut::new();
+        write_var_uint(&mut sv, 1);
+        write_var_uint(&mut sv, 424_242);
+        write_var_uint(&mut sv, 1);
+        sv.freeze()
+    };
+    let mut frame = BytesMut::new();
+    for _ in 0..32 {
+        Message::SyncStep1(sv.clone()).encode_into(&mut frame);
+        Message::QueryAwareness.encode_into(&mut frame);
+    }
+    let frame = frame.freeze();
+    for _ in 0..200 {
+        let sent = tokio::time::timeout(PATIENCE, ws.send(WsMessage::Binary(frame.clone()))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break; // the node may close it as a slow consumer; that is fine too
+        }
+    }
+    // 6,400 state requests: answers beyond what the socket took were coalesced in the queue,
+    // not stacked (unit-tested in conn.rs: one waiting answer of each kind).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while counter(&server, "chorus_replies_coalesced_total{kind=\"state\"}").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer was coalesced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(counter_sum(&server, "chorus_encodes_off_worker_total").await >= 1);
+    // The node serves everyone else meanwhile.
+    append(&bystander, "t", "still here");
+    let fresh = server.client("elsewhere").await;
+    wait_text(&[&fresh], "t", "still here").await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    drop(ws);
+    server.stop().await.expect("stop");
+}

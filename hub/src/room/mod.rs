@@ -38,7 +38,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::auth::Role;
-use crate::conn::{ConnHandle, ConnId};
+use crate::conn::{ConnHandle, ConnId, Reply};
 use crate::registry::{JoinError, Registry, RoomHandle};
 
 mod presence;
@@ -288,6 +288,34 @@ const OFF_HOME_COMPACT_FACTOR: usize = 4;
 /// would try).
 const COMPACT_RETRY: Duration = Duration::from_secs(1);
 
+/// Whole-document encodes of documents at least this large (stored bytes) run on the
+/// blocking pool: about a millisecond of encoding on this class of machine.
+const OFF_WORKER_ENCODE_BYTES: usize = 64 * 1024;
+
+/// Whole-document encodes running on the blocking pool at once, across the node: a flood of
+/// joiners or REST reads of large documents queues here instead of taking every thread.
+static ENCODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Work a command left for an encode off the runtime workers (`Room::run_deferred`).
+enum Deferred {
+    /// Answer `conn`'s SyncStep1 from `sv`, then handle the rest of its messages.
+    Answer {
+        conn: ConnId,
+        sv: StateVector,
+        rest: std::vec::IntoIter<Inbound>,
+    },
+    /// The whole state for `Command::State`.
+    State(oneshot::Sender<Bytes>),
+    /// The snapshot of a compaction.
+    Snapshot(LogSummary),
+}
+
+/// How a SyncStep1 is answered.
+enum Answer {
+    Ready(Bytes),
+    Encode(StateVector),
+}
+
 /// The member id server edits are attributed to: no connection has it (ids start at 1).
 const SERVER: ConnId = 0;
 
@@ -340,6 +368,8 @@ pub struct Room {
     tenant: Option<Arc<crate::tenants::TenantState>>,
     // Cluster mode: sequence numbers out and in. Boxed: most rooms of most nodes have none.
     remote: Option<Box<RemoteState>>,
+    // Left by a command for an encode off the runtime workers; run before the next command.
+    deferred: Option<Box<Deferred>>,
 }
 
 /// A room's bookkeeping for the bus.
@@ -386,6 +416,7 @@ impl Room {
             last_change_event: None,
             tenant: None,
             remote: None,
+            deferred: None,
             ctx,
         }
     }
@@ -506,6 +537,10 @@ impl Room {
                     break;
                 }
             }
+            // Boxed: rare (large documents only), and every idle room would reserve its slot.
+            while let Some(work) = self.deferred.take() {
+                Box::pin(self.run_deferred(*work)).await;
+            }
             if self.failed {
                 break;
             }
@@ -606,23 +641,17 @@ impl Room {
                 self.refused.remove(&conn);
                 self.leave(conn);
             }
-            Command::Inbound { conn, msgs } => {
-                // Not gated on membership: a client that sends an edit and closes at once is
-                // often gone (its queue dropped) before the room gets to the edit, and the edit
-                // must still count. Only refused connections' later messages are dropped.
-                for m in msgs {
-                    if self.failed || self.refused.contains(&conn) {
-                        break;
-                    }
-                    self.inbound(conn, m);
-                }
-            }
+            Command::Inbound { conn, msgs } => self.inbound_all(conn, msgs.into_iter()),
             Command::State { reply } => {
-                let state = self
-                    .doc
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default());
-                let _ = reply.send(Bytes::from(state));
+                if self.encode_is_long() {
+                    self.deferred = Some(Box::new(Deferred::State(reply)));
+                } else {
+                    let state = self
+                        .doc
+                        .transact()
+                        .encode_state_as_update_v1(&StateVector::default());
+                    let _ = reply.send(Bytes::from(state));
+                }
             }
             Command::Edit { edit, reply } => {
                 let _ = reply.send(self.server_edit(*edit));
@@ -950,10 +979,10 @@ impl Room {
         // SyncStep1 as an unsynced change that only the acknowledgement of its reply clears,
         // also for the SyncStep1s it re-sends (`forceSyncInterval`).
         if conn.prefix().is_none() {
-            conn.send_reply(self.step1());
+            conn.send_handshake(self.step1());
         }
         if let Some(snapshot) = self.presence.snapshot() {
-            conn.send_reply(snapshot);
+            conn.send_handshake(snapshot);
         }
         let id = conn.id;
         self.members.insert(
@@ -1006,33 +1035,138 @@ impl Room {
         }
     }
 
-    fn inbound(&mut self, conn: ConnId, msg: Inbound) {
-        match msg {
-            Inbound::SyncStep1(sv) => {
-                let reply = if sv == StateVector::default() {
-                    self.full_state
-                        .get_or_insert_with(|| {
-                            let u = self
-                                .doc
-                                .transact()
-                                .encode_state_as_update_v1(&StateVector::default());
-                            Message::SyncStep2(Bytes::from(u)).encode()
-                        })
-                        .clone()
-                } else {
-                    let u = self.doc.transact().encode_state_as_update_v1(&sv);
-                    Message::SyncStep2(Bytes::from(u)).encode()
-                };
-                self.send_to(conn, reply);
-                if self
-                    .members
-                    .get(&conn)
-                    .is_some_and(|m| m.conn.prefix().is_some())
+    /// A member's messages, in order. Not gated on membership: a client that sends an edit
+    /// and closes at once is often gone (its queue dropped) before the room gets to the edit,
+    /// and the edit must still count. Only refused connections' later messages are dropped,
+    /// and questions from members that are gone are not answered (`answerable`). An answer
+    /// that needs a long whole-document encode stops here and continues in `run_deferred`.
+    fn inbound_all(&mut self, conn: ConnId, mut msgs: std::vec::IntoIter<Inbound>) {
+        while let Some(m) = msgs.next() {
+            if self.failed || self.refused.contains(&conn) {
+                break;
+            }
+            if let Inbound::SyncStep1(sv) = m {
+                match self.state_answer(conn, sv) {
+                    Some(Answer::Ready(frame)) => self.answer_state(conn, frame),
+                    Some(Answer::Encode(sv)) => {
+                        self.deferred = Some(Box::new(Deferred::Answer {
+                            conn,
+                            sv,
+                            rest: msgs,
+                        }));
+                        return;
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            self.inbound(conn, m);
+        }
+    }
+
+    /// Whether a question from `conn` is still worth answering: nothing more is done for a
+    /// member that left or is being closed.
+    fn answerable(&self, conn: ConnId) -> bool {
+        let ok = self.members.get(&conn).is_some_and(|m| !m.conn.is_closed());
+        if !ok {
+            metrics::counter!("chorus_replies_skipped_total").increment(1);
+        }
+        ok
+    }
+
+    /// What answers `conn`'s SyncStep1. The full state (cached until the next update, shared by
+    /// every joiner) answers an empty state vector, and any request while an earlier answer
+    /// still waits in the member's queue: the new answer replaces it there, and the full state
+    /// covers every state vector, so a flood of requests costs one encode per document
+    /// version, not one per request.
+    fn state_answer(&mut self, conn: ConnId, sv: StateVector) -> Option<Answer> {
+        if !self.answerable(conn) {
+            return None;
+        }
+        let waiting = self
+            .members
+            .get(&conn)
+            .is_some_and(|m| m.conn.answer_waiting(Reply::State));
+        let full = sv == StateVector::default() || waiting;
+        if full && let Some(frame) = &self.full_state {
+            return Some(Answer::Ready(frame.clone()));
+        }
+        let sv = if full { StateVector::default() } else { sv };
+        if self.encode_is_long() {
+            return Some(Answer::Encode(sv));
+        }
+        let u = self.doc.transact().encode_state_as_update_v1(&sv);
+        Some(Answer::Ready(self.state_encoded(&sv, u)))
+    }
+
+    /// The SyncStep2 of an encoded state, cached if it is the full state.
+    fn state_encoded(&mut self, sv: &StateVector, update: Vec<u8>) -> Bytes {
+        let frame = Message::SyncStep2(Bytes::from(update)).encode();
+        if *sv == StateVector::default() {
+            self.full_state = Some(frame.clone());
+        }
+        frame
+    }
+
+    fn answer_state(&mut self, conn: ConnId, frame: Bytes) {
+        self.send_to(conn, Reply::State, frame);
+        if self
+            .members
+            .get(&conn)
+            .is_some_and(|m| m.conn.prefix().is_some())
+        {
+            let step1 = self.step1();
+            self.send_to(conn, Reply::Step1, step1);
+        }
+    }
+
+    /// Encodes of documents this large go to the blocking pool (`encode_off_worker`).
+    fn encode_is_long(&self) -> bool {
+        self.doc_bytes >= OFF_WORKER_ENCODE_BYTES
+    }
+
+    /// Encodes the document from `sv` on the blocking pool, at most `ENCODES` at a time
+    /// across the node, so a runtime worker never spends a large document's encode (tens of
+    /// milliseconds for megabytes). The room waits: nothing else touches its document
+    /// meanwhile, so the encode never contends with an update for the document's lock.
+    async fn encode_off_worker(&self, sv: StateVector) -> Option<Vec<u8>> {
+        let _permit = ENCODES.acquire().await.ok()?;
+        metrics::counter!("chorus_encodes_off_worker_total").increment(1);
+        let doc = self.doc.clone();
+        tokio::task::spawn_blocking(move || doc.transact().encode_state_as_update_v1(&sv))
+            .await
+            .ok()
+    }
+
+    /// Finishes what `handle` left for an encode off the workers.
+    async fn run_deferred(&mut self, work: Deferred) {
+        match work {
+            Deferred::Answer { conn, sv, rest } => {
+                if self.answerable(conn)
+                    && let Some(u) = self.encode_off_worker(sv.clone()).await
                 {
-                    let step1 = self.step1();
-                    self.send_to(conn, step1);
+                    let frame = self.state_encoded(&sv, u);
+                    self.answer_state(conn, frame);
+                }
+                self.inbound_all(conn, rest);
+            }
+            Deferred::State(reply) => {
+                if let Some(u) = self.encode_off_worker(StateVector::default()).await {
+                    let _ = reply.send(Bytes::from(u));
                 }
             }
+            Deferred::Snapshot(log) => {
+                if let Some(u) = self.encode_off_worker(StateVector::default()).await {
+                    self.write_snapshot(log, u);
+                }
+            }
+        }
+    }
+
+    fn inbound(&mut self, conn: ConnId, msg: Inbound) {
+        match msg {
+            // Handled by `inbound_all`.
+            Inbound::SyncStep1(_) => {}
             Inbound::Update {
                 update,
                 raw,
@@ -1047,11 +1181,14 @@ impl Room {
             }
             Inbound::Awareness(entries) => self.awareness_in(conn, entries),
             Inbound::QueryAwareness => {
+                if !self.answerable(conn) {
+                    return;
+                }
                 let msg = self
                     .presence
                     .snapshot()
                     .unwrap_or_else(|| Message::Awareness(Bytes::from_static(&[0])).encode());
-                self.send_to(conn, msg);
+                self.send_to(conn, Reply::Awareness, msg);
             }
         }
     }
@@ -1410,7 +1547,10 @@ impl Room {
     /// The summary also corrects the counts here, which other nodes' compactions make stale.
     fn summed(&mut self, log: LogSummary) {
         if self.ctx.cluster.is_none() {
-            self.write_snapshot(log);
+            if log.entries > 0 {
+                // Encoded off the workers: compactions happen to large documents.
+                self.deferred = Some(Box::new(Deferred::Snapshot(log)));
+            }
             return;
         }
         self.log_len = log.entries;
@@ -1436,14 +1576,7 @@ impl Room {
     /// up to `log.last_id`. Encoding the live document costs a fraction of rebuilding it from
     /// the store (5 MB of text with 28,000 edits: 29 against 365 ms); it holds held-back
     /// updates too, since yrs encodes its pending blocks.
-    fn write_snapshot(&mut self, log: LogSummary) {
-        if log.entries == 0 {
-            return;
-        }
-        let snapshot = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+    fn write_snapshot(&mut self, log: LogSummary, snapshot: Vec<u8>) {
         let stats = CompactStats {
             merged: log.entries,
             merged_bytes: log.bytes,
@@ -1537,11 +1670,11 @@ impl Room {
     }
 
     /// Answers a member's own request (SyncStep2, query-awareness) outside the byte budget.
-    fn send_to(&mut self, conn: ConnId, frame: Bytes) {
+    fn send_to(&mut self, conn: ConnId, kind: Reply, frame: Bytes) {
         let ok = self
             .members
             .get(&conn)
-            .is_some_and(|m| m.conn.send_reply(frame));
+            .is_some_and(|m| m.conn.send_answer(kind, frame));
         if ok {
             metrics::counter!("chorus_messages_out_total").increment(1);
         } else if self.members.contains_key(&conn) {
