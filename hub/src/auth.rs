@@ -62,6 +62,13 @@ pub struct Claims {
     pub role: Option<Role>,
     /// Expiry, seconds since the epoch (required).
     pub exp: u64,
+    /// Issued at, seconds since the epoch: a token issued in the future is refused, and a
+    /// tenant-key token may live at most `MAX_TENANT_TOKEN_LIFETIME` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before, seconds since the epoch (validated when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Display name for presence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -81,6 +88,14 @@ pub struct Identity {
     pub role: Role,
     /// Room patterns this identity may open.
     rooms: Vec<String>,
+    /// When the token expires (seconds since the epoch); open sessions close with 4401
+    /// then. `None` for anonymous connections.
+    pub expires: Option<u64>,
+    /// Presence name and colour from the token, shown to others instead of what the client
+    /// claims about itself.
+    pub name: Option<String>,
+    /// See `name`.
+    pub color: Option<String>,
 }
 
 impl Identity {
@@ -91,6 +106,9 @@ impl Identity {
             user: None,
             role: Role::Write,
             rooms: vec!["*".to_string()],
+            expires: None,
+            name: None,
+            color: None,
         }
     }
 
@@ -133,16 +151,20 @@ pub enum KeyError {
     /// The public key could not be read or parsed.
     #[error("--jwt-public-key: {0}")]
     PublicKey(String),
-    /// The secret is empty.
-    #[error("--jwt-secret must not be empty")]
-    EmptySecret,
+    /// The secret is too short to resist guessing.
+    #[error("--jwt-secret must be at least 32 bytes")]
+    ShortSecret,
 }
+
+/// Shortest HS256 secret accepted (`--jwt-secret`, for signing and verifying): 256 bits, as
+/// RFC 7518 asks of HS256 keys; a short one can be brute-forced offline from any token.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 impl Verifier {
     /// Builds the verifier from the config.
     pub fn from_config(config: &Config, tenants: Arc<Tenants>) -> Result<Self, KeyError> {
         let hs256 = match config.jwt_secret.as_deref() {
-            Some("") => return Err(KeyError::EmptySecret),
+            Some(s) if s.len() < MIN_SECRET_BYTES => return Err(KeyError::ShortSecret),
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
             None => None,
         };
@@ -200,6 +222,14 @@ impl Verifier {
                 if claims.tenant.as_deref() != Some(tenant.as_str()) {
                     return Err(ApiError::Unauthenticated("invalid tenant claim".into()));
                 }
+                // A tenant's key can be leaked by the tenant's own backend; a token minted
+                // with it must not outlive a day (node keys are the operator's business).
+                let born = claims.iat.unwrap_or_else(now_secs);
+                if claims.exp > born.saturating_add(MAX_TENANT_TOKEN_LIFETIME + LEEWAY) {
+                    return Err(ApiError::Unauthenticated(
+                        "token lifetime exceeds 24 hours".into(),
+                    ));
+                }
                 claims
             }
             None => {
@@ -219,8 +249,15 @@ impl Verifier {
                 decode(token, key, alg)?
             }
         };
+        if claims.iat.is_some_and(|iat| iat > now_secs() + LEEWAY) {
+            return Err(ApiError::Unauthenticated(
+                "token issued in the future".into(),
+            ));
+        }
         let tenant = claims.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
-        if tenant.is_empty() || tenant.len() > 128 {
+        // The same ids tenants are created with: no quotes, slashes or spaces (a tenant id
+        // ends up in Redis channel names and logs).
+        if !crate::tenants::valid_id(&tenant) {
             return Err(ApiError::Unauthenticated("invalid tenant claim".into()));
         }
         Ok(Identity {
@@ -228,13 +265,23 @@ impl Verifier {
             user: claims.sub,
             role: claims.role.unwrap_or(Role::Read),
             rooms: claims.rooms,
+            expires: Some(claims.exp),
+            name: claims.name,
+            color: claims.color,
         })
     }
 }
 
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY: u64 = 5;
+
+/// Longest lifetime of a token signed with a tenant's key (from `iat`, or from now).
+pub const MAX_TENANT_TOKEN_LIFETIME: u64 = 24 * 3600;
+
 fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, ApiError> {
     let mut validation = Validation::new(alg);
-    validation.leeway = 5;
+    validation.leeway = LEEWAY;
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp"]);
     validation.validate_aud = false;
     jsonwebtoken::decode::<Claims>(token, key, &validation)
@@ -244,6 +291,7 @@ fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, ApiE
             ApiError::Unauthenticated(
                 match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
                     ErrorKind::InvalidSignature => "invalid token signature",
                     ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
                     _ => "invalid token",
@@ -324,6 +372,8 @@ pub fn mint_hs256(args: &TokenArgs) -> Result<String, jsonwebtoken::errors::Erro
             Role::Write
         }),
         exp: now_secs() + args.ttl.as_secs(),
+        iat: Some(now_secs()),
+        nbf: None,
         name: args.name.clone(),
         color: None,
     };

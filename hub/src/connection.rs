@@ -99,6 +99,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             conn: &s.conn,
             room,
             limits: s.limits,
+            expires: s.identity.expires,
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
         };
@@ -201,8 +202,8 @@ pub trait Dialect: Send {
     /// Handles one text frame.
     fn text(&mut self, text: &str) -> Result<(), Closing>;
     /// Called at every keepalive tick (after the WebSocket ping); an error closes.
-    fn tick(&mut self) -> Result<(), Closing> {
-        Ok(())
+    fn tick(&mut self) -> impl Future<Output = Result<(), Closing>> + Send {
+        async { Ok(()) }
     }
     /// The connection ended: leave every room.
     fn leave(&mut self) -> impl Future<Output = ()> + Send;
@@ -259,7 +260,7 @@ pub async fn serve<D: Dialect>(
                 if !matches!(sent, Ok(Ok(()))) {
                     break (CloseCode::Normal, String::new());
                 }
-                if let Err(closing) = dialect.tick() {
+                if let Err(closing) = Box::pin(dialect.tick()).await {
                     break closing;
                 }
             }
@@ -310,6 +311,9 @@ struct YWebsocket<'a> {
     conn: &'a ConnHandle,
     room: RoomHandle,
     limits: FrameLimits,
+    // When the token expires: the session closes with 4401 at the first tick after it (a
+    // stock client then stops reconnecting; its app fetches a fresh token and reconnects).
+    expires: Option<u64>,
     // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
     recorder: Option<Box<crate::record::Recorder>>,
     // Boxed: most connections have no limit, and this struct lives in every connection's
@@ -334,6 +338,14 @@ impl Dialect for YWebsocket<'_> {
             self.limits,
         )
         .await
+    }
+
+    async fn tick(&mut self) -> Result<(), Closing> {
+        if self.expires.is_some_and(|e| e <= crate::auth::now_secs()) {
+            metrics::counter!("chorus_sessions_expired_total").increment(1);
+            return Err((CloseCode::Unauthenticated, "token expired".into()));
+        }
+        Ok(())
     }
 
     fn text(&mut self, text: &str) -> Result<(), Closing> {

@@ -57,6 +57,8 @@ struct OpenDoc {
     key: RoomKey,
     conn: ConnHandle,
     room: RoomHandle,
+    // When its token expires: the document is closed then (4401's meaning, per document).
+    expires: Option<u64>,
     // Counts against the tenant's connection limit while the document is open.
     _slot: TenantSlot,
 }
@@ -127,9 +129,15 @@ impl Hocuspocus {
                 .await
                 .ok()
                 .filter(|i| *i.tenant == *doc.key.tenant && i.may_open(&doc.key.room))
-                .map(|i| i.role);
+                .map(|i| (i.role, i.expires));
             match refreshed {
-                Some(role) if role == role_now => return Ok(()),
+                Some((role, expires)) if role == role_now => {
+                    // Re-authentication before expiry keeps the document open.
+                    if let Some(doc) = self.docs.get_mut(&address) {
+                        doc.expires = expires;
+                    }
+                    return Ok(());
+                }
                 Some(_) => self.close_doc(&address).await,
                 None => {
                     self.root.send(Outbound::Binary(hocuspocus::close(
@@ -218,6 +226,7 @@ impl Hocuspocus {
                         key,
                         conn,
                         room,
+                        expires: identity.expires,
                         _slot: slot,
                     },
                 );
@@ -323,12 +332,35 @@ impl Dialect for Hocuspocus {
         ))
     }
 
-    fn tick(&mut self) -> Result<(), Closing> {
+    async fn tick(&mut self) -> Result<(), Closing> {
         if self
             .no_docs_since
             .is_some_and(|t| t.elapsed() >= IDLE_WITHOUT_DOCUMENTS)
         {
             return Err((CloseCode::Policy, "no document opened".into()));
+        }
+        // Documents whose token expired close (the provider re-authenticates before expiry
+        // by sending a fresh token for the document: see `open`).
+        let now = crate::auth::now_secs();
+        let expired: Vec<String> = self
+            .docs
+            .iter()
+            .filter(|(_, d)| d.expires.is_some_and(|e| e <= now))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for address in expired {
+            let prefix = hocuspocus::address_prefix(&address);
+            self.root.send(Outbound::Binary(hocuspocus::close(
+                &prefix,
+                "token expired",
+            )));
+            self.root
+                .send(Outbound::Binary(hocuspocus::permission_denied(
+                    &prefix,
+                    "token expired",
+                )));
+            metrics::counter!("chorus_sessions_expired_total").increment(1);
+            self.close_doc(&address).await;
         }
         if self.app_ping {
             self.root

@@ -9,6 +9,12 @@ use tokio::net::TcpListener;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Token(args))
+            if args.jwt_secret.len() < chorus_hub::auth::MIN_SECRET_BYTES =>
+        {
+            eprintln!("error: --jwt-secret must be at least 32 bytes");
+            ExitCode::FAILURE
+        }
         Some(Command::Token(args)) => match chorus_hub::auth::mint_hs256(&args) {
             Ok(token) => {
                 println!("{token}");

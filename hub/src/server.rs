@@ -112,7 +112,25 @@ pub(crate) fn validate_room(name: &str) -> Result<(), ApiError> {
             "room name contains control characters".into(),
         ));
     }
+    if name.chars().any(is_invisible_format) {
+        return Err(ApiError::BadRequest(
+            "room name contains invisible formatting characters".into(),
+        ));
+    }
     Ok(())
+}
+
+/// Unicode format characters (category Cf) and other invisible ones that make two names look
+/// alike or reverse how a name reads: bidi overrides and isolates (U+202A-E, U+2066-9), zero
+/// widths (U+200B-F, U+2060-4, U+FEFF), the soft hyphen, and the rest of Cf that occurs in
+/// text (Arabic, Syriac, Mongolian, tags).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}'
+        | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}')
 }
 
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -476,6 +494,16 @@ mod tests {
         assert!(validate_room("notes/2026").is_ok());
         assert!(validate_room("").is_err());
         assert!(validate_room("a\u{0}b").is_err());
+        // Issue 13: names that read differently from what they are.
+        for sneaky in [
+            "invoice\u{202E}fdp.exe",
+            "a\u{200B}b",
+            "\u{FEFF}room",
+            "x\u{2066}y",
+        ] {
+            assert!(validate_room(sneaky).is_err(), "{sneaky:?}");
+        }
+        assert!(validate_room("café/日本語/ünïcödé").is_ok());
         assert!(validate_room(&"x".repeat(MAX_ROOM_NAME + 1)).is_err());
     }
 

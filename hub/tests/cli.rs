@@ -28,7 +28,7 @@ fn token_prints_a_verifiable_hs256_token() {
         "--ttl",
         "2h",
         "--jwt-secret",
-        "s3cret",
+        "s3cret-s3cret-s3cret-s3cret-s3cret",
     ]);
     assert!(
         out.status.success(),
@@ -38,7 +38,7 @@ fn token_prints_a_verifiable_hs256_token() {
     let token = String::from_utf8(out.stdout).expect("utf8");
     let data = jsonwebtoken::decode::<Value>(
         token.trim(),
-        &DecodingKey::from_secret(b"s3cret"),
+        &DecodingKey::from_secret(b"s3cret-s3cret-s3cret-s3cret-s3cret"),
         &Validation::new(Algorithm::HS256),
     )
     .expect("valid token");
@@ -59,9 +59,13 @@ fn token_without_a_secret_or_room_fails_clearly() {
     let out = chorus(&["token", "--room", "r"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
-    let out = chorus(&["token", "--jwt-secret", "x"]);
+    let out = chorus(&["token", "--jwt-secret", &"x".repeat(32)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--room"));
+    // Issue 13: a guessable secret is refused when signing, and when serving.
+    let out = chorus(&["token", "--room", "r", "--jwt-secret", "short"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32 bytes"));
 }
 
 #[test]

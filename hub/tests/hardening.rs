@@ -299,3 +299,45 @@ async fn a_peer_that_asks_without_reading_holds_one_answer_and_the_node_keeps_se
     drop(ws);
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn tokens_are_checked_for_nbf_iat_and_tenant_and_sessions_end_when_they_expire() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    config.ping_interval = std::time::Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let connect = |t: String| {
+        let url = format!("{}?token={t}", server.url("tok"));
+        async move { Client::connect(&url, ClientOptions::default()).await }
+    };
+    let exp = now() + 600;
+    for (what, claims) in [
+        (
+            "nbf in the future",
+            serde_json::json!({ "exp": exp, "nbf": now() + 300 }),
+        ),
+        (
+            "iat in the future",
+            serde_json::json!({ "exp": exp, "iat": now() + 300 }),
+        ),
+        (
+            "a tenant id that is not one",
+            serde_json::json!({ "exp": exp, "tenant": "' OR 1=1--" }),
+        ),
+        (
+            "a tenant with a slash",
+            serde_json::json!({ "exp": exp, "tenant": "a/b" }),
+        ),
+    ] {
+        assert!(connect(token(claims)).await.is_err(), "{what} was accepted");
+    }
+    // A token that expires while its session is open ends the session with 4401.
+    let short = token(serde_json::json!({ "exp": now() + 2 }));
+    let c = connect(short).await.expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    let (code, reason) = c.wait_closed(PATIENCE).await.expect("closed at expiry");
+    assert_eq!((code, reason.as_str()), (4401, "token expired"));
+    server.stop().await.expect("stop");
+}

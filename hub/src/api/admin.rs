@@ -384,7 +384,7 @@ pub(super) async fn revoke_key(
 }
 
 /// Longest client token lifetime the API mints: 7 days.
-const MAX_TOKEN_TTL: u64 = 7 * 24 * 3600;
+const MAX_TOKEN_TTL: u64 = crate::auth::MAX_TENANT_TOKEN_LIFETIME;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -455,6 +455,8 @@ pub(super) async fn mint_token(
         rooms,
         role: Some(role),
         exp,
+        iat: Some(crate::auth::now_secs()),
+        nbf: None,
         name: body.name,
         color: body.color,
     };

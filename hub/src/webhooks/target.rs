@@ -19,6 +19,8 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
                 || a >= 240
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (b == 18 || b == 19))
+                // IETF protocol assignments (192.0.0.0/24: DS-Lite, NAT64 discovery, ...).
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
@@ -38,6 +40,10 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
             if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 return embedded(seg[6], seg[7]);
             }
+            // IPv4-translated (SIIT, ::ffff:0:a.b.c.d).
+            if seg[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                return embedded(seg[6], seg[7]);
+            }
             if seg[0] == 0x2002 {
                 return embedded(seg[1], seg[2]);
             }
@@ -47,6 +53,12 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                // Site-local (deprecated, still routed inside some networks).
+                || (first & 0xffc0) == 0xfec0
+                // Local-use NAT64 (64:ff9b:1::/48): translated into the operator's network.
+                || seg[..3] == [0x64, 0xff9b, 1]
+                // Teredo (2001::/32): tunnels to an IPv4 address hidden in the suffix.
+                || seg[..2] == [0x2001, 0]
         }
     }
 }
@@ -117,11 +129,24 @@ mod tests {
             "2002:0a00:0001::1",
             "198.18.0.1",
             "240.0.0.1",
+            // Issue 13: local-use NAT64, IPv4-translated, site-local, Teredo, IETF assignments.
+            "64:ff9b:1::a00:1",
+            "::ffff:0:a00:1",
+            "fec0::1",
+            "2001:0:4136:e378::1",
+            "192.0.0.8",
         ] {
             let ip: std::net::IpAddr = internal.parse().expect("ip");
             assert!(super::is_internal(ip), "{internal}");
         }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "192.0.2.1",
+            "2001:db8::1",
+            "2001:4860::8888",
+        ] {
             let ip: std::net::IpAddr = public.parse().expect("ip");
             assert!(!super::is_internal(ip), "{public}");
         }

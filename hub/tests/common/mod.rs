@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 /// Patience for anything that should happen "soon" on a loaded 2-core CI machine.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-pub const SECRET: &str = "test-secret-for-chorus";
+pub const SECRET: &str = "test-secret-for-chorus-0123456789abcdef";
 
 pub struct TestServer {
     pub addr: SocketAddr,
