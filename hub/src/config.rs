@@ -156,6 +156,25 @@ pub struct Config {
     #[arg(long, env = "CHORUS_MAX_MESSAGES_PER_FRAME", default_value_t = 64)]
     pub max_messages_per_frame: usize,
 
+    /// Longest time a client may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open); slower sockets are closed. Default: 10s.
+    #[arg(long, env = "CHORUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most sockets at once that have not sent a request yet or not upgraded to a WebSocket
+    /// (REST keep-alive connections included); past it new sockets are closed at once.
+    /// Default: 1024.
+    #[arg(long, env = "CHORUS_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
+    pub max_pending_connections: usize,
+
+    /// Web origins (`https://app.example.com`, comma-separated) whose pages may open
+    /// WebSockets here. Anonymous sessions are refused unless both the page's `Origin` and
+    /// the `Host` asked for are loopback or listed (browsers apply no CORS to WebSockets, and
+    /// DNS rebinding reaches loopback by name); with tokens, a listed set is enforced too.
+    /// Clients that send no `Origin` (not browsers) are not affected. Default: none.
+    #[arg(long, env = "CHORUS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Most rooms open at once on this node. Default: 10000.
     #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
@@ -259,7 +278,7 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 20] = [
+        let checks: [(bool, &str); 21] = [
             (
                 self.operator_key.as_ref().is_none_or(|k| k.len() >= 32),
                 "--operator-key must be at least 32 characters",
@@ -285,6 +304,12 @@ impl Config {
                 "--max-awareness-bytes must be at least 64",
             ),
             (self.max_rooms >= 1, "--max-rooms must be at least 1"),
+            (
+                self.header_read_timeout >= Duration::from_millis(100)
+                    && self.header_read_timeout <= hour
+                    && self.max_pending_connections >= 1,
+                "--header-read-timeout must be between 100ms and 1h and --max-pending-connections at least 1",
+            ),
             (
                 (2..=chorus_persistence::HARD_MAX_NESTING_DEPTH).contains(&self.max_nesting_depth),
                 "--max-nesting-depth must be between 2 and 1024",

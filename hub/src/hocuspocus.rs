@@ -78,6 +78,9 @@ pub struct Hocuspocus {
     rate: Option<(u32, crate::connection::RateLimit)>,
     // `--record-dir`: this socket's inbound frames (boxed: recording is rare).
     recorder: Option<Box<crate::record::Recorder>>,
+    /// Whether the page behind the socket may open documents without a token
+    /// (`server::page_trust`).
+    pub anonymous_allowed: bool,
 }
 
 impl Hocuspocus {
@@ -98,6 +101,7 @@ impl Hocuspocus {
             no_docs_since: Some(Instant::now()),
             refusals: 0,
             rate: None,
+            anonymous_allowed: true,
         }
     }
 
@@ -165,6 +169,12 @@ impl Hocuspocus {
             Ok(i) => i,
             Err(e) => return self.deny(&prefix, &e.to_string()),
         };
+        if identity.expires.is_none() && !self.anonymous_allowed {
+            return self.deny(
+                &prefix,
+                "anonymous access is only for pages on this machine: send a token",
+            );
+        }
         if !identity.may_open(name) {
             return self.deny(&prefix, "token does not grant this room");
         }

@@ -34,6 +34,7 @@ pub mod docjson;
 pub mod error;
 pub mod events;
 pub mod hocuspocus;
+pub mod http;
 pub mod metrics;
 pub mod record;
 pub mod registry;
@@ -214,26 +215,20 @@ pub async fn run(
     }
     tracing::info!(%addr, node = %app.cluster.node().id, "listening");
     let stop_accepting = app.shutdown.clone();
-    // Small messages must leave at once: with Nagle's algorithm on, a lone update waits for
-    // the peer's delayed ACK (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    // Routes are made into services once, here. Given the router itself, `axum::serve` deep
-    // clones it for every connection (`Router::with_state` on a shared router copies each
-    // route): an allocation per route and a hash-map copy in every WebSocket's set-up.
+    // The state is applied once, here: `Router::with_state` on a shared router copies each
+    // route, and cloning the stateless router afterwards shares them.
     let router = server::router(app.clone()).with_state(());
-    let server = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
-    let mut server = tokio::spawn(async move { server.await });
+    let limits = http::HttpLimits {
+        header_read_timeout: app.config.header_read_timeout,
+        max_pending: app.config.max_pending_connections,
+    };
+    let mut server = tokio::spawn(http::serve(listener, router, limits, stop_accepting));
 
     tokio::select! {
         () = shutdown => {}
         res = &mut server => {
-            // The listener failed; nothing to drain gracefully from.
-            res.context("server task")?.context("serving")?;
+            // The accept loop ended by itself; nothing to drain gracefully from.
+            res.context("server task")?;
             return Ok(());
         }
     }

@@ -148,6 +148,77 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// What the page that opens a WebSocket may do, from its `Origin` and the `Host` it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageTrust {
+    /// Loopback, listed, or not a browser: anything its token allows, anonymous included.
+    Full,
+    /// Only with a token (the page is neither loopback nor listed, and no list is set).
+    TokenOnly,
+    /// Nothing: a list is set and the page is not on it.
+    None,
+}
+
+/// Judges the page behind an upgrade (see `--allowed-origins`).
+pub fn page_trust(config: &crate::config::Config, headers: &HeaderMap) -> PageTrust {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    let origin = header(header::ORIGIN);
+    let listed = |o: &str| {
+        config
+            .allowed_origins
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
+    };
+    let origin_ok = match origin {
+        // Not a browser (bots, Node's ws, the load tester): no page to protect from.
+        None => true,
+        Some(o) => listed(o) || origin_host(o).is_some_and(is_loopback_host),
+    };
+    if let (Some(o), false) = (origin, config.allowed_origins.is_empty()) {
+        if !listed(o) && !origin_host(o).is_some_and(is_loopback_host) {
+            return PageTrust::None;
+        }
+    }
+    // A page served from a rebound name (evil.example -> 127.0.0.1) asks for that name.
+    let host_ok = header(header::HOST).is_none_or(|h| {
+        is_loopback_host(strip_port(h))
+            || config
+                .allowed_origins
+                .iter()
+                .filter_map(|a| origin_host(a))
+                .any(|a| a.eq_ignore_ascii_case(strip_port(h)))
+    });
+    if origin_ok && host_ok {
+        PageTrust::Full
+    } else {
+        PageTrust::TokenOnly
+    }
+}
+
+/// The host of an origin (`scheme://host[:port]`).
+fn origin_host(origin: &str) -> Option<&str> {
+    let rest = origin.split_once("://")?.1;
+    Some(strip_port(rest.trim_end_matches('/')))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn refused(reason: &'static str, e: ApiError) -> Response {
     metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
     e.into_response()
@@ -187,6 +258,24 @@ async fn ws_handler(
         Ok(i) => i,
         Err(e) => return refused("unauthenticated", e),
     };
+    match page_trust(&app.config, &headers) {
+        PageTrust::Full => {}
+        PageTrust::TokenOnly if identity.expires.is_some() => {}
+        PageTrust::TokenOnly => {
+            return refused(
+                "origin",
+                ApiError::Forbidden(
+                    "anonymous access is only for pages on this machine: send a token or list the origin in --allowed-origins".into(),
+                ),
+            );
+        }
+        PageTrust::None => {
+            return refused(
+                "origin",
+                ApiError::Forbidden("this page's origin is not in --allowed-origins".into()),
+            );
+        }
+    }
     if !identity.may_open(&room) {
         return refused(
             "forbidden",
@@ -396,10 +485,20 @@ const HOCUSPOCUS_PING: std::time::Duration = std::time::Duration::from_secs(10);
 /// node-level checks happen before the upgrade.
 async fn hocuspocus_handler(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     ws: Result<Upgrade, ApiError>,
 ) -> Response {
     if let Some(refusal) = refuse_while_draining(&app) {
         return refusal;
+    }
+    // Documents authenticate inside the socket: a page that may not open anonymous sessions
+    // gets the socket, and its anonymous documents are refused there.
+    let trust = page_trust(&app.config, &headers);
+    if trust == PageTrust::None {
+        return refused(
+            "origin",
+            ApiError::Forbidden("this page's origin is not in --allowed-origins".into()),
+        );
     }
     let Ok(ws) = ws else {
         return refused(
@@ -423,9 +522,10 @@ async fn hocuspocus_handler(
         app.config.send_queue_bytes,
     );
     slot.attach(root.id, &queue);
-    let dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone());
+    let mut dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone());
+    dialect.anonymous_allowed = trust == PageTrust::Full;
     let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
-    let (mut queue, mut dialect) = (queue, dialect);
+    let mut queue = queue;
     ws.respond(
         protocol.as_deref(),
         ws_config(&app.config),

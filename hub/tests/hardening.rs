@@ -341,3 +341,147 @@ async fn tokens_are_checked_for_nbf_iat_and_tenant_and_sessions_end_when_they_ex
     assert_eq!((code, reason.as_str()), (4401, "token expired"));
     server.stop().await.expect("stop");
 }
+
+/// Reads until the server closes the socket; `true` if it did within patience.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_pending_sockets_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    config.max_pending_connections = 2;
+    let server = TestServer::start(config).await;
+    // Two sockets that send half a request line and stop (slowloris).
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /healthz HT").await.expect("write");
+        slow.push(s);
+    }
+    // While they wait, a third socket is over the cap: closed without an answer.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut third = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    assert!(closed_by_server(&mut third).await);
+    // The slow ones are closed by the header timeout, and the node answers again.
+    for s in &mut slow {
+        assert!(closed_by_server(s).await, "a slow socket stayed open");
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if server.get("/healthz").await.0 == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A WebSocket holds no pending place once upgraded.
+    let a = server.client("pending").await;
+    let b = server.client("pending").await;
+    let c = server.client("pending").await;
+    append(&a, "t", "x");
+    wait_text(&[&b, &c], "t", "x").await;
+    server.stop().await.expect("stop");
+}
+
+/// The status of a WebSocket upgrade request with extra headers (101 when accepted).
+async fn upgrade_status(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = reqwest::Client::new()
+        .get(format!("http://{}{path}", server.addr))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    tokio::time::timeout(PATIENCE, req.send())
+        .await
+        .expect("answer in time")
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn anonymous_sessions_are_only_for_local_pages_and_listed_origins_are_enforced() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let local = format!("127.0.0.1:{}", server.addr.port());
+    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+        (&[], 101, "no Origin: not a browser"),
+        (&[("origin", "http://localhost:5173")], 101, "a local page"),
+        (
+            &[("origin", "https://evil.example")],
+            403,
+            "any web page the user opens",
+        ),
+        (
+            &[
+                ("origin", "http://evil.example"),
+                ("host", "evil.example:8080"),
+            ],
+            403,
+            "DNS rebinding: a page on a name that resolves to loopback",
+        ),
+        (&[("origin", "null")], 403, "a sandboxed or file page"),
+    ];
+    for (headers, want, what) in cases {
+        let mut h = headers.to_vec();
+        if !h.iter().any(|(k, _)| *k == "host") {
+            h.push(("host", &local));
+        }
+        assert_eq!(upgrade_status(&server, "/ws/o", &h).await, want, "{what}");
+    }
+    // Hocuspocus authenticates inside the socket: the socket opens, anonymous documents don't.
+    let opts = ClientOptions {
+        hocuspocus: Some("o".into()),
+        ..ClientOptions::default()
+    };
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    let local_doc = Client::connect(&url, opts).await.expect("connect");
+    local_doc.synced(PATIENCE).await.expect("no Origin: served");
+    server.stop().await.expect("stop");
+
+    // With a list, tokens are held to it too.
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    config.allowed_origins = vec!["https://app.example".into()];
+    let server = TestServer::start(config).await;
+    let path = format!("/ws/o?token={}", token(serde_json::json!({})));
+    assert_eq!(
+        upgrade_status(&server, &path, &[("origin", "https://app.example")]).await,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&server, &path, &[("origin", "https://other.example")]).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(
+            &server,
+            "/hocuspocus",
+            &[("origin", "https://other.example")]
+        )
+        .await,
+        403
+    );
+    server.stop().await.expect("stop");
+}
