@@ -178,10 +178,11 @@ pub fn page_trust(config: &crate::config::Config, headers: &HeaderMap) -> PageTr
         None => true,
         Some(o) => listed(o) || origin_host(o).is_some_and(is_loopback_host),
     };
-    if let (Some(o), false) = (origin, config.allowed_origins.is_empty()) {
-        if !listed(o) && !origin_host(o).is_some_and(is_loopback_host) {
-            return PageTrust::None;
-        }
+    if let (Some(o), false) = (origin, config.allowed_origins.is_empty())
+        && !listed(o)
+        && !origin_host(o).is_some_and(is_loopback_host)
+    {
+        return PageTrust::None;
     }
     // A page served from a rebound name (evil.example -> 127.0.0.1) asks for that name.
     let host_ok = header(header::HOST).is_none_or(|h| {
