@@ -423,7 +423,8 @@ async fn anonymous_sessions_are_only_for_local_pages_and_listed_origins_are_enfo
     let data = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(test_config(data.path())).await;
     let local = format!("127.0.0.1:{}", server.addr.port());
-    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: [Case; 5] = [
         (&[], 101, "no Origin: not a browser"),
         (&[("origin", "http://localhost:5173")], 101, "a local page"),
         (
@@ -483,5 +484,82 @@ async fn anonymous_sessions_are_only_for_local_pages_and_listed_origins_are_enfo
         .await,
         403
     );
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn guessing_api_key_secrets_is_bounded_per_key_id() {
+    const OPERATOR: &str = "operator-key-for-hardening-0123456789abcdef";
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.operator_key = Some(OPERATOR.into());
+    config.allow_anonymous = Some(false);
+    let server = TestServer::start(config).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post(
+        "/v1/tenants",
+        OPERATOR,
+        serde_json::json!({ "id": "guess", "name": "g" }),
+    )
+    .await
+    .expect("tenant");
+    assert_eq!(r.status(), 201);
+    let r = post(
+        "/v1/tenants/guess/api-keys",
+        OPERATOR,
+        serde_json::json!({ "name": "k" }),
+    )
+    .await
+    .expect("key");
+    let key: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    let key = key["key"].as_str().expect("key").to_string();
+    let id = key
+        .rsplitn(2, '.')
+        .nth(1)
+        .expect("tenant and id")
+        .to_string();
+    let get = |k: String| {
+        let http = http.clone();
+        let url = format!("{base}/v1/rooms");
+        async move {
+            http.get(url)
+                .bearer_auth(k)
+                .send()
+                .await
+                .expect("answer")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get(key.clone()).await, 200);
+    // The same wrong key twice: the second is refused from the cache of failures.
+    let wrong = format!("{id}.not-the-secret");
+    assert_eq!(get(wrong.clone()).await, 401);
+    let before = counter(&server, "chorus_api_key_failures_cached_total").await;
+    assert_eq!(get(wrong).await, 401);
+    assert!(counter(&server, "chorus_api_key_failures_cached_total").await > before);
+    // Thirty different guesses at once against one key id: argon2 runs for a few, the rest
+    // are told to retry.
+    let guesses = (0..30).map(|i| get(format!("{id}.guess-{i}")));
+    let statuses = futures_util::future::join_all(guesses).await;
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 15,
+        "{statuses:?}"
+    );
+    // The real key, verified before, still works (from the cache of verified keys).
+    assert_eq!(get(key).await, 200);
     server.stop().await.expect("stop");
 }

@@ -407,7 +407,26 @@ const API_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct KeyCache {
     verified: DashMap<[u8; 32], (String, String, Instant)>,
+    // Keys that failed verification, by digest, when: refused again without argon2 for
+    // `API_KEY_CACHE_TTL` (a client retrying a bad key costs nothing).
+    failed: DashMap<[u8; 32], Instant>,
+    // argon2 runs per key id (`tenant`, `key id`): the id is not secret, so anyone can make
+    // the node verify guesses against it; this bounds how often.
+    attempts: DashMap<(String, String), crate::connection::RateLimit>,
 }
+
+/// argon2 verifications running at once (each takes ~19 MiB and tens of milliseconds of a
+/// core); more wait, up to `ARGON2_WAIT`.
+static ARGON2: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// How long a request waits for an argon2 slot before it is told to retry (429).
+const ARGON2_WAIT: Duration = Duration::from_secs(2);
+
+/// argon2 verifications per second for one key id (bursts of twice that).
+const ARGON2_PER_KEY_ID: u32 = 5;
+
+/// Entries the key caches may hold before they are cleared (a flood of made-up keys).
+const KEY_CACHE_MAX: usize = 100_000;
 
 impl KeyCache {
     pub(crate) fn forget_key(&self, tenant: &str, key_id: &str) {
@@ -437,6 +456,15 @@ async fn verify_api_key(app: &AppState, key: &str) -> ApiResult<String> {
     {
         return Ok(hit.0.clone());
     }
+    if app
+        .api_keys
+        .failed
+        .get(&d)
+        .is_some_and(|t| t.elapsed() < API_KEY_CACHE_TTL)
+    {
+        metrics::counter!("chorus_api_key_failures_cached_total").increment(1);
+        return Err(invalid());
+    }
     let (tenant, key_id, secret) = parse_api_key(key).ok_or_else(invalid)?;
     if validate_tenant_id(tenant).is_err() || key_id.len() > 64 || secret.len() > 256 {
         return Err(invalid());
@@ -447,14 +475,41 @@ async fn verify_api_key(app: &AppState, key: &str) -> ApiResult<String> {
         .await?
         .filter(|k| k.revoked.is_none())
         .ok_or_else(invalid)?;
+    let allowed = {
+        if app.api_keys.attempts.len() > KEY_CACHE_MAX {
+            app.api_keys.attempts.clear();
+        }
+        app.api_keys
+            .attempts
+            .entry((tenant.to_string(), key_id.to_string()))
+            .or_insert_with(|| crate::connection::RateLimit::new(ARGON2_PER_KEY_ID))
+            .take()
+    };
+    if !allowed {
+        metrics::counter!("chorus_limit_rejections_total", "limit" => "api_key_verifications")
+            .increment(1);
+        return Err(Problem::quota(
+            "too many attempts with this API key id; retry in a few seconds",
+        ));
+    }
+    let Ok(Ok(permit)) = tokio::time::timeout(ARGON2_WAIT, ARGON2.acquire()).await else {
+        metrics::counter!("chorus_limit_rejections_total", "limit" => "api_key_verifications")
+            .increment(1);
+        return Err(Problem::quota("too many API key verifications; retry"));
+    };
     let secret = secret.to_string();
     let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &stored.hash))
         .await
         .map_err(Problem::internal)?;
+    drop(permit);
     if !ok {
+        if app.api_keys.failed.len() > KEY_CACHE_MAX {
+            app.api_keys.failed.clear();
+        }
+        app.api_keys.failed.insert(d, Instant::now());
         return Err(invalid());
     }
-    if app.api_keys.verified.len() > 100_000 {
+    if app.api_keys.verified.len() > KEY_CACHE_MAX {
         app.api_keys.verified.clear();
     }
     app.api_keys
