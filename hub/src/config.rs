@@ -175,6 +175,18 @@ pub struct Config {
     #[arg(long, env = "CHORUS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Frames per second one connection may send when its tenant sets no
+    /// `messages_per_second` (bursts of twice that); past it the connection is closed with
+    /// 4429. 0 turns the default off. Default: 1000.
+    #[arg(long, env = "CHORUS_MESSAGES_PER_SECOND", default_value_t = 1000)]
+    pub messages_per_second: u32,
+
+    /// Awareness bytes per second one connection may send (bursts of twice that); awareness
+    /// beyond it is dropped, not relayed (`chorus_awareness_dropped_total`): presence is
+    /// ephemeral and the next update replaces it. Default: 65536.
+    #[arg(long, env = "CHORUS_AWARENESS_BYTES_PER_SECOND", default_value_t = 64 * 1024)]
+    pub awareness_bytes_per_second: u32,
+
     /// Most rooms open at once on this node. Default: 10000.
     #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,

@@ -44,6 +44,8 @@ pub struct Session {
     pub registry: Arc<Registry>,
     /// What one frame may hold.
     pub limits: FrameLimits,
+    /// See `--awareness-bytes-per-second`.
+    pub awareness_bytes_per_second: u32,
     /// See `--ping-interval`.
     pub ping_interval: Duration,
     /// Writes inbound frames to `--record-dir`, when recording is on.
@@ -99,6 +101,8 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             conn: &s.conn,
             room,
             limits: s.limits,
+            awareness: None,
+            awareness_rate: s.awareness_bytes_per_second,
             expires: s.identity.expires,
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
@@ -165,6 +169,40 @@ impl RateLimit {
         self.tokens = (self.tokens + refill).min(self.rate * 2.0);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A token bucket of bytes: `rate` per second, bursts up to twice that.
+#[derive(Debug)]
+pub struct ByteBudget {
+    rate: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl ByteBudget {
+    /// A full budget.
+    pub fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        ByteBudget {
+            rate,
+            tokens: rate * 2.0,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Spends `n` bytes; `false` (nothing spent) when the budget does not hold them.
+    pub fn spend(&mut self, n: usize) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
             true
         } else {
             false
@@ -311,6 +349,10 @@ struct YWebsocket<'a> {
     conn: &'a ConnHandle,
     room: RoomHandle,
     limits: FrameLimits,
+    // Boxed, like `rate`: built at the first awareness message (most connections of a
+    // large room send little or none).
+    awareness: Option<Box<ByteBudget>>,
+    awareness_rate: u32,
     // When the token expires: the session closes with 4401 at the first tick after it (a
     // stock client then stops reconnecting; its app fetches a fresh token and reconnects).
     expires: Option<u64>,
@@ -336,6 +378,8 @@ impl Dialect for YWebsocket<'_> {
             frame,
             self.role,
             self.limits,
+            self.awareness
+                .get_or_insert_with(|| Box::new(ByteBudget::new(self.awareness_rate))),
         )
         .await
     }
@@ -389,9 +433,23 @@ pub async fn forward(
     frame: Bytes,
     role: Role,
     limits: FrameLimits,
+    awareness: &mut ByteBudget,
 ) -> Result<(), Closing> {
     match decode_frame(frame, role, limits) {
-        Ok(decoded) => {
+        Ok(mut decoded) => {
+            // Awareness past the sender's byte budget is dropped: one member flooding
+            // presence would otherwise be fanned out to everyone, and slow members cut off.
+            decoded.msgs.retain(|m| match m {
+                Inbound::Awareness(entries) => {
+                    let bytes = entries.iter().map(|e| e.state.len() + 16).sum();
+                    let ok = awareness.spend(bytes);
+                    if !ok {
+                        metrics::counter!("chorus_awareness_dropped_total").increment(1);
+                    }
+                    ok
+                }
+                _ => true,
+            });
             if decoded.denied {
                 deny(conn);
             }

@@ -81,6 +81,8 @@ pub struct Hocuspocus {
     /// Whether the page behind the socket may open documents without a token
     /// (`server::page_trust`).
     pub anonymous_allowed: bool,
+    // Awareness bytes this socket may still send (all its documents together).
+    awareness: crate::connection::ByteBudget,
 }
 
 impl Hocuspocus {
@@ -92,6 +94,11 @@ impl Hocuspocus {
             .as_deref()
             .and_then(|dir| crate::record::Recorder::open_hocuspocus(dir, root.id))
             .map(Box::new);
+        let rate = (app.config.messages_per_second > 0).then(|| {
+            let r = app.config.messages_per_second;
+            (r, crate::connection::RateLimit::new(r))
+        });
+        let awareness = crate::connection::ByteBudget::new(app.config.awareness_bytes_per_second);
         Hocuspocus {
             recorder,
             root,
@@ -100,7 +107,8 @@ impl Hocuspocus {
             app_ping: false,
             no_docs_since: Some(Instant::now()),
             refusals: 0,
-            rate: None,
+            rate,
+            awareness,
             anonymous_allowed: true,
         }
     }
@@ -313,6 +321,7 @@ impl Dialect for Hocuspocus {
                     frame,
                     doc.conn.role,
                     crate::connection::FrameLimits::of(&self.app.config),
+                    &mut self.awareness,
                 )
                 .await
             }

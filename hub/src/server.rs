@@ -173,18 +173,16 @@ pub fn page_trust(config: &crate::config::Config, headers: &HeaderMap) -> PageTr
             .iter()
             .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
     };
-    let origin_ok = match origin {
+    let Some(origin) = origin else {
         // Not a browser (bots, Node's ws, the load tester): no page to protect from.
-        None => true,
-        Some(o) => listed(o) || origin_host(o).is_some_and(is_loopback_host),
+        return PageTrust::Full;
     };
-    if let (Some(o), false) = (origin, config.allowed_origins.is_empty())
-        && !listed(o)
-        && !origin_host(o).is_some_and(is_loopback_host)
-    {
+    let origin_ok = listed(origin) || origin_host(origin).is_some_and(is_loopback_host);
+    if !config.allowed_origins.is_empty() && !origin_ok {
         return PageTrust::None;
     }
-    // A page served from a rebound name (evil.example -> 127.0.0.1) asks for that name.
+    // A local page must also have asked for a local name (a rebound name, evil.example ->
+    // 127.0.0.1, comes with its own Origin too, refused above).
     let host_ok = header(header::HOST).is_none_or(|h| {
         is_loopback_host(strip_port(h))
             || config
@@ -370,8 +368,12 @@ async fn ws_handler(
         queue,
         registry: app.registry.clone(),
         limits: connection::FrameLimits::of(&app.config),
+        awareness_bytes_per_second: app.config.awareness_bytes_per_second,
         ping_interval: app.config.ping_interval,
-        rate_limit: tenant.settings.messages_per_second,
+        rate_limit: tenant
+            .settings
+            .messages_per_second
+            .or((app.config.messages_per_second > 0).then_some(app.config.messages_per_second)),
         guard: Box::new((slot, tenant_slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {

@@ -563,3 +563,38 @@ async fn guessing_api_key_secrets_is_bounded_per_key_id() {
     assert_eq!(get(key).await, 200);
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn awareness_floods_are_dropped_and_a_node_wide_message_rate_applies() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.awareness_bytes_per_second = 1_000;
+    config.messages_per_second = 20;
+    let server = TestServer::start(config).await;
+    let mut flooder = server.client("aw-flood").await;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(500));
+    for _ in 0..10 {
+        flooder.set_awareness(&big).expect("send");
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while counter(&server, "chorus_awareness_dropped_total").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no awareness was dropped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        flooder.closed().is_none(),
+        "dropping presence does not close the sender"
+    );
+    // Past the node's default frame rate (no tenant setting): 4429.
+    for _ in 0..100 {
+        if flooder.send_message(&Message::QueryAwareness).is_err() {
+            break;
+        }
+    }
+    let (code, reason) = flooder.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(code, 4429, "{reason}");
+    server.stop().await.expect("stop");
+}
