@@ -522,11 +522,7 @@ async fn guessing_api_key_secrets_is_bounded_per_key_id() {
     let key: serde_json::Value =
         serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
     let key = key["key"].as_str().expect("key").to_string();
-    let id = key
-        .rsplitn(2, '.')
-        .nth(1)
-        .expect("tenant and id")
-        .to_string();
+    let id = key.rsplit_once('.').map(|(id, _)| id.to_string()).expect("tenant and id");
     let get = |k: String| {
         let http = http.clone();
         let url = format!("{base}/v1/rooms");
