@@ -187,6 +187,23 @@ pub struct Config {
     #[arg(long, env = "CHORUS_AWARENESS_BYTES_PER_SECOND", default_value_t = 64 * 1024)]
     pub awareness_bytes_per_second: u32,
 
+    /// Percent of this node's --max-connections and --max-rooms one tenant may use when its
+    /// settings set no limit of their own (the `default` tenant, the node's own, is exempt);
+    /// 100 turns shares off. Default: 50.
+    #[arg(long, env = "CHORUS_MAX_TENANT_SHARE", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub max_tenant_share: u8,
+
+    /// Most sockets at once that have upgraded to the Hocuspocus endpoint but opened no
+    /// document yet (their auth message is pending); they do not take a --max-connections
+    /// place until then. Default: a tenth of --max-connections.
+    #[arg(long, env = "CHORUS_MAX_PREAUTH_CONNECTIONS")]
+    pub max_preauth_connections: Option<usize>,
+
+    /// How long a Hocuspocus socket may stay open without an authenticated document.
+    /// Default: 5s.
+    #[arg(long, env = "CHORUS_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+
     /// Most rooms open at once on this node. Default: 10000.
     #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,

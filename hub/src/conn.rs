@@ -374,7 +374,11 @@ pub struct Slot {
 impl Slot {
     /// Makes the connection closable by [`Connections::close_all`].
     pub fn attach(&mut self, id: ConnId, queue: &ConnQueue) {
-        let closer = queue.closer();
+        self.attach_closer(id, queue.closer());
+    }
+
+    /// The same, from a closer (a Hocuspocus socket takes its place after the upgrade).
+    pub fn attach_closer(&mut self, id: ConnId, closer: Closer) {
         self.set.lock().insert(id, closer.clone());
         self.id = Some(id);
         // Checked after inserting: a close_all running meanwhile either saw this entry or
@@ -413,6 +417,11 @@ impl ConnHandle {
     pub fn with_user(mut self, user: Option<&str>) -> ConnHandle {
         self.user = user.map(Arc::from);
         self
+    }
+
+    /// Closes this handle's connection from elsewhere without keeping it alive.
+    pub fn closer(&self) -> Closer {
+        Closer(Arc::downgrade(&self.queue))
     }
 
     /// A handle for one document of a Hocuspocus connection: its own id (so rooms see a

@@ -142,10 +142,11 @@ pub fn emit_presence(
     }
 }
 
-/// A token bucket: `rate` messages per second, bursts up to twice that.
+/// A token bucket: `rate` messages per second, bursts up to twice that (or `burst`).
 #[derive(Debug)]
 pub struct RateLimit {
     rate: f64,
+    burst: f64,
     tokens: f64,
     last: tokio::time::Instant,
 }
@@ -153,10 +154,17 @@ pub struct RateLimit {
 impl RateLimit {
     /// A full bucket.
     pub fn new(rate: u32) -> Self {
+        Self::with_burst(rate, rate.saturating_mul(2))
+    }
+
+    /// A full bucket of `burst`, refilled at `rate` per second.
+    pub fn with_burst(rate: u32, burst: u32) -> Self {
         let rate = f64::from(rate.max(1));
+        let burst = f64::from(burst.max(1));
         RateLimit {
             rate,
-            tokens: rate * 2.0,
+            burst,
+            tokens: burst,
             last: tokio::time::Instant::now(),
         }
     }
@@ -166,7 +174,7 @@ impl RateLimit {
         let now = tokio::time::Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
         self.last = now;
-        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
+        self.tokens = (self.tokens + refill).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -225,6 +233,7 @@ pub fn join_close_code(e: &JoinError) -> CloseCode {
     match e {
         JoinError::LoadFailed => CloseCode::RoomUnavailable,
         JoinError::TooManyRooms | JoinError::Unavailable => CloseCode::Overloaded,
+        JoinError::TenantShare => CloseCode::QuotaExceeded,
         JoinError::Deleted => CloseCode::RoomDeleted,
     }
 }

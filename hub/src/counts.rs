@@ -34,6 +34,15 @@ impl<K: Eq + Hash> Counts<K> {
         });
     }
 
+    /// How many holders `key` has.
+    pub fn count<Q>(&self, key: &Q) -> usize
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.0.get(key).map_or(0, |n| *n)
+    }
+
     /// Whether `key` has a holder. Cheap when no key has (the common case on hot paths).
     pub fn contains<Q>(&self, key: &Q) -> bool
     where

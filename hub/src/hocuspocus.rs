@@ -83,11 +83,26 @@ pub struct Hocuspocus {
     pub anonymous_allowed: bool,
     // Awareness bytes this socket may still send (all its documents together).
     awareness: crate::connection::ByteBudget,
+    // Before the first document authenticates: a pre-auth place (`--max-preauth-connections`)
+    // and a deadline (`--auth-timeout`). After: a node connection place.
+    preauth: Option<(tokio::sync::OwnedSemaphorePermit, Instant)>,
+    slot: Option<crate::conn::Slot>,
+    // Documents opened per second (`MAX_OPENS_PER_SECOND`).
+    opens: crate::connection::RateLimit,
 }
+
+/// Documents one socket may open (or re-authenticate) per second, after a first burst of
+/// `MAX_DOCUMENTS_PER_CONNECTION` (a page may open all its documents at once): one socket
+/// opening and closing documents in a loop would otherwise churn rooms and records.
+pub const MAX_OPENS_PER_SECOND: u32 = 20;
 
 impl Hocuspocus {
     /// A connection with no document open yet.
-    pub fn new(root: ConnHandle, app: Arc<AppState>) -> Self {
+    pub fn new(
+        root: ConnHandle,
+        app: Arc<AppState>,
+        preauth: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
         let recorder = app
             .config
             .record_dir
@@ -109,6 +124,12 @@ impl Hocuspocus {
             refusals: 0,
             rate,
             awareness,
+            preauth: Some((preauth, Instant::now())),
+            slot: None,
+            opens: crate::connection::RateLimit::with_burst(
+                MAX_OPENS_PER_SECOND,
+                MAX_DOCUMENTS_PER_CONNECTION as u32 + 1,
+            ),
             anonymous_allowed: true,
         }
     }
@@ -130,6 +151,11 @@ impl Hocuspocus {
 
     async fn open(&mut self, address: String, token: &str) -> Result<(), Closing> {
         let prefix = hocuspocus::address_prefix(&address);
+        if !self.opens.take() {
+            metrics::counter!("chorus_limit_rejections_total", "limit" => "hocuspocus_opens")
+                .increment(1);
+            return self.deny(&prefix, "documents opened too fast on one connection");
+        }
         if let Some(doc) = self.docs.get(&address) {
             // A token refresh for an open document: it must still grant this room, and a new
             // role takes effect by reopening the document under it.
@@ -183,6 +209,17 @@ impl Hocuspocus {
                 "anonymous access is only for pages on this machine: send a token",
             );
         }
+        if self.slot.is_none() {
+            // Authenticated: the socket now takes a place among the node's connections.
+            match crate::server::reserve_connection(&self.app) {
+                Ok(mut slot) => {
+                    slot.attach_closer(self.root.id, self.root.closer());
+                    self.slot = Some(slot);
+                    self.preauth = None;
+                }
+                Err(e) => return self.deny(&prefix, &e.to_string()),
+            }
+        }
         if !identity.may_open(name) {
             return self.deny(&prefix, "token does not grant this room");
         }
@@ -193,11 +230,10 @@ impl Hocuspocus {
             Ok(t) => t,
             Err(_) => return self.deny(&prefix, "tenant settings unavailable; retry later"),
         };
-        let Some(slot) = self
-            .app
-            .tenants
-            .reserve_connection(&identity.tenant, tenant.settings.max_connections)
-        else {
+        let Some(slot) = self.app.tenants.reserve_connection(
+            &identity.tenant,
+            crate::server::tenant_connection_limit(&self.app, &identity.tenant, &tenant),
+        ) else {
             return self.deny(&prefix, "the tenant's connection limit is reached");
         };
         if let Some(limit) = tenant.settings.messages_per_second
@@ -213,7 +249,8 @@ impl Hocuspocus {
             );
         }
         // The room limits are auth refusals, decided before "authenticated" goes out.
-        if self.app.registry.get(&key).is_none()
+        if identity.role == Role::Write
+            && self.app.registry.get(&key).is_none()
             && let Err(e) = crate::server::record_room(&self.app, &key, &tenant).await
         {
             return self.deny(&prefix, &e.to_string());
@@ -223,6 +260,12 @@ impl Hocuspocus {
                 return self.deny(&prefix, "too many rooms open on this node");
             }
             Err(JoinError::Deleted) => return self.deny(&prefix, "the room is being deleted"),
+            Err(JoinError::TenantShare) => {
+                return self.deny(
+                    &prefix,
+                    "the tenant has its share of this node's rooms open",
+                );
+            }
             _ => {}
         }
         let conn = self
@@ -352,6 +395,18 @@ impl Dialect for Hocuspocus {
     }
 
     async fn tick(&mut self) -> Result<(), Closing> {
+        if self
+            .preauth
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= self.app.config.auth_timeout)
+        {
+            metrics::counter!("chorus_limit_rejections_total", "limit" => "auth_timeout")
+                .increment(1);
+            return Err((
+                CloseCode::Policy,
+                "no document authenticated in time".into(),
+            ));
+        }
         if self
             .no_docs_since
             .is_some_and(|t| t.elapsed() >= IDLE_WITHOUT_DOCUMENTS)

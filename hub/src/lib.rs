@@ -174,6 +174,7 @@ pub async fn run(
             awareness_tick: config.awareness_tick,
             room_idle: config.room_idle,
             max_nesting_depth: config.max_nesting_depth,
+            tenant_share_percent: config.max_tenant_share,
         },
         tenants: tenants.clone(),
         events: events.clone(),
@@ -186,6 +187,10 @@ pub async fn run(
         }),
     });
     let grace = config.shutdown_grace;
+    let preauth_places = config
+        .max_preauth_connections
+        .unwrap_or(config.max_connections / 10)
+        .max(1);
     let app = Arc::new(AppState {
         config,
         verifier: Arc::new(verifier),
@@ -196,6 +201,7 @@ pub async fn run(
         api_keys: Default::default(),
         shutdown: CancellationToken::new(),
         draining: AtomicBool::new(false),
+        preauth: Arc::new(tokio::sync::Semaphore::new(preauth_places)),
         connections: Arc::default(),
         metrics,
         cluster,

@@ -40,6 +40,9 @@ pub enum JoinError {
     /// The room is being deleted.
     #[error("room deleted")]
     Deleted,
+    /// The tenant has its share of this node's rooms open (`--max-tenant-share`).
+    #[error("the tenant has its share of this node's rooms open")]
+    TenantShare,
 }
 
 /// Ends a room's deletion window (see [`Registry::begin_delete`]).
@@ -65,6 +68,8 @@ pub struct Registry {
     // Room tasks still running per key, including ones that already left `rooms` (an idle
     // room flushing on its way out): a deletion waits for them to write nothing more.
     tasks: Counts<RoomKey>,
+    // Open rooms per tenant, against the tenant's share of `--max-rooms`.
+    per_tenant: Counts<Arc<str>>,
     ctx: Arc<RoomContext>,
     generation: AtomicU64,
 }
@@ -78,6 +83,7 @@ impl Registry {
         Arc::new(Registry {
             rooms: DashMap::new(),
             deleting: Counts::default(),
+            per_tenant: Counts::default(),
             tasks: Counts::default(),
             ctx,
             generation: AtomicU64::new(1),
@@ -154,6 +160,16 @@ impl Registry {
         if self.rooms.len() >= self.ctx.limits.max_rooms {
             return Err(JoinError::TooManyRooms);
         }
+        if let Some(share) = crate::tenants::node_share(
+            &key.tenant,
+            self.ctx.limits.max_rooms,
+            self.ctx.limits.tenant_share_percent,
+        ) && self.per_tenant.count(&key.tenant) >= share
+        {
+            metrics::counter!("chorus_limit_rejections_total", "limit" => "tenant_room_share")
+                .increment(1);
+            return Err(JoinError::TenantShare);
+        }
         match self.rooms.entry(key.clone()) {
             Entry::Occupied(e) => Ok(e.get().clone()),
             Entry::Vacant(e) => {
@@ -165,11 +181,13 @@ impl Registry {
                 };
                 let room = Room::new(handle.clone(), self.ctx.clone(), self.clone());
                 self.tasks.add(key.clone());
+                self.per_tenant.add(key.tenant.clone());
                 let registry = self.clone();
                 let task_key = key.clone();
                 tokio::spawn(async move {
                     room.run(rx).await;
                     registry.tasks.remove(&task_key);
+                    registry.per_tenant.remove(&task_key.tenant);
                 });
                 metrics::gauge!("chorus_rooms_open").increment(1.0);
                 e.insert(handle.clone());

@@ -45,6 +45,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Set when shutdown begins: refuse new sessions, report not ready.
     pub draining: AtomicBool,
+    /// Places for Hocuspocus sockets that have not authenticated a document yet
+    /// (`--max-preauth-connections`): they take no `--max-connections` place until then.
+    pub preauth: Arc<tokio::sync::Semaphore>,
     /// Open WebSocket connections (for `--max-connections`, and closed with 1012 on drain).
     pub connections: Arc<crate::conn::Connections>,
     /// Prometheus exposition.
@@ -310,17 +313,19 @@ async fn ws_handler(
         Ok(g) => g,
         Err(e) => return refused("connections", e),
     };
-    let Some(tenant_slot) = app
-        .tenants
-        .reserve_connection(&identity.tenant, tenant.settings.max_connections)
-    else {
+    let Some(tenant_slot) = app.tenants.reserve_connection(
+        &identity.tenant,
+        tenant_connection_limit(&app, &identity.tenant, &tenant),
+    ) else {
         return refused(
             "tenant_connections",
             ApiError::TooManyRequests("the tenant's connection limit is reached".into()),
         );
     };
     let key = RoomKey::new(identity.tenant.clone(), room);
-    if app.registry.get(&key).is_none()
+    // Only writers record rooms: a reader's visit must not use up the tenant's `max_rooms`.
+    if identity.role == crate::auth::Role::Write
+        && app.registry.get(&key).is_none()
         && let Err(e) = record_room(&app, &key, &tenant).await
     {
         return refused("rooms", e);
@@ -337,6 +342,14 @@ async fn ws_handler(
             return refused(
                 "deleted",
                 ApiError::NotFound("the room is being deleted".into()),
+            );
+        }
+        Err(JoinError::TenantShare) => {
+            return refused(
+                "tenant_rooms",
+                ApiError::TooManyRequests(
+                    "the tenant has its share of this node's rooms open".into(),
+                ),
             );
         }
         _ => {}
@@ -448,7 +461,23 @@ fn refuse_while_draining(app: &AppState) -> Option<Response> {
 }
 
 /// Reserves a connection slot, released when the session ends.
-fn reserve_connection(app: &AppState) -> Result<conn::Slot, ApiError> {
+/// A tenant's connection limit on this node: its own setting, else its share of the node's.
+pub(crate) fn tenant_connection_limit(
+    app: &AppState,
+    tenant_id: &str,
+    tenant: &crate::tenants::TenantState,
+) -> Option<u64> {
+    tenant.settings.max_connections.or_else(|| {
+        crate::tenants::node_share(
+            tenant_id,
+            app.config.max_connections,
+            app.config.max_tenant_share,
+        )
+        .map(|n| n as u64)
+    })
+}
+
+pub(crate) fn reserve_connection(app: &AppState) -> Result<conn::Slot, ApiError> {
     let (slot, open) = app.connections.reserve();
     if open >= app.config.max_connections {
         return Err(ApiError::Unavailable(
@@ -511,9 +540,11 @@ async fn hocuspocus_handler(
             ),
         );
     };
-    let mut slot = match reserve_connection(&app) {
-        Ok(g) => g,
-        Err(e) => return refused("connections", e),
+    let Ok(preauth) = app.preauth.clone().try_acquire_owned() else {
+        return refused(
+            "preauth",
+            ApiError::Unavailable("too many unauthenticated connections; retry".into()),
+        );
     };
     let protocol = select_protocol(&ws);
     // Role and ext belong to each document's handle; the root handle only carries pings.
@@ -524,16 +555,19 @@ async fn hocuspocus_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
-    slot.attach(root.id, &queue);
-    let mut dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone());
+    let mut dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone(), preauth);
     dialect.anonymous_allowed = trust == PageTrust::Full;
-    let ping = app.config.ping_interval.min(HOCUSPOCUS_PING);
+    // Ticks also enforce the auth deadline.
+    let ping = app
+        .config
+        .ping_interval
+        .min(HOCUSPOCUS_PING)
+        .min(app.config.auth_timeout);
     let mut queue = queue;
     ws.respond(
         protocol.as_deref(),
         ws_config(&app.config),
         move |mut socket| async move {
-            let _slot = slot;
             connection::serve(&mut socket, &mut queue, ping, &mut dialect).await;
         },
     )

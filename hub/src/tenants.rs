@@ -126,6 +126,15 @@ impl TenantState {
 
 /// Whether `id` is a valid tenant id: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or
 /// digit (ids appear in API keys, tokens and URLs).
+/// A tenant's share of one of this node's limits (`--max-tenant-share` percent of it), so
+/// that no tenant can take a node from the others. `None` for the default tenant: it is the
+/// node's own (anonymous sessions and node-key tokens without a tenant), which a single-tenant
+/// deployment uses for everything.
+pub fn node_share(tenant: &str, node_limit: usize, percent: u8) -> Option<usize> {
+    (tenant != crate::auth::DEFAULT_TENANT && percent < 100)
+        .then(|| (node_limit * usize::from(percent) / 100).max(1))
+}
+
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 63

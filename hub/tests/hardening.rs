@@ -522,7 +522,10 @@ async fn guessing_api_key_secrets_is_bounded_per_key_id() {
     let key: serde_json::Value =
         serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
     let key = key["key"].as_str().expect("key").to_string();
-    let id = key.rsplit_once('.').map(|(id, _)| id.to_string()).expect("tenant and id");
+    let id = key
+        .rsplit_once('.')
+        .map(|(id, _)| id.to_string())
+        .expect("tenant and id");
     let get = |k: String| {
         let http = http.clone();
         let url = format!("{base}/v1/rooms");
@@ -592,5 +595,175 @@ async fn awareness_floods_are_dropped_and_a_node_wide_message_rate_applies() {
     }
     let (code, reason) = flooder.wait_closed(PATIENCE).await.expect("closed");
     assert_eq!(code, 4429, "{reason}");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn unauthenticated_hocuspocus_sockets_have_their_own_small_budget_and_deadline() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.max_connections = 3;
+    config.max_preauth_connections = Some(2);
+    config.auth_timeout = std::time::Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    // Two sockets that never authenticate fill the pre-auth budget, not the node's.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(
+            tokio_tungstenite::connect_async(&url)
+                .await
+                .expect("upgrade")
+                .0,
+        );
+    }
+    assert_eq!(upgrade_status(&server, "/hocuspocus", &[]).await, 503);
+    // Every node place is still there for sessions that authenticate.
+    let a = server.client("preauth").await;
+    let b = server.client("preauth").await;
+    let c = server.client("preauth").await;
+    append(&a, "t", "in");
+    wait_text(&[&b, &c], "t", "in").await;
+    // The deadline closes the idle ones (1008), which frees the budget.
+    for mut s in idle {
+        use futures_util::StreamExt;
+        let closed = tokio::time::timeout(PATIENCE, async {
+            while let Some(m) = s.next().await {
+                if let Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))) = m {
+                    return Some(u16::from(f.code));
+                }
+            }
+            None
+        })
+        .await
+        .expect("closed in time");
+        assert_eq!(closed, Some(1008));
+    }
+    drop((a, b, c));
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_tenant_gets_its_share_of_a_node_and_readers_record_no_rooms() {
+    const OPERATOR: &str = "operator-key-for-hardening-0123456789abcdef";
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    config.operator_key = Some(OPERATOR.into());
+    config.max_rooms = 6;
+    config.max_connections = 6;
+    let server = TestServer::start(config).await;
+    let open = |room: &str, claims: serde_json::Value| {
+        let url = format!("{}?token={}", server.url(room), token(claims));
+        async move { Client::connect(&url, ClientOptions::default()).await }
+    };
+    // Tenant acme may hold half of the node's 6 rooms and half of its 6 connections.
+    let acme = serde_json::json!({ "tenant": "acme" });
+    let mut held = Vec::new();
+    for room in ["r1", "r2", "r3"] {
+        held.push(open(room, acme.clone()).await.expect("within the share"));
+    }
+    let path = format!("/ws/r4?token={}", token(acme.clone()));
+    assert_eq!(
+        upgrade_status(&server, &path, &[]).await,
+        429,
+        "a fourth room"
+    );
+    let path = format!("/ws/r1?token={}", token(acme));
+    assert_eq!(
+        upgrade_status(&server, &path, &[]).await,
+        429,
+        "a fourth connection"
+    );
+    // The node's own tenant is not held to a share, and still finds rooms.
+    held.push(
+        open("r4", serde_json::json!({}))
+            .await
+            .expect("default tenant"),
+    );
+
+    // A reader's visit records no room; a writer's does (rooms are recorded for tenants
+    // that exist).
+    let created = reqwest::Client::new()
+        .post(format!("http://{}/v1/tenants", server.addr))
+        .bearer_auth(OPERATOR)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "id": "rec", "name": "rec" }).to_string())
+        .send()
+        .await
+        .expect("tenant");
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value =
+        serde_json::from_slice(&created.bytes().await.expect("body")).expect("json");
+    let secret = created["signing_key"]["secret"].as_str().expect("secret");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = created["signing_key"]["kid"].as_str().map(str::to_string);
+    let tenant_token = |role: &str| {
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({ "tenant": "rec", "rooms": ["*"], "role": role, "exp": now() + 600 }),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign")
+    };
+    drop(held);
+    let visit = |room: &str, role: &str| {
+        let url = format!("{}?token={}", server.url(room), tenant_token(role));
+        async move { Client::connect(&url, ClientOptions::default()).await }
+    };
+    let reader = visit("visit-ro", "read").await.expect("reader");
+    reader.synced(PATIENCE).await.expect("synced");
+    let writer = visit("visit-rw", "write").await.expect("writer");
+    writer.synced(PATIENCE).await.expect("synced");
+    // Recording happens in the background: wait for the writer's room to show.
+    let list = || async {
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/rooms", server.addr))
+            .bearer_auth(OPERATOR)
+            .header("chorus-tenant", "rec")
+            .send()
+            .await
+            .expect("list")
+            .text()
+            .await
+            .expect("body")
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let body = loop {
+        let body = list().await;
+        if body.contains("visit-rw") || tokio::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(body.contains("visit-rw"), "{body}");
+    assert!(!body.contains("visit-ro"), "{body}");
+    server.stop().await.expect("stop");
+}
+#[tokio::test]
+async fn one_hocuspocus_socket_cannot_open_documents_in_a_loop() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let opts = ClientOptions {
+        hocuspocus: Some("loop-0".into()),
+        ..ClientOptions::default()
+    };
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    let c = Client::connect(&url, opts).await.expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    for i in 1..200 {
+        let p = chorus_protocol::hocuspocus::address_prefix(&format!("loop-{i}"));
+        if c.send_raw(chorus_protocol::hocuspocus::auth(&p, "", "4.8.0"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    c.wait_for("a refusal for opening too fast", PATIENCE, |s, _| {
+        s.denied.iter().any(|d| d.contains("too fast"))
+    })
+    .await
+    .expect("refused");
     server.stop().await.expect("stop");
 }

@@ -45,6 +45,9 @@ fn join_problem(e: JoinError) -> Problem {
     match e {
         JoinError::Deleted => Problem::not_found("the room is being deleted"),
         JoinError::TooManyRooms => Problem::unavailable("too many rooms open on this node"),
+        JoinError::TenantShare => {
+            Problem::quota("the tenant has its share of this node's rooms open")
+        }
         JoinError::LoadFailed | JoinError::Unavailable => {
             Problem::unavailable("the room could not be loaded; retry later")
         }

@@ -63,6 +63,8 @@ pub struct RoomLimits {
     pub room_idle: Duration,
     /// See `--max-nesting-depth`.
     pub max_nesting_depth: u32,
+    /// See `--max-tenant-share`.
+    pub tenant_share_percent: u8,
 }
 
 /// What every room of a node shares.
