@@ -9,12 +9,15 @@
 //! - [`replay`]: plays back sessions the hub recorded with `--record-dir`.
 //! - [`trace`]: replays real editing traces and checks every replica ends with the trace's text.
 //! - [`report`]: HDR latency summaries, a human table and one JSON document per run.
+//! - [`attack`]: the attacks of the hardening review against one node, phase by phase,
+//!   while a probe keeps editing another room (the node must keep serving it).
 //! - [`proc`]: the server's resident memory and CPU time from `/proc/PID`, and the load
 //!   generator's own CPU time, so a reader can tell when the generator was the limit.
 //!
 //! Clients are the `chorus-protocol` client: real WebSockets, real yrs documents, 32-bit client
 //! ids as browsers use.
 
+pub mod attack;
 pub mod proc;
 pub mod replay;
 pub mod report;

@@ -105,6 +105,21 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         joiners: usize,
     },
+    /// The hardening review's attacks (deep nesting, request floods without reading, presence
+    /// floods, slowloris), one phase each, while a probe edits another room: its latency and
+    /// missed edits per phase, and the server's peak memory with --server-pid. Fails if the
+    /// node stops serving the probe. (y-websocket dialect.)
+    Attack {
+        /// Length of each phase. Default: 5s.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        phase: Duration,
+        /// Attacking connections per phase. Default: 4.
+        #[arg(long, default_value_t = 4)]
+        attackers: usize,
+        /// Size of the document the floods ask for. Default: 620000.
+        #[arg(long, default_value_t = 620_000)]
+        doc_bytes: usize,
+    },
     /// Play back sessions recorded by `chorus --record-dir`, N copies at once.
     Replay {
         /// Directory of `.jsonl` recordings.
@@ -291,6 +306,24 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             runtime.block_on(chorus_loadtest::rooms::join_storm(
                 &target,
                 &chorus_loadtest::rooms::JoinStormParams { doc_bytes, joiners },
+            ))
+        }
+        Scenario::Attack {
+            phase,
+            attackers,
+            doc_bytes,
+        } => {
+            anyhow::ensure!(
+                phase <= Duration::from_secs(60) && attackers <= 64 && doc_bytes <= 64 << 20,
+                "--phase is capped at 60s, --attackers at 64 and --doc-bytes at 64 MiB"
+            );
+            runtime.block_on(chorus_loadtest::attack::attack(
+                &target,
+                &chorus_loadtest::attack::AttackParams {
+                    phase,
+                    attackers,
+                    doc_bytes,
+                },
             ))
         }
         Scenario::Replay { dir, copies, speed } => {

@@ -122,6 +122,15 @@ impl Target {
         }
     }
 
+    /// The URL of room number `room` on the first node, with the token: for raw sockets.
+    pub fn room_url_for(&self, room: usize) -> String {
+        let url = self.room_url(room, 0);
+        match &self.token {
+            Some(t) => format!("{url}?token={t}"),
+            None => url,
+        }
+    }
+
     /// Whether this process serves room number `room` (always, unless it is a worker).
     pub fn serves(&self, room: usize) -> bool {
         self.worker.is_none_or(|w| room % w.count == w.index)

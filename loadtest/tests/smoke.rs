@@ -540,3 +540,35 @@ async fn edit_scenario_spreads_rooms_over_the_nodes_of_a_cluster() {
         let _ = s.send(());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attack_scenario_runs_every_phase_and_the_probe_keeps_getting_through() {
+    let hub = hub().await;
+    let p = chorus_loadtest::attack::AttackParams {
+        phase: Duration::from_millis(600),
+        attackers: 2,
+        doc_bytes: 80_000,
+    };
+    let report = chorus_loadtest::attack::attack(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    for phase in chorus_loadtest::attack::PHASES {
+        assert!(
+            report.latency[&format!("probe_{phase}")].count > 0,
+            "{phase}: {}",
+            report.table()
+        );
+    }
+    for phase in [
+        "deep_value",
+        "deep_maps",
+        "state_flood",
+        "awareness_flood",
+        "slowloris",
+    ] {
+        assert!(
+            report.metrics[&format!("{phase}_attack_messages")] > 0.0,
+            "{phase} sent nothing: {}",
+            report.table()
+        );
+    }
+}
