@@ -187,9 +187,11 @@ pub struct Config {
     #[arg(long, env = "CHORUS_AWARENESS_BYTES_PER_SECOND", default_value_t = 64 * 1024)]
     pub awareness_bytes_per_second: u32,
 
-    /// Percent of this node's --max-connections and --max-rooms one tenant may use when its
-    /// settings set no limit of their own (the `default` tenant, the node's own, is exempt);
-    /// 100 turns shares off. Default: 50.
+    /// Percent of this node's --max-connections and --max-rooms (open rooms) one tenant may
+    /// use, so no tenant can take a node from the others. A tenant's own `max_connections`
+    /// replaces its connection share; the room share applies to every tenant. The `default`
+    /// tenant (the node's own: anonymous sessions, node-key tokens without a tenant) is
+    /// exempt. 100 turns shares off. Default: 50.
     #[arg(long, env = "CHORUS_MAX_TENANT_SHARE", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub max_tenant_share: u8,
 

@@ -67,6 +67,40 @@ impl Outbound {
     }
 }
 
+/// How a member is shown to others, from its token (`name`, `color` claims).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownAs {
+    /// Display name.
+    pub name: Option<String>,
+    /// Colour.
+    pub color: Option<String>,
+}
+
+impl ShownAs {
+    /// `state` (awareness JSON) with `user.name` and `user.color` set from the token, so a
+    /// member cannot pass for someone else. States that are not JSON objects are kept.
+    pub fn apply(&self, state: &Bytes) -> Bytes {
+        let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_slice(state) else {
+            return state.clone();
+        };
+        let user = obj
+            .entry("user")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !user.is_object() {
+            *user = serde_json::Value::Object(Default::default());
+        }
+        if let Some(u) = user.as_object_mut() {
+            if let Some(n) = &self.name {
+                u.insert("name".into(), n.clone().into());
+            }
+            if let Some(c) = &self.color {
+                u.insert("color".into(), c.clone().into());
+            }
+        }
+        serde_json::to_vec(&obj).map_or_else(|_| state.clone(), Bytes::from)
+    }
+}
+
 /// A cheap, cloneable handle rooms use to reach a connection.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
@@ -78,6 +112,9 @@ pub struct ConnHandle {
     pub role: Role,
     /// The user (`sub` claim), for presence lists and webhook events.
     pub user: Option<Arc<str>>,
+    /// The token's `name` and `color` claims: written into the member's awareness states so
+    /// others see who it really is. Boxed: most tokens carry neither.
+    pub shown_as: Option<Arc<ShownAs>>,
     // Hocuspocus connections: the document's encoded address, put in front of every y-sync
     // frame (one socket carries many documents, each a separate room member).
     // Boxed: handles sit in every room's member map and every connection's state, and
@@ -302,6 +339,7 @@ pub fn channel(
             ext,
             role,
             user: None,
+            shown_as: None,
             prefix: None,
             queue: queue.clone(),
         },
@@ -416,6 +454,17 @@ impl ConnHandle {
     /// The same handle naming its user.
     pub fn with_user(mut self, user: Option<&str>) -> ConnHandle {
         self.user = user.map(Arc::from);
+        self
+    }
+
+    /// The same handle with the name and colour its token gives it.
+    pub fn shown_as(mut self, name: Option<&str>, color: Option<&str>) -> ConnHandle {
+        self.shown_as = (name.is_some() || color.is_some()).then(|| {
+            Arc::new(ShownAs {
+                name: name.map(str::to_string),
+                color: color.map(str::to_string),
+            })
+        });
         self
     }
 

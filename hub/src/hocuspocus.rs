@@ -271,7 +271,8 @@ impl Hocuspocus {
         let conn = self
             .root
             .for_document(next_conn_id(), identity.role, prefix.clone())
-            .with_user(identity.user.as_deref());
+            .with_user(identity.user.as_deref())
+            .shown_as(identity.name.as_deref(), identity.color.as_deref());
         // The scope goes out before anything the room queues.
         conn.send(Outbound::Binary(hocuspocus::authenticated(
             &prefix,

@@ -364,7 +364,9 @@ async fn ws_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
-    let handle = handle.with_user(identity.user.as_deref());
+    let handle = handle
+        .with_user(identity.user.as_deref())
+        .shown_as(identity.name.as_deref(), identity.color.as_deref());
     let conn_id = handle.id;
     slot.attach(conn_id, &queue);
     let recorder = app

@@ -5,6 +5,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
+use chorus_protocol::awareness::Entry;
 use chorus_protocol::client::{Client, ClientOptions};
 use chorus_protocol::lib0::{write_var_bytes, write_var_string, write_var_uint};
 use chorus_protocol::sync::Message;
@@ -765,5 +766,90 @@ async fn one_hocuspocus_socket_cannot_open_documents_in_a_loop() {
     })
     .await
     .expect("refused");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn presence_ids_belong_to_their_first_connection_and_tokens_name_their_members() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    let server = TestServer::start(config).await;
+    let join = |claims: serde_json::Value| {
+        let url = format!("{}?token={}", server.url("who"), token(claims));
+        async move {
+            let c = Client::connect(&url, ClientOptions::default())
+                .await
+                .expect("connect");
+            c.synced(PATIENCE).await.expect("synced");
+            c
+        }
+    };
+    let mut alice =
+        join(serde_json::json!({ "sub": "alice", "name": "Alice", "color": "#f00" })).await;
+    let bob = join(serde_json::json!({ "sub": "bob" })).await;
+    let watcher = join(serde_json::json!({ "sub": "carol" })).await;
+    // Alice claims to be Mallory; the token's name and colour are what others see.
+    alice
+        .set_awareness(r##"{"user":{"name":"Mallory","color":"#000"},"cursor":1}"##)
+        .expect("send");
+    let alice_id = alice.doc().client_id().get();
+    let shown = |w: &Client| {
+        w.state()
+            .awareness
+            .get(&alice_id)
+            .map(|(_, s)| serde_json::from_str::<serde_json::Value>(s).expect("json"))
+    };
+    watcher
+        .wait_for("alice's state", PATIENCE, |s, _| {
+            s.awareness.contains_key(&alice_id)
+        })
+        .await
+        .expect("arrives");
+    let state = shown(&watcher).expect("state");
+    assert_eq!(state["user"]["name"], "Alice");
+    assert_eq!(state["user"]["color"], "#f00");
+    assert_eq!(state["cursor"], 1);
+    // Bob tries to take over and then to remove Alice's id: neither happens.
+    let forged = [
+        Entry {
+            client_id: alice_id,
+            clock: 50,
+            state: Bytes::from_static(br#"{"user":{"name":"Alice"},"cursor":666}"#),
+        },
+        Entry {
+            client_id: alice_id,
+            clock: 51,
+            state: Bytes::from_static(b"null"),
+        },
+    ];
+    for e in &forged {
+        bob.send_message(&Message::Awareness(
+            chorus_protocol::awareness::encode_update([e]),
+        ))
+        .expect("send");
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while counter(&server, "chorus_awareness_foreign_ids_total").await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "forgeries not refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A later change of Alice's own still arrives, at her own clock.
+    alice
+        .set_awareness(r#"{"user":{"name":"Alice"},"cursor":2}"#)
+        .expect("send");
+    watcher
+        .wait_for("alice's second state", PATIENCE, |s, _| {
+            s.awareness
+                .get(&alice_id)
+                .is_some_and(|(_, st)| st.contains("\"cursor\":2"))
+        })
+        .await
+        .expect("alice keeps her id");
+    assert!(bob.closed().is_none());
     server.stop().await.expect("stop");
 }

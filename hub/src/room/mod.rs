@@ -1614,10 +1614,36 @@ impl Room {
         self.maybe_compact();
     }
 
-    fn awareness_in(&mut self, conn: ConnId, entries: Vec<Entry>) {
+    fn awareness_in(&mut self, conn: ConnId, mut entries: Vec<Entry>) {
         // A connection that is gone can no longer own presence: its state would never be
         // removed.
-        if !self.members.contains_key(&conn) {
+        let Some(me) = self.members.get(&conn) else {
+            return;
+        };
+        // A client id belongs to the connection that first used it: another member may not
+        // change or remove it, unless it is the same user (a tab reconnecting before its old
+        // socket timed out). Anonymous members are all "nobody", as before.
+        let before = entries.len();
+        entries.retain(|e| {
+            self.presence.owner_of(e.client_id).is_none_or(|owner| {
+                owner == conn
+                    || self
+                        .members
+                        .get(&owner)
+                        .is_none_or(|o| o.conn.user == me.conn.user)
+            })
+        });
+        if entries.len() < before {
+            metrics::counter!("chorus_awareness_foreign_ids_total")
+                .increment((before - entries.len()) as u64);
+        }
+        // What the token says about the member wins over what its states claim.
+        if let Some(shown) = &me.conn.shown_as {
+            for e in entries.iter_mut().filter(|e| !e.is_removal()) {
+                e.state = shown.apply(&e.state);
+            }
+        }
+        if entries.is_empty() {
             return;
         }
         // The other nodes apply the same clock rule, so what we refuse they refuse too.

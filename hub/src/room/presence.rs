@@ -115,6 +115,14 @@ impl Presence {
         let _ = self.apply(REMOTE, entries);
     }
 
+    /// The connection that controls `client_id` (another node's states: `None`).
+    pub(super) fn owner_of(&self, client_id: u64) -> Option<ConnId> {
+        self.states
+            .get(&client_id)
+            .map(|s| s.owner)
+            .filter(|o| *o != REMOTE)
+    }
+
     /// Whether anything waits for the next tick.
     pub(super) fn has_changes(&self) -> bool {
         !self.dirty.is_empty() || !self.removed.is_empty()
