@@ -92,10 +92,12 @@ pub struct Identity {
     /// then. `None` for anonymous connections.
     pub expires: Option<u64>,
     /// Presence name and colour from the token, shown to others instead of what the client
-    /// claims about itself.
-    pub name: Option<String>,
-    /// See `name`.
-    pub color: Option<String>,
+    /// claims about itself. Shared with the connection's handle; most tokens carry neither,
+    /// and every open session keeps its identity.
+    pub shown_as: Option<Arc<crate::conn::ShownAs>>,
+    /// The tenant key (`kid`) that signed the token: the session ends (4401) once the
+    /// tenant no longer has it (revoked). `None` for node keys and anonymous sessions.
+    pub kid: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -107,8 +109,8 @@ impl Identity {
             role: Role::Write,
             rooms: vec!["*".to_string()],
             expires: None,
-            name: None,
-            color: None,
+            shown_as: None,
+            kid: None,
         }
     }
 
@@ -191,6 +193,7 @@ impl Verifier {
         };
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
+        let kid: Option<Arc<str>> = header.kid.as_deref().map(Arc::from);
         let claims = match header.kid.as_deref() {
             Some(kid) => {
                 // The tenant is read before the signature is checked only to find the key;
@@ -266,8 +269,13 @@ impl Verifier {
             role: claims.role.unwrap_or(Role::Read),
             rooms: claims.rooms,
             expires: Some(claims.exp),
-            name: claims.name,
-            color: claims.color,
+            kid,
+            shown_as: (claims.name.is_some() || claims.color.is_some()).then(|| {
+                Arc::new(crate::conn::ShownAs {
+                    name: claims.name,
+                    color: claims.color,
+                })
+            }),
         })
     }
 }

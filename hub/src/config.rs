@@ -206,6 +206,18 @@ pub struct Config {
     #[arg(long, env = "CHORUS_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
 
+    /// Cluster mode: a secret shared by every node (at least 32 bytes). Each message on the
+    /// Redis bus is signed with it (HMAC-SHA256 of channel and body) and unsigned or forged
+    /// messages are dropped, so that a client of Redis cannot speak for a node. All nodes must
+    /// agree: set it everywhere at once. Default: none (Redis itself is trusted).
+    #[arg(long, env = "CHORUS_BUS_SECRET", hide_env_values = true)]
+    pub bus_secret: Option<String>,
+
+    /// Serve `/metrics` on this address only (say, a private interface for Prometheus)
+    /// instead of on --listen, where it then answers 404. Default: none (on --listen).
+    #[arg(long, env = "CHORUS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Most rooms open at once on this node. Default: 10000.
     #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
@@ -309,7 +321,7 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 21] = [
+        let checks: [(bool, &str); 22] = [
             (
                 self.operator_key.as_ref().is_none_or(|k| k.len() >= 32),
                 "--operator-key must be at least 32 characters",
@@ -335,6 +347,10 @@ impl Config {
                 "--max-awareness-bytes must be at least 64",
             ),
             (self.max_rooms >= 1, "--max-rooms must be at least 1"),
+            (
+                self.bus_secret.as_ref().is_none_or(|s| s.len() >= 32),
+                "--bus-secret must be at least 32 bytes",
+            ),
             (
                 self.header_read_timeout >= Duration::from_millis(100)
                     && self.header_read_timeout <= hour

@@ -458,13 +458,8 @@ impl ConnHandle {
     }
 
     /// The same handle with the name and colour its token gives it.
-    pub fn shown_as(mut self, name: Option<&str>, color: Option<&str>) -> ConnHandle {
-        self.shown_as = (name.is_some() || color.is_some()).then(|| {
-            Arc::new(ShownAs {
-                name: name.map(str::to_string),
-                color: color.map(str::to_string),
-            })
-        });
+    pub fn shown_as(mut self, shown: Option<Arc<ShownAs>>) -> ConnHandle {
+        self.shown_as = shown;
         self
     }
 

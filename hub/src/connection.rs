@@ -44,8 +44,6 @@ pub struct Session {
     pub registry: Arc<Registry>,
     /// What one frame may hold.
     pub limits: FrameLimits,
-    /// See `--awareness-bytes-per-second`.
-    pub awareness_bytes_per_second: u32,
     /// See `--ping-interval`.
     pub ping_interval: Duration,
     /// Writes inbound frames to `--record-dir`, when recording is on.
@@ -102,10 +100,11 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             room,
             limits: s.limits,
             awareness: None,
-            awareness_rate: s.awareness_bytes_per_second,
-            expires: s.identity.expires,
+            expires: s.identity.expires.unwrap_or(u64::MAX),
+            kid: s.identity.kid.take(),
+            tenants: s.registry.tenants(),
             recorder: s.recorder.take(),
-            rate: s.rate_limit.map(|r| Box::new(RateLimit::new(r))),
+            rate: s.rate_limit.map(RateLimit::new),
         };
         serve(&mut socket, &mut s.queue, s.ping_interval, &mut dialect).await;
         emit_presence(s.registry.events(), &s.key, &s.conn, false);
@@ -361,15 +360,19 @@ struct YWebsocket<'a> {
     // Boxed, like `rate`: built at the first awareness message (most connections of a
     // large room send little or none).
     awareness: Option<Box<ByteBudget>>,
-    awareness_rate: u32,
+
     // When the token expires: the session closes with 4401 at the first tick after it (a
     // stock client then stops reconnecting; its app fetches a fresh token and reconnects).
-    expires: Option<u64>,
+    expires: u64,
+    // The tenant key that signed the token, checked at each tick (revocation ends the
+    // session, on every node: revocations invalidate every node's tenant cache).
+    kid: Option<Arc<str>>,
+    tenants: &'a Arc<crate::tenants::Tenants>,
     // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
     recorder: Option<Box<crate::record::Recorder>>,
     // Boxed: most connections have no limit, and this struct lives in every connection's
     // future.
-    rate: Option<Box<RateLimit>>,
+    rate: Option<RateLimit>,
 }
 
 impl Dialect for YWebsocket<'_> {
@@ -387,16 +390,24 @@ impl Dialect for YWebsocket<'_> {
             frame,
             self.role,
             self.limits,
-            self.awareness
-                .get_or_insert_with(|| Box::new(ByteBudget::new(self.awareness_rate))),
+            self.awareness.get_or_insert_with(|| {
+                Box::new(ByteBudget::new(self.limits.awareness_bytes_per_second))
+            }),
         )
         .await
     }
 
     async fn tick(&mut self) -> Result<(), Closing> {
-        if self.expires.is_some_and(|e| e <= crate::auth::now_secs()) {
+        if self.expires <= crate::auth::now_secs() {
             metrics::counter!("chorus_sessions_expired_total").increment(1);
             return Err((CloseCode::Unauthenticated, "token expired".into()));
+        }
+        if let Some(kid) = &self.kid
+            && let Ok(tenant) = self.tenants.get(&self.key.tenant).await
+            && !tenant.keys.contains_key(&**kid)
+        {
+            metrics::counter!("chorus_sessions_expired_total").increment(1);
+            return Err((CloseCode::Unauthenticated, "token key revoked".into()));
         }
         Ok(())
     }
@@ -634,20 +645,26 @@ pub struct Decoded {
 #[derive(Debug, Clone, Copy)]
 pub struct FrameLimits {
     /// See `--max-awareness-bytes`.
-    pub max_awareness_bytes: usize,
+    pub max_awareness_bytes: u32,
     /// See `--max-nesting-depth`.
     pub max_nesting_depth: u32,
     /// See `--max-messages-per-frame`.
-    pub max_messages: usize,
+    pub max_messages: u32,
+    /// See `--awareness-bytes-per-second`.
+    pub awareness_bytes_per_second: u32,
 }
 
 impl FrameLimits {
     /// The node's limits.
     pub fn of(config: &crate::config::Config) -> Self {
+        // u32 fields: this lives in every connection's state; the config checks keep each
+        // limit far below 4 GiB.
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         FrameLimits {
-            max_awareness_bytes: config.max_awareness_bytes,
+            max_awareness_bytes: small(config.max_awareness_bytes),
             max_nesting_depth: config.max_nesting_depth,
-            max_messages: config.max_messages_per_frame,
+            max_messages: small(config.max_messages_per_frame),
+            awareness_bytes_per_second: config.awareness_bytes_per_second,
         }
     }
 }
@@ -663,7 +680,7 @@ pub fn decode_frame(
     for (i, m) in chorus_protocol::sync::decode_frame(frame).enumerate() {
         // Counted before anything is decoded: a frame of thousands of tiny requests would
         // otherwise cost the room thousands of replies.
-        if i >= limits.max_messages {
+        if i >= limits.max_messages as usize {
             metrics::counter!("chorus_limit_rejections_total", "limit" => "messages_per_frame")
                 .increment(1);
             return Err((CloseCode::Policy, "too many messages in one frame"));
@@ -704,7 +721,7 @@ pub fn decode_frame(
                     .map_err(|_| (CloseCode::InvalidPayload, "malformed awareness update"))?;
                 if entries
                     .iter()
-                    .any(|e| e.state.len() > limits.max_awareness_bytes)
+                    .any(|e| e.state.len() > limits.max_awareness_bytes as usize)
                 {
                     return Err((CloseCode::TooBig, "awareness state exceeds the size limit"));
                 }
@@ -757,6 +774,7 @@ mod tests {
         max_awareness_bytes: 1024,
         max_nesting_depth: 64,
         max_messages: 64,
+        awareness_bytes_per_second: 65_536,
     };
     const SMALL: FrameLimits = FrameLimits {
         max_awareness_bytes: 128,

@@ -272,7 +272,7 @@ impl Hocuspocus {
             .root
             .for_document(next_conn_id(), identity.role, prefix.clone())
             .with_user(identity.user.as_deref())
-            .shown_as(identity.name.as_deref(), identity.color.as_deref());
+            .shown_as(identity.shown_as.clone());
         // The scope goes out before anything the room queues.
         conn.send(Outbound::Binary(hocuspocus::authenticated(
             &prefix,

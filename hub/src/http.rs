@@ -35,6 +35,11 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
+    // Built once: `timer` allocates, and every connection would repeat it.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     loop {
         let tcp = tokio::select! {
             res = listener.accept() => match res {
@@ -61,14 +66,13 @@ pub async fn serve(
         }
         let router = router.clone();
         let stop = stop.clone();
+        let http1 = http1.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let mut router = router.clone();
                 async move { Ok::<_, Infallible>(router.call(req).await.unwrap_or_else(|e| match e {})) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
+            let conn = http1
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             let mut conn = std::pin::pin!(conn);

@@ -160,6 +160,7 @@ pub async fn run(
                 &config.redis_prefix,
                 config.node_ttl,
                 stop_cluster.clone(),
+                config.bus_secret.as_deref().map(str::as_bytes),
             )
             .await?
         }
@@ -228,6 +229,21 @@ pub async fn run(
         header_read_timeout: app.config.header_read_timeout,
         max_pending: app.config.max_pending_connections,
     };
+    if let Some(addr) = app.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen {addr}"))?;
+        let metrics = server::metrics_router(app.clone()).into_make_service();
+        let stop = app.shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, metrics)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let mut server = tokio::spawn(http::serve(listener, router, limits, stop_accepting));
 
     tokio::select! {

@@ -196,6 +196,11 @@ impl Registry {
         }
     }
 
+    /// Tenant settings and keys, as every room sees them.
+    pub fn tenants(&self) -> &Arc<crate::tenants::Tenants> {
+        &self.ctx.tenants
+    }
+
     /// Removes the room if the map still holds this generation of it.
     pub fn remove(&self, key: &RoomKey, generation: u64) {
         if self

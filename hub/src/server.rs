@@ -366,7 +366,7 @@ async fn ws_handler(
     );
     let handle = handle
         .with_user(identity.user.as_deref())
-        .shown_as(identity.name.as_deref(), identity.color.as_deref());
+        .shown_as(identity.shown_as.clone());
     let conn_id = handle.id;
     slot.attach(conn_id, &queue);
     let recorder = app
@@ -383,7 +383,6 @@ async fn ws_handler(
         queue,
         registry: app.registry.clone(),
         limits: connection::FrameLimits::of(&app.config),
-        awareness_bytes_per_second: app.config.awareness_bytes_per_second,
         ping_interval: app.config.ping_interval,
         rate_limit: tenant
             .settings
@@ -616,6 +615,23 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_handler(State(app): State<Arc<AppState>>) -> Response {
+    if app.config.metrics_listen.is_some() {
+        return ApiError::NotFound("no such endpoint".into()).into_response();
+    }
+    render_metrics(&app)
+}
+
+/// The metrics router for `--metrics-listen`: `/metrics` and nothing else.
+pub fn metrics_router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<AppState>>| async move { render_metrics(&app) }),
+        )
+        .with_state(app)
+}
+
+fn render_metrics(app: &AppState) -> Response {
     app.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

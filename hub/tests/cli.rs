@@ -66,6 +66,14 @@ fn token_without_a_secret_or_room_fails_clearly() {
     let out = chorus(&["token", "--room", "r", "--jwt-secret", "short"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32 bytes"));
+    let out = chorus(&["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "short"]);
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("at least 32 bytes"), "{said}");
 }
 
 #[test]

@@ -1277,3 +1277,66 @@ async fn burst_crosses_in_order(redis: &str) {
     let _ = n1.start_kill();
     let _ = n2.start_kill();
 }
+
+#[tokio::test]
+async fn with_a_bus_secret_nodes_still_share_rooms_and_unsigned_messages_are_dropped() {
+    use chorus_hub::cluster::bus::{Envelope, Payload};
+    use fred::interfaces::PubsubInterface;
+    const BUS_SECRET: &str = "bus-secret-for-the-cluster-tests-0123456789";
+    let Some(redis) = redis().await else { return };
+    let prefix = unique_prefix("signed");
+    let dir = tempfile::tempdir().expect("dir");
+    let (a, b) = two_nodes(|id| Config {
+        bus_secret: Some(BUS_SECRET.into()),
+        ..node_config(dir.path(), &prefix, id, Duration::from_millis(900))
+    })
+    .await;
+    let on_a = a.client("signed").await;
+    let on_b = b.client("signed").await;
+    append(&on_a, "t", "from a");
+    wait_text(&[&on_b], "t", "from a").await;
+    // Anyone who can publish on Redis, without the secret: a well-formed envelope, unsigned
+    // and with a forged signature, is dropped.
+    let (forged, _) = chorus_persistence::testing::consecutive_edits(88, "EVIL", "!");
+    let envelope = Envelope {
+        origin: "intruder".into(),
+        seq: 1,
+        payload: Payload::Update(forged),
+    }
+    .encode();
+    let channel = format!("{prefix}:room:default/signed");
+    let wrong = chorus_hub::cluster::bus::seal(
+        b"not-the-secret-not-the-secret-000",
+        &channel,
+        envelope.clone(),
+    );
+    for body in [envelope, wrong] {
+        let _: () = redis
+            .publish(channel.as_str(), body)
+            .await
+            .expect("publish");
+    }
+    // Both are counted (nodes a and b each drop both; metrics are per process here).
+    let dropped = |m: String| {
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix("chorus_bus_unsigned_dropped_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while dropped(a.get("/metrics").await.1) < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unsigned messages not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    append(&on_b, "t", "+b");
+    wait_text(&[&on_a], "t", "from a+b").await;
+    assert!(!text(&on_a, "t").contains("EVIL"));
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+}

@@ -654,6 +654,7 @@ async fn a_tenant_gets_its_share_of_a_node_and_readers_record_no_rooms() {
     config.operator_key = Some(OPERATOR.into());
     config.max_rooms = 6;
     config.max_connections = 6;
+    config.ping_interval = std::time::Duration::from_millis(100);
     let server = TestServer::start(config).await;
     let open = |room: &str, claims: serde_json::Value| {
         let url = format!("{}?token={}", server.url(room), token(claims));
@@ -708,6 +709,17 @@ async fn a_tenant_gets_its_share_of_a_node_and_readers_record_no_rooms() {
         )
         .expect("sign")
     };
+    // A tenant-key token may live at most 24 hours.
+    let long = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({ "tenant": "rec", "rooms": ["*"], "iat": now(), "exp": now() + 48 * 3600 }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign");
+    assert_eq!(
+        upgrade_status(&server, &format!("/ws/long?token={long}"), &[]).await,
+        401
+    );
     drop(held);
     let visit = |room: &str, role: &str| {
         let url = format!("{}?token={}", server.url(room), tenant_token(role));
@@ -740,6 +752,20 @@ async fn a_tenant_gets_its_share_of_a_node_and_readers_record_no_rooms() {
     };
     assert!(body.contains("visit-rw"), "{body}");
     assert!(!body.contains("visit-ro"), "{body}");
+    // Revoking the key that signed their tokens ends the open sessions (4401).
+    let kid = header.kid.clone().expect("kid");
+    let revoked = reqwest::Client::new()
+        .delete(format!("http://{}/v1/keys/{kid}", server.addr))
+        .bearer_auth(OPERATOR)
+        .header("chorus-tenant", "rec")
+        .send()
+        .await
+        .expect("revoke");
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    for c in [&reader, &writer] {
+        let (code, reason) = c.wait_closed(PATIENCE).await.expect("closed");
+        assert_eq!((code, reason.as_str()), (4401, "token key revoked"));
+    }
     server.stop().await.expect("stop");
 }
 #[tokio::test]
@@ -851,5 +877,31 @@ async fn presence_ids_belong_to_their_first_connection_and_tokens_name_their_mem
         .await
         .expect("alice keeps her id");
     assert!(bob.closed().is_none());
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_address() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics_addr = free.local_addr().expect("addr");
+    drop(free);
+    config.metrics_listen = Some(metrics_addr);
+    let server = TestServer::start(config).await;
+    assert_eq!(server.get("/metrics").await.0, 404);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (status, body) = loop {
+        if tokio::net::TcpStream::connect(metrics_addr).await.is_ok() {
+            break http_get(metrics_addr, "/metrics").await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics listener never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 200);
+    assert!(body.contains("chorus_"), "{body}");
     server.stop().await.expect("stop");
 }

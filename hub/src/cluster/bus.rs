@@ -119,6 +119,40 @@ impl Envelope {
     }
 }
 
+/// Length of a message's signature (HMAC-SHA256) when `--bus-secret` is set.
+const TAG: usize = 32;
+
+fn tag(secret: &[u8], channel: &str, body: &[u8]) -> Option<hmac::Hmac<sha2::Sha256>> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).ok()?;
+    // The channel is signed too: a message cannot be replayed into another room.
+    mac.update(channel.as_bytes());
+    mac.update(&[0]);
+    mac.update(body);
+    Some(mac)
+}
+
+/// `body` followed by its signature.
+pub fn seal(secret: &[u8], channel: &str, body: Bytes) -> Bytes {
+    use hmac::Mac;
+    let Some(mac) = tag(secret, channel, &body) else {
+        return body;
+    };
+    let mut out = BytesMut::with_capacity(body.len() + TAG);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    out.freeze()
+}
+
+/// The body of a sealed message, if its signature is valid (checked in constant time).
+pub fn open(secret: &[u8], channel: &str, raw: Bytes) -> Option<Bytes> {
+    use hmac::Mac;
+    let at = raw.len().checked_sub(TAG)?;
+    let body = raw.slice(..at);
+    tag(secret, channel, &body)?.verify_slice(&raw[at..]).ok()?;
+    Some(body)
+}
+
 /// The node's pub/sub connections and the rooms listening on them.
 pub struct Bus {
     subscriber: SubscriberClient,
@@ -132,6 +166,10 @@ pub struct Bus {
     /// `{prefix}:changes`, the cluster-wide channel of cache invalidations (compared with
     /// every message received, so built once).
     changes_channel: String,
+    /// `--bus-secret`: every message carries an HMAC-SHA256 of its channel and body under it,
+    /// and messages without a valid one are dropped (whoever can publish on Redis cannot
+    /// speak for a node).
+    secret: Option<Arc<[u8]>>,
     /// Where cache invalidations from other nodes go (set once the node's state exists).
     changes: std::sync::OnceLock<mpsc::UnboundedSender<super::Change>>,
     /// When every room last resynced (ms since `epoch`): lags come in bursts, and one
@@ -164,6 +202,7 @@ impl Bus {
         prefix: &str,
         sharded: bool,
         node_id: &str,
+        secret: Option<&[u8]>,
     ) -> Arc<Bus> {
         let (sent, mut answers) = mpsc::channel::<Sent>(IN_FLIGHT);
         let probe = publisher.clone();
@@ -173,6 +212,7 @@ impl Bus {
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
             changes_channel: format!("{prefix}:changes"),
+            secret: secret.map(Arc::from),
             rooms: DashMap::new(),
             changes: std::sync::OnceLock::new(),
             last_resync: std::sync::atomic::AtomicU64::new(0),
@@ -332,6 +372,10 @@ impl Bus {
     /// reorder that the receiving rooms see as a gap and resync.) The answer is awaited by
     /// the task that counts them.
     fn publish(&self, channel: Str, body: Bytes) {
+        let body = match &self.secret {
+            Some(secret) => seal(secret, &channel, body),
+            None => body,
+        };
         let mut fut: Sent = Box::pin(publish(self.publisher.clone(), channel, body, self.sharded));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         // Refused at once (fail-fast while disconnected, fred's queue full) is an answer too.
@@ -348,6 +392,18 @@ impl Bus {
 
     fn dispatch(&self, channel: &str, raw: Option<Bytes>) {
         metrics::counter!("chorus_redis_received_total").increment(1);
+        let raw = match (&self.secret, raw) {
+            (Some(secret), Some(raw)) => {
+                let opened = open(secret, channel, raw);
+                if opened.is_none() {
+                    metrics::counter!("chorus_bus_unsigned_dropped_total").increment(1);
+                    tracing::debug!(channel, "dropping a message without a valid signature");
+                    return;
+                }
+                opened
+            }
+            (_, raw) => raw,
+        };
         if channel == self.changes_channel {
             // Our own come back too: forgetting twice is harmless.
             match raw.as_deref().map(serde_json::from_slice::<super::Change>) {
@@ -436,6 +492,36 @@ async fn publish(publisher: WithOptions<Client>, channel: Str, body: Bytes, shar
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sealed_messages_open_only_with_their_secret_and_channel() {
+        let secret = b"a-secret-of-at-least-thirty-two-bytes";
+        let body = Bytes::from_static(b"envelope");
+        let sealed = super::seal(secret, "p:room:t/r", body.clone());
+        assert_eq!(
+            super::open(secret, "p:room:t/r", sealed.clone()),
+            Some(body)
+        );
+        assert_eq!(
+            super::open(
+                b"another-secret-another-secret-xx",
+                "p:room:t/r",
+                sealed.clone()
+            ),
+            None
+        );
+        assert_eq!(super::open(secret, "p:room:t/other", sealed.clone()), None);
+        let mut tampered = sealed.to_vec();
+        tampered[0] ^= 1;
+        assert_eq!(
+            super::open(secret, "p:room:t/r", Bytes::from(tampered)),
+            None
+        );
+        assert_eq!(
+            super::open(secret, "p:room:t/r", Bytes::from_static(b"short")),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -122,6 +122,7 @@ impl Cluster {
         prefix: &str,
         ttl: Duration,
         stop: CancellationToken,
+        bus_secret: Option<&[u8]>,
     ) -> anyhow::Result<Arc<Self>> {
         let config =
             RedisConfig::from_url(redis_url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
@@ -162,7 +163,14 @@ impl Cluster {
         if !connected {
             tracing::warn!("Redis is unreachable; serving alone until it answers");
         }
-        let bus = bus::Bus::start(client.clone(), subscriber, prefix, sharded, &node.id);
+        let bus = bus::Bus::start(
+            client.clone(),
+            subscriber,
+            prefix,
+            sharded,
+            &node.id,
+            bus_secret,
+        );
         if let Err(e) = bus.listen_for_changes().await {
             tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
         }
