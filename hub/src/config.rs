@@ -177,8 +177,10 @@ pub struct Config {
 
     /// Frames per second one connection may send when its tenant sets no
     /// `messages_per_second` (bursts of twice that); past it the connection is closed with
-    /// 4429. 0 turns the default off. Default: 1000.
-    #[arg(long, env = "CHORUS_MESSAGES_PER_SECOND", default_value_t = 1000)]
+    /// 4429. High enough for a bot replaying edits at full speed (an editing trace sends
+    /// bursts of 2,000 updates), low enough that one socket cannot take a core. 0 turns the
+    /// default off. Default: 10000.
+    #[arg(long, env = "CHORUS_MESSAGES_PER_SECOND", default_value_t = 10_000)]
     pub messages_per_second: u32,
 
     /// Awareness bytes per second one connection may send (bursts of twice that); awareness

@@ -46,6 +46,8 @@ pub struct Session {
     pub limits: FrameLimits,
     /// See `--ping-interval`.
     pub ping_interval: Duration,
+    /// Verifies in-band token refreshes.
+    pub verifier: Arc<crate::auth::Verifier>,
     /// Writes inbound frames to `--record-dir`, when recording is on.
     pub recorder: Option<Box<crate::record::Recorder>>,
     /// The tenant's messages-per-second limit for this connection.
@@ -103,6 +105,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             expires: s.identity.expires.unwrap_or(u64::MAX),
             kid: s.identity.kid.take(),
             tenants: s.registry.tenants(),
+            verifier: &s.verifier,
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(RateLimit::new),
         };
@@ -246,7 +249,7 @@ pub trait Dialect: Send {
     /// Handles one binary frame; an error closes the connection with that code and reason.
     fn binary(&mut self, frame: Bytes) -> impl Future<Output = Result<(), Closing>> + Send;
     /// Handles one text frame.
-    fn text(&mut self, text: &str) -> Result<(), Closing>;
+    fn text(&mut self, text: &str) -> impl Future<Output = Result<(), Closing>> + Send;
     /// Called at every keepalive tick (after the WebSocket ping); an error closes.
     fn tick(&mut self) -> impl Future<Output = Result<(), Closing>> + Send {
         async { Ok(()) }
@@ -327,7 +330,7 @@ pub async fn serve<D: Dialect>(
                     last_seen = tokio::time::Instant::now();
                 }
                 Some(Ok(WsMessage::Text(text))) => {
-                    if let Err(closing) = dialect.text(text.as_str()) {
+                    if let Err(closing) = Box::pin(dialect.text(text.as_str())).await {
                         break closing;
                     }
                 }
@@ -368,11 +371,40 @@ struct YWebsocket<'a> {
     // session, on every node: revocations invalidate every node's tenant cache).
     kid: Option<Arc<str>>,
     tenants: &'a Arc<crate::tenants::Tenants>,
+    // Verifies in-band token refreshes (`ClientMessage::Auth`).
+    verifier: &'a Arc<crate::auth::Verifier>,
     // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
     recorder: Option<Box<crate::record::Recorder>>,
     // Boxed: most connections have no limit, and this struct lives in every connection's
     // future.
     rate: Option<RateLimit>,
+}
+
+impl YWebsocket<'_> {
+    /// A fresh token for this session: it must name the same tenant, still grant the room, and
+    /// give the same role (a new role needs a new session); the session then runs until the new
+    /// token's expiry, under its key.
+    async fn refresh(&mut self, token: &str) -> Result<ServerMessage, Closing> {
+        let identity = self
+            .verifier
+            .verify(Some(token))
+            .await
+            .map_err(|e| (CloseCode::Unauthenticated, format!("refresh refused: {e}")))?;
+        if identity.tenant != *self.key.tenant
+            || !identity.may_open(&self.key.room)
+            || identity.role != self.role
+        {
+            return Err((
+                CloseCode::Forbidden,
+                "the new token does not grant this session".into(),
+            ));
+        }
+        self.expires = identity.expires.unwrap_or(u64::MAX);
+        self.kid = identity.kid;
+        Ok(ServerMessage::Authenticated {
+            expires: self.expires,
+        })
+    }
 }
 
 impl Dialect for YWebsocket<'_> {
@@ -412,7 +444,7 @@ impl Dialect for YWebsocket<'_> {
         Ok(())
     }
 
-    fn text(&mut self, text: &str) -> Result<(), Closing> {
+    async fn text(&mut self, text: &str) -> Result<(), Closing> {
         if self.rate.as_mut().is_some_and(|r| !r.take()) {
             return Err(rate_exceeded());
         }
@@ -427,6 +459,7 @@ impl Dialect for YWebsocket<'_> {
         }
         let reply = match ext::decode_client(text) {
             Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
+            Ok(ClientMessage::Auth { token }) => Box::pin(self.refresh(&token)).await?,
             Err(e) => ServerMessage::Error {
                 code: ErrorCode::BadRequest,
                 message: e.to_string(),

@@ -385,7 +385,7 @@ impl Dialect for Hocuspocus {
         }
     }
 
-    fn text(&mut self, text: &str) -> Result<(), Closing> {
+    async fn text(&mut self, text: &str) -> Result<(), Closing> {
         if let Some(r) = self.recorder.as_mut() {
             r.text(text);
         }

@@ -383,6 +383,7 @@ async fn ws_handler(
         queue,
         registry: app.registry.clone(),
         limits: connection::FrameLimits::of(&app.config),
+        verifier: app.verifier.clone(),
         ping_interval: app.config.ping_interval,
         rate_limit: tenant
             .settings

@@ -905,3 +905,58 @@ async fn metrics_can_move_to_their_own_address() {
     assert!(body.contains("chorus_"), "{body}");
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_session_renews_its_token_in_band_before_it_expires() {
+    use chorus_protocol::ext::ServerMessage;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    config.ping_interval = std::time::Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let connect = |t: String| {
+        let url = format!("{}?token={t}", server.url("renew"));
+        async move {
+            let c = Client::connect(
+                &url,
+                ClientOptions {
+                    ext: true,
+                    ..ClientOptions::default()
+                },
+            )
+            .await
+            .expect("connect");
+            c.synced(PATIENCE).await.expect("synced");
+            c
+        }
+    };
+    let old_exp = now() + 2;
+    let c = connect(token(serde_json::json!({ "exp": old_exp }))).await;
+    let fresh_exp = now() + 600;
+    let fresh = token(serde_json::json!({ "exp": fresh_exp }));
+    c.send_text(&format!(r#"{{"v":1,"type":"auth","token":"{fresh}"}}"#))
+        .expect("send");
+    c.wait_for("authenticated", PATIENCE, |s, _| {
+        s.events
+            .iter()
+            .any(|e| *e == ServerMessage::Authenticated { expires: fresh_exp })
+    })
+    .await
+    .expect("renewed");
+    // Past the old expiry (and a few ticks), the session goes on.
+    while now() <= old_exp + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(c.closed().is_none(), "closed despite the renewal");
+    // A token for another role, or a bad one, ends the session.
+    let reader = token(serde_json::json!({ "role": "read" }));
+    c.send_text(&format!(r#"{{"v":1,"type":"auth","token":"{reader}"}}"#))
+        .expect("send");
+    assert_eq!(c.wait_closed(PATIENCE).await.expect("closed").0, 4403);
+    let d = connect(token(serde_json::json!({}))).await;
+    d.send_text(r#"{"v":1,"type":"auth","token":"not-a-token"}"#)
+        .expect("send");
+    assert_eq!(d.wait_closed(PATIENCE).await.expect("closed").0, 4401);
+    server.stop().await.expect("stop");
+}

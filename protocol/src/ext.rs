@@ -64,6 +64,12 @@ pub enum ServerMessage {
         /// Human-readable explanation (never internal error text).
         message: String,
     },
+    /// The session now runs under the token of a [`ClientMessage::Auth`], until `expires`
+    /// (seconds since the epoch).
+    Authenticated {
+        /// The new token's expiry.
+        expires: u64,
+    },
     /// Answer to [`ClientMessage::Ping`].
     Pong {
         /// Echo of the ping's id.
@@ -81,6 +87,12 @@ pub enum ClientMessage {
         /// Optional id echoed back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// A fresh token for this session, sent before the current one expires: the session goes
+    /// on under it (same tenant, room and role), or closes with 4401 / 4403.
+    Auth {
+        /// The new JWT.
+        token: String,
     },
 }
 
