@@ -939,8 +939,7 @@ async fn a_session_renews_its_token_in_band_before_it_expires() {
         .expect("send");
     c.wait_for("authenticated", PATIENCE, |s, _| {
         s.events
-            .iter()
-            .any(|e| *e == ServerMessage::Authenticated { expires: fresh_exp })
+            .contains(&ServerMessage::Authenticated { expires: fresh_exp })
     })
     .await
     .expect("renewed");
