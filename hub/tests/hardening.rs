@@ -959,3 +959,27 @@ async fn a_session_renews_its_token_in_band_before_it_expires() {
     assert_eq!(d.wait_closed(PATIENCE).await.expect("closed").0, 4401);
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_hocuspocus_document_closes_when_its_token_expires() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.jwt_secret = Some(SECRET.into());
+    config.allow_anonymous = Some(false);
+    config.ping_interval = std::time::Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let opts = ClientOptions {
+        hocuspocus: Some("hp-exp".into()),
+        token: Some(token(serde_json::json!({ "exp": now() + 2 }))),
+        ..ClientOptions::default()
+    };
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    let c = Client::connect(&url, opts).await.expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    c.wait_for("the document's expiry", PATIENCE, |s, _| {
+        s.denied.iter().any(|d| d.contains("token expired"))
+    })
+    .await
+    .expect("closed at expiry");
+    server.stop().await.expect("stop");
+}
