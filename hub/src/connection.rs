@@ -814,14 +814,8 @@ mod tests {
         ..LIMITS
     };
 
-    /// The crashing update: one value nested `d` arrays deep in root type "t".
     fn nested_any(d: usize) -> Bytes {
-        let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
-        for _ in 0..d {
-            u.extend_from_slice(&[0x75, 0x01]);
-        }
-        u.extend_from_slice(&[0x7f, 0x00]);
-        Bytes::from(u)
+        Bytes::from(chorus_protocol::nesting::nested_value_update(7, "t", d))
     }
 
     #[test]

@@ -91,8 +91,9 @@ pub struct Hocuspocus {
     opens: crate::connection::RateLimit,
 }
 
-/// Documents one socket may open (or re-authenticate) per second, after a first burst of
-/// `MAX_DOCUMENTS_PER_CONNECTION` (a page may open all its documents at once): one socket
+/// Documents one socket may open (or re-authenticate) per second, after a first burst of twice
+/// `MAX_DOCUMENTS_PER_CONNECTION` (a page may open all its documents at once, and swap some):
+/// one socket
 /// opening and closing documents in a loop would otherwise churn rooms and records.
 pub const MAX_OPENS_PER_SECOND: u32 = 20;
 
@@ -128,7 +129,7 @@ impl Hocuspocus {
             slot: None,
             opens: crate::connection::RateLimit::with_burst(
                 MAX_OPENS_PER_SECOND,
-                MAX_DOCUMENTS_PER_CONNECTION as u32 + 1,
+                2 * MAX_DOCUMENTS_PER_CONNECTION as u32,
             ),
             anonymous_allowed: true,
         }

@@ -831,14 +831,7 @@ async fn bad_input_gets_precise_problems(db: Option<String>) {
         .call("POST", "/v1/rooms", &key, Some(json!({ "name": "deep" })))
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
-    let deep_update = |d: usize| {
-        let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, b'v', 0x01];
-        for _ in 0..d {
-            u.extend_from_slice(&[0x75, 0x01]);
-        }
-        u.extend_from_slice(&[0x7f, 0x00]);
-        u
-    };
+    let deep_update = |d: usize| chorus_protocol::nesting::nested_value_update(7, "v", d);
     for d in [64, 6_500] {
         let r = api
             .raw(

@@ -332,11 +332,7 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
     publish(broken.encode()).await;
     // So are an update and awareness that do not decode, and an update nesting far past the
     // limit (it would overflow yrs' stack and abort the node): the room keeps serving.
-    let mut deep = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, b'v', 0x01];
-    for _ in 0..6_500 {
-        deep.extend_from_slice(&[0x75, 0x01]);
-    }
-    deep.extend_from_slice(&[0x7f, 0x00]);
+    let deep = chorus_protocol::nesting::nested_value_update(7, "v", 6_500);
     for (origin, payload) in [
         (
             "ghost-1",

@@ -10,18 +10,13 @@ use chorus_protocol::client::{Client, ClientOptions};
 use chorus_protocol::lib0::{write_var_bytes, write_var_string, write_var_uint};
 use chorus_protocol::sync::Message;
 use common::*;
-use yrs::{Array, Map, MapPrelim, MapRef, ReadTxn, Transact};
+use yrs::{Array, Map, ReadTxn, Transact};
 
-/// One ContentAny item in root array `v` holding a value nested `d` arrays deep (the issue's
-/// crashing update, from client `client`).
-fn deep_value(client: u8, d: usize) -> Bytes {
-    assert!(client < 128);
-    let mut u = vec![0x01, 0x01, client, 0x00, 0x08, 0x01, 0x01, b'v', 0x01];
-    for _ in 0..d {
-        u.extend_from_slice(&[0x75, 0x01]);
-    }
-    u.extend_from_slice(&[0x7f, 0x00]);
-    Bytes::from(u)
+/// One value in root array `v` nested `d` arrays deep (the crashing update).
+fn deep_value(client: u64, d: usize) -> Bytes {
+    Bytes::from(chorus_protocol::nesting::nested_value_update(
+        client, "v", d,
+    ))
 }
 
 fn entries_in_v(doc: &yrs::Doc) -> u32 {
@@ -115,31 +110,6 @@ async fn a_reader_cannot_crash_the_node_with_a_deep_update_either() {
     server.stop().await.expect("stop");
 }
 
-/// A writer that nests one more Y.Map per update: each update's parent is already in the
-/// room's document, so only the room's index of depths can tell how deep it lands.
-struct Chain {
-    doc: yrs::Doc,
-    tip: MapRef,
-}
-
-impl Chain {
-    fn new(client: u64) -> Chain {
-        let doc = yrs::Doc::with_client_id(client);
-        let tip = doc.get_or_insert_map("root");
-        Chain { doc, tip }
-    }
-
-    fn deeper(&mut self) -> Vec<u8> {
-        let before = self.doc.transact().state_vector();
-        let next = {
-            let mut txn = self.doc.transact_mut();
-            self.tip.insert(&mut txn, "k", MapPrelim::default())
-        };
-        self.tip = next;
-        self.doc.transact().encode_state_as_update_v1(&before)
-    }
-}
-
 #[tokio::test]
 async fn nested_maps_one_level_per_update_stop_at_the_limit() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -148,7 +118,7 @@ async fn nested_maps_one_level_per_update_stop_at_the_limit() {
     let server = TestServer::start(config).await;
     let keep = server.client("chain").await;
     let writer = sender(&server, "chain").await;
-    let mut chain = Chain::new(21);
+    let mut chain = chorus_persistence::testing::MapChain::new(21);
     // Root map 1, nested maps 2..=8.
     for _ in 2..=8 {
         writer.send_update(&chain.deeper()).expect("send");
@@ -779,13 +749,19 @@ async fn one_hocuspocus_socket_cannot_open_documents_in_a_loop() {
     let url = format!("ws://{}/hocuspocus", server.addr);
     let c = Client::connect(&url, opts).await.expect("connect");
     c.synced(PATIENCE).await.expect("synced");
-    for i in 1..200 {
-        let p = chorus_protocol::hocuspocus::address_prefix(&format!("loop-{i}"));
+    // Open and close documents in a loop: past the first burst, opens are refused.
+    for i in 1..400 {
+        let address = format!("loop-{i}");
+        let p = chorus_protocol::hocuspocus::address_prefix(&address);
         if c.send_raw(chorus_protocol::hocuspocus::auth(&p, "", "4.8.0"))
             .is_err()
         {
             break;
         }
+        let mut close = BytesMut::new();
+        write_var_string(&mut close, &address);
+        write_var_uint(&mut close, chorus_protocol::hocuspocus::kind::CLOSE);
+        let _ = c.send_raw(close.freeze());
     }
     c.wait_for("a refusal for opening too fast", PATIENCE, |s, _| {
         s.denied.iter().any(|d| d.contains("too fast"))

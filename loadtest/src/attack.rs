@@ -323,14 +323,9 @@ async fn run_attacker(phase: &str, i: usize, url: &str, stop: &AtomicBool, sent:
     }
 }
 
-/// The crashing update: one value in root array `v` nested `d` arrays deep.
+/// The review's crashing update: one value in root array `v` nested `d` arrays deep.
 fn deep_value(d: usize) -> Bytes {
-    let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, b'v', 0x01];
-    for _ in 0..d {
-        u.extend_from_slice(&[0x75, 0x01]);
-    }
-    u.extend_from_slice(&[0x7f, 0x00]);
-    Bytes::from(u)
+    Bytes::from(chorus_protocol::nesting::nested_value_update(7, "v", d))
 }
 
 /// `host:port` of a ws:// URL.

@@ -169,7 +169,7 @@ fn integrated(txn: &impl ReadTxn, id: ItemId) -> bool {
 mod tests {
     use super::*;
     use yrs::updates::decoder::Decode;
-    use yrs::{Doc, Map, MapPrelim, MapRef, Transact, Update};
+    use yrs::{Doc, Map, MapPrelim, Transact, Update};
 
     /// Applies `update` to `doc` the way the hub does: checked first, applied only if admitted.
     fn offer(doc: &Doc, depth: &mut DepthIndex, update: &[u8]) -> Result<(), Refused> {
@@ -180,40 +180,20 @@ mod tests {
         Ok(())
     }
 
-    /// A writer that nests one more Y.Map per update, each update on its own: every update's
-    /// parent is in the document already, so only the index can tell how deep it lands.
-    struct Chain {
-        doc: Doc,
-        tip: MapRef,
-    }
+    use crate::testing::MapChain;
 
-    impl Chain {
-        fn new() -> (Chain, Vec<u8>) {
-            let doc = Doc::with_client_id(7);
-            let tip = doc.get_or_insert_map("root");
-            let mut chain = Chain { doc, tip };
-            let first = chain.deeper();
-            (chain, first)
-        }
-
-        /// The update that adds one level.
-        fn deeper(&mut self) -> Vec<u8> {
-            use yrs::ReadTxn;
-            let before = self.doc.transact().state_vector();
-            let next = {
-                let mut txn = self.doc.transact_mut();
-                self.tip.insert(&mut txn, "k", MapPrelim::default())
-            };
-            self.tip = next;
-            self.doc.transact().encode_state_as_update_v1(&before)
-        }
+    /// A chain and its first update (depth 2).
+    fn chain(client: u64) -> (MapChain, Vec<u8>) {
+        let mut c = MapChain::new(client);
+        let first = c.deeper();
+        (c, first)
     }
 
     #[test]
     fn a_chain_of_maps_built_one_update_at_a_time_stops_at_the_limit() {
         let server = Doc::new();
         let mut depth = DepthIndex::new(8);
-        let (mut chain, first) = Chain::new();
+        let (mut chain, first) = chain(7);
         // Root map is depth 1, the first nested map 2, ... the 7th nested map 8.
         offer(&server, &mut depth, &first).expect("depth 2");
         for level in 3..=8 {
@@ -230,7 +210,7 @@ mod tests {
 
     #[test]
     fn the_whole_chain_in_one_update_is_refused_by_the_scan_alone() {
-        let (mut chain, _) = Chain::new();
+        let (mut chain, _) = chain(7);
         for _ in 0..20 {
             chain.deeper();
         }
@@ -290,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_type_whose_parent_never_arrived_is_refused_as_unresolved() {
-        let (mut chain, first) = Chain::new();
+        let (mut chain, first) = chain(7);
         let _second = chain.deeper();
         let third = chain.deeper();
         let server = Doc::new();

@@ -214,3 +214,33 @@ pub fn consecutive_edits(client: u64, first: &str, second: &str) -> (bytes::Byte
     let two = src.transact().encode_state_as_update_v1(&sv);
     (one.into(), two.into())
 }
+
+/// A replica that nests one more Y.Map (key `k`) per update under root map `root`: every
+/// update's parent is already in the receiving document, so only its index of depths
+/// (`DepthIndex`) can tell how deep the update lands.
+pub struct MapChain {
+    /// The replica.
+    pub doc: yrs::Doc,
+    tip: yrs::MapRef,
+}
+
+impl MapChain {
+    /// An empty chain of replica `client`.
+    pub fn new(client: u64) -> MapChain {
+        let doc = yrs::Doc::with_client_id(client);
+        let tip = doc.get_or_insert_map("root");
+        MapChain { doc, tip }
+    }
+
+    /// The v1 update that adds one level (the first call makes depth 2: root map 1).
+    pub fn deeper(&mut self) -> Vec<u8> {
+        use yrs::{Map, MapPrelim, ReadTxn, Transact};
+        let before = self.doc.transact().state_vector();
+        let next = {
+            let mut txn = self.doc.transact_mut();
+            self.tip.insert(&mut txn, "k", MapPrelim::default())
+        };
+        self.tip = next;
+        self.doc.transact().encode_state_as_update_v1(&before)
+    }
+}

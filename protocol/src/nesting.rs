@@ -654,18 +654,43 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A v1 update from `client` holding one value in root type `root` nested `depth` arrays
+/// deep: the 13 KB frame (depth 6,500) that overflowed yrs' stack and aborted the process.
+/// For tests, fuzzing seeds and the load tester's `attack` scenario.
+pub fn nested_value_update(client: u64, root: &str, depth: usize) -> Vec<u8> {
+    use crate::lib0::{write_var_string, write_var_uint};
+    let mut u = bytes::BytesMut::new();
+    // One client, one block, at clock 0: an item of Any content (8) whose parent is a root.
+    write_var_uint(&mut u, 1);
+    write_var_uint(&mut u, 1);
+    write_var_uint(&mut u, client);
+    write_var_uint(&mut u, 0);
+    u.extend_from_slice(&[0x08, 0x01]);
+    write_var_string(&mut u, root);
+    // One value: `depth` arrays of one element (117, 1), around `undefined` (127).
+    write_var_uint(&mut u, 1);
+    for _ in 0..depth {
+        u.extend_from_slice(&[0x75, 0x01]);
+    }
+    // ... and an empty delete set.
+    u.extend_from_slice(&[0x7f, 0x00]);
+    u.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The issue's update: one ContentAny item holding an array nested `d` deep.
-    pub(crate) fn nested_any(d: usize) -> Vec<u8> {
-        let mut u = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
-        for _ in 0..d {
-            u.extend_from_slice(&[0x75, 0x01]);
-        }
-        u.extend_from_slice(&[0x7f, 0x00]);
-        u
+    fn nested_any(d: usize) -> Vec<u8> {
+        nested_value_update(7, "t", d)
+    }
+
+    #[test]
+    fn the_builder_makes_the_reviews_bytes() {
+        // `01 01 07 00 08 01 01 74 01`, then `75 01` D times, then `7f 00` (issue 13).
+        let mut want = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
+        want.extend_from_slice(&[0x75, 0x01, 0x75, 0x01, 0x7f, 0x00]);
+        assert_eq!(nested_value_update(7, "t", 2), want);
     }
 
     #[test]
