@@ -622,6 +622,11 @@ impl ConnHandle {
         self.queue.closed.load(Ordering::Acquire)
     }
 
+    /// Whether the connection task is gone (nothing queued will ever be written).
+    pub fn is_gone(&self) -> bool {
+        self.queue.receiver_gone.load(Ordering::Acquire)
+    }
+
     fn overflow(&self) {
         if !self.is_closed() {
             metrics::counter!("chorus_slow_consumer_closes_total").increment(1);

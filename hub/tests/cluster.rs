@@ -333,12 +333,16 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
     // So are an update and awareness that do not decode, and an update nesting far past the
     // limit (it would overflow yrs' stack and abort the node): the room keeps serving.
     let deep = chorus_protocol::nesting::nested_value_update(7, "v", 6_500);
+    let at_limit = chorus_protocol::nesting::nested_value_update(8, "v", 63);
+    let past = chorus_protocol::nesting::nested_value_update(9, "v", 64);
     for (origin, payload) in [
         (
             "ghost-1",
             Payload::Update(bytes::Bytes::from_static(&[0xff, 0x01, 0x02])),
         ),
         ("ghost-3", Payload::Update(bytes::Bytes::from(deep))),
+        ("ghost-4", Payload::Update(bytes::Bytes::from(past))),
+        ("ghost-5", Payload::Update(bytes::Bytes::from(at_limit))),
         (
             "ghost-2",
             Payload::Awareness(bytes::Bytes::from_static(&[0x05, 0xff])),
@@ -360,6 +364,16 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         publish(e.encode()).await;
     }
     wait_text(&[&member], "t", "xy").await;
+    // Of the nested values, only the one at the limit was applied.
+    let v_len = |doc: &yrs::Doc| {
+        use yrs::Array;
+        let v = doc.get_or_insert_array("v");
+        v.len(&doc.transact())
+    };
+    member
+        .wait_for("the value at the limit", PATIENCE, |_, doc| v_len(doc) == 1)
+        .await
+        .expect("applied");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

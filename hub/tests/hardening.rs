@@ -188,7 +188,13 @@ async fn a_deep_update_already_in_the_store_is_skipped_at_load() {
         store
             .append(&[AppendBatch {
                 key: RoomKey::new("default", "legacy"),
-                updates: vec![Bytes::from(good), deep_value(17, 6_500)],
+                // Within the limit (root 1 + 63 arrays), one past it, and far past it.
+                updates: vec![
+                    Bytes::from(good),
+                    deep_value(17, 63),
+                    deep_value(20, 64),
+                    deep_value(21, 6_500),
+                ],
                 events: Vec::new(),
             }])
             .await
@@ -197,11 +203,15 @@ async fn a_deep_update_already_in_the_store_is_skipped_at_load() {
     let server = TestServer::start(test_config(data.path())).await;
     let c = server.client("legacy").await;
     assert_eq!(text(&c, "t"), "stored");
-    assert_eq!(entries_in_v(c.doc()), 0);
+    assert_eq!(
+        entries_in_v(c.doc()),
+        1,
+        "only the value at the limit loads"
+    );
     append(&c, "t", "+live");
     let other = server.client("legacy").await;
     wait_text(&[&other], "t", "stored+live").await;
-    assert!(counter(&server, "chorus_nesting_refusals_total{source=\"store\"}").await >= 1);
+    assert!(counter(&server, "chorus_nesting_refusals_total{source=\"store\"}").await >= 2);
     server.stop().await.expect("stop");
 }
 
@@ -957,5 +967,31 @@ async fn a_hocuspocus_document_closes_when_its_token_expires() {
     })
     .await
     .expect("closed at expiry");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_hocuspocus_endpoint_applies_an_update_at_the_limit() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(data.path())).await;
+    let opts = ClientOptions {
+        hocuspocus: Some("hp-limit".into()),
+        ..ClientOptions::default()
+    };
+    let url = format!("ws://{}/hocuspocus", server.addr);
+    let c = Client::connect(&url, opts).await.expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    c.send_update(&deep_value(18, 63)).expect("send");
+    let reader = server.client("hp-limit").await;
+    reader
+        .wait_for("the value at the limit", PATIENCE, |_, doc| {
+            entries_in_v(doc) == 1
+        })
+        .await
+        .expect("applied");
+    c.send_update(&deep_value(19, 64)).expect("send");
+    assert_eq!(c.wait_closed(PATIENCE).await.expect("closed").0, 4422);
+    let fresh = server.client("hp-limit").await;
+    assert_eq!(entries_in_v(fresh.doc()), 1);
     server.stop().await.expect("stop");
 }

@@ -1069,7 +1069,10 @@ impl Room {
     /// Whether a question from `conn` is still worth answering: nothing more is done for a
     /// member that left or is being closed.
     fn answerable(&self, conn: ConnId) -> bool {
-        let ok = self.members.get(&conn).is_some_and(|m| !m.conn.is_closed());
+        let ok = self
+            .members
+            .get(&conn)
+            .is_some_and(|m| !m.conn.is_closed() && !m.conn.is_gone());
         if !ok {
             metrics::counter!("chorus_replies_skipped_total").increment(1);
         }
