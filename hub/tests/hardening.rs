@@ -19,6 +19,15 @@ fn deep_value(client: u64, d: usize) -> Bytes {
     ))
 }
 
+/// A node that requires tokens signed with [`SECRET`] (no anonymous sessions).
+fn with_tokens(dir: &std::path::Path) -> chorus_hub::Config {
+    chorus_hub::Config {
+        jwt_secret: Some(SECRET.into()),
+        allow_anonymous: Some(false),
+        ..test_config(dir)
+    }
+}
+
 fn entries_in_v(doc: &yrs::Doc) -> u32 {
     let v = doc.get_or_insert_array("v");
     v.len(&doc.transact())
@@ -91,9 +100,7 @@ async fn deep_values_close_4422_and_the_node_keeps_serving() {
 #[tokio::test]
 async fn a_reader_cannot_crash_the_node_with_a_deep_update_either() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let config = with_tokens(data.path());
     let server = TestServer::start(config).await;
     let read = token(serde_json::json!({ "role": "read" }));
     let url = format!("{}?token={read}", server.url("ro"));
@@ -284,9 +291,7 @@ async fn a_peer_that_asks_without_reading_holds_one_answer_and_the_node_keeps_se
 #[tokio::test]
 async fn tokens_are_checked_for_nbf_iat_and_tenant_and_sessions_end_when_they_expire() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let mut config = with_tokens(data.path());
     config.ping_interval = std::time::Duration::from_millis(100);
     let server = TestServer::start(config).await;
     let connect = |t: String| {
@@ -442,9 +447,7 @@ async fn anonymous_sessions_are_only_for_local_pages_and_listed_origins_are_enfo
 
     // With a list, tokens are held to it too.
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let mut config = with_tokens(data.path());
     config.allowed_origins = vec!["https://app.example".into()];
     let server = TestServer::start(config).await;
     let path = format!("/ws/o?token={}", token(serde_json::json!({})));
@@ -628,9 +631,7 @@ async fn unauthenticated_hocuspocus_sockets_have_their_own_small_budget_and_dead
 async fn a_tenant_gets_its_share_of_a_node_and_readers_record_no_rooms() {
     const OPERATOR: &str = "operator-key-for-hardening-0123456789abcdef";
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let mut config = with_tokens(data.path());
     config.operator_key = Some(OPERATOR.into());
     config.max_rooms = 6;
     config.max_connections = 6;
@@ -784,9 +785,7 @@ async fn one_hocuspocus_socket_cannot_open_documents_in_a_loop() {
 #[tokio::test]
 async fn presence_ids_belong_to_their_first_connection_and_tokens_name_their_members() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let config = with_tokens(data.path());
     let server = TestServer::start(config).await;
     let join = |claims: serde_json::Value| {
         let url = format!("{}?token={}", server.url("who"), token(claims));
@@ -896,9 +895,7 @@ async fn metrics_can_move_to_their_own_address() {
 async fn a_session_renews_its_token_in_band_before_it_expires() {
     use chorus_protocol::ext::ServerMessage;
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let mut config = with_tokens(data.path());
     config.ping_interval = std::time::Duration::from_millis(100);
     let server = TestServer::start(config).await;
     let connect = |t: String| {
@@ -949,9 +946,7 @@ async fn a_session_renews_its_token_in_band_before_it_expires() {
 #[tokio::test]
 async fn a_hocuspocus_document_closes_when_its_token_expires() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(data.path());
-    config.jwt_secret = Some(SECRET.into());
-    config.allow_anonymous = Some(false);
+    let mut config = with_tokens(data.path());
     config.ping_interval = std::time::Duration::from_millis(100);
     let server = TestServer::start(config).await;
     let opts = ClientOptions {
