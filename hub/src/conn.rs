@@ -146,11 +146,16 @@ impl Reply {
     }
 }
 
-/// The queued messages, and which kinds of reply wait among them.
+/// Whose answer a queued message is: its kind and the member (a Hocuspocus socket's
+/// documents share one queue, each a member with its own id: their answers are separate).
+type Tag = (Reply, ConnId);
+
+/// The queued messages, and which answers wait among them.
 #[derive(Debug, Default)]
 struct Items {
-    q: VecDeque<(Outbound, Option<Reply>)>,
-    replies: [bool; 3],
+    q: VecDeque<(Outbound, Option<Tag>)>,
+    // Answers waiting in `q` (a few at most: one per kind and document).
+    waiting: Vec<Tag>,
 }
 
 /// The outbound messages of one socket.
@@ -197,7 +202,7 @@ impl Queue {
 
     /// Appends `msg` unless the queue holds `max_messages` already. A reply replaces a waiting
     /// reply of its kind instead (returned, so its bytes leave the budget).
-    fn push(&self, msg: Outbound, reply: Option<Reply>) -> Result<Option<Outbound>, Refused> {
+    fn push(&self, msg: Outbound, reply: Option<Tag>) -> Result<Option<Outbound>, Refused> {
         let replaced = {
             let mut items = self.items();
             // Checked under the lock: Drop clears the queue under it too, so nothing pushed
@@ -205,17 +210,17 @@ impl Queue {
             if self.receiver_gone.load(Ordering::Acquire) {
                 return Err(Refused::Gone);
             }
-            if let Some(kind) = reply
-                && items.replies[kind as usize]
-                && let Some(slot) = items.q.iter_mut().find(|(_, r)| *r == Some(kind))
+            if let Some(tag) = reply
+                && items.waiting.contains(&tag)
+                && let Some(slot) = items.q.iter_mut().find(|(_, r)| *r == Some(tag))
             {
                 Some(std::mem::replace(&mut slot.0, msg))
             } else {
                 if items.q.len() >= self.max_messages {
                     return Err(Refused::Full);
                 }
-                if let Some(kind) = reply {
-                    items.replies[kind as usize] = true;
+                if let Some(tag) = reply {
+                    items.waiting.push(tag);
                 }
                 items.q.push_back((msg, reply));
                 None
@@ -230,8 +235,8 @@ impl Queue {
     fn pop(&self) -> Option<Outbound> {
         let mut items = self.items();
         let (out, reply) = items.q.pop_front()?;
-        if let Some(kind) = reply {
-            items.replies[kind as usize] = false;
+        if let Some(tag) = reply {
+            items.waiting.retain(|t| *t != tag);
         }
         if items.q.is_empty() && items.q.capacity() > KEEP_CAPACITY {
             items.q.shrink_to(KEEP_CAPACITY);
@@ -311,7 +316,7 @@ impl Drop for ConnQueue {
         self.queue.receiver_gone.store(true, Ordering::Release);
         // What is still queued is never written: free it now, not when the last handle goes.
         items.q.clear();
-        items.replies = [false; 3];
+        items.waiting = Vec::new();
     }
 }
 
@@ -563,7 +568,7 @@ impl ConnHandle {
 
     /// Whether an answer of `kind` waits unwritten (a new one would replace it).
     pub fn answer_waiting(&self, kind: Reply) -> bool {
-        self.queue.items().replies[kind as usize]
+        self.queue.items().waiting.contains(&(kind, self.id))
     }
 
     /// Bytes queued now (tests and the attack scenario check the budget holds).
@@ -584,7 +589,7 @@ impl ConnHandle {
             Budget::Within if before > 0 && before + len > q.max_bytes => Some(Refused::Full),
             Budget::Answer(_) if before > q.max_bytes => Some(Refused::Full),
             Budget::Within | Budget::Outside => q.push(msg, None).err(),
-            Budget::Answer(kind) => match q.push(msg, Some(kind)) {
+            Budget::Answer(kind) => match q.push(msg, Some((kind, self.id))) {
                 Ok(Some(old)) => {
                     q.queued.fetch_sub(old.len(), Ordering::Relaxed);
                     metrics::counter!("chorus_replies_coalesced_total", "kind" => kind.label())
@@ -672,6 +677,16 @@ mod tests {
         assert!(q.try_recv().is_none(), "nothing else was queued");
         // One answer larger than the whole budget passes while the backlog is within it; once
         // the backlog is past the budget, answers count like anything else (1013).
+        // Documents sharing a Hocuspocus socket keep their own answers.
+        let (root, q) = channel(3, false, Role::Read, 1024, 1 << 20);
+        let a = root.for_document(31, Role::Read, Bytes::from_static(b"\x01a"));
+        let b = root.for_document(32, Role::Read, Bytes::from_static(b"\x01b"));
+        assert!(a.send_answer(Reply::State, Bytes::from_static(b"state of a")));
+        assert!(b.send_answer(Reply::State, Bytes::from_static(b"state of b")));
+        assert!(a.answer_waiting(Reply::State) && b.answer_waiting(Reply::State));
+        assert!(q.try_recv().is_some() && q.try_recv().is_some());
+        assert!(q.try_recv().is_none());
+
         let (h, q) = channel(2, false, Role::Read, 1024, 100);
         assert!(h.send_answer(Reply::State, Bytes::from(vec![0u8; 500])));
         assert!(!h.send_answer(Reply::Awareness, Bytes::from_static(b"aw")));
