@@ -136,8 +136,9 @@ enum Scenario {
     /// client per agent) into rooms with observers; every replica must end with the trace's
     /// text.
     Trace {
-        /// Trace file, e.g. ../shared/traces/sequential/automerge-paper.json.gz or
-        /// ../shared/traces/concurrent/clownschool.json.gz.
+        /// Trace file (`.json` or `.json.gz`, the ASCII traces of josephg/editing-traces, not
+        /// shipped here), e.g. sequential/automerge-paper.json.gz or
+        /// concurrent/clownschool.json.gz.
         #[arg(long)]
         file: PathBuf,
         /// Rooms replaying it at once. Default: 1.

@@ -1,4 +1,4 @@
-//! `trace`: replays a real editing trace (`../shared/traces/*/*.json.gz`, from
+//! `trace`: replays a real editing trace (`*.json` or `*.json.gz` in the format of
 //! josephg/editing-traces) through the hub, and at the end every replica's text must equal the
 //! trace's `endContent` exactly.
 //!
