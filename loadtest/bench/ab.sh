@@ -8,23 +8,13 @@ set -euo pipefail
 BASE=$1 NEW=$2 LT=$3 OUT=$4 ROUNDS=${5:-3}
 PORT=18091
 mkdir -p "$OUT"
-start_hub() {
-  rm -rf "$OUT/data"
-  "$1" --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" > "$OUT/hub.log" 2>&1 &
-  HUB=$!
-  for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null 2>&1 && return
-    sleep 0.05
-  done
-  echo "hub did not start" >&2; exit 1
-}
-stop_hub() { kill "$HUB"; wait "$HUB" || true; }
+. "$(dirname "$0")/hub.sh"
 URL="ws://127.0.0.1:$PORT/ws"
 field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['metrics'].get(sys.argv[2],-1),2) if sys.argv[2]!='p99' else r['latency']['delivery']['p99_ms'])" "$@"; }
 for i in $(seq 1 "$ROUNDS"); do
   for which in base new; do
     bin=$BASE; [ "$which" = new ] && bin=$NEW
-    start_hub "$bin"
+    start_hub "$bin" "$PORT" "$OUT/data" "$OUT/hub.log"
     "$LT" edit --url "$URL" --users 1000 --room-size 10 --rate 5 --duration 10s \
       --server-pid "$HUB" --json "$OUT/edit-$which-$i.json" > /dev/null
     "$LT" connect --url "$URL" --sessions 10000 --rooms 1000 --hold 1s \
