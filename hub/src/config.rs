@@ -49,22 +49,27 @@ pub struct MigrateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
     /// Room name or pattern the token grants (`name`, `prefix*`, or `*`). Repeatable.
-    #[arg(long = "room", required = true)]
+    #[arg(
+        long = "room",
+        env = "CHORUS_TOKEN_ROOMS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub rooms: Vec<String>,
     /// `write` (edit) or `read` (view only).
-    #[arg(long, default_value = "write", value_parser = ["read", "write"])]
+    #[arg(long, env = "CHORUS_TOKEN_ROLE", default_value = "write", value_parser = ["read", "write"])]
     pub role: String,
-    /// Tenant the rooms belong to. Default: `default`.
-    #[arg(long, default_value = "default")]
+    /// Tenant the rooms belong to.
+    #[arg(long, env = "CHORUS_TOKEN_TENANT", default_value = "default")]
     pub tenant: String,
-    /// Subject (user id). Default: `dev`.
-    #[arg(long, default_value = "dev")]
+    /// Subject (user id).
+    #[arg(long, env = "CHORUS_TOKEN_SUB", default_value = "dev")]
     pub sub: String,
     /// Display name for presence. Default: none.
-    #[arg(long)]
+    #[arg(long, env = "CHORUS_TOKEN_NAME")]
     pub name: Option<String>,
-    /// Lifetime, e.g. `1h`, `30m`. Default: 1h.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Lifetime, e.g. `1h`, `30m`.
+    #[arg(long, env = "CHORUS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// HS256 secret to sign with. Default: none (required).
     #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
@@ -74,11 +79,11 @@ pub struct TokenArgs {
 /// Options of the server.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Address to listen on. Default: 127.0.0.1:8080.
-    #[arg(long, env = "CHORUS_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on.
+    #[arg(long, env = "CHORUS_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// Directory of the embedded SQLite database (`chorus.db`). Default: ./data.
+    /// Directory of the embedded SQLite database (`chorus.db`).
     #[arg(long, env = "CHORUS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
@@ -90,7 +95,7 @@ pub struct Config {
     /// Do not apply schema migrations at start-up (when `chorus migrate` runs them with the
     /// schema owner's credentials and the hub's login may not change the schema). Default:
     /// false.
-    #[arg(long, env = "CHORUS_SKIP_MIGRATIONS")]
+    #[arg(long, env = "CHORUS_SKIP_MIGRATIONS", value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_migrations: bool,
 
     /// Operator key: a bearer token (at least 32 characters) that manages tenants over the REST
@@ -99,21 +104,21 @@ pub struct Config {
     pub operator_key: Option<String>,
 
     /// Largest REST request body (JSON), in bytes; binary document uploads are bounded by
-    /// --max-document-bytes instead. Default: 1048576 (1 MiB).
+    /// --max-document-bytes instead.
     #[arg(long, env = "CHORUS_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
 
     /// Let webhooks reach loopback, private and link-local addresses (off: a tenant's webhook
     /// must not reach the internal network or a cloud metadata endpoint). Default: false.
-    #[arg(long, env = "CHORUS_WEBHOOK_ALLOW_PRIVATE")]
+    #[arg(long, env = "CHORUS_WEBHOOK_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new())]
     pub webhook_allow_private: bool,
 
-    /// How long delivered and given-up webhook events stay in the outbox (visible through
-    /// `GET /v1/webhook/events`) before they are pruned. Default: 7d.
+    /// How long delivered and given-up webhook events stay in the outbox (visible through `GET
+    /// /v1/webhook/events`) before they are pruned.
     #[arg(long, env = "CHORUS_WEBHOOK_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub webhook_retention: std::time::Duration,
 
-    /// Shortest time between two `document.changed` webhook events of one room. Default: 2s.
+    /// Shortest time between two `document.changed` webhook events of one room.
     #[arg(long, env = "CHORUS_WEBHOOK_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub webhook_debounce: Duration,
 
@@ -129,41 +134,40 @@ pub struct Config {
     /// Accept connections without a token (tenant `default`, write access to every room).
     /// Default: true when listening on a loopback address with no JWT key, no operator key and
     /// no Postgres database configured, false otherwise.
-    #[arg(long, env = "CHORUS_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "CHORUS_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_anonymous: Option<bool>,
 
-    /// Largest WebSocket message accepted, in bytes. Default: 16777216 (16 MiB).
+    /// Largest WebSocket message accepted, in bytes.
     #[arg(long, env = "CHORUS_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_bytes: usize,
 
-    /// Largest document, in stored bytes (snapshot plus update log); an update beyond it is
-    /// refused and its sender closed with 4413. Default: 67108864 (64 MiB).
+    /// Largest document, in stored bytes (snapshot plus update log); an update beyond it is refused
+    /// and its sender closed with 4413.
     #[arg(long, env = "CHORUS_MAX_DOCUMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_document_bytes: usize,
 
-    /// Largest awareness state of one client, in bytes of JSON. Default: 65536.
+    /// Largest awareness state of one client, in bytes of JSON.
     #[arg(long, env = "CHORUS_MAX_AWARENESS_BYTES", default_value_t = 64 * 1024)]
     pub max_awareness_bytes: usize,
 
-    /// Deepest nesting an update may create, counting values (arrays, maps), shared types and
-    /// XML elements together; a root type is depth 1. Deeper updates are refused (4422 on a
-    /// socket, 422 over REST) before any decoder sees them. At most 1024. Default: 64.
+    /// Deepest nesting an update may create, counting values (arrays, maps), shared types and XML
+    /// elements together; a root type is depth 1. Deeper updates are refused (4422 on a socket, 422
+    /// over REST) before any decoder sees them. At most 1024.
     #[arg(long, env = "CHORUS_MAX_NESTING_DEPTH", default_value_t = chorus_protocol::nesting::DEFAULT_MAX_NESTING_DEPTH)]
     pub max_nesting_depth: u32,
 
-    /// Most y-sync messages in one binary frame; a frame with more is refused (1008). Stock
-    /// clients send one per frame. Default: 64.
+    /// Most y-sync messages in one binary frame; a frame with more is refused (1008). Stock clients
+    /// send one per frame.
     #[arg(long, env = "CHORUS_MAX_MESSAGES_PER_FRAME", default_value_t = 64)]
     pub max_messages_per_frame: usize,
 
-    /// Longest time a client may take to send a request's headers (also how long an idle
-    /// keep-alive connection stays open); slower sockets are closed. Default: 10s.
+    /// Longest time a client may take to send a request's headers (also how long an idle keep-alive
+    /// connection stays open); slower sockets are closed.
     #[arg(long, env = "CHORUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// Most sockets at once that have not sent a request yet or not upgraded to a WebSocket
-    /// (REST keep-alive connections included); past it new sockets are closed at once.
-    /// Default: 1024.
+    /// Most sockets at once that have not sent a request yet or not upgraded to a WebSocket (REST
+    /// keep-alive connections included); past it new sockets are closed at once.
     #[arg(long, env = "CHORUS_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
     pub max_pending_connections: usize,
 
@@ -175,25 +179,23 @@ pub struct Config {
     #[arg(long, env = "CHORUS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Frames per second one connection may send when its tenant sets no
-    /// `messages_per_second` (bursts of twice that); past it the connection is closed with
-    /// 4429. High enough for a bot replaying edits at full speed (an editing trace sends
-    /// bursts of 2,000 updates), low enough that one socket cannot take a core. 0 turns the
-    /// default off. Default: 10000.
+    /// Frames per second one connection may send when its tenant sets no `messages_per_second`
+    /// (bursts of twice that); past it the connection is closed with 4429. High enough for a bot
+    /// replaying edits at full speed (an editing trace sends bursts of 2,000 updates), low enough
+    /// that one socket cannot take a core. 0 turns the default off.
     #[arg(long, env = "CHORUS_MESSAGES_PER_SECOND", default_value_t = 10_000)]
     pub messages_per_second: u32,
 
-    /// Awareness bytes per second one connection may send (bursts of twice that); awareness
-    /// beyond it is dropped, not relayed (`chorus_awareness_dropped_total`): presence is
-    /// ephemeral and the next update replaces it. Default: 65536.
+    /// Awareness bytes per second one connection may send (bursts of twice that); awareness beyond
+    /// it is dropped, not relayed (`chorus_awareness_dropped_total`): presence is ephemeral and the
+    /// next update replaces it.
     #[arg(long, env = "CHORUS_AWARENESS_BYTES_PER_SECOND", default_value_t = 64 * 1024)]
     pub awareness_bytes_per_second: u32,
 
-    /// Percent of this node's --max-connections and --max-rooms (open rooms) one tenant may
-    /// use, so no tenant can take a node from the others. A tenant's own `max_connections`
-    /// replaces its connection share; the room share applies to every tenant. The `default`
-    /// tenant (the node's own: anonymous sessions, node-key tokens without a tenant) is
-    /// exempt. 100 turns shares off. Default: 50.
+    /// Percent of this node's --max-connections and --max-rooms (open rooms) one tenant may use, so
+    /// no tenant can take a node from the others. A tenant's own `max_connections` replaces its
+    /// connection share; the room share applies to every tenant. The `default` tenant (the node's
+    /// own: anonymous sessions, node-key tokens without a tenant) is exempt. 100 turns shares off.
     #[arg(long, env = "CHORUS_MAX_TENANT_SHARE", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub max_tenant_share: u8,
 
@@ -204,7 +206,6 @@ pub struct Config {
     pub max_preauth_connections: Option<usize>,
 
     /// How long a Hocuspocus socket may stay open without an authenticated document.
-    /// Default: 5s.
     #[arg(long, env = "CHORUS_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
 
@@ -217,53 +218,51 @@ pub struct Config {
 
     /// Serve `/metrics` on this address only (say, a private interface for Prometheus)
     /// instead of on --listen, where it then answers 404. Default: none (on --listen).
-    #[arg(long, env = "CHORUS_METRICS_LISTEN")]
+    #[arg(long, env = "CHORUS_METRICS_LISTEN", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Most rooms open at once on this node. Default: 10000.
+    /// Most rooms open at once on this node.
     #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
 
-    /// Most WebSocket connections at once on this node. Default: 18000 (below the 20000
+    /// Most WebSocket connections at once on this node (the default stays below the 20000
     /// open-file cap of one process on small hosts).
     #[arg(long, env = "CHORUS_MAX_CONNECTIONS", default_value_t = 18_000)]
     pub max_connections: usize,
 
     /// Most messages queued for one connection before it is closed as a slow consumer (1013).
-    /// Default: 1024.
     #[arg(long, env = "CHORUS_SEND_QUEUE_MESSAGES", default_value_t = 1024)]
     pub send_queue_messages: usize,
 
     /// Most bytes queued for one connection before it is closed as a slow consumer (1013).
-    /// Default: 16777216 (16 MiB).
     #[arg(long, env = "CHORUS_SEND_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub send_queue_bytes: usize,
 
-    /// How long updates gather before they are written in one batch: each room's updates, and
-    /// then the rooms' batches, committed together at most once per this interval. Default: 20ms.
+    /// How long updates gather before they are written in one batch: each room's updates, and then
+    /// the rooms' batches, committed together at most once per this interval.
     #[arg(long, env = "CHORUS_PERSIST_BATCH", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub persist_batch: Duration,
 
-    /// Log entries after which a room's log is compacted into a snapshot, once the log is
-    /// also at least a quarter of the snapshot's size (so large documents are not rewritten
-    /// every few hundred edits). Default: 500.
+    /// Log entries after which a room's log is compacted into a snapshot, once the log is also at
+    /// least a quarter of the snapshot's size (so large documents are not rewritten every few
+    /// hundred edits).
     #[arg(long, env = "CHORUS_COMPACT_THRESHOLD", default_value_t = 500)]
     pub compact_threshold: usize,
 
-    /// Awareness coalescing period: changes within it go out as one message. Default: 30ms.
+    /// Awareness coalescing period: changes within it go out as one message.
     #[arg(long, env = "CHORUS_AWARENESS_TICK", default_value = "30ms", value_parser = humantime::parse_duration)]
     pub awareness_tick: Duration,
 
-    /// How long an empty room stays open before it is flushed and dropped. Default: 30s.
+    /// How long an empty room stays open before it is flushed and dropped.
     #[arg(long, env = "CHORUS_ROOM_IDLE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub room_idle: Duration,
 
-    /// How often the hub pings each WebSocket; a peer silent for two intervals (no frame, no
-    /// pong) is dropped, which detects dead TCP peers that never sent a FIN. Default: 30s.
+    /// How often the hub pings each WebSocket; a peer silent for two intervals (no frame, no pong)
+    /// is dropped, which detects dead TCP peers that never sent a FIN.
     #[arg(long, env = "CHORUS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
 
-    /// Longest a graceful shutdown waits for clients to close and rooms to flush. Default: 10s.
+    /// Longest a graceful shutdown waits for clients to close and rooms to flush.
     #[arg(long, env = "CHORUS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
@@ -274,10 +273,10 @@ pub struct Config {
     pub record_dir: Option<PathBuf>,
 
     /// Log as JSON lines instead of text. Default: false.
-    #[arg(long, env = "CHORUS_LOG_JSON")]
+    #[arg(long, env = "CHORUS_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub log_json: bool,
 
-    /// Runtime worker threads. Default: 0 = one per CPU. On a machine shared with other busy
+    /// Runtime worker threads; 0 means one per CPU. On a machine shared with other busy
     /// processes (a load generator), fewer workers switch context less (docs/BENCHMARKS.md).
     #[arg(long, env = "CHORUS_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -289,7 +288,6 @@ pub struct Config {
     pub redis_url: Option<String>,
 
     /// Prefix of the cluster's Redis keys, so several clusters (or tests) can share one Redis.
-    /// Default: chorus.
     #[arg(long, env = "CHORUS_REDIS_PREFIX", default_value = "chorus")]
     pub redis_prefix: String,
 
@@ -303,10 +301,34 @@ pub struct Config {
     #[arg(long, env = "CHORUS_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
 
-    /// How long a node stays in the ring after its last heartbeat; it beats every third of
-    /// this. Default: 10s.
+    /// How long a node stays in the ring after its last heartbeat; it beats every third of this.
     #[arg(long, env = "CHORUS_NODE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub node_ttl: Duration,
+}
+
+/// A listen address: `host:port` with an IP address or a host name (`localhost:8080`); a
+/// name is resolved once, at start-up, preferring IPv4 (what `localhost` usually means to
+/// clients that connect to it).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s.contains(':') {
+        return Err(format!(
+            "expected host:port (say 127.0.0.1:8080), got {s:?}"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 impl Default for Config {

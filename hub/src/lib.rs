@@ -221,6 +221,13 @@ pub async fn run(
         });
     }
     tracing::info!(%addr, node = %app.cluster.node().id, "listening");
+    tracing::info!(
+        "{}",
+        startup_summary(&app.config, addr, &app.cluster.node().url)
+    );
+    if let Some(warning) = nobody_can_connect(&app.config) {
+        tracing::warn!("{warning}");
+    }
     let stop_accepting = app.shutdown.clone();
     // The state is applied once, here: `Router::with_state` on a shared router copies each
     // route, and cloning the stateless router afterwards shares them.
@@ -264,6 +271,95 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), pruner).await;
     Ok(())
+}
+
+/// What an operator needs at start: where the data lives, the URLs clients use, and which
+/// ways in are open.
+pub fn startup_summary(config: &Config, addr: std::net::SocketAddr, advertised: &str) -> String {
+    let data = match config.database_url.as_deref() {
+        Some(url) if url.starts_with("sqlite:") => format!("SQLite {url}"),
+        Some(url) => format!("Postgres {}", redact_url(url)),
+        None => format!("SQLite {}", config.data_dir.join("chorus.db").display()),
+    };
+    // A wildcard address is not one a client can dial: show where to find it on this machine.
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{} (listening on all interfaces)", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let base = if config.advertise_url.is_some() {
+        advertised.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", host.split(' ').next().unwrap_or(&host))
+    };
+    let ws = base.replacen("http", "ws", 1);
+    let metrics = match config.metrics_listen {
+        Some(m) => format!("http://{m}/metrics"),
+        None => format!("{base}/metrics"),
+    };
+    let mut auth = Vec::new();
+    if config.anonymous_allowed() {
+        auth.push("anonymous (no token needed)".to_owned());
+    }
+    if config.jwt_secret.is_some() {
+        auth.push("HS256 tokens (--jwt-secret)".to_owned());
+    }
+    if config.jwt_public_key.is_some() {
+        auth.push("EdDSA/RS256 tokens (--jwt-public-key)".to_owned());
+    }
+    auth.push("tenant-key tokens (kid)".to_owned());
+    let tenants = if config.operator_key.is_some() {
+        "on (--operator-key)"
+    } else {
+        "off (set --operator-key to manage tenants over REST)"
+    };
+    let cluster = match config.redis_url.as_deref() {
+        Some(url) => format!("Redis {} (prefix {})", redact_url(url), config.redis_prefix),
+        None => "off (this node runs alone)".to_owned(),
+    };
+    format!(
+        "chorus {version} ready on {host}\n  \
+         data:        {data}\n  \
+         y-websocket: {ws}/ws/<room>\n  \
+         hocuspocus:  {ws}/\n  \
+         REST:        {base}/v1 (OpenAPI: {base}/v1/openapi.json)\n  \
+         metrics:     {metrics}\n  \
+         health:      {base}/healthz, {base}/readyz\n  \
+         auth:        {auth}\n  \
+         tenants:     {tenants}\n  \
+         cluster:     {cluster}",
+        version = env!("CARGO_PKG_VERSION"),
+        auth = auth.join(", "),
+    )
+}
+
+/// A warning when no client can get in: anonymous access is off, no node key verifies tokens
+/// and no operator key can create tenants and their keys.
+pub fn nobody_can_connect(config: &Config) -> Option<&'static str> {
+    let node_keys = config.jwt_secret.is_some() || config.jwt_public_key.is_some();
+    (!config.anonymous_allowed() && !node_keys && config.operator_key.is_none()).then_some(
+        "no client can connect unless a tenant key already exists in the database: anonymous \
+         access is off and there is no --jwt-secret, --jwt-public-key or --operator-key \
+         (set CHORUS_JWT_SECRET for development tokens, see README.md)",
+    )
+}
+
+/// A URL without its password.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The user info ends at the last '@' of the authority (a password may hold '@'); when a
+    // '/' in the password cuts the authority short, the last '@' of the whole URL.
+    let end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@').or_else(|| rest.rfind('@')) else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 async fn drain(app: &AppState, grace: Duration) {
@@ -332,5 +428,57 @@ async fn drain(app: &AppState, grace: Duration) {
         tracing::error!("shutdown grace period ran out before every room flushed");
     } else {
         tracing::info!("drained");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_summary_names_data_urls_and_ways_in() {
+        let mut config = Config::default();
+        let addr: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        config.listen = addr;
+        let text = startup_summary(&config, addr, "http://0.0.0.0:8080");
+        for needle in [
+            "data:        SQLite ./data/chorus.db",
+            "y-websocket: ws://127.0.0.1:8080/ws/<room>",
+            "hocuspocus:  ws://127.0.0.1:8080/",
+            "REST:        http://127.0.0.1:8080/v1",
+            "metrics:     http://127.0.0.1:8080/metrics",
+            "tenants:     off (set --operator-key",
+            "cluster:     off",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+        }
+        // Off loopback, without keys: nobody can connect, and the start says so.
+        assert!(!text.contains("anonymous"), "{text}");
+        assert!(nobody_can_connect(&config).is_some());
+        config.jwt_secret = Some("s".repeat(32));
+        assert!(nobody_can_connect(&config).is_none());
+        config.database_url = Some("postgres://hub:secret@db:5432/chorus".into());
+        config.redis_url = Some("redis://:pw@cache:6379".into());
+        let text = startup_summary(&config, addr, "");
+        assert!(
+            text.contains("Postgres postgres://hub:***@db:5432/chorus"),
+            "{text}"
+        );
+        assert!(text.contains("HS256 tokens"), "{text}");
+        assert!(!text.contains(":secret@"), "{text}");
+        assert!(!text.contains(":pw@"), "{text}");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        for (url, want) in [
+            ("postgres://u:p@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:p@ss@h/db?x=@", "postgres://u:***@h/db?x=@"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("redis://h:6379", "redis://h:6379"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
     }
 }

@@ -7,7 +7,17 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let var = env_source(&e);
+            let _ = e.print();
+            if let Some(var) = var {
+                eprintln!("note: that value comes from the environment variable {var}");
+            }
+            std::process::exit(e.exit_code());
+        }
+    };
     match cli.command {
         Some(Command::Token(args))
             if args.jwt_secret.len() < chorus_hub::auth::MIN_SECRET_BYTES =>
@@ -49,7 +59,7 @@ fn migrate(url: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "migration failed");
+            tracing::error!("migration failed: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -59,7 +69,7 @@ fn serve(config: Config) -> ExitCode {
     init_tracing(config.log_json);
     // Checked before the runtime exists: the worker count sizes it.
     if let Err(e) = config.validate() {
-        tracing::error!(error = e, "chorus stopped");
+        tracing::error!("chorus stopped: {e}");
         return ExitCode::FAILURE;
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -87,10 +97,53 @@ fn serve(config: Config) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "chorus stopped");
+            tracing::error!("chorus stopped: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: the store's errors carry their
+/// source in their own message too, and `{:#}` would repeat it at every level.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The environment variable a parse error came from, when the flag it names was not on the
+/// command line but its variable is set: clap's message names only the flag.
+fn env_source(e: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?.to_owned();
+    let on_command_line =
+        std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if on_command_line {
+        return None;
+    }
+    let command = Cli::command();
+    let mut commands = vec![&command];
+    commands.extend(command.get_subcommands());
+    commands
+        .iter()
+        .flat_map(|c| c.get_arguments())
+        .filter(|a| a.get_long() == Some(long.as_str()))
+        .filter_map(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .find(|v| std::env::var_os(v).is_some())
 }
 
 /// Binds with a deep accept queue: a reconnect storm of thousands of clients must queue, not

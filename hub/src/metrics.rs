@@ -28,6 +28,7 @@ pub fn handle() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
             describe();
+            publish_zeros();
             handle
         })
         .clone()
@@ -135,4 +136,176 @@ fn describe() {
         "chorus_room_panics_total",
         "rooms restarted after yrs panicked on an update"
     );
+}
+
+/// Counters and the values of their label, if they have one: every series is published at
+/// zero from the start, so a dashboard or an alert on a fresh node sees a series and not a
+/// gap (`rate()` of a series that appears only at its first event misses that event).
+const COUNTERS: &[(&str, &str, &[&str])] = &[
+    ("chorus_api_key_failures_cached_total", "", &[]),
+    ("chorus_awareness_dropped_total", "", &[]),
+    ("chorus_awareness_foreign_ids_total", "", &[]),
+    ("chorus_bad_frames_total", "", &[]),
+    ("chorus_bus_unsigned_dropped_total", "", &[]),
+    ("chorus_catch_ups_total", "", &[]),
+    ("chorus_compaction_failures_total", "", &[]),
+    ("chorus_compactions_skipped_total", "", &[]),
+    ("chorus_compactions_total", "", &[]),
+    (
+        "chorus_connections_refused_total",
+        "reason",
+        &[
+            "bad_request",
+            "connections",
+            "deleted",
+            "draining",
+            "forbidden",
+            "hocuspocus_auth",
+            "origin",
+            "preauth",
+            "rooms",
+            "store",
+            "tenant_connections",
+            "tenant_rooms",
+            "unauthenticated",
+        ],
+    ),
+    ("chorus_connections_total", "", &[]),
+    ("chorus_drained_sessions_total", "", &[]),
+    ("chorus_encodes_off_worker_total", "", &[]),
+    ("chorus_hocuspocus_dropped_total", "", &[]),
+    (
+        "chorus_limit_rejections_total",
+        "limit",
+        &[
+            "api_key_verifications",
+            "auth_timeout",
+            "document_bytes",
+            "frame_bytes",
+            "hocuspocus_opens",
+            "messages_per_frame",
+            "messages_per_second",
+            "nesting_depth",
+            "pending_connections",
+            "tenant_room_share",
+        ],
+    ),
+    ("chorus_messages_in_total", "", &[]),
+    ("chorus_messages_out_total", "", &[]),
+    (
+        "chorus_nesting_refusals_total",
+        "source",
+        &["client", "remote", "store"],
+    ),
+    ("chorus_persist_errors_total", "", &[]),
+    ("chorus_persisted_updates_total", "", &[]),
+    ("chorus_redis_dropped_total", "", &[]),
+    ("chorus_redis_publish_errors_total", "", &[]),
+    ("chorus_redis_published_total", "", &[]),
+    ("chorus_redis_received_total", "", &[]),
+    ("chorus_redis_reconnects_total", "", &[]),
+    (
+        "chorus_replies_coalesced_total",
+        "kind",
+        &["state", "step1", "awareness"],
+    ),
+    ("chorus_replies_skipped_total", "", &[]),
+    ("chorus_resyncs_total", "", &[]),
+    ("chorus_room_load_failures_total", "", &[]),
+    ("chorus_room_panics_total", "", &[]),
+    ("chorus_sessions_expired_total", "", &[]),
+    ("chorus_slow_consumer_closes_total", "", &[]),
+    (
+        "chorus_webhook_deliveries_total",
+        "result",
+        &["delivered", "retry", "failed", "filtered"],
+    ),
+];
+
+/// Gauges (none has a label).
+const GAUGES: &[&str] = &[
+    "chorus_cluster_nodes",
+    "chorus_connections_active",
+    "chorus_rooms_open",
+];
+
+/// Histograms (none has a label).
+const HISTOGRAMS: &[&str] = &[
+    "chorus_fanout_seconds",
+    "chorus_persist_batch_seconds",
+    "chorus_redis_publish_seconds",
+    "chorus_webhook_delivery_seconds",
+];
+
+fn publish_zeros() {
+    for (name, label, values) in COUNTERS {
+        if values.is_empty() {
+            metrics::counter!(*name).increment(0);
+        }
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for name in GAUGES {
+        // Registers the series without touching a value another server of this process set.
+        metrics::gauge!(*name).increment(0.0);
+    }
+    for name in HISTOGRAMS {
+        // Registering is enough for the exporter to render empty buckets.
+        let _ = metrics::histogram!(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the code records is in the lists above, so a new one cannot be forgotten:
+    /// the sources are scanned for the recording macros and the names they are given.
+    #[test]
+    fn every_recorded_metric_is_published_at_zero() {
+        let known: Vec<&str> = COUNTERS
+            .iter()
+            .map(|(n, _, _)| *n)
+            .chain(GAUGES.iter().copied())
+            .chain(HISTOGRAMS.iter().copied())
+            .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("src"), root.join("../persistence/src")];
+        let mut found = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(&path).expect("read dir") {
+                    files.push(entry.expect("entry").path());
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read source");
+            // Unit tests (this one included) record nothing the server publishes.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                for (at, _) in text.match_indices(macro_name) {
+                    // `describe_counter!(` is a description, not a recording.
+                    if text[..at].ends_with("describe_") {
+                        continue;
+                    }
+                    let rest = text[at + macro_name.len()..].trim_start();
+                    let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
+                    else {
+                        continue;
+                    };
+                    found += 1;
+                    assert!(
+                        known.contains(&name),
+                        "{name} ({}) is not published at zero: add it to metrics.rs",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(found > 40, "the scan found only {found} recordings");
+    }
 }

@@ -166,3 +166,143 @@ async fn migrate_prepares_postgres_for_a_hub_that_skips_migrations() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("postgres://"));
 }
+
+/// Issue 14: the first hour's dead ends. Each says what is wrong and what to do.
+#[test]
+fn help_env_vars_and_addresses_work_the_way_a_newcomer_tries_them() {
+    // Each default once: clap's `[default: ...]`, not also a "Default:" sentence.
+    let help = String::from_utf8_lossy(&chorus(&["serve", "--help"]).stdout).into_owned();
+    for block in help.split("\n      --").filter(|b| b.contains("[default:")) {
+        assert!(!block.contains("Default:"), "default said twice: {block}");
+    }
+    // `chorus token`'s flags have env vars.
+    let help = String::from_utf8_lossy(&chorus(&["token", "--help"]).stdout).into_owned();
+    for env in [
+        "CHORUS_TOKEN_ROOMS",
+        "CHORUS_TOKEN_ROLE",
+        "CHORUS_TOKEN_TENANT",
+        "CHORUS_TOKEN_TTL",
+    ] {
+        assert!(help.contains(env), "{env} missing from token --help");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["token", "--jwt-secret", &"s".repeat(32)])
+        .env("CHORUS_TOKEN_ROOMS", "a,b*")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An invalid environment variable is named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["--data-dir", dir.path().to_str().expect("path")])
+        .env("CHORUS_MAX_ROOMS", "many")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("environment variable CHORUS_MAX_ROOMS"),
+        "{stderr}"
+    );
+
+    // `1`, `yes`, `on` are booleans too; a host name is an address. Checked with a config
+    // that then fails validation, so nothing is served.
+    for (var, value) in [
+        ("CHORUS_ALLOW_ANONYMOUS", "1"),
+        ("CHORUS_LOG_JSON", "yes"),
+        ("CHORUS_SKIP_MIGRATIONS", "on"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .args(["--listen", "localhost:0", "--max-frame-bytes", "10"])
+            .env(var, value)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--max-frame-bytes must be"),
+            "{var}={value}: {stderr}"
+        );
+    }
+    let out = chorus(&["--listen", "nowhere"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("expected host:port"), "{stderr}");
+}
+
+/// A `sqlite://` URL whose folder does not exist gets the folder, as `--data-dir` does.
+#[test]
+fn a_sqlite_url_creates_its_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("new/deeper/chorus.db");
+    let url = format!("sqlite://{}", db.display());
+    let out = chorus(&["migrate", "--database-url", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
+}
+
+/// An unreachable Postgres fails at once with the cause, said once; a login that may not
+/// change the schema is told about `--skip-migrations`.
+#[tokio::test]
+async fn postgres_problems_are_reported_once_with_what_to_do() {
+    // A port nothing listens on: bound and dropped just before.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/x?sslmode=disable");
+    let started = std::time::Instant::now();
+    let out = chorus(&["serve", "--listen", "127.0.0.1:0", "--database-url", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&format!("cannot connect to Postgres at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("refused").count(), 1, "said once: {stderr}");
+
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    // A login role without CREATE on the schema (Postgres 15 takes it from PUBLIC).
+    let role = format!("nocreate_{}", std::process::id());
+    let admin = std::process::Command::new("psql")
+        .args([db.url(), "-qc"])
+        .arg(format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"))
+        .status();
+    if !admin.is_ok_and(|s| s.success()) {
+        panic!("psql could not create the role {role}");
+    }
+    let url = url::Url::parse(db.url())
+        .map(|mut u| {
+            let _ = u.set_username(&role);
+            u.to_string()
+        })
+        .expect("url");
+    let out = chorus(&["serve", "--listen", "127.0.0.1:0", "--database-url", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::process::Command::new("psql")
+        .args([db.url(), "-qc"])
+        .arg(format!("DROP OWNED BY {role}; DROP ROLE IF EXISTS {role};"))
+        .status();
+    assert!(!out.status.success());
+    assert!(stderr.contains("--skip-migrations"), "{stderr}");
+    assert_eq!(
+        stderr.matches("permission denied").count(),
+        1,
+        "said once: {stderr}"
+    );
+}

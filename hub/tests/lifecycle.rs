@@ -200,3 +200,27 @@ async fn large_messages_arrive_in_fragments_no_larger_than_64_kib() {
     assert!(got > 300_000, "full state of {got} bytes");
     server.stop().await.expect("stop");
 }
+
+/// A fresh node publishes every series at zero before its first connection: dashboards and
+/// alerts see a series, not a gap.
+#[tokio::test]
+async fn metrics_are_published_before_the_first_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        "chorus_connections_total",
+        "chorus_connections_active",
+        "chorus_rooms_open",
+        "chorus_connections_refused_total{reason=\"unauthenticated\"}",
+        "chorus_limit_rejections_total{limit=\"nesting_depth\"}",
+        "chorus_webhook_deliveries_total{result=\"failed\"}",
+        "chorus_persisted_updates_total",
+        "chorus_fanout_seconds",
+        "chorus_redis_published_total",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    server.stop().await.expect("stop");
+}

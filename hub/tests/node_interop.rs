@@ -21,10 +21,7 @@ fn have(cmd: &str) -> bool {
 /// The interop folder with its npm packages installed, or `None` (skip) without node.
 async fn interop_dir() -> Option<PathBuf> {
     if !have("node") || !have("npm") {
-        if std::env::var_os("CI").is_some() {
-            panic!("node and npm are required for the interop tests under CI");
-        }
-        eprintln!("SKIPPED: node/npm not found; the npm client interop tests did not run");
+        chorus_persistence::testing::skip("node or npm is not installed");
         return None;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");

@@ -29,6 +29,10 @@ pub enum StoreError {
     /// A blocking compaction task failed to run to completion.
     #[error("background task failed: {0}")]
     Task(String),
+    /// The database cannot be used as configured (unreachable, or the login lacks a
+    /// privilege); the message says what to do.
+    #[error("{0}")]
+    Setup(String),
     /// The store configuration was invalid (bad URL or path).
     #[error("invalid store configuration: {0}")]
     Config(String),

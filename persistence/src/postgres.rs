@@ -56,12 +56,15 @@ impl PostgresStore {
     /// security even when it owns the tables.
     pub async fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
         let opts = connect_options(url)?;
+        // One plain connection first: it fails within seconds with the real cause (refused,
+        // unknown host, bad password), where the pool retries for its acquire timeout and then
+        // reports only "pool timed out".
+        let mut probe = probe(&opts).await?;
         if migrate {
             migrate_with(&opts).await?;
         }
         // Check the role switch once up front: the pool retries a failing `after_connect`
         // until its acquire timeout and then reports only "timed out".
-        let mut probe = PgConnection::connect_with(&opts).await?;
         sqlx::raw_sql("SET ROLE chorus_app")
             .execute(&mut probe)
             .await
@@ -87,7 +90,9 @@ impl PostgresStore {
     /// Run it as the role that owns the schema; it needs no `chorus_app` membership. Safe to
     /// run from several nodes at once: sqlx serialises migrators with an advisory lock.
     pub async fn migrate(url: &str) -> Result<(), StoreError> {
-        migrate_with(&connect_options(url)?).await
+        let opts = connect_options(url)?;
+        probe(&opts).await?.close().await?;
+        migrate_with(&opts).await
     }
 
     /// Starts a transaction confined to `tenant` (setting and policies, see the module doc).
@@ -110,16 +115,67 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
         .map_err(|e| StoreError::Config(format!("bad postgres url: {e}")))
 }
 
+/// How long the first connection may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens one connection, within [`CONNECT_TIMEOUT`], with an error that names the server.
+async fn probe(opts: &PgConnectOptions) -> Result<PgConnection, StoreError> {
+    let server = format!("{}:{}", opts.get_host(), opts.get_port());
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(opts)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(StoreError::Setup(format!(
+            "cannot connect to Postgres at {server}: {}",
+            plain(&e)
+        ))),
+        Err(_) => Err(StoreError::Setup(format!(
+            "cannot connect to Postgres at {server}: no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// A database error's message alone (sqlx's `Display` adds "error returned from database:"
+/// and the I/O wrappers; the server's own words say what is wrong).
+fn plain(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 async fn migrate_with(opts: &PgConnectOptions) -> Result<(), StoreError> {
     // A one-connection pool rather than a bare connection: `Migrator::run(&mut PgConnection)`
     // makes a future that is not `Send` for every lifetime, so callers could not spawn it.
     let pool = PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(opts.clone())
         .await?;
-    MIGRATOR.run(&pool).await?;
+    let ran = MIGRATOR.run(&pool).await;
     pool.close().await;
-    Ok(())
+    ran.map_err(explain_migrate_error)
+}
+
+/// Says what to do when the login may not change the schema: that is the hub's least-
+/// privilege role, which runs with `--skip-migrations` after `chorus migrate` as the owner.
+fn explain_migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError;
+    let database = match &e {
+        MigrateError::Execute(d) | MigrateError::ExecuteMigration(d, _) => Some(d),
+        _ => None,
+    };
+    let denied = database
+        .and_then(|d| d.as_database_error())
+        .filter(|d| d.code().as_deref() == Some("42501"));
+    match denied {
+        Some(d) => StoreError::Setup(format!(
+            "this login may not change the schema ({}): run `chorus migrate` as the schema's \
+             owner and start the hub with --skip-migrations (docs/OPERATIONS.md)",
+            d.message()
+        )),
+        None => StoreError::Migrate(e),
+    }
 }
 
 /// Turns "cannot SET ROLE" failures into a message that says what to do.

@@ -40,6 +40,16 @@ impl SqliteStore {
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad sqlite url: {e}")))?;
+        // Like `--data-dir`: the folder is created, not a "unable to open database file".
+        let path = opts.get_filename();
+        let in_memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !in_memory && !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
         Self::open(opts).await
     }
 

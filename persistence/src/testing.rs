@@ -16,7 +16,6 @@
 
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,22 +62,7 @@ impl TestDatabase {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("Postgres at {} is unreachable ({e})", redacted(&admin_url));
-                if std::env::var_os("CI").is_some() {
-                    panic!("{msg}; CI is set, so Postgres tests must not be skipped");
-                }
-                // Written to the process's stderr directly: the test harness captures
-                // `eprintln!` of passing tests, and a silent skip looks like a pass. Once per
-                // process is enough to be seen.
-                static WARNED: Once = Once::new();
-                WARNED.call_once(|| {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "\n========================================================================\n\
-                         SKIPPING POSTGRES TESTS: {msg}.\n\
-                         Start Postgres or set {ADMIN_URL_VAR}; set CI=1 to make this fail.\n\
-                         ========================================================================\n"
-                    );
-                });
+                skip(&format!("{msg}: start Postgres or set {ADMIN_URL_VAR}"));
                 return None;
             }
         };
@@ -242,5 +226,37 @@ impl MapChain {
         };
         self.tip = next;
         self.doc.transact().encode_state_as_update_v1(&before)
+    }
+}
+
+/// Environment variable naming a file that every skipped test appends one line to
+/// (`name: why`); `.ci/run` sets it and ends with the count and the names.
+pub const SKIP_LOG_VAR: &str = "CHORUS_SKIP_LOG";
+
+/// Reports that the calling test skips itself because something outside the repository is
+/// missing (a service, a tool). Under `CI` it panics instead: a CI run never passes by
+/// skipping. Otherwise it writes to the process's stderr directly (the test harness hides
+/// `eprintln!` of passing tests, and a silent skip looks like a pass) and appends the test's
+/// name to the file named by [`SKIP_LOG_VAR`], so the runner can list every skip at the end.
+pub fn skip(why: &str) {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("unnamed test");
+    if std::env::var_os("CI").is_some() {
+        panic!("{name}: {why}; CI is set, so this test must not be skipped");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n==== SKIPPED {name}: {why} (set CI=1 to make this fail) ====\n"
+    );
+    if let Some(path) = std::env::var_os(SKIP_LOG_VAR) {
+        let line = format!("{name}: {}\n", why.replace('\n', " "));
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // One write of a short line with O_APPEND: lines of parallel tests do not interleave.
+            let _ = f.write_all(line.as_bytes());
+        }
     }
 }
