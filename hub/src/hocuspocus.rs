@@ -139,6 +139,7 @@ impl Hocuspocus {
     fn deny(&mut self, prefix: &[u8], reason: &str) -> Result<(), Closing> {
         metrics::counter!("chorus_connections_refused_total", "reason" => "hocuspocus_auth")
             .increment(1);
+        crate::server::log_refusal("hocuspocus_auth", 4403, reason);
         self.root
             .send(Outbound::Binary(hocuspocus::permission_denied(
                 prefix, reason,

@@ -1,5 +1,8 @@
-//! HTTP side: the router, the WebSocket upgrade (every check happens before it, so refusals are
-//! plain HTTP errors with JSON bodies), health and metrics endpoints.
+//! HTTP side: the router, the WebSocket upgrade, health and metrics endpoints. Every check
+//! happens before the upgrade. Refusals a retry can fix (limits, draining, a deleted room) are
+//! HTTP errors with JSON bodies; refusals it cannot (no or bad token, a room not granted, a
+//! page that may not connect) accept the upgrade and close at once with 4401 or 4403 (see
+//! [`refused_for_good`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,8 +226,106 @@ fn is_loopback_host(host: &str) -> bool {
 
 fn refused(reason: &'static str, e: ApiError) -> Response {
     metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
+    log_refusal(reason, e.parts().0.as_u16(), &e.to_string());
     e.into_response()
 }
+
+/// Sockets being closed at once for a refusal a retry cannot fix; past this many, such
+/// refusals go back to plain HTTP errors, so a flood of bad tokens costs no more than it did.
+/// One per process (tests run several hubs in one process; the bound is what matters).
+static CLOSING_REFUSALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+
+/// How long a refused socket waits for the client's close reply.
+const REFUSAL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses for good (no token, a bad token, a room the token does not grant, a page that
+/// may not connect): the upgrade is accepted and the socket closed at once with 4401 or 4403
+/// and the reason. Browsers hide the HTTP status of a failed upgrade, and stock providers
+/// retry a refused upgrade forever; a 4400-4499 close stops y-websocket's reconnect loop and
+/// hands the reason to the application (its `connection-close` event). A request that is
+/// not a WebSocket upgrade gets the HTTP error with its JSON body as before.
+fn refused_for_good(
+    app: &AppState,
+    ws: Result<Upgrade, ApiError>,
+    reason: &'static str,
+    e: ApiError,
+) -> Response {
+    let code = match e {
+        ApiError::Unauthenticated(_) => chorus_protocol::CloseCode::Unauthenticated,
+        _ => chorus_protocol::CloseCode::Forbidden,
+    };
+    let (Ok(ws), Ok(permit)) = (ws, CLOSING_REFUSALS.try_acquire()) else {
+        return refused(reason, e);
+    };
+    metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
+    let message = e.to_string();
+    log_refusal(reason, code.code(), &message);
+    let protocol = select_protocol(&ws);
+    ws.respond(
+        protocol.as_deref(),
+        ws_config(&app.config),
+        move |mut socket| async move {
+            use futures_util::{SinkExt, StreamExt};
+            let _permit = permit;
+            let frame = tungstenite::protocol::CloseFrame {
+                code: code.code().into(),
+                reason: chorus_protocol::close::truncate_reason(&message).into(),
+            };
+            let close = async {
+                if socket
+                    .send(crate::ws::Message::Close(Some(frame)))
+                    .await
+                    .is_ok()
+                {
+                    // Wait for the client's reply so the close is clean (and not a reset).
+                    while let Some(Ok(m)) = socket.next().await {
+                        if matches!(m, crate::ws::Message::Close(_)) {
+                            break;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(REFUSAL_CLOSE_WAIT, close).await;
+        },
+    )
+}
+
+/// Logs a refused connection at info, at most [`REFUSAL_LOG_BURST`] lines per second; the
+/// rest are counted and reported with the next line, so a flood cannot fill the disk.
+pub(crate) fn log_refusal(reason: &str, status: u16, message: &str) {
+    use std::sync::Mutex;
+    static WINDOW: Mutex<Option<(std::time::Instant, u32, u64)>> = Mutex::new(None);
+    let suppressed = {
+        let Ok(mut window) = WINDOW.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let (start, logged, suppressed) = window.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= std::time::Duration::from_secs(1) {
+            *start = now;
+            *logged = 0;
+        }
+        if *logged >= REFUSAL_LOG_BURST {
+            *suppressed += 1;
+            return;
+        }
+        *logged += 1;
+        std::mem::take(suppressed)
+    };
+    if suppressed > 0 {
+        tracing::info!(
+            reason,
+            status,
+            suppressed,
+            "connection refused: {message} ({suppressed} more refusals not logged)"
+        );
+    } else {
+        tracing::info!(reason, status, "connection refused: {message}");
+    }
+}
+
+/// Refusal log lines per second (see [`log_refusal`]).
+const REFUSAL_LOG_BURST: u32 = 10;
 
 async fn ws_handler(
     State(app): State<Arc<AppState>>,
@@ -254,32 +355,38 @@ async fn ws_handler(
     let token = match bearer(&headers) {
         Ok(Some(t)) => Some(t),
         Ok(None) => params.token.as_deref(),
-        Err(e) => return refused("unauthenticated", e),
+        Err(e) => return refused_for_good(&app, ws, "unauthenticated", e),
     };
     let identity = match app.verifier.verify(token).await {
         Ok(i) => i,
-        Err(e) => return refused("unauthenticated", e),
+        Err(e) => return refused_for_good(&app, ws, "unauthenticated", e),
     };
     match page_trust(&app.config, &headers) {
         PageTrust::Full => {}
         PageTrust::TokenOnly if identity.expires.is_some() => {}
         PageTrust::TokenOnly => {
-            return refused(
+            return refused_for_good(
+                &app,
+                ws,
                 "origin",
                 ApiError::Forbidden(
-                    "anonymous access is only for pages on this machine: send a token or list the origin in --allowed-origins".into(),
+                    "anonymous access is only for local pages: send a token or list the origin in --allowed-origins".into(),
                 ),
             );
         }
         PageTrust::None => {
-            return refused(
+            return refused_for_good(
+                &app,
+                ws,
                 "origin",
                 ApiError::Forbidden("this page's origin is not in --allowed-origins".into()),
             );
         }
     }
     if !identity.may_open(&room) {
-        return refused(
+        return refused_for_good(
+            &app,
+            ws,
             "forbidden",
             ApiError::Forbidden("token does not grant this room".into()),
         );
@@ -529,7 +636,9 @@ async fn hocuspocus_handler(
     // gets the socket, and its anonymous documents are refused there.
     let trust = page_trust(&app.config, &headers);
     if trust == PageTrust::None {
-        return refused(
+        return refused_for_good(
+            &app,
+            ws,
             "origin",
             ApiError::Forbidden("this page's origin is not in --allowed-origins".into()),
         );

@@ -50,7 +50,31 @@ pub struct TenantSettings {
     pub ai_tokens_per_day: Option<u64>,
 }
 
+/// The lowest `messages_per_second` a tenant may set. Measured (docs/API.md): a stock
+/// provider opens a document with a burst of 6 frames (y-websocket: SyncStep1, awareness,
+/// SyncStep2, the first edit, two awareness changes) or 7 (Hocuspocus adds its Auth message)
+/// within 10 ms; the bucket holds twice the rate, so 5 a second lets that burst through with
+/// room to spare. Below it every session would close with 4429 as it opens.
+pub const MIN_MESSAGES_PER_SECOND: u32 = 5;
+
 impl TenantSettings {
+    /// Parses and checks settings an operator submits: [`TenantSettings::parse`], and rates
+    /// that stock clients can live with. Stored settings are only parsed, so a tenant saved
+    /// before a minimum was raised keeps working.
+    pub fn parse_submitted(value: &Value) -> Result<Self, String> {
+        let s = Self::parse(value)?;
+        if s.messages_per_second
+            .is_some_and(|r| r < MIN_MESSAGES_PER_SECOND)
+        {
+            return Err(format!(
+                "settings.messages_per_second must be at least {MIN_MESSAGES_PER_SECOND}: a stock \
+                 provider sends up to 7 frames as it opens a document, and the limit allows bursts \
+                 of twice the rate"
+            ));
+        }
+        Ok(s)
+    }
+
     /// Parses and checks stored or submitted settings.
     pub fn parse(value: &Value) -> Result<Self, String> {
         if !value.is_object() {

@@ -180,29 +180,32 @@ async fn connect(server: &TestServer, room: &str, token: &str) -> Client {
 }
 
 /// Status and body of a WebSocket upgrade request (a refusal is an HTTP error with JSON).
+/// What a WebSocket upgrade meets: an HTTP status and body (refusals a retry can fix), or
+/// the close code and reason of a socket accepted and closed at once (refusals for good,
+/// 4401/4403), or 101 for a session that is served.
 async fn ws_refusal(server: &TestServer, room: &str, token: &str) -> (u16, String) {
-    let res = tokio::time::timeout(
-        PATIENCE,
-        reqwest::Client::new()
-            .get(format!("http://{}/ws/{room}?token={token}", server.addr))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .send(),
-    )
-    .await
-    .expect("answer in time")
-    .expect("request");
-    let status = res.status().as_u16();
-    if status == 101 {
-        return (status, String::new());
-    }
-    let body = tokio::time::timeout(PATIENCE, res.text())
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let url = format!("ws://{}/ws/{room}?token={token}", server.addr);
+    let connected = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
         .await
-        .expect("body in time")
-        .unwrap_or_default();
-    (status, body)
+        .expect("answer in time");
+    let mut socket = match connected {
+        Ok((socket, _)) => socket,
+        Err(Error::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            return (
+                resp.status().as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+            );
+        }
+        Err(e) => panic!("upgrade failed: {e}"),
+    };
+    match tokio::time::timeout(PATIENCE, socket.next()).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => (frame.code.into(), frame.reason.to_string()),
+        Ok(Some(Ok(_))) => (101, String::new()),
+        other => panic!("socket ended without a close frame: {other:?}"),
+    }
 }
 
 fn assert_problem(r: &Reply, status: u16, detail_has: &str) {
@@ -245,6 +248,42 @@ async fn tenants_and_api_keys_are_managed_by_the_operator(db: Option<String>) {
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     assert_eq!(patched.body["settings"]["max_rooms"], 7);
+    // A merge patch (RFC 7396): other settings stay, `null` removes one.
+    let patch = |settings: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                "PATCH",
+                "/v1/tenants/acme",
+                OPERATOR,
+                Some(json!({ "settings": settings })),
+            )
+            .await
+        }
+    };
+    let merged = patch(json!({ "messages_per_second": 100 })).await;
+    assert_eq!(merged.status, 200, "{}", merged.body);
+    assert_eq!(
+        merged.body["settings"],
+        json!({ "max_rooms": 7, "messages_per_second": 100 })
+    );
+    let removed = patch(json!({ "max_rooms": null })).await;
+    assert_eq!(
+        removed.body["settings"],
+        json!({ "messages_per_second": 100 })
+    );
+    // Below what a stock provider's handshake needs, every session would close with 4429.
+    let min = chorus_hub::tenants::MIN_MESSAGES_PER_SECOND;
+    assert_problem(
+        &patch(json!({ "messages_per_second": min - 1 })).await,
+        422,
+        &format!("at least {min}"),
+    );
+    assert_eq!(
+        patch(json!({ "messages_per_second": min })).await.status,
+        200
+    );
+    assert_problem(&patch(json!(7)).await, 422, "must be a JSON object");
     let bad = api
         .call(
             "PATCH",
@@ -279,6 +318,17 @@ async fn tenants_and_api_keys_are_managed_by_the_operator(db: Option<String>) {
     assert_eq!(as_tenant.status, 200);
 
     // Wrong keys.
+    let no_operator =
+        TestServer::start(common::test_config(dir.path().join("alone").as_path())).await;
+    let off = Api::new(&no_operator)
+        .call("GET", "/v1/tenants", OPERATOR, None)
+        .await;
+    assert_problem(
+        &off,
+        403,
+        "tenant management is off on this node: start it with --operator-key",
+    );
+    no_operator.stop().await.expect("stop");
     assert_problem(
         &api.call("GET", "/v1/tenants", "not-the-operator-key", None)
             .await,
@@ -343,7 +393,7 @@ async fn tenants_and_api_keys_are_managed_by_the_operator(db: Option<String>) {
     let (code, _) = live.wait_closed(PATIENCE).await.expect("closed");
     assert_eq!(code, 4404);
     let (status, _) = ws_refusal(&server, "live", &token).await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 4401);
     assert_problem(
         &api.call("GET", "/v1/tenants/acme", OPERATOR, None).await,
         404,
@@ -411,7 +461,7 @@ async fn tokens_open_only_their_own_tenants_rooms(db: Option<String>) {
     )
     .expect("sign");
     let (status, body) = ws_refusal(&server, "shared-name", &forged).await;
-    assert_eq!(status, 401, "{body}");
+    assert_eq!(status, 4401, "{body}");
     // A key id with a tenant that is not a valid id is refused before any lookup.
     let malformed = jsonwebtoken::encode(
         &{
@@ -424,7 +474,7 @@ async fn tokens_open_only_their_own_tenants_rooms(db: Option<String>) {
     )
     .expect("sign");
     let (status, body) = ws_refusal(&server, "shared-name", &malformed).await;
-    assert_eq!(status, 401, "{body}");
+    assert_eq!(status, 4401, "{body}");
     assert!(body.contains("unknown or revoked key id"), "{body}");
 
     // Rotation: a second key works alongside the first; a revoked key stops working.
@@ -455,7 +505,7 @@ async fn tokens_open_only_their_own_tenants_rooms(db: Option<String>) {
         .await;
     assert_eq!(r.status, 204);
     let (status, _) = ws_refusal(&server, "r2", &sign_with(&kid_a, &secret_a)).await;
-    assert_eq!(status, 401, "a revoked key opens nothing");
+    assert_eq!(status, 4401, "a revoked key opens nothing");
     let c3 = connect(&server, "r2", &sign_with("rotated", &rotated_secret)).await;
 
     // An EdDSA public key verifies tokens signed with its private key.

@@ -2,12 +2,11 @@
 
 mod common;
 
-use chorus_protocol::client::{Client, ClientError, ClientOptions};
+use chorus_protocol::client::{Client, ClientOptions};
 use chorus_protocol::ext::ServerMessage;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite;
 
 fn secured(dir: &std::path::Path) -> chorus_hub::Config {
     let mut c = test_config(dir);
@@ -15,17 +14,12 @@ fn secured(dir: &std::path::Path) -> chorus_hub::Config {
     c
 }
 
-/// Connects and expects an HTTP refusal; returns status and JSON body.
-async fn refused(url: &str, opts: ClientOptions) -> (u16, Value) {
+/// Connects and expects a refusal a retry cannot fix: the upgrade is accepted and the socket
+/// closed at once (4401 or 4403, so stock providers stop retrying). Returns code and reason.
+async fn refused(url: &str, opts: ClientOptions) -> (u16, String) {
     match Client::connect(url, opts).await {
-        Err(ClientError::Ws(tungstenite::Error::Http(resp))) => {
-            let status = resp.status().as_u16();
-            let body = resp.body().clone().unwrap_or_default();
-            let json: Value = serde_json::from_slice(&body).expect("json error body");
-            (status, json)
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected an HTTP refusal, got a connection"),
+        Ok(c) => c.wait_closed(PATIENCE).await.expect("closed at once"),
+        Err(e) => panic!("expected an accepted socket closed with a reason, got {e}"),
     }
 }
 
@@ -37,27 +31,23 @@ fn with_token(t: String) -> ClientOptions {
 }
 
 #[tokio::test]
-async fn every_bad_token_is_refused_before_the_upgrade() {
+async fn every_bad_token_is_refused_with_a_close_code_that_stops_retries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(secured(dir.path())).await;
     let url = server.url("doc-1");
 
-    let (s, body) = refused(&url, ClientOptions::default()).await;
-    assert_eq!(s, 401);
-    assert_eq!(body["error"]["code"], "unauthenticated");
-    assert_eq!(body["error"]["message"], "missing token");
-
-    let (s, body) = refused(&url, with_token("not.a.jwt".into())).await;
     assert_eq!(
-        (s, body["error"]["message"].as_str()),
-        (401, Some("malformed token"))
+        refused(&url, ClientOptions::default()).await,
+        (4401, "missing token".into())
     );
-
-    let expired = token(json!({ "exp": now() - 3600 }));
-    let (s, body) = refused(&url, with_token(expired)).await;
     assert_eq!(
-        (s, body["error"]["message"].as_str()),
-        (401, Some("token expired"))
+        refused(&url, with_token("not.a.jwt".into())).await,
+        (4401, "malformed token".into())
+    );
+    let expired = token(json!({ "exp": now() - 3600 }));
+    assert_eq!(
+        refused(&url, with_token(expired)).await,
+        (4401, "token expired".into())
     );
 
     let forged = sign(
@@ -65,28 +55,40 @@ async fn every_bad_token_is_refused_before_the_upgrade() {
         &EncodingKey::from_secret(b"wrong"),
         json!({}),
     );
-    let (s, body) = refused(&url, with_token(forged)).await;
     assert_eq!(
-        (s, body["error"]["message"].as_str()),
-        (401, Some("invalid token signature"))
+        refused(&url, with_token(forged)).await,
+        (4401, "invalid token signature".into())
     );
 
     let no_exp = token(json!({ "exp": null }));
-    let (s, _) = refused(&url, with_token(no_exp)).await;
-    assert_eq!(s, 401);
+    assert_eq!(refused(&url, with_token(no_exp)).await.0, 4401);
 
     // An algorithm the server has no key for (EdDSA without --jwt-public-key).
     let ed = EncodingKey::from_ed_pem(include_bytes!("keys/ed25519.pem")).expect("key");
-    let (s, _) = refused(&url, with_token(sign(Algorithm::EdDSA, &ed, json!({})))).await;
-    assert_eq!(s, 401);
+    let (code, _) = refused(&url, with_token(sign(Algorithm::EdDSA, &ed, json!({})))).await;
+    assert_eq!(code, 4401);
 
     let other_room = token(json!({ "rooms": ["doc-2", "other/*"] }));
-    let (s, body) = refused(&url, with_token(other_room)).await;
-    assert_eq!(s, 403);
-    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(
+        refused(&url, with_token(other_room)).await,
+        (4403, "token does not grant this room".into())
+    );
 
     let no_rooms = token(json!({ "rooms": null }));
-    assert_eq!(refused(&url, with_token(no_rooms)).await.0, 403);
+    assert_eq!(refused(&url, with_token(no_rooms)).await.0, 4403);
+
+    // A plain request (not an upgrade) gets the HTTP error and its JSON body.
+    let raw = "GET /ws/doc-1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (s, body) = http_request(server.addr, raw).await;
+    assert_eq!(s, 401);
+    let body: Value = serde_json::from_str(&body).expect("json error body");
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["message"].as_str()
+        ),
+        (Some("unauthenticated"), Some("missing token"))
+    );
 
     // A bearer header that is not a bearer token.
     let raw = "GET /ws/doc-1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic abc\r\n\r\n";
@@ -237,8 +239,8 @@ async fn eddsa_and_rs256_public_keys_verify() {
             .await;
         append(&c, "t", "signed");
         // HS256 tokens are not accepted when only a public key is configured.
-        let (s, _) = refused(&server.url("pk"), with_token(token(json!({})))).await;
-        assert_eq!(s, 401);
+        let (code, _) = refused(&server.url("pk"), with_token(token(json!({})))).await;
+        assert_eq!(code, 4401);
         c.close().await;
         server.stop().await.expect("stop");
     }
@@ -254,7 +256,7 @@ async fn anonymous_access_follows_the_flag() {
         refused(&server.url("anon"), ClientOptions::default())
             .await
             .0,
-        401
+        4401
     );
     server.stop().await.expect("stop");
 

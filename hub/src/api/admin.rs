@@ -70,7 +70,7 @@ pub(super) async fn create_tenant(
     let name = body.name.unwrap_or_else(|| body.id.clone());
     check_name(&name, "name")?;
     let settings = match &body.settings {
-        Some(v) => TenantSettings::parse(v).map_err(Problem::invalid)?,
+        Some(v) => TenantSettings::parse_submitted(v).map_err(Problem::invalid)?,
         None => TenantSettings::default(),
     };
     let tenant = Tenant {
@@ -136,12 +136,28 @@ pub(super) async fn update_tenant(
     if let Some(n) = &body.name {
         check_name(n, "name")?;
     }
+    // Read, merge, check, write: one PATCH at a time on this node, so two operators' changes
+    // to different settings do not undo each other here (across nodes the last write wins).
+    static PATCHES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = PATCHES.lock().await;
     let settings = match &body.settings {
-        Some(v) => Some(
-            TenantSettings::parse(v)
-                .map_err(Problem::invalid)?
-                .to_value(),
-        ),
+        Some(patch) => {
+            if !patch.is_object() {
+                return Err(Problem::invalid("settings must be a JSON object"));
+            }
+            let current = app
+                .store
+                .get_tenant(&id)
+                .await?
+                .ok_or_else(|| Problem::not_found(format!("no tenant {id:?}")))?;
+            let mut merged = current.settings.clone();
+            merge_patch(&mut merged, patch);
+            Some(
+                TenantSettings::parse_submitted(&merged)
+                    .map_err(Problem::invalid)?
+                    .to_value(),
+            )
+        }
         None => None,
     };
     if !app
@@ -158,6 +174,27 @@ pub(super) async fn update_tenant(
         .await?
         .ok_or_else(|| Problem::not_found(format!("no tenant {id:?}")))?;
     Ok(Json(tenant_json(&t)))
+}
+
+/// RFC 7396 JSON merge patch: members of `patch` replace those of `target`, `null` removes
+/// one, objects merge recursively, and anything that is not an object replaces the target.
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
 }
 
 pub(super) async fn delete_tenant(
@@ -594,4 +631,49 @@ pub(super) async fn list_events(
         })
         .collect();
     Ok(Json(json!({ "events": list })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        // The examples of RFC 7396, appendix A.
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
+            (json!({"a":"foo"}), json!(null), json!(null)),
+            (json!({"a":"foo"}), json!("bar"), json!("bar")),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
+        ];
+        for (target, patch, want) in cases {
+            let mut got = target.clone();
+            merge_patch(&mut got, &patch);
+            assert_eq!(got, want, "{target} patched with {patch}");
+        }
+    }
 }

@@ -318,6 +318,14 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         parts: &mut Parts,
         app: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        if app.config.operator_key.is_none() {
+            // Not "invalid key": no key could be valid, and the caller should know why.
+            return Err(Problem::forbidden(
+                "tenant management is off on this node: start it with --operator-key \
+                 (or CHORUS_OPERATOR_KEY, at least 32 characters) and send that key as a bearer \
+                 token",
+            ));
+        }
         let key = bearer(&parts.headers)?;
         if is_operator(app, key) {
             Ok(Operator)
@@ -344,6 +352,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         app: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        if app.config.operator_key.is_none() {
+            // Not "invalid key": no key could be valid, and the caller should know why.
+            return Err(Problem::forbidden(
+                "tenant management is off on this node: start it with --operator-key \
+                 (or CHORUS_OPERATOR_KEY, at least 32 characters) and send that key as a bearer \
+                 token",
+            ));
+        }
         let key = bearer(&parts.headers)?;
         if is_operator(app, key) {
             let tenant = parts
