@@ -1,8 +1,9 @@
 //! The Chorus hub: a real-time collaboration server for Yjs documents.
 //!
 //! - [`config`]: the one `Config` (clap flags with `CHORUS_*` env vars).
-//! - [`server`]: HTTP routes; every refusal (auth, limits, bad names) happens before the
-//!   WebSocket upgrade as an HTTP error with a JSON body.
+//! - [`server`]: HTTP routes; every check (auth, limits, bad names) happens before the
+//!   WebSocket upgrade: an HTTP error with a JSON body, or, for refusals a retry cannot fix
+//!   (no or bad token, a room not granted), an accepted socket closed with 4401/4403.
 //! - [`auth`]: JWT verification (node keys, and tenant keys by `kid`), room patterns.
 //! - [`tenants`]: tenant settings and keys (cached), per-tenant connection counts.
 //! - [`api`]: the REST API under `/v1` (problem+json errors, OpenAPI document).
