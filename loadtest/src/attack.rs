@@ -19,7 +19,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::{GetString, Map, MapPrelim, ReadTxn, Text, Transact};
 
+use crate::human::thousands;
 use crate::proc;
+use crate::progress::Progress;
 use crate::report::{Latency, Report, histogram};
 use crate::scenario::Target;
 
@@ -27,6 +29,7 @@ use crate::scenario::Target;
 #[derive(Debug, Clone, Serialize)]
 pub struct AttackParams {
     /// How long each phase lasts.
+    #[serde(rename = "phase_s", serialize_with = "crate::report::seconds")]
     pub phase: Duration,
     /// Attacking connections per phase (slowloris opens ten times as many sockets).
     pub attackers: usize,
@@ -80,9 +83,20 @@ pub async fn attack(target: &Target, p: &AttackParams) -> Report {
         }
     }
     let victim = target.room_url_for(1);
-    for phase in PHASES {
+    for (n, phase) in PHASES.into_iter().enumerate() {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let bar = {
+            let sent = sent.clone();
+            Progress::timed(target.progress, phase, p.phase, move || {
+                format!(
+                    "phase {}/{}: {} attack messages",
+                    n + 1,
+                    PHASES.len(),
+                    thousands(sent.load(Ordering::Relaxed))
+                )
+            })
+        };
         let attackers: Vec<_> = (0..p.attackers)
             .map(|i| {
                 let (url, stop, sent) = (victim.clone(), stop.clone(), sent.clone());
@@ -103,6 +117,7 @@ pub async fn attack(target: &Target, p: &AttackParams) -> Report {
             })
         });
         let (latency, missed) = probe(&writer, &observer, p.phase).await;
+        drop(bar);
         stop.store(true, Ordering::Relaxed);
         for a in attackers {
             let _ = tokio::time::timeout(Duration::from_secs(5), a).await;

@@ -18,7 +18,10 @@
 //! ids as browsers use.
 
 pub mod attack;
+pub mod auth;
+pub mod human;
 pub mod proc;
+pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod rooms;

@@ -1,7 +1,9 @@
-//! `chorus-loadtest`: parses flags, checks the target is loopback, runs one scenario, prints
-//! a table and optionally writes the JSON report. Exits 1 if a correctness check failed.
+//! `chorus-loadtest`: parses flags, checks the target is loopback, runs one scenario (with
+//! progress bars on stderr when it is a terminal), prints a table and optionally writes the
+//! JSON report. Exits 1 if a correctness check failed, 2 on an error (a refused token, a bad
+//! flag, an unreachable worker).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,7 +28,9 @@ struct Common {
     /// Default: ws://127.0.0.1:8080/ws.
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
-    /// Token passed as ?token=. Default: none.
+    /// Token for a hub that refuses anonymous connections, sent as ?token= (Hocuspocus: in
+    /// the auth message). A refusal (HTTP 401/403, close 4401/4403) ends the run with advice.
+    /// Default: none.
     #[arg(
         long,
         global = true,
@@ -49,9 +53,13 @@ struct Common {
     /// Server pid, to report its memory and CPU from /proc. Default: none.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
-    /// Also write the report as JSON to this file. Default: none.
+    /// Also write the report as JSON to this file; `-` writes it to stdout instead of the
+    /// table. Default: none.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// No progress bars (they are drawn on stderr only when it is a terminal). Default: false.
+    #[arg(long, global = true)]
+    no_progress: bool,
     /// Wire dialect. Default: y-websocket (URL + /room); hocuspocus takes the server's
     /// endpoint as --url and sends rooms as document names.
     #[arg(long, global = true, value_enum, default_value_t = Dialect::YWebsocket)]
@@ -221,17 +229,16 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     let room_prefix = c
         .room_prefix
         .unwrap_or_else(|| format!("lt-{}-", std::process::id()));
+    let progress = !c.no_progress && worker.is_none();
     if workers > 1 {
-        let scenario_name = match cli.scenario {
-            Scenario::Connect { .. } => "connect",
-            _ => "edit",
+        let (scenario_name, timed) = match cli.scenario {
+            Scenario::Connect { hold, .. } => ("connect", hold),
+            Scenario::Edit { duration, .. } => ("edit", duration),
+            _ => ("edit", Duration::ZERO),
         };
-        let report = chorus_loadtest::workers::run(workers, c.server_pid, scenario_name)?;
-        print!("{}", report.table());
-        if let Some(path) = c.json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-        }
-        return Ok(report.passed());
+        let report =
+            chorus_loadtest::workers::run(workers, c.server_pid, scenario_name, timed, progress)?;
+        return output(&report, c.json.as_deref());
     }
     let sources = c
         .sources
@@ -246,6 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     target.server_pid = c.server_pid;
     target.dialect = c.dialect;
     target.worker = worker;
+    target.progress = progress;
     if sources > 1 {
         anyhow::ensure!(
             !c.allow_remote && sources <= 250,
@@ -385,14 +393,32 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     };
     let mut report = report;
+    report.refused = target.refused();
     if worker.is_some() {
-        // The parent merges these exactly; it prints the table.
+        // The parent merges these exactly; it prints the table (and any refusal).
         report.histograms.serialize = true;
-    } else {
+        if let Some(path) = c.json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+        }
+        return Ok(report.passed());
+    }
+    output(&report, c.json.as_deref())
+}
+
+/// Prints the table (or, with `--json -`, the JSON) on stdout and writes the JSON file. A
+/// refusal of the credentials is an error (exit 2) saying to pass `--token`, not a table.
+fn output(report: &chorus_loadtest::report::Report, json: Option<&Path>) -> anyhow::Result<bool> {
+    let to_stdout = json.is_some_and(|p| p == Path::new("-"));
+    if to_stdout {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else if report.refused.is_none() {
         print!("{}", report.table());
     }
-    if let Some(path) = c.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    if let Some(path) = json.filter(|_| !to_stdout) {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)?;
+    }
+    if let Some(advice) = &report.refused {
+        anyhow::bail!("{advice}");
     }
     Ok(report.passed())
 }

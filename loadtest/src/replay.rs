@@ -4,12 +4,16 @@
 //! ends with the same document as the recorded one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::human::thousands;
+use crate::progress::Progress;
 use crate::report::Report;
 use crate::scenario::Target;
 
@@ -155,41 +159,36 @@ pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
         }
     };
     let started = Instant::now();
+    let speed = p.speed.max(0.001);
+    let sessions = recordings.len() * p.copies.max(1);
+    // Frames sent and sessions finished so far, for the bar.
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let longest = recordings
+        .iter()
+        .filter_map(|r| r.frames.last().map(|(at, _)| *at))
+        .max()
+        .unwrap_or_default()
+        .div_f64(speed);
+    let bar = {
+        let counts = counts.clone();
+        Progress::timed(target.progress, "replay", longest, move || {
+            format!(
+                "{} frames sent, {} / {} sessions done",
+                thousands(counts.0.load(Ordering::Relaxed)),
+                thousands(counts.1.load(Ordering::Relaxed)),
+                thousands(sessions as u64)
+            )
+        })
+    };
     let mut tasks = Vec::new();
     for copy in 0..p.copies.max(1) {
         for i in 0..recordings.len() {
-            let (target, recs, speed) = (target.clone(), recordings.clone(), p.speed.max(0.001));
+            let (target, recs, counts) = (target.clone(), recordings.clone(), counts.clone());
             tasks.push(tokio::spawn(async move {
                 let rec = &recs[i];
-                if rec.hocuspocus {
-                    return replay_hocuspocus(&target, copy, rec, speed).await;
-                }
-                let url = format!(
-                    "{}/{}c{copy}-{}",
-                    target.url.trim_end_matches('/'),
-                    target.room_prefix,
-                    safe_room(&rec.room)
-                );
-                let opts = chorus_protocol::client::ClientOptions {
-                    token: target.token.clone(),
-                    ..Default::default()
-                };
-                let client = chorus_protocol::client::Client::connect(&url, opts).await?;
-                client.synced(target.timeout).await?;
-                let t0 = tokio::time::Instant::now();
-                for (at, frame) in &rec.frames {
-                    tokio::time::sleep_until(t0 + at.div_f64(speed)).await;
-                    match frame {
-                        Frame::Binary(b) => client.send_raw(b.clone())?,
-                        Frame::Text(t) => client.send_text(t)?,
-                    }
-                }
-                let n = rec.frames.len();
-                if let Some((code, reason)) = client.closed() {
-                    anyhow::bail!("{url}: the server closed the session ({code} {reason})");
-                }
-                client.close().await;
-                anyhow::Ok(n)
+                let res = replay_one(&target, copy, rec, speed, &counts.0).await;
+                counts.1.fetch_add(1, Ordering::Relaxed);
+                res
             }));
         }
     }
@@ -202,20 +201,23 @@ pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
             Err(e) => failures.push(format!("task: {e}")),
         }
     }
+    drop(bar);
     let secs = started.elapsed().as_secs_f64();
     report
         .metrics
         .insert("recordings".into(), recordings.len() as f64);
-    report.metrics.insert(
-        "sessions".into(),
-        (recordings.len() * p.copies.max(1)) as f64,
-    );
+    report.metrics.insert("sessions".into(), sessions as f64);
     report.metrics.insert("frames_sent".into(), sent as f64);
-    report.metrics.insert("seconds".into(), secs);
+    report.metrics.insert("elapsed_s".into(), secs);
     report
         .metrics
         .insert("sessions_failed".into(), failures.len() as f64);
-    if !failures.is_empty() {
+    if let Some(advice) = target.refused() {
+        report.problems.push(format!(
+            "{} sessions failed: {advice}",
+            thousands(failures.len() as u64)
+        ));
+    } else if !failures.is_empty() {
         report.problems.push(format!(
             "{} sessions failed, e.g. {}",
             failures.len(),
@@ -223,6 +225,45 @@ pub async fn replay(target: &Target, p: &ReplayParams) -> Report {
         ));
     }
     report
+}
+
+/// Plays one recording as copy `copy`; returns the frames sent.
+async fn replay_one(
+    target: &Target,
+    copy: usize,
+    rec: &Recording,
+    speed: f64,
+    frames_sent: &AtomicU64,
+) -> anyhow::Result<usize> {
+    if rec.hocuspocus {
+        return replay_hocuspocus(target, copy, rec, speed, frames_sent).await;
+    }
+    let url = format!(
+        "{}/{}c{copy}-{}",
+        target.url.trim_end_matches('/'),
+        target.room_prefix,
+        safe_room(&rec.room)
+    );
+    let opts = chorus_protocol::client::ClientOptions {
+        token: target.token.clone(),
+        ..Default::default()
+    };
+    let client = target.connect_url(&url, opts).await?;
+    let t0 = tokio::time::Instant::now();
+    for (at, frame) in &rec.frames {
+        tokio::time::sleep_until(t0 + at.div_f64(speed)).await;
+        match frame {
+            Frame::Binary(b) => client.send_raw(b.clone())?,
+            Frame::Text(t) => client.send_text(t)?,
+        }
+        frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    let n = rec.frames.len();
+    if let Some((code, reason)) = client.closed() {
+        anyhow::bail!("{url}: the server closed the session ({code} {reason})");
+    }
+    client.close().await;
+    anyhow::Ok(n)
 }
 
 /// The Hocuspocus endpoint to replay to: `--url` itself in that dialect, else `--url` with its
@@ -279,6 +320,7 @@ async fn replay_hocuspocus(
     copy: usize,
     rec: &Recording,
     speed: f64,
+    frames_sent: &AtomicU64,
 ) -> anyhow::Result<usize> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -286,7 +328,11 @@ async fn replay_hocuspocus(
     let url = hocuspocus_url(target);
     let (ws, _) = tokio::time::timeout(target.timeout, tokio_tungstenite::connect_async(&url))
         .await
-        .map_err(|_| anyhow::anyhow!("{url}: connect timed out"))??;
+        .map_err(|_| anyhow::anyhow!("{url}: connect timed out"))?
+        .map_err(|e| match crate::auth::Refusal::from_ws_error(&e) {
+            Some(r) => target.refuse(&r),
+            None => e.into(),
+        })?;
     let (mut sink, mut stream) = ws.split();
     // Read everything the server sends (an unread socket would stall it); remember its close.
     let reader = tokio::spawn(async move {
@@ -316,12 +362,16 @@ async fn replay_hocuspocus(
         if sink.send(msg).await.is_err() {
             break;
         }
+        frames_sent.fetch_add(1, Ordering::Relaxed);
     }
     let _ = sink.send(Message::Close(None)).await;
     let closed = tokio::time::timeout(target.timeout, reader)
         .await
         .map_err(|_| anyhow::anyhow!("{url}: no close from the server"))??;
     if let Some((code, reason)) = closed.filter(|(code, _)| *code != 1000) {
+        if let Some(r) = crate::auth::Refusal::from_close(code, &reason) {
+            return Err(target.refuse(&r));
+        }
         anyhow::bail!("{url}: the server closed the session ({code} {reason})");
     }
     Ok(rec.frames.len())

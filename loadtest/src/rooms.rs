@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use yrs::{Text, Transact};
 
+use crate::human::thousands;
 use crate::proc;
+use crate::progress::Progress;
 use crate::report::{Latency, Report, histogram};
 use crate::scenario::Target;
 
@@ -20,6 +22,7 @@ pub struct PresenceParams {
     /// Awareness updates per second per viewer.
     pub rate: f64,
     /// How long viewers keep updating.
+    #[serde(rename = "duration_s", serialize_with = "crate::report::seconds")]
     pub duration: Duration,
 }
 
@@ -30,9 +33,22 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
     let latency = Arc::new(Mutex::new(histogram()));
     let received = Arc::new(AtomicU64::new(0));
     let mut viewers = Vec::new();
+    let connected = Arc::new(AtomicU64::new(0));
+    let bar = {
+        let connected = connected.clone();
+        Progress::steps(target.progress, "connect", p.viewers as u64, move || {
+            (
+                connected.load(Ordering::Relaxed),
+                "viewers connected".into(),
+            )
+        })
+    };
     for _ in 0..p.viewers {
         match target.connect_room(0).await {
-            Ok(c) => viewers.push(c),
+            Ok(c) => {
+                viewers.push(c);
+                connected.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 report
                     .problems
@@ -41,6 +57,7 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
             }
         }
     }
+    drop(bar);
     for c in &viewers {
         let own = c.doc().client_id().get();
         let (latency, received) = (latency.clone(), received.clone());
@@ -65,6 +82,16 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
     let period = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
     let deadline = tokio::time::Instant::now() + p.duration;
     let sent = Arc::new(AtomicU64::new(0));
+    let bar = {
+        let (sent, received) = (sent.clone(), received.clone());
+        Progress::timed(target.progress, "presence", p.duration, move || {
+            format!(
+                "{} updates sent, {} delivered",
+                thousands(sent.load(Ordering::Relaxed)),
+                thousands(received.load(Ordering::Relaxed))
+            )
+        })
+    };
     let mut tasks = Vec::new();
     for (n, mut c) in viewers.into_iter().enumerate() {
         let sent = sent.clone();
@@ -92,12 +119,15 @@ pub async fn presence(target: &Target, p: &PresenceParams) -> Report {
             viewers.push(c);
         }
     }
+    drop(bar);
     let n = viewers.len() as u64;
     let want = sent.load(Ordering::Relaxed) * n.saturating_sub(1);
     let drain = Instant::now() + target.timeout;
+    let bar = crate::scenario::drain_bar(target, &received, want);
     while received.load(Ordering::Relaxed) < want && Instant::now() < drain {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(bar);
     let got = received.load(Ordering::Relaxed);
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
         report.metrics.insert("generator_cpu_s".into(), a - b);
@@ -147,6 +177,10 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
     };
     // Build the document in 4 KiB edits, like a long editing session, then confirm the hub has
     // all of it (a fresh client sees the full length) before the storm.
+    let doc_bytes = p.doc_bytes;
+    let bar = Progress::spinner(target.progress, "build", move || {
+        format!("a document of {} bytes", thousands(doc_bytes as u64))
+    });
     let text = writer.doc().get_or_insert_text("text");
     let chunk = "lorem ipsum dolor sit amet, ".repeat(4096 / 28 + 1);
     let mut len = 0usize;
@@ -194,6 +228,7 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
         ));
         return report;
     }
+    drop(bar);
     // Storing and compacting the new document is the build's work, not the storm's.
     crate::scenario::settle(target).await;
     let mut storm = target.clone();
@@ -204,7 +239,7 @@ pub async fn join_storm(target: &Target, p: &JoinStormParams) -> Report {
     let cpu_before = proc::cpu_seconds("self");
     let server_cpu = || target.server_cpu_seconds();
     let server_before = server_cpu();
-    let (clients, hist, failures) = storm.connect_many(p.joiners, |_| 0).await;
+    let (clients, hist, failures) = storm.connect_many("join", p.joiners, |_| 0).await;
     // Joiners still read every byte: with many joiners the generator, not the hub, may be the
     // limit, and these two numbers tell which.
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chorus_protocol::client::{Client, ClientOptions};
@@ -14,7 +14,10 @@ use yrs::types::ToJson;
 use yrs::types::map::MapEvent;
 use yrs::{Any, Map, Observable, Out, Text, Transact};
 
+use crate::auth::Refusal;
+use crate::human::thousands;
 use crate::proc;
+use crate::progress::Progress;
 use crate::report::{Latency, Report, histogram};
 
 /// The wire dialect to speak.
@@ -53,6 +56,7 @@ pub struct Target {
     /// Most handshakes in flight at once.
     pub concurrency: usize,
     /// Patience for one handshake and for draining at the end.
+    #[serde(rename = "timeout_s", serialize_with = "crate::report::seconds")]
     pub timeout: Duration,
     /// The server's pid, to read its memory and CPU from /proc.
     pub server_pid: Option<u32>,
@@ -66,6 +70,13 @@ pub struct Target {
     /// Clients do not apply what they receive (they only count it): see `join-storm`.
     #[serde(skip)]
     pub skip_apply: bool,
+    /// Draw progress bars on stderr (when it is a terminal). Off by default; the command line
+    /// turns it on.
+    #[serde(skip)]
+    pub progress: bool,
+    /// The first refusal of the credentials, as advice for people (see [`Target::refused`]).
+    #[serde(skip)]
+    refusal: Arc<OnceLock<String>>,
     #[serde(skip)]
     next_source: Arc<AtomicU64>,
     #[serde(skip)]
@@ -86,6 +97,8 @@ impl Target {
             sources: Vec::new(),
             worker: None,
             skip_apply: false,
+            progress: false,
+            refusal: Arc::new(OnceLock::new()),
             next_source: Arc::new(AtomicU64::new(0)),
             next_url: Arc::new(AtomicU64::new(0)),
         }
@@ -186,14 +199,65 @@ impl Target {
             skip_apply: self.skip_apply,
             ..Default::default()
         };
-        let client = tokio::time::timeout(
-            self.timeout,
-            Client::connect(&self.room_url(room, slot), opts),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
-        client.synced(self.timeout).await?;
-        Ok(client)
+        self.connect_url(&self.room_url(room, slot), opts).await
+    }
+
+    /// Connects one client to `url` and waits until it is synced. A refusal of the
+    /// credentials (HTTP 401/403, close 4401/4403, Hocuspocus permission-denied) fails with
+    /// advice on `--token` and is remembered ([`Target::refused`]); once one was seen, further
+    /// connections are not tried.
+    pub async fn connect_url(&self, url: &str, opts: ClientOptions) -> anyhow::Result<Client> {
+        if self.refusal.get().is_some() {
+            anyhow::bail!("not tried: the hub refused the credentials");
+        }
+        let client = match tokio::time::timeout(self.timeout, Client::connect(url, opts)).await {
+            Err(_) => anyhow::bail!("handshake timed out"),
+            Ok(Err(e)) => {
+                return Err(match Refusal::from_error(&e) {
+                    Some(r) => self.refuse(&r),
+                    None => e.into(),
+                });
+            }
+            Ok(Ok(c)) => c,
+        };
+        // A refused socket closes (or is denied) without syncing: stop waiting then.
+        client
+            .wait_for("synced", self.timeout, |s, _| {
+                s.synced || s.closed.is_some() || !s.denied.is_empty()
+            })
+            .await?;
+        let refused = {
+            let state = client.state();
+            match (&state.denied[..], &state.closed) {
+                _ if state.synced => None,
+                ([reason, ..], _) => Some(Ok(Refusal::from_hocuspocus_denied(reason))),
+                ([], Some((code, reason))) => {
+                    Some(Refusal::from_close(*code, reason).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the server closed the connection before it synced ({code} {reason})"
+                        )
+                    }))
+                }
+                ([], None) => None,
+            }
+        };
+        match refused {
+            None => Ok(client),
+            Some(Ok(r)) => Err(self.refuse(&r)),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Remembers a refusal and returns it as an error with advice.
+    pub(crate) fn refuse(&self, r: &Refusal) -> anyhow::Error {
+        let advice = r.advice(self.token.is_some(), &self.room_prefix);
+        let _ = self.refusal.set(advice.clone());
+        anyhow::anyhow!(advice)
+    }
+
+    /// When the server refused this run's credentials: what to do about it (`--token`).
+    pub fn refused(&self) -> Option<String> {
+        self.refusal.get().cloned()
     }
 
     /// Connects `n` clients, client `i` to room `room_of(i)` on node `i` modulo the node count,
@@ -201,11 +265,14 @@ impl Target {
     /// latencies and failures.
     pub async fn connect_many(
         &self,
+        label: &str,
         n: usize,
         room_of: impl Fn(usize) -> usize,
     ) -> (Vec<(usize, Client)>, Histogram<u64>, Vec<String>) {
         let sem = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut tasks = Vec::with_capacity(n);
+        // Connected and failed so far, for the bar.
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         for i in 0..n {
             let room = room_of(i);
             if !self.serves(room) {
@@ -213,13 +280,31 @@ impl Target {
             }
             let sem = sem.clone();
             let target = self.clone();
+            let counts = counts.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let started = Instant::now();
                 let res = target.connect_room_on(room, i).await;
+                let (ok, failed) = &*counts;
+                if res.is_ok() { ok } else { failed }.fetch_add(1, Ordering::Relaxed);
                 (i, started.elapsed(), res)
             }));
         }
+        let bar = {
+            let counts = counts.clone();
+            Progress::steps(self.progress, label, tasks.len() as u64, move || {
+                let (ok, failed) = (
+                    counts.0.load(Ordering::Relaxed),
+                    counts.1.load(Ordering::Relaxed),
+                );
+                let msg = if failed > 0 {
+                    format!("connected, {} failed", thousands(failed))
+                } else {
+                    "connected".to_string()
+                };
+                (ok + failed, msg)
+            })
+        };
         let mut clients = Vec::with_capacity(n);
         let mut hist = histogram();
         let mut failures = Vec::new();
@@ -233,12 +318,18 @@ impl Target {
                 Err(e) => failures.push(format!("task: {e}")),
             }
         }
+        drop(bar);
         (clients, hist, failures)
     }
 }
 
-fn problems_from_failures(report: &mut Report, failures: &[String]) {
-    if !failures.is_empty() {
+fn problems_from_failures(target: &Target, report: &mut Report, failures: &[String]) {
+    if let Some(advice) = target.refused() {
+        report.problems.push(format!(
+            "{} connections failed: {advice}",
+            thousands(failures.len() as u64)
+        ));
+    } else if !failures.is_empty() {
         let sample: Vec<&str> = failures.iter().take(3).map(String::as_str).collect();
         report.problems.push(format!(
             "{} connections failed, e.g. {}",
@@ -256,6 +347,7 @@ pub struct ConnectParams {
     /// Rooms they spread over.
     pub rooms: usize,
     /// How long to hold them open once connected.
+    #[serde(rename = "hold_s", serialize_with = "crate::report::seconds")]
     pub hold: Duration,
 }
 
@@ -267,7 +359,9 @@ pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
     let cpu_before = proc::cpu_seconds("self");
     let started = Instant::now();
     let rooms = p.rooms.max(1);
-    let (clients, hist, failures) = target.connect_many(p.sessions, |i| i % rooms).await;
+    let (clients, hist, failures) = target
+        .connect_many("connect", p.sessions, |i| i % rooms)
+        .await;
     let took = started.elapsed();
     target.ready().await;
     let ok = clients.len() as f64;
@@ -302,13 +396,21 @@ pub async fn connect(target: &Target, p: &ConnectParams) -> Report {
             (after - before) * 1e6 / ok,
         );
     }
-    tokio::time::sleep(p.hold).await;
+    // Holding refused sessions open would measure nothing.
+    if target.refused().is_none() {
+        let clients = Arc::new(clients);
+        let open = clients.clone();
+        let _bar = Progress::timed(target.progress, "hold", p.hold, move || {
+            let n = open.iter().filter(|(_, c)| c.closed().is_none()).count();
+            format!("{} sessions open", thousands(n as u64))
+        });
+        tokio::time::sleep(p.hold).await;
+    }
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {
         report.metrics.insert("generator_cpu_s".into(), a - b);
     }
-    problems_from_failures(&mut report, &failures);
-    // Dropping the clients closes their sockets.
-    drop(clients);
+    problems_from_failures(target, &mut report, &failures);
+    // The clients were dropped above, which closed their sockets.
     report
 }
 
@@ -322,6 +424,7 @@ pub struct EditParams {
     /// Edits per second per user.
     pub rate: f64,
     /// How long users edit.
+    #[serde(rename = "duration_s", serialize_with = "crate::report::seconds")]
     pub duration: Duration,
     /// Text each room's document holds before the timed edits start (0 = empty): edits into
     /// a large document show whether a server's cost per update grows with the document.
@@ -346,6 +449,9 @@ const PRELOAD_SETTLE_MAX: Duration = Duration::from_secs(60);
 /// edits' CPU figure (or a join storm's) is their own. With the server's pid: until it used under 5 % of a
 /// core over a quarter second (at most a minute); without it, a fixed pause.
 pub(crate) async fn settle(target: &Target) {
+    let _bar = Progress::spinner(target.progress, "settle", || {
+        "waiting for the server to finish storing the document".to_string()
+    });
     tokio::time::sleep(PRELOAD_SETTLE).await;
     let Some(mut last) = target.server_cpu_seconds() else {
         return;
@@ -375,6 +481,9 @@ async fn preload(
     bytes: usize,
     report: &mut Report,
 ) -> bool {
+    let _bar = Progress::spinner(target.progress, "preload", move || {
+        format!("{} bytes into each room", thousands(bytes as u64))
+    });
     let chunk = "lorem ipsum dolor sit amet, ".repeat(4096 / 28 + 1);
     let mut seen = std::collections::HashSet::new();
     for (i, c) in clients {
@@ -407,6 +516,18 @@ async fn preload(
     true
 }
 
+/// A spinner while the last deliveries arrive: `received / expected`.
+pub(crate) fn drain_bar(target: &Target, received: &Arc<AtomicU64>, want: u64) -> Progress {
+    let received = received.clone();
+    Progress::spinner(target.progress, "drain", move || {
+        format!(
+            "{} / {} deliveries",
+            thousands(received.load(Ordering::Relaxed)),
+            thousands(want)
+        )
+    })
+}
+
 /// Shared delivery accounting: every edit carries its send time, every receiver records the
 /// delay from send to arrival.
 struct Deliveries {
@@ -414,19 +535,27 @@ struct Deliveries {
     /// With several nodes: deliveries whose sender and receiver share a node, and the rest.
     same_node: Mutex<Histogram<u64>>,
     cross_node: Mutex<Histogram<u64>>,
-    received: AtomicU64,
+    received: Arc<AtomicU64>,
 }
 
 /// Runs the `edit` scenario.
 pub async fn edit(target: &Target, p: &EditParams) -> Report {
     let mut report = Report::of("edit", target, p);
     let room_size = p.room_size.max(1);
-    let (clients, hist, failures) = target.connect_many(p.users, |i| i / room_size).await;
+    let (clients, hist, failures) = target
+        .connect_many("connect", p.users, |i| i / room_size)
+        .await;
     report
         .latency
         .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
-    problems_from_failures(&mut report, &failures);
+    problems_from_failures(target, &mut report, &failures);
     report.histograms.insert("handshake_to_synced".into(), hist);
+    if target.refused().is_some() {
+        // Nothing to measure; a worker still tells its parent it is ready and done.
+        target.ready().await;
+        target.signal(crate::workers::DONE);
+        return report;
+    }
     if p.doc_bytes > 0 {
         if !preload(target, &clients, room_size, p.doc_bytes, &mut report).await {
             return report;
@@ -438,7 +567,7 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         latency: Mutex::new(histogram()),
         same_node: Mutex::new(histogram()),
         cross_node: Mutex::new(histogram()),
-        received: AtomicU64::new(0),
+        received: Arc::new(AtomicU64::new(0)),
     });
     let nodes = target.nodes();
     let mut members: HashMap<usize, usize> = HashMap::new();
@@ -494,6 +623,16 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
     let deadline = tokio::time::Instant::now() + p.duration;
     let clients: Vec<(usize, Arc<Client>)> =
         clients.into_iter().map(|(i, c)| (i, Arc::new(c))).collect();
+    let bar = {
+        let (sent, d) = (sent.clone(), deliveries.clone());
+        Progress::timed(target.progress, "edit", p.duration, move || {
+            format!(
+                "{} edits sent, {} delivered",
+                thousands(sent.load(Ordering::Relaxed)),
+                thousands(d.received.load(Ordering::Relaxed))
+            )
+        })
+    };
     let mut tasks = Vec::new();
     for (n, (i, c)) in clients.iter().enumerate() {
         let (i, c) = (*i, c.clone());
@@ -522,13 +661,16 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
     for t in tasks {
         let _ = t.await;
     }
+    drop(bar);
     let edit_secs = p.duration.as_secs_f64();
     // Drain: wait until every expected delivery arrived, or the timeout.
     let want = expected.load(Ordering::Relaxed);
     let drain_deadline = Instant::now() + target.timeout;
+    let bar = drain_bar(target, &deliveries.received, want);
     while deliveries.received.load(Ordering::Relaxed) < want && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(bar);
     let got = deliveries.received.load(Ordering::Relaxed);
     target.signal(crate::workers::DONE);
     if let (Some(b), Some(a)) = (cpu_before, proc::cpu_seconds("self")) {

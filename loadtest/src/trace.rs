@@ -12,11 +12,15 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use yrs::{GetString, Text, Transact};
 
+use crate::human::thousands;
+use crate::progress::Progress;
 use crate::report::{Latency, Report, histogram};
 use crate::scenario::Target;
 
@@ -254,15 +258,34 @@ pub async fn trace(target: &Target, p: &TraceParams) -> Report {
         }
     };
     let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let bar = trace_bar(target, p, trace.txns.len(), &sent);
     let mut tasks = Vec::new();
     for room in 0..p.rooms.max(1) {
-        let (target, trace, p) = (target.clone(), trace.clone(), p.clone());
+        let (target, trace, p, sent) = (target.clone(), trace.clone(), p.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
-            replay_room(&target, &trace, &p, room).await
+            replay_room(&target, &trace, &p, room, &sent).await
         }));
     }
     gather(&mut report, tasks, started, trace.end.len()).await;
+    drop(bar);
     report
+}
+
+/// A bar over every room's transactions: `sent` counts those whose batch the observers caught
+/// up with.
+fn trace_bar(target: &Target, p: &TraceParams, txns: usize, sent: &Arc<AtomicU64>) -> Progress {
+    let sent = sent.clone();
+    let rooms = p.rooms.max(1);
+    let total = (txns * rooms) as u64;
+    Progress::steps(target.progress, "trace", total, move || {
+        let msg = if rooms > 1 {
+            format!("transactions over {} rooms", thousands(rooms as u64))
+        } else {
+            "transactions".to_string()
+        };
+        (sent.load(Ordering::Relaxed), msg)
+    })
 }
 
 /// The outcome of one room's replay: transactions sent and the observers' catch-up waits.
@@ -290,7 +313,7 @@ async fn gather(
     let secs = started.elapsed().as_secs_f64();
     let m = &mut report.metrics;
     m.insert("transactions".into(), txns as f64);
-    m.insert("seconds".into(), secs);
+    m.insert("elapsed_s".into(), secs);
     m.insert("transactions_per_s".into(), txns as f64 / secs.max(1e-9));
     m.insert("end_content_bytes".into(), end_bytes as f64);
     report
@@ -298,7 +321,13 @@ async fn gather(
         .insert("batch_catch_up".into(), Latency::from_micros(&catch_up));
 }
 
-async fn replay_room(target: &Target, trace: &Trace, p: &TraceParams, room: usize) -> RoomResult {
+async fn replay_room(
+    target: &Target,
+    trace: &Trace,
+    p: &TraceParams,
+    room: usize,
+    sent: &AtomicU64,
+) -> RoomResult {
     let writer = target.connect_room(room).await?;
     let mut observers = Vec::new();
     for _ in 0..p.observers {
@@ -331,6 +360,7 @@ async fn replay_room(target: &Target, trace: &Trace, p: &TraceParams, room: usiz
             .map_err(|e| anyhow::anyhow!("room {room}: {e}"))?;
         }
         let _ = waits.record(since.elapsed().as_micros().max(1) as u64);
+        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     // Every replica must hold exactly the trace's final text.
     let expect = |who: &str, doc: &yrs::Doc| -> anyhow::Result<()> {
@@ -367,6 +397,12 @@ async fn concurrent(
     mut report: Report,
 ) -> Report {
     let made = Instant::now();
+    let offline = {
+        let txns = trace.txns.len() as u64;
+        Progress::spinner(target.progress, "offline", move || {
+            format!("making the updates of {} transactions", thousands(txns))
+        })
+    };
     let updates = match trace.updates() {
         Ok(u) => std::sync::Arc::new(u),
         Err(e) => {
@@ -374,9 +410,10 @@ async fn concurrent(
             return report;
         }
     };
+    drop(offline);
     report
         .metrics
-        .insert("offline_seconds".into(), made.elapsed().as_secs_f64());
+        .insert("offline_s".into(), made.elapsed().as_secs_f64());
     // The trace itself must merge to its end text; otherwise the replay cannot be judged.
     match ConcurrentTrace::merge_locally(&updates) {
         Ok(text) if text == trace.end => {}
@@ -395,16 +432,24 @@ async fn concurrent(
     }
     let trace = std::sync::Arc::new(trace.clone());
     let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let bar = trace_bar(target, p, trace.txns.len(), &sent);
     let mut tasks = Vec::new();
     for room in 0..p.rooms.max(1) {
-        let (target, trace, p, updates) =
-            (target.clone(), trace.clone(), p.clone(), updates.clone());
+        let (target, trace, p, updates, sent) = (
+            target.clone(),
+            trace.clone(),
+            p.clone(),
+            updates.clone(),
+            sent.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            replay_concurrent_room(&target, &trace, &updates, &p, room).await
+            replay_concurrent_room(&target, &trace, &updates, &p, room, &sent).await
         }));
     }
     report.metrics.insert("agents".into(), trace.agents as f64);
     gather(&mut report, tasks, started, trace.end.len()).await;
+    drop(bar);
     report
 }
 
@@ -414,6 +459,7 @@ async fn replay_concurrent_room(
     updates: &[(Vec<u8>, u32)],
     p: &TraceParams,
     room: usize,
+    sent: &AtomicU64,
 ) -> RoomResult {
     let mut agents = Vec::with_capacity(trace.agents);
     for _ in 0..trace.agents {
@@ -451,6 +497,7 @@ async fn replay_concurrent_room(
             .map_err(|e| anyhow::anyhow!("room {room}: {e}"))?;
         }
         let _ = waits.record(since.elapsed().as_micros().max(1) as u64);
+        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     let done =
         |doc: &yrs::Doc| doc.get_or_insert_text("text").get_string(&doc.transact()) == trace.end;

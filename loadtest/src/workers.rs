@@ -11,12 +11,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::proc;
+use crate::progress::Progress;
 use crate::report::{Latency, Report};
 
 /// What a worker prints once connected.
@@ -53,8 +55,16 @@ enum Event {
     Closed(usize),
 }
 
-/// Runs `count` workers of `scenario` and returns the merged report.
-pub fn run(count: usize, server_pid: Option<u32>, scenario: &str) -> anyhow::Result<Report> {
+/// Runs `count` workers of `scenario` and returns the merged report. `timed`: the length of
+/// the scenario's timed phase (`--hold`, `--duration`), for the progress bar (`progress`:
+/// whether to draw bars; the workers never do).
+pub fn run(
+    count: usize,
+    server_pid: Option<u32>,
+    scenario: &str,
+    timed: Duration,
+    progress: bool,
+) -> anyhow::Result<Report> {
     let exe = std::env::current_exe().context("own executable")?;
     let dir = tempfile_dir()?;
     let args = worker_args(std::env::args().skip(1));
@@ -93,11 +103,17 @@ pub fn run(count: usize, server_pid: Option<u32>, scenario: &str) -> anyhow::Res
     drop(tx);
     // Workers bound their own connecting and running; this bounds a worker that hangs.
     let patience = Duration::from_secs(3600);
+    // Workers that printed the marker waited for, for the bar.
+    let reached = Arc::new(AtomicU64::new(0));
     let wait_all = |marker: &str| -> anyhow::Result<()> {
         let mut seen = vec![false; count];
+        reached.store(0, Ordering::Relaxed);
         while seen.iter().any(|s| !s) {
             match rx.recv_timeout(patience) {
-                Ok(Event::Line(i, l)) if l == marker => seen[i] = true,
+                Ok(Event::Line(i, l)) if l == marker => {
+                    seen[i] = true;
+                    reached.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Event::Line(..)) => {}
                 Ok(Event::Closed(i)) if !seen[i] => {
                     anyhow::bail!("worker {i} exited before printing {marker}")
@@ -109,21 +125,45 @@ pub fn run(count: usize, server_pid: Option<u32>, scenario: &str) -> anyhow::Res
         Ok(())
     };
     let result = (|| {
+        let bar = {
+            let reached = reached.clone();
+            Progress::spinner(progress, "connect", move || {
+                format!(
+                    "{} / {count} workers connected",
+                    reached.load(Ordering::Relaxed)
+                )
+            })
+        };
         wait_all(READY)?;
+        drop(bar);
         let (rss_ready, cpu_ready) = (rss(server_pid), cpu(server_pid));
+        let label = if scenario == "connect" {
+            "hold"
+        } else {
+            scenario
+        };
+        let bar = Progress::timed(progress, label, timed, move || {
+            format!("{count} worker processes")
+        });
         for c in &mut children {
             if let Some(stdin) = c.stdin.as_mut() {
                 stdin.write_all(b"go\n").context("release worker")?;
                 stdin.flush().context("release worker")?;
             }
         }
-        let timed_end = if scenario == "edit" {
+        // `edit` workers say when their timed phase ends (then drain); `connect` workers hold
+        // their sessions until they exit, so the bar lasts until then.
+        let (timed_end, bar) = if scenario == "edit" {
             wait_all(DONE)?;
-            cpu(server_pid)
+            drop(bar);
+            let finishing = Progress::spinner(progress, "drain", || {
+                "waiting for the workers' last deliveries and reports".to_string()
+            });
+            (cpu(server_pid), finishing)
         } else {
-            None
+            (None, bar)
         };
-        Ok::<_, anyhow::Error>((rss_ready, cpu_ready, timed_end))
+        Ok::<_, anyhow::Error>((rss_ready, cpu_ready, timed_end, bar))
     })();
     let mut failed = Vec::new();
     for (i, mut c) in children.into_iter().enumerate() {
@@ -136,7 +176,8 @@ pub fn run(count: usize, server_pid: Option<u32>, scenario: &str) -> anyhow::Res
             failed.push(format!("worker {i} failed: {status}"));
         }
     }
-    let (rss_ready, cpu_ready, cpu_end) = result?;
+    let (rss_ready, cpu_ready, cpu_end, bar) = result?;
+    drop(bar);
     let mut parts = Vec::with_capacity(count);
     for (i, path) in reports.iter().enumerate() {
         let text =
@@ -215,6 +256,9 @@ pub fn merge(parts: Vec<Report>, count: usize) -> Report {
                 .into_iter()
                 .map(|p| format!("worker {}: {p}", i + 1)),
         );
+        if out.refused.is_none() {
+            out.refused = r.refused;
+        }
     }
     for (k, h) in &out.histograms.map {
         out.latency.insert(k.clone(), Latency::from_micros(h));
@@ -268,7 +312,10 @@ mod tests {
             }
             r
         };
-        let m = merge(vec![part(100, false), part(300, true)], 2);
+        let mut refused = part(300, true);
+        refused.refused = Some("pass --token".into());
+        let m = merge(vec![part(100, false), refused], 2);
+        assert_eq!(m.refused.as_deref(), Some("pass --token"));
         assert_eq!(m.metrics["deliveries_received"], 20.0);
         assert_eq!(m.latency["delivery"].count, 2);
         assert_eq!(m.latency["delivery"].max_ms, 0.3);
