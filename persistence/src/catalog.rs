@@ -162,7 +162,7 @@ pub struct OutboxEvent {
 }
 
 /// What a store keeps besides documents. Implementations must pass
-/// [`crate::suite::catalog`].
+/// `suite::catalog` (feature `testing`).
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Creates a tenant; `false` if the id is taken.

@@ -16,8 +16,9 @@
 //! - [`compact`] (in `compact`): merges a room's snapshot and log into a new snapshot with yrs.
 //!   The marker of what is merged (the highest log id read) is taken before encoding, so an
 //!   update appended meanwhile stays in the log.
-//! - [`suite`]: the behaviour tests every store must pass, written once ([`suite::catalog`]
-//!   for the catalog); [`testing`]: a fresh Postgres database per test.
+//! - `suite` and `testing`, behind the `testing` feature (tests only): the behaviour tests every
+//!   store must pass, written once (`suite::catalog` for the catalog), and a fresh Postgres
+//!   database per test.
 //!
 //! Data flow: a room actor hands its pending updates to the [`Persister`], which appends them
 //! with the others it has queued and answers each room when its updates are durable; the room
@@ -31,7 +32,9 @@ pub mod nesting;
 mod postgres;
 mod sqlite;
 mod store;
+#[cfg(feature = "testing")]
 pub mod suite;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod writer;
 
