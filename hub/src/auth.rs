@@ -94,7 +94,7 @@ pub struct Identity {
     /// Presence name and colour from the token, shown to others instead of what the client
     /// claims about itself. Shared with the connection's handle; most tokens carry neither,
     /// and every open session keeps its identity.
-    pub shown_as: Option<Arc<crate::conn::ShownAs>>,
+    pub shown_as: Option<Arc<crate::outbound::ShownAs>>,
     /// The tenant key (`kid`) that signed the token: the session ends (4401) once the
     /// tenant no longer has it (revoked). `None` for node keys and anonymous sessions.
     pub kid: Option<Arc<str>>,
@@ -271,7 +271,7 @@ impl Verifier {
             expires: Some(claims.exp),
             kid,
             shown_as: (claims.name.is_some() || claims.color.is_some()).then(|| {
-                Arc::new(crate::conn::ShownAs {
+                Arc::new(crate::outbound::ShownAs {
                     name: claims.name,
                     color: claims.color,
                 })

@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<CliCommand>,
     /// Options of `serve`, accepted without the subcommand too.
     #[command(flatten)]
     pub serve: Config,
@@ -28,7 +28,7 @@ pub struct Cli {
 // Parsed once at start-up: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum CliCommand {
     /// Run the hub (the default).
     Serve(Config),
     /// Print a signed development token (HS256, signed with --jwt-secret).
@@ -585,7 +585,7 @@ mod tests {
     fn subcommands_and_flags_parse() {
         let cli =
             Cli::try_parse_from(["chorus", "serve", "--listen", "127.0.0.1:0"]).expect("parse");
-        assert!(matches!(cli.command, Some(Command::Serve(c)) if c.listen.port() == 0));
+        assert!(matches!(cli.command, Some(CliCommand::Serve(c)) if c.listen.port() == 0));
         let cli = Cli::try_parse_from([
             "chorus",
             "token",
@@ -600,7 +600,7 @@ mod tests {
         ])
         .expect("parse");
         assert!(
-            matches!(cli.command, Some(Command::Token(t)) if t.role == "read" && t.ttl.as_secs() == 7200)
+            matches!(cli.command, Some(CliCommand::Token(t)) if t.role == "read" && t.ttl.as_secs() == 7200)
         );
         assert!(
             Cli::try_parse_from([

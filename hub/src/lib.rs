@@ -8,42 +8,40 @@
 //! - [`tenants`]: tenant settings and keys (cached), per-tenant connection counts.
 //! - [`api`]: the REST API under `/v1` (problem+json errors, OpenAPI document).
 //! - [`docjson`]: documents as JSON, JSON edit operations, version restore.
-//! - [`events`], [`webhooks`]: webhook events into the outbox, and their signed delivery.
-//! - [`ws`]: the WebSocket upgrade; [`hocuspocus`]: the Hocuspocus dialect.
+//! - [`webhooks`]: webhook events into the outbox (`webhooks::events`), and their signed
+//!   delivery.
 //! - [`counts`]: keys held by several holders at once (deletions, room incarnations).
-//! - [`connection`]: one task per socket: decode and validate frames, forward them to the room,
-//!   write what the room queued.
-//! - [`conn`]: the room's handle to a connection: bounded queue, slow-consumer close.
+//! - [`session`]: the socket side, one task per socket: decode and validate frames, forward
+//!   them to the room, write what the room queued; `session::websocket` (the upgrade and
+//!   fragmented writes), `session::hocuspocus` (the Hocuspocus dialect), `session::recording`
+//!   (opt-in session recording, `--record-dir`, for replay by the load tester).
+//! - [`outbound`]: the room's handle to a member: its bounded outbound queue, answers
+//!   coalesced per member, slow-consumer close.
 //! - [`registry`]: live rooms, atomic get-or-spawn per `(tenant, room)`.
 //! - [`room`]: one actor per room owning the `yrs::Doc` and awareness; fan-out, persistence
 //!   batching, compaction, idle exit.
 //! - [`metrics`]: the Prometheus recorder.
-//! - [`record`]: opt-in session recording (`--record-dir`) for replay by the load tester.
 //!
-//! A frame travels: socket -> `connection` (decode, validate, role check) -> room command queue
-//! -> `room` (apply, encode once) -> every member's `conn` queue -> their sockets; and
+//! A frame travels: socket -> `session` (decode, validate, role check) -> room command queue
+//! -> `room` (apply, encode once) -> every member's `outbound` queue -> their sockets; and
 //! `room` -> `Persister` (group commit) -> `saved` to opted-in senders.
 
 pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod conn;
-pub mod connection;
 pub mod counts;
 pub mod docjson;
 pub mod error;
-pub mod events;
-pub mod hocuspocus;
 pub mod http;
 pub mod metrics;
-pub mod record;
+pub mod outbound;
 pub mod registry;
 pub mod room;
 pub mod server;
+pub mod session;
 pub mod tenants;
 pub mod webhooks;
-pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,17 +51,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chorus_persistence::{DocStore, Persister, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 use crate::auth::Verifier;
-use crate::events::Events;
 use crate::registry::Registry;
-use crate::room::{Command, RoomContext, RoomLimits};
+use crate::room::{RoomContext, RoomLimits};
 use crate::server::AppState;
 use crate::tenants::Tenants;
+use crate::webhooks::events::Events;
 
 /// Opens the store the config names: `--database-url`, else `chorus.db` in `--data-dir`.
 /// Migrations run first unless `--skip-migrations`.
@@ -140,7 +137,7 @@ pub async fn run(
         stop_webhooks.clone(),
     );
     let events = Events::new(store.clone(), tenants.clone(), notify);
-    let pruner = events::spawn_pruner(
+    let pruner = webhooks::events::spawn_pruner(
         store.clone(),
         config.webhook_retention,
         stop_webhooks.clone(),
@@ -390,9 +387,8 @@ async fn drain(app: &AppState, grace: Duration) {
         for handle in app.registry.handles() {
             if let Some(next) = rest.home(&handle.key.room) {
                 let reason = format!("server shutting down; next: {}", next.url);
-                let (done, rx) = oneshot::channel();
                 if reason.len() <= 123
-                    && handle.tx.try_send(Command::Drain { reason, done }).is_ok()
+                    && let Some(rx) = handle.drain(reason)
                 {
                     told.push(rx);
                 }
@@ -412,14 +408,8 @@ async fn drain(app: &AppState, grace: Duration) {
     }
     // Then every room flushes and exits.
     let rooms = async {
-        let mut waits = Vec::new();
-        for handle in app.registry.handles() {
-            let (done, rx) = oneshot::channel();
-            if handle.tx.send(Command::Shutdown { done }).await.is_ok() {
-                waits.push(rx);
-            }
-        }
-        futures_util::future::join_all(waits).await
+        let handles = app.registry.handles();
+        futures_util::future::join_all(handles.iter().map(|h| h.shutdown())).await
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     if tokio::time::timeout(remaining.max(Duration::from_millis(100)), rooms)

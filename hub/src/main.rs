@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use chorus_hub::config::{Cli, Command, Config};
+use chorus_hub::config::{Cli, CliCommand, Config};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -19,13 +19,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Token(args))
+        Some(CliCommand::Token(args))
             if args.jwt_secret.len() < chorus_hub::auth::MIN_SECRET_BYTES =>
         {
             eprintln!("error: --jwt-secret must be at least 32 bytes");
             ExitCode::FAILURE
         }
-        Some(Command::Token(args)) => match chorus_hub::auth::mint_hs256(&args) {
+        Some(CliCommand::Token(args)) => match chorus_hub::auth::mint_hs256(&args) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -35,8 +35,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Serve(config)) => serve(config),
-        Some(Command::Migrate(args)) => migrate(&args.database_url),
+        Some(CliCommand::Serve(config)) => serve(config),
+        Some(CliCommand::Migrate(args)) => migrate(&args.database_url),
         None => serve(cli.serve),
     }
 }

@@ -43,7 +43,7 @@ fn describe() {
     describe_counter!(
         "chorus_connections_refused_total",
         Unit::Count,
-        "upgrades refused before the WebSocket opened, by reason"
+        "connections refused, by reason: before the upgrade, or (no or bad token, room not granted, page not allowed) closed at once with 4401/4403"
     );
     describe_gauge!("chorus_rooms_open", "rooms loaded in memory");
     describe_gauge!(

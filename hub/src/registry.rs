@@ -5,16 +5,21 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use chorus_persistence::RoomKey;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::ConnHandle;
-use crate::counts::Counts;
-use crate::room::{Command, Room, RoomContext};
+use chorus_protocol::CloseCode;
 
-/// How a room is reached.
+use crate::counts::Counts;
+use crate::outbound::{ConnHandle, ConnId};
+use crate::room::{Command, EditError, MemberInfo, Room, RoomContext, ServerEdit};
+
+/// How a room is reached: one incarnation of it. Its methods ask that incarnation only; the
+/// [`Registry`]'s methods of the same names find (or spawn) the live incarnation and hand a
+/// request that an exiting room did not take to its successor.
 #[derive(Debug, Clone)]
 pub struct RoomHandle {
     /// Incarnation number, unique per node.
@@ -22,7 +27,93 @@ pub struct RoomHandle {
     /// The room.
     pub key: RoomKey,
     /// The room task's command queue.
-    pub tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Command>,
+}
+
+/// Why a request to a room got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// The room could not be found or spawned.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// The room took the request and then closed without answering (it was deleted or went
+    /// idle). A request that changes the room was not applied: rooms answer before they exit.
+    #[error("the room closed before answering; retry")]
+    Closed,
+    /// The room did not answer within [`ROOM_TIMEOUT`].
+    #[error("the room did not answer in time")]
+    Timeout,
+}
+
+/// How long a request waits for a room's answer.
+pub const ROOM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How many incarnations of a room a request is offered to before giving up: a room may be
+/// exiting (idle) just as it is asked; a few rounds cover any realistic race.
+const ATTEMPTS: usize = 8;
+
+impl RoomHandle {
+    /// The room's queue, for the parts of the node that feed it directly (the cluster bus,
+    /// background tasks of the room itself).
+    pub(crate) fn sender(&self) -> mpsc::Sender<Command> {
+        self.tx.clone()
+    }
+
+    /// Messages a member sent, in order. `false` when this incarnation has exited.
+    pub async fn inbound(&self, conn: ConnId, msgs: Vec<crate::room::Inbound>) -> bool {
+        self.tx.send(Command::Inbound { conn, msgs }).await.is_ok()
+    }
+
+    /// A member's connection ended.
+    pub async fn leave(&self, conn: ConnId) {
+        let _ = self.tx.send(Command::Leave { conn }).await;
+    }
+
+    /// Who is connected, with their awareness states (empty if the room has exited).
+    pub async fn members(&self) -> Vec<MemberInfo> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Members { reply }).await.is_err() {
+            return Vec::new();
+        }
+        tokio::time::timeout(ROOM_TIMEOUT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Closes every member with `code` and exits without saving what is pending (the room is
+    /// being deleted); returns once nothing of the room will be written any more, or after
+    /// [`ROOM_TIMEOUT`].
+    pub async fn close(&self, code: CloseCode, reason: &str) {
+        let (done, rx) = oneshot::channel();
+        let cmd = Command::Close {
+            code,
+            reason: reason.to_owned(),
+            done,
+        };
+        if self.tx.send(cmd).await.is_ok() {
+            let _ = tokio::time::timeout(ROOM_TIMEOUT, rx).await;
+        }
+    }
+
+    /// The node is draining: members are told to reconnect (1012) with `reason`. `None` when
+    /// the room's queue is full or it has exited; otherwise resolves once every member was
+    /// told.
+    pub fn drain(&self, reason: String) -> Option<oneshot::Receiver<()>> {
+        let (done, rx) = oneshot::channel();
+        self.tx.try_send(Command::Drain { reason, done }).ok()?;
+        Some(rx)
+    }
+
+    /// Flushes everything and exits; resolves when the room's data is durable (at once if it
+    /// has exited).
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 /// Why a connection could not join its room.
@@ -91,7 +182,7 @@ impl Registry {
     }
 
     /// Webhook events of the node (shared by rooms and connections).
-    pub fn events(&self) -> &crate::events::Events {
+    pub fn events(&self) -> &crate::webhooks::events::Events {
         &self.ctx.events
     }
 
@@ -212,6 +303,48 @@ impl Registry {
         }
     }
 
+    /// Hands `cmd` to the live incarnation of the room, spawning it as needed. An incarnation
+    /// exiting before it takes the command hands it back, and its successor gets it: this is
+    /// the one place that retries. Returns the incarnation that took it.
+    async fn deliver(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        mut cmd: Command,
+    ) -> Result<RoomHandle, JoinError> {
+        for _ in 0..ATTEMPTS {
+            let handle = self.get_or_spawn(key)?;
+            match handle.tx.send(cmd).await {
+                Ok(()) => return Ok(handle),
+                Err(mpsc::error::SendError(back)) => {
+                    self.remove(key, handle.generation);
+                    cmd = back;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Err(JoinError::Unavailable)
+    }
+
+    /// Asks the room (spawning it) a question that changes nothing, built by `ask` around the
+    /// reply channel; a room that took it and exited unanswered is asked again in its
+    /// successor.
+    async fn query<T>(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        ask: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RoomError> {
+        for _ in 0..ATTEMPTS {
+            let (reply, rx) = oneshot::channel();
+            let handle = self.deliver(key, ask(reply)).await?;
+            match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(_)) => self.remove(key, handle.generation),
+                Err(_) => return Err(RoomError::Timeout),
+            }
+        }
+        Err(RoomError::Join(JoinError::Unavailable))
+    }
+
     /// Joins `conn` to its room, spawning or re-spawning the room as needed. Once this returns
     /// the room has loaded and has queued its SyncStep1 to the connection.
     pub async fn join(
@@ -219,22 +352,17 @@ impl Registry {
         key: &RoomKey,
         conn: ConnHandle,
     ) -> Result<RoomHandle, JoinError> {
-        // A room may be exiting (idle) just as we join; it then drops our request and we
-        // spawn its successor. A few rounds cover any realistic race.
-        for _ in 0..8 {
-            let handle = self.get_or_spawn(key)?;
+        for _ in 0..ATTEMPTS {
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Join {
                 conn: Box::new(conn.clone()),
                 reply,
             };
-            if handle.tx.send(cmd).await.is_err() {
-                self.remove(key, handle.generation);
-                continue;
-            }
+            let handle = self.deliver(key, cmd).await?;
             match rx.await {
                 Ok(Ok(())) => return Ok(handle),
                 Ok(Err(e)) => return Err(e),
+                // Taken, then the room exited: joining again is harmless.
                 Err(_) => {
                     self.remove(key, handle.generation);
                     tokio::task::yield_now().await;
@@ -242,5 +370,40 @@ impl Registry {
             }
         }
         Err(JoinError::Unavailable)
+    }
+
+    /// The whole document as a v1 update, from the live room (spawned to load it if needed).
+    pub async fn state(self: &Arc<Self>, key: &RoomKey) -> Result<Bytes, RoomError> {
+        self.query(key, |reply| Command::State { reply }).await
+    }
+
+    /// Applies a server-side edit through the live room (spawning it) like a member's update,
+    /// relayed to every member. Resolves once the room has applied it, with a receiver that
+    /// turns `true` when the edit is durable. Never applied twice: an edit is only offered to
+    /// a successor when the room it was sent to did not take it.
+    pub async fn edit(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        edit: ServerEdit,
+    ) -> Result<Result<oneshot::Receiver<bool>, EditError>, RoomError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Edit {
+            edit: Box::new(edit),
+            reply,
+        };
+        self.deliver(key, cmd).await?;
+        match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(RoomError::Closed),
+            Err(_) => Err(RoomError::Timeout),
+        }
+    }
+
+    /// Members of the room if it is open on this node (empty otherwise: nothing is spawned).
+    pub async fn members(&self, key: &RoomKey) -> Vec<MemberInfo> {
+        match self.get(key) {
+            Some(handle) => handle.members().await,
+            None => Vec::new(),
+        }
     }
 }

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::conn;
-use crate::connection::{self, Session};
 use crate::error::ApiError;
+use crate::outbound;
 use crate::registry::{JoinError, Registry};
-use crate::ws::Upgrade;
+use crate::session::websocket::Upgrade;
+use crate::session::{self, Session};
 
 /// State shared by every request.
 pub struct AppState {
@@ -41,7 +41,7 @@ pub struct AppState {
     /// Tenant settings and keys (cached), per-tenant connection counts.
     pub tenants: Arc<crate::tenants::Tenants>,
     /// Webhook events.
-    pub events: crate::events::Events,
+    pub events: crate::webhooks::events::Events,
     /// Verified REST API keys.
     pub api_keys: crate::api::KeyCache,
     /// Cancelled when shutdown begins: the listener stops accepting.
@@ -52,7 +52,7 @@ pub struct AppState {
     /// (`--max-preauth-connections`): they take no `--max-connections` place until then.
     pub preauth: Arc<tokio::sync::Semaphore>,
     /// Open WebSocket connections (for `--max-connections`, and closed with 1012 on drain).
-    pub connections: Arc<crate::conn::Connections>,
+    pub connections: Arc<crate::outbound::Connections>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
     /// The ring of live nodes (this node alone without `--redis-url`).
@@ -273,13 +273,13 @@ fn refused_for_good(
             };
             let close = async {
                 if socket
-                    .send(crate::ws::Message::Close(Some(frame)))
+                    .send(crate::session::websocket::Message::Close(Some(frame)))
                     .await
                     .is_ok()
                 {
                     // Wait for the client's reply so the close is clean (and not a reset).
                     while let Some(Ok(m)) = socket.next().await {
-                        if matches!(m, crate::ws::Message::Close(_)) {
+                        if matches!(m, crate::session::websocket::Message::Close(_)) {
                             break;
                         }
                     }
@@ -464,8 +464,8 @@ async fn ws_handler(
     let protocol = select_protocol(&ws);
     let ext_protocol = protocol.as_deref() == Some(SUBPROTOCOL);
     let ext = ext_protocol || matches!(params.ext.as_deref(), Some("1" | "true"));
-    let (handle, queue) = conn::channel(
-        conn::next_conn_id(),
+    let (handle, queue) = outbound::channel(
+        outbound::next_conn_id(),
         ext,
         identity.role,
         app.config.send_queue_messages,
@@ -480,7 +480,7 @@ async fn ws_handler(
         .config
         .record_dir
         .as_deref()
-        .and_then(|dir| crate::record::Recorder::open(dir, &key, conn_id))
+        .and_then(|dir| crate::session::recording::Recorder::open(dir, &key, conn_id))
         .map(Box::new);
     let session = Session {
         recorder,
@@ -489,7 +489,7 @@ async fn ws_handler(
         conn: handle,
         queue,
         registry: app.registry.clone(),
-        limits: connection::FrameLimits::of(&app.config),
+        limits: session::FrameLimits::of(&app.config),
         verifier: app.verifier.clone(),
         ping_interval: app.config.ping_interval,
         rate_limit: tenant
@@ -499,7 +499,7 @@ async fn ws_handler(
         guard: Box::new((slot, tenant_slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
-        connection::run(socket, session)
+        session::run(socket, session)
     })
 }
 
@@ -530,7 +530,7 @@ pub(crate) async fn record_room(
             if let Ok(RoomCreated::Created) = created {
                 app.events.emit(
                     &key.tenant,
-                    crate::events::ROOM_CREATED,
+                    crate::webhooks::events::ROOM_CREATED,
                     json!({ "room": &*key.room, "via": "join" }),
                 );
             }
@@ -586,7 +586,7 @@ pub(crate) fn tenant_connection_limit(
     })
 }
 
-pub(crate) fn reserve_connection(app: &AppState) -> Result<conn::Slot, ApiError> {
+pub(crate) fn reserve_connection(app: &AppState) -> Result<outbound::Slot, ApiError> {
     let (slot, open) = app.connections.reserve();
     if open >= app.config.max_connections {
         return Err(ApiError::Unavailable(
@@ -611,10 +611,10 @@ fn ws_config(config: &Config) -> tungstenite::protocol::WebSocketConfig {
     // instead of 4 KiB cuts ~3.8 KiB per connection (docs/BENCHMARKS.md). Typical updates and
     // awareness messages fit; a larger frame reserves its own length, so it takes no more
     // reads than it would anyway. Writes
-    // collect up to 64 KiB before going to the socket (fragments are no larger, see ws.rs).
+    // collect up to 64 KiB before going to the socket (fragments are no larger, see session/websocket.rs).
     tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(256)
-        .write_buffer_size(crate::ws::FRAGMENT_BYTES)
+        .write_buffer_size(crate::session::websocket::FRAGMENT_BYTES)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes))
 }
@@ -659,14 +659,14 @@ async fn hocuspocus_handler(
     };
     let protocol = select_protocol(&ws);
     // Role and ext belong to each document's handle; the root handle only carries pings.
-    let (root, queue) = conn::channel(
-        conn::next_conn_id(),
+    let (root, queue) = outbound::channel(
+        outbound::next_conn_id(),
         false,
         crate::auth::Role::Read,
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
-    let mut dialect = crate::hocuspocus::Hocuspocus::new(root, app.clone(), preauth);
+    let mut dialect = crate::session::hocuspocus::Hocuspocus::new(root, app.clone(), preauth);
     dialect.anonymous_allowed = trust == PageTrust::Full;
     // Ticks also enforce the auth deadline.
     let ping = app
@@ -679,7 +679,7 @@ async fn hocuspocus_handler(
         protocol.as_deref(),
         ws_config(&app.config),
         move |mut socket| async move {
-            connection::serve(&mut socket, &mut queue, ping, &mut dialect).await;
+            session::serve(&mut socket, &mut queue, ping, &mut dialect).await;
         },
     )
 }

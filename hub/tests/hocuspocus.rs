@@ -160,7 +160,7 @@ async fn one_socket_many_documents_and_their_limits() {
     ))
     .expect("send");
     // Open documents up to the limit on the same socket; the next one is denied.
-    for i in 1..chorus_hub::hocuspocus::MAX_DOCUMENTS_PER_CONNECTION + 1 {
+    for i in 1..chorus_hub::session::hocuspocus::MAX_DOCUMENTS_PER_CONNECTION + 1 {
         let p = hocuspocus::address_prefix(&format!("doc-{i}"));
         c.send_raw(hocuspocus::auth(&p, "", "4.8.0")).expect("auth");
     }
@@ -295,7 +295,7 @@ async fn a_refreshed_token_with_another_role_reopens_the_document_under_it() {
 async fn a_socket_that_keeps_getting_refused_is_closed() {
     let (_data, server) = secured().await;
     let c = hp_client(&server, "x", Some("garbage".into())).await;
-    for i in 0..chorus_hub::hocuspocus::MAX_REFUSALS + 5 {
+    for i in 0..chorus_hub::session::hocuspocus::MAX_REFUSALS + 5 {
         let p = hocuspocus::address_prefix(&format!("d{i}"));
         if c.send_raw(hocuspocus::auth(&p, "garbage", "4.8.0"))
             .is_err()
@@ -314,7 +314,7 @@ async fn one_room_may_be_open_only_a_few_times_per_socket() {
     let server = TestServer::start(test_config(data.path())).await;
     let c = hp_client(&server, "same", None).await;
     c.synced(PATIENCE).await.expect("synced");
-    for i in 0..chorus_hub::hocuspocus::MAX_SAME_ROOM {
+    for i in 0..chorus_hub::session::hocuspocus::MAX_SAME_ROOM {
         let p = hocuspocus::address_prefix(&format!("same\0session-{i}"));
         c.send_raw(hocuspocus::auth(&p, "", "4.8.0")).expect("auth");
     }
@@ -324,7 +324,7 @@ async fn one_room_may_be_open_only_a_few_times_per_socket() {
     assert!(c.state().denied[0].contains("too many times"));
     assert_eq!(
         c.state().granted as usize,
-        chorus_hub::hocuspocus::MAX_SAME_ROOM
+        chorus_hub::session::hocuspocus::MAX_SAME_ROOM
     );
     server.stop().await.expect("stop");
 }

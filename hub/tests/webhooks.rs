@@ -669,7 +669,7 @@ async fn pruning_removes_settled_events_of_every_tenant_and_keeps_pending_ones()
     let store: &dyn chorus_persistence::Store = &*h.store;
     // Nothing is old enough yet.
     assert_eq!(
-        chorus_hub::events::prune_once(store, unix_now() - 3600)
+        chorus_hub::webhooks::events::prune_once(store, unix_now() - 3600)
             .await
             .expect("prune"),
         0
@@ -697,7 +697,7 @@ async fn pruning_removes_settled_events_of_every_tenant_and_keeps_pending_ones()
         .find(|id| !before.contains(id))
         .expect("new event");
     assert_eq!(
-        chorus_hub::events::prune_once(store, unix_now() + 10)
+        chorus_hub::webhooks::events::prune_once(store, unix_now() + 10)
             .await
             .expect("prune"),
         2

@@ -537,11 +537,11 @@ pub(super) async fn put_webhook(
     if let Some(bad) = body
         .events
         .iter()
-        .find(|e| !crate::events::ALL.contains(&e.as_str()))
+        .find(|e| !crate::webhooks::events::ALL.contains(&e.as_str()))
     {
         return Err(Problem::invalid(format!(
             "unknown event {bad:?}; known: {}",
-            crate::events::ALL.join(", ")
+            crate::webhooks::events::ALL.join(", ")
         )));
     }
     let (secret, generated) = match body.secret {

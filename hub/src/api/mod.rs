@@ -428,7 +428,7 @@ pub struct KeyCache {
     failed: DashMap<[u8; 32], Instant>,
     // argon2 runs per key id (`tenant`, `key id`): the id is not secret, so anyone can make
     // the node verify guesses against it; this bounds how often.
-    attempts: DashMap<(String, String), crate::connection::RateLimit>,
+    attempts: DashMap<(String, String), crate::session::RateLimit>,
 }
 
 /// argon2 verifications running at once (each takes ~19 MiB and tens of milliseconds of a
@@ -498,7 +498,7 @@ async fn verify_api_key(app: &AppState, key: &str) -> ApiResult<String> {
         app.api_keys
             .attempts
             .entry((tenant.to_string(), key_id.to_string()))
-            .or_insert_with(|| crate::connection::RateLimit::new(ARGON2_PER_KEY_ID))
+            .or_insert_with(|| crate::session::RateLimit::new(ARGON2_PER_KEY_ID))
             .take()
     };
     if !allowed {

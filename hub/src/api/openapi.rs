@@ -318,7 +318,7 @@ fn schemas() -> Value {
         "KeyList": obj(json!({"keys": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}}), &["keys"]),
         "TokenRequest": obj(json!({"room": {"type": "string"}, "rooms": {"type": "array", "items": {"type": "string"}}, "role": {"enum": ["read", "write"]}, "sub": {"type": "string"}, "name": {"type": "string"}, "color": {"type": "string"}, "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 86400}}), &[]),
         "Token": obj(json!({"token": {"type": "string"}, "expires_at": {"type": "integer"}, "kid": {"type": "string"}, "role": {"type": "string"}}), &["token", "expires_at", "kid", "role"]),
-        "PutWebhook": obj(json!({"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}, "events": {"type": "array", "items": {"enum": crate::events::ALL}}}), &["url"]),
+        "PutWebhook": obj(json!({"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}, "events": {"type": "array", "items": {"enum": crate::webhooks::events::ALL}}}), &["url"]),
         "Webhook": obj(json!({"url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}}, "last_status": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]}, "last_attempt": {"type": ["integer", "null"]}, "secret": {"type": "string"}}), &["url", "events"]),
         "EventList": obj(json!({"events": {"type": "array", "items": {"type": "object"}}}), &["events"]),
         "NewRoom": obj(json!({"name": {"type": "string"}, "meta": {"type": "object"}}), &["name"]),

@@ -15,17 +15,13 @@ use chorus_persistence::{RoomCreated, RoomInfo, RoomKey};
 use chorus_protocol::CloseCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Transact, Update};
 
 use super::{ApiResult, Caller, PathParams, Problem, QueryParams, now, parse_json, read_body};
-use crate::registry::{DeleteGuard, JoinError, RoomHandle};
-use crate::room::{Command, EditError, MemberInfo, ServerEdit};
+use crate::registry::{DeleteGuard, JoinError, ROOM_TIMEOUT, RoomError};
+use crate::room::{EditError, MemberInfo, ServerEdit};
 use crate::server::{AppState, validate_room};
-
-/// Patience for a room to answer (it may have to load first).
-const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Patience for an edit to become durable before the API says it could not confirm it.
 const DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,52 +50,20 @@ fn join_problem(e: JoinError) -> Problem {
     }
 }
 
-/// Sends a command to the live room (spawning it) and waits for its answer.
-async fn ask<T>(
-    app: &AppState,
-    key: &RoomKey,
-    make: impl Fn(oneshot::Sender<T>) -> Command,
-) -> ApiResult<T> {
-    // A room exiting just now drops the command; the next attempt spawns its successor.
-    for _ in 0..4 {
-        let handle: RoomHandle = app.registry.get_or_spawn(key).map_err(join_problem)?;
-        let (tx, rx) = oneshot::channel();
-        if handle.tx.send(make(tx)).await.is_err() {
-            app.registry.remove(key, handle.generation);
-            continue;
+/// The problem for a room that gave no answer.
+fn room_problem(e: RoomError) -> Problem {
+    match e {
+        RoomError::Join(e) => join_problem(e),
+        RoomError::Closed => {
+            Problem::unavailable("the room closed before applying the edit; retry")
         }
-        match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(_)) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => return Err(Problem::unavailable("the room did not answer in time")),
-        }
+        RoomError::Timeout => Problem::unavailable("the room did not answer in time"),
     }
-    Err(Problem::unavailable(
-        "the room could not be loaded; retry later",
-    ))
 }
 
 /// Members of a room open on this node (empty when it is not open).
 async fn members(app: &AppState, key: &RoomKey) -> Vec<MemberInfo> {
-    let Some(handle) = app.registry.get(key) else {
-        return Vec::new();
-    };
-    let (tx, rx) = oneshot::channel();
-    if handle
-        .tx
-        .send(Command::Members { reply: tx })
-        .await
-        .is_err()
-    {
-        return Vec::new();
-    }
-    tokio::time::timeout(ROOM_TIMEOUT, rx)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default()
+    app.registry.members(key).await
 }
 
 fn room_json(info: &RoomInfo, members: usize) -> Value {
@@ -217,7 +181,7 @@ pub(super) async fn create(
     }
     app.events.emit(
         &key.tenant,
-        crate::events::ROOM_CREATED,
+        crate::webhooks::events::ROOM_CREATED,
         json!({ "room": &*key.room, "via": "api" }),
     );
     let info = existing(&app, &key).await?;
@@ -245,15 +209,7 @@ pub(super) async fn close_room(
 ) -> ApiResult<DeleteGuard> {
     let guard = app.registry.begin_delete(key);
     if let Some(handle) = app.registry.get(key) {
-        let (done, rx) = oneshot::channel();
-        let cmd = Command::Close {
-            code: CloseCode::RoomDeleted,
-            reason: reason.to_string(),
-            done,
-        };
-        if handle.tx.send(cmd).await.is_ok() {
-            let _ = tokio::time::timeout(ROOM_TIMEOUT, rx).await;
-        }
+        handle.close(CloseCode::RoomDeleted, reason).await;
     }
     if !app.registry.wait_gone(key, ROOM_TIMEOUT).await {
         return Err(Problem::unavailable(
@@ -280,7 +236,7 @@ pub(super) async fn delete(
     }
     app.events.emit(
         &key.tenant,
-        crate::events::ROOM_DELETED,
+        crate::webhooks::events::ROOM_DELETED,
         json!({ "room": &*key.room }),
     );
     Ok(StatusCode::NO_CONTENT)
@@ -342,7 +298,7 @@ pub(super) async fn read_document(
     let key = room_key(&caller, room)?;
     let binary = wants_binary(&q, &headers)?;
     require_room(&app, &key).await?;
-    let state = ask(&app, &key, |reply| Command::State { reply }).await?;
+    let state = app.registry.state(&key).await.map_err(room_problem)?;
     render_state(state, binary).await
 }
 
@@ -354,46 +310,16 @@ struct OpsBody {
 
 /// Applies an edit through the live room and waits until it is durable.
 async fn edit(app: &AppState, key: &RoomKey, edit: ServerEdit) -> ApiResult<Json<Value>> {
-    let mut edit = Box::new(edit);
-    let mut accepted = None;
-    // A room that exited before taking the command hands it back; it goes to the successor.
-    for _ in 0..4 {
-        let handle = app.registry.get_or_spawn(key).map_err(join_problem)?;
-        let (reply, rx) = oneshot::channel();
-        match handle.tx.send(Command::Edit { edit, reply }).await {
-            Ok(()) => {
-                accepted = Some(rx);
-                break;
-            }
-            Err(tokio::sync::mpsc::error::SendError(cmd)) => {
-                app.registry.remove(key, handle.generation);
-                let Command::Edit { edit: back, .. } = cmd else {
-                    return Err(Problem::internal("room returned another command"));
-                };
-                edit = back;
-            }
-        }
-    }
-    let Some(rx) = accepted else {
-        return Err(Problem::unavailable(
-            "the room could not be loaded; retry later",
-        ));
-    };
-    let durable = match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
-        Ok(Ok(result)) => result.map_err(|e| match e {
+    let durable = app
+        .registry
+        .edit(key, edit)
+        .await
+        .map_err(room_problem)?
+        .map_err(|e| match e {
             EditError::TooLarge => Problem::too_large("the document size limit is reached"),
             EditError::TooDeep(limit) => Problem::too_deep(limit),
             EditError::Invalid(msg) => Problem::invalid(msg),
-        })?,
-        // The room closed with the command queued (it went idle or was deleted): nothing was
-        // applied.
-        Ok(Err(_)) => {
-            return Err(Problem::unavailable(
-                "the room closed before applying the edit; retry",
-            ));
-        }
-        Err(_) => return Err(Problem::unavailable("the room did not answer in time")),
-    };
+        })?;
     match tokio::time::timeout(DURABLE_TIMEOUT, durable).await {
         Ok(Ok(true)) => Ok(Json(json!({ "applied": true, "durable": true }))),
         _ => Err(Problem::unavailable(
@@ -423,7 +349,7 @@ pub(super) async fn edit_document(
             // guards (header check, panics caught) as updates from sockets.
             let max_depth = app.config.max_nesting_depth;
             let (decoded, raw) = tokio::task::spawn_blocking(move || {
-                (crate::connection::decode_update(&raw, max_depth), raw)
+                (crate::session::decode_update(&raw, max_depth), raw)
             })
             .await
             .map_err(Problem::internal)?;
@@ -497,7 +423,7 @@ pub(super) async fn create_version(
             "the room already has {MAX_VERSIONS} versions"
         )));
     }
-    let state = ask(&app, &key, |reply| Command::State { reply }).await?;
+    let state = app.registry.state(&key).await.map_err(room_problem)?;
     let v = app
         .store
         .create_version(&key.tenant, &key.room, &body.name, &state, now())

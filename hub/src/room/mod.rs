@@ -38,7 +38,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::auth::Role;
-use crate::conn::{ConnHandle, ConnId, Reply};
+use crate::outbound::{ConnHandle, ConnId, Reply};
 use crate::registry::{JoinError, Registry, RoomHandle};
 
 mod presence;
@@ -74,7 +74,7 @@ pub struct RoomContext {
     /// Tenant settings (per-tenant document size limit, webhook subscriptions).
     pub tenants: Arc<crate::tenants::Tenants>,
     /// Webhook events.
-    pub events: crate::events::Events,
+    pub events: crate::webhooks::events::Events,
     /// See `--webhook-debounce`.
     pub webhook_debounce: Duration,
     /// Where documents load from and compact into.
@@ -609,7 +609,7 @@ impl Room {
         if let Some(link) = &self.ctx.cluster {
             let channel = link.bus.channel(self.key());
             // Listen before asking: replies to our request must find us subscribed.
-            if let Err(e) = link.bus.join(&channel, self.handle.tx.clone()).await {
+            if let Err(e) = link.bus.join(&channel, self.handle.sender()).await {
                 tracing::warn!(room = %self.key(), error = %e, "not subscribed; resyncing when Redis is back");
             }
             self.remote = Some(Box::new(RemoteState {
@@ -873,7 +873,7 @@ impl Room {
         metrics::counter!("chorus_catch_ups_total").increment(1);
         let store = self.ctx.store.clone();
         let key = self.key().clone();
-        let tx = self.handle.tx.clone();
+        let tx = self.handle.sender();
         tokio::spawn(async move {
             match store.load(&key).await {
                 Ok(loaded) => {
@@ -1430,7 +1430,7 @@ impl Room {
         let wanted = self
             .tenant
             .as_ref()
-            .is_some_and(|t| t.wants_event(crate::events::DOCUMENT_CHANGED));
+            .is_some_and(|t| t.wants_event(crate::webhooks::events::DOCUMENT_CHANGED));
         let now = TokioInstant::now();
         let debounce = self.ctx.webhook_debounce;
         if !wanted || self.last_change_event.is_some_and(|t| now < t + debounce) {
@@ -1441,7 +1441,7 @@ impl Room {
         use base64::Engine;
         vec![chorus_persistence::NewEvent {
             tenant: self.key().tenant.to_string(),
-            event: crate::events::DOCUMENT_CHANGED.to_string(),
+            event: crate::webhooks::events::DOCUMENT_CHANGED.to_string(),
             body: serde_json::json!({
                 "room": &*self.key().room,
                 "state_vector": base64::engine::general_purpose::STANDARD.encode(sv),

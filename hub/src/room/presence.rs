@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chorus_protocol::awareness::{self, Entry, NULL_STATE};
 use chorus_protocol::sync::Message;
 
-use crate::conn::ConnId;
+use crate::outbound::ConnId;
 
 /// Most awareness client ids one connection may control (a browser tab has one; a few more
 /// cover reconnects that reuse a socket). Beyond it the connection is closed with 1008.

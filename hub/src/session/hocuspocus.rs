@@ -24,11 +24,10 @@ use chorus_protocol::hocuspocus::{self, DocMessage, Incoming};
 use tokio::time::Instant;
 
 use crate::auth::{Identity, Role};
-use crate::conn::{ConnHandle, Outbound, next_conn_id};
-use crate::connection::{Closing, Dialect, forward};
+use crate::outbound::{ConnHandle, Outbound, next_conn_id};
 use crate::registry::{JoinError, RoomHandle};
-use crate::room::Command;
 use crate::server::AppState;
+use crate::session::{Closing, Dialect, forward};
 use crate::tenants::TenantSlot;
 
 /// Most documents one socket may have open at once (Hocuspocus' own default is 100 pending).
@@ -75,20 +74,20 @@ pub struct Hocuspocus {
     refusals: u32,
     // The strictest messages-per-second limit among the tenants of the documents opened so
     // far (one socket may carry documents of several tenants).
-    rate: Option<(u32, crate::connection::RateLimit)>,
+    rate: Option<(u32, crate::session::RateLimit)>,
     // `--record-dir`: this socket's inbound frames (boxed: recording is rare).
-    recorder: Option<Box<crate::record::Recorder>>,
+    recorder: Option<Box<crate::session::recording::Recorder>>,
     /// Whether the page behind the socket may open documents without a token
     /// (`server::page_trust`).
     pub anonymous_allowed: bool,
     // Awareness bytes this socket may still send (all its documents together).
-    awareness: crate::connection::ByteBudget,
+    awareness: crate::session::ByteBudget,
     // Before the first document authenticates: a pre-auth place (`--max-preauth-connections`)
     // and a deadline (`--auth-timeout`). After: a node connection place.
     preauth: Option<(tokio::sync::OwnedSemaphorePermit, Instant)>,
-    slot: Option<crate::conn::Slot>,
+    slot: Option<crate::outbound::Slot>,
     // Documents opened per second (`MAX_OPENS_PER_SECOND`).
-    opens: crate::connection::RateLimit,
+    opens: crate::session::RateLimit,
 }
 
 /// Documents one socket may open (or re-authenticate) per second, after a first burst of twice
@@ -108,13 +107,13 @@ impl Hocuspocus {
             .config
             .record_dir
             .as_deref()
-            .and_then(|dir| crate::record::Recorder::open_hocuspocus(dir, root.id))
+            .and_then(|dir| crate::session::recording::Recorder::open_hocuspocus(dir, root.id))
             .map(Box::new);
         let rate = (app.config.messages_per_second > 0).then(|| {
             let r = app.config.messages_per_second;
-            (r, crate::connection::RateLimit::new(r))
+            (r, crate::session::RateLimit::new(r))
         });
-        let awareness = crate::connection::ByteBudget::new(app.config.awareness_bytes_per_second);
+        let awareness = crate::session::ByteBudget::new(app.config.awareness_bytes_per_second);
         Hocuspocus {
             recorder,
             root,
@@ -127,7 +126,7 @@ impl Hocuspocus {
             awareness,
             preauth: Some((preauth, Instant::now())),
             slot: None,
-            opens: crate::connection::RateLimit::with_burst(
+            opens: crate::session::RateLimit::with_burst(
                 MAX_OPENS_PER_SECOND,
                 2 * MAX_DOCUMENTS_PER_CONNECTION as u32,
             ),
@@ -241,7 +240,7 @@ impl Hocuspocus {
         if let Some(limit) = tenant.settings.messages_per_second
             && self.rate.as_ref().is_none_or(|(r, _)| limit < *r)
         {
-            self.rate = Some((limit, crate::connection::RateLimit::new(limit)));
+            self.rate = Some((limit, crate::session::RateLimit::new(limit)));
         }
         let key = RoomKey::new(identity.tenant.clone(), name.to_string());
         if self.docs.values().filter(|d| d.key == key).count() >= MAX_SAME_ROOM {
@@ -283,7 +282,7 @@ impl Hocuspocus {
         match tokio::time::timeout(JOIN_TIMEOUT, self.app.registry.join(&key, conn.clone())).await {
             Ok(Ok(room)) => {
                 metrics::counter!("chorus_connections_total").increment(1);
-                crate::connection::emit_presence(&self.app.events, &key, &conn, true);
+                crate::session::emit_presence(&self.app.events, &key, &conn, true);
                 self.docs.insert(
                     address,
                     OpenDoc {
@@ -300,15 +299,15 @@ impl Hocuspocus {
             // A room that cannot load, or a node at its room limit after all: the provider
             // reconnects with backoff. (Closing the socket also removes a member whose join
             // the room still serves after a timeout: its queue is gone.)
-            Ok(Err(e)) => Err((crate::connection::join_close_code(&e), e.to_string())),
+            Ok(Err(e)) => Err((crate::session::join_close_code(&e), e.to_string())),
             Err(_) => Err((CloseCode::RoomUnavailable, "room load timed out".into())),
         }
     }
 
     async fn close_doc(&mut self, address: &str) {
         if let Some(doc) = self.docs.remove(address) {
-            let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
-            crate::connection::emit_presence(&self.app.events, &doc.key, &doc.conn, false);
+            doc.room.leave(doc.conn.id).await;
+            crate::session::emit_presence(&self.app.events, &doc.key, &doc.conn, false);
         }
         if self.docs.is_empty() {
             self.no_docs_since = Some(Instant::now());
@@ -321,7 +320,7 @@ impl Dialect for Hocuspocus {
         if let Some((_, bucket)) = self.rate.as_mut()
             && !bucket.take()
         {
-            return Err(crate::connection::rate_exceeded());
+            return Err(crate::session::rate_exceeded());
         }
         if let Some(r) = self.recorder.as_mut() {
             r.hocuspocus_binary(&frame);
@@ -366,7 +365,7 @@ impl Dialect for Hocuspocus {
                     &doc.room,
                     frame,
                     doc.conn.role,
-                    crate::connection::FrameLimits::of(&self.app.config),
+                    crate::session::FrameLimits::of(&self.app.config),
                     &mut self.awareness,
                 )
                 .await
@@ -448,8 +447,8 @@ impl Dialect for Hocuspocus {
 
     async fn leave(&mut self) {
         for (_, doc) in self.docs.drain() {
-            let _ = doc.room.tx.send(Command::Leave { conn: doc.conn.id }).await;
-            crate::connection::emit_presence(&self.app.events, &doc.key, &doc.conn, false);
+            doc.room.leave(doc.conn.id).await;
+            crate::session::emit_presence(&self.app.events, &doc.key, &doc.conn, false);
         }
     }
 }

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use chorus_persistence::RoomKey;
 use serde_json::json;
 
-use crate::conn::ConnId;
+use crate::outbound::ConnId;
 
 /// One session's recording file.
 pub struct Recorder {

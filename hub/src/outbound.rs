@@ -2,7 +2,7 @@
 //! close signal. The queue is a `VecDeque` under a mutex with a `Notify`, not a tokio mpsc
 //! channel: an mpsc channel allocates its first 32-slot block up front (over 1 KiB per
 //! connection), while an idle deque holds nothing and a drained one gives back what a burst
-//! made it grow to. The connection task ([`crate::connection`]) owns the socket and drains the
+//! made it grow to. The connection task ([`crate::session`]) owns the socket and drains the
 //! queue; rooms only ever `try_send`, so a slow reader can never stall a room. A connection
 //! whose queue overflows is closed with 1013: skipping one CRDT update would leave it silently
 //! diverged, while a reconnect repairs it through the sync handshake.

@@ -3,6 +3,10 @@
 //! what the room queued for it. Reading and writing share one task: the room never waits on a
 //! socket (it only `try_send`s into the bounded queue), so a blocked write cannot deadlock it.
 
+pub mod hocuspocus;
+pub mod recording;
+pub mod websocket;
+
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tungstenite::protocol::CloseFrame;
 
-use crate::ws::{Message as WsMessage, WebSocket, feed_binary};
+use crate::session::websocket::{Message as WsMessage, WebSocket, feed_binary};
 use bytes::Bytes;
 use chorus_persistence::RoomKey;
 use chorus_protocol::CloseCode;
@@ -26,9 +30,9 @@ use yrs::Update;
 use yrs::updates::decoder::Decode;
 
 use crate::auth::{Identity, Role};
-use crate::conn::{ConnHandle, ConnQueue, Next, Outbound};
+use crate::outbound::{ConnHandle, ConnQueue, Next, Outbound};
 use crate::registry::{JoinError, Registry, RoomHandle};
-use crate::room::{Command, Inbound};
+use crate::room::Inbound;
 
 /// Everything a connection task needs, prepared by the HTTP handler before the upgrade.
 pub struct Session {
@@ -49,7 +53,7 @@ pub struct Session {
     /// Verifies in-band token refreshes.
     pub verifier: Arc<crate::auth::Verifier>,
     /// Writes inbound frames to `--record-dir`, when recording is on.
-    pub recorder: Option<Box<crate::record::Recorder>>,
+    pub recorder: Option<Box<crate::session::recording::Recorder>>,
     /// The tenant's messages-per-second limit for this connection.
     pub rate_limit: Option<u32>,
     /// Released when the connection ends (connection count).
@@ -119,15 +123,15 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
 
 /// `user.joined` / `user.left` for a member, when the tenant's webhook wants them.
 pub fn emit_presence(
-    events: &crate::events::Events,
+    events: &crate::webhooks::events::Events,
     key: &RoomKey,
     conn: &ConnHandle,
     joined: bool,
 ) {
     let event = if joined {
-        crate::events::USER_JOINED
+        crate::webhooks::events::USER_JOINED
     } else {
-        crate::events::USER_LEFT
+        crate::webhooks::events::USER_LEFT
     };
     // Checked from the cache first: most tenants have no webhook, and a spawned task per
     // connection would cost them for nothing.
@@ -259,7 +263,7 @@ pub trait Dialect: Send {
 }
 
 /// Reads and writes until either side closes, then leaves the rooms and says goodbye. A close
-/// requested by a room or by the node's shutdown ([`crate::conn::Connections::close_all`])
+/// requested by a room or by the node's shutdown ([`crate::outbound::Connections::close_all`])
 /// arrives through the queue.
 pub async fn serve<D: Dialect>(
     socket: &mut WebSocket,
@@ -374,7 +378,7 @@ struct YWebsocket<'a> {
     // Verifies in-band token refreshes (`ClientMessage::Auth`).
     verifier: &'a Arc<crate::auth::Verifier>,
     // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
-    recorder: Option<Box<crate::record::Recorder>>,
+    recorder: Option<Box<crate::session::recording::Recorder>>,
     // Boxed: most connections have no limit, and this struct lives in every connection's
     // future.
     rate: Option<RateLimit>,
@@ -470,11 +474,7 @@ impl Dialect for YWebsocket<'_> {
     }
 
     async fn leave(&mut self) {
-        let _ = self
-            .room
-            .tx
-            .send(Command::Leave { conn: self.conn.id })
-            .await;
+        self.room.leave(self.conn.id).await;
     }
 }
 
@@ -506,14 +506,8 @@ pub async fn forward(
             if decoded.denied {
                 deny(conn);
             }
-            if !decoded.msgs.is_empty() {
-                let cmd = Command::Inbound {
-                    conn: conn.id,
-                    msgs: decoded.msgs,
-                };
-                if room.tx.send(cmd).await.is_err() {
-                    return Err((CloseCode::Restarting, "room closed".into()));
-                }
+            if !decoded.msgs.is_empty() && !room.inbound(conn.id, decoded.msgs).await {
+                return Err((CloseCode::Restarting, "room closed".into()));
             }
             Ok(())
         }
