@@ -1,0 +1,152 @@
+//! What a room is asked: the commands on its queue (sent through `RoomHandle` and
+//! `Registry`, never built elsewhere), what members send, and server edits.
+
+use super::*;
+
+/// A message a connection's reader has decoded and validated for the room.
+#[derive(Debug)]
+pub enum Inbound {
+    /// The client's state vector; answered with SyncStep2.
+    SyncStep1(StateVector),
+    /// A decoded update (from SyncStep2 or Update) of a writer.
+    Update {
+        /// The decoded update.
+        update: Update,
+        /// Its encoding: sized against the document limit, and stored as-is if yrs has to
+        /// hold it back waiting for missing predecessors.
+        raw: Bytes,
+        /// What its nesting needs from the document (`None`: nothing).
+        nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
+    },
+    /// A reader's SyncStep2: refused, but only reported if it holds something new.
+    ReadOnlyStep2(Update),
+    /// Validated awareness entries.
+    Awareness(Vec<Entry>),
+    /// Send every awareness state to the asker.
+    QueryAwareness,
+}
+
+/// What a room task is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Add a member; answered once its SyncStep1 and the awareness states are queued.
+    Join {
+        /// The new member. Boxed, like `Edit`'s payload: the room's queue allocates its
+        /// slots in blocks of 32 sized by the largest command, one block per idle room.
+        conn: Box<ConnHandle>,
+        /// Ok, or why it cannot join.
+        reply: oneshot::Sender<Result<(), JoinError>>,
+    },
+    /// A member's connection ended.
+    Leave {
+        /// Which member.
+        conn: ConnId,
+    },
+    /// Messages from a member, in order.
+    Inbound {
+        /// Which member.
+        conn: ConnId,
+        /// What it sent.
+        msgs: Vec<Inbound>,
+    },
+    /// Flush everything and exit; answered when the room's data is durable.
+    Shutdown {
+        /// Answered on exit.
+        done: oneshot::Sender<()>,
+    },
+    /// The whole document as a v1 update (REST reads and versions).
+    State {
+        /// The encoded state.
+        reply: oneshot::Sender<Bytes>,
+    },
+    /// A server-side edit (REST API): applied like a member's update and relayed to every
+    /// member. The reply carries a receiver that resolves `true` once the edit is durable.
+    Edit {
+        /// What to apply.
+        edit: Box<ServerEdit>,
+        /// Accepted (with the durability receiver) or refused.
+        reply: oneshot::Sender<Result<oneshot::Receiver<bool>, EditError>>,
+    },
+    /// Who is connected, with their awareness states.
+    Members {
+        /// The list.
+        reply: oneshot::Sender<Vec<MemberInfo>>,
+    },
+    /// A message from another node on the room's channel (cluster mode).
+    Remote {
+        /// The message. Boxed: see `Join`.
+        envelope: Box<crate::cluster::bus::Envelope>,
+    },
+    /// The bus reconnected or fell behind: ask the other nodes for what we lack.
+    Resync,
+    /// A node left the ring: read the store for what it stored but never published.
+    CatchUp,
+    /// The node is draining: tell every member to reconnect (1012) with `reason`, which names
+    /// the room's next home in a cluster. Members' connections then leave as usual.
+    Drain {
+        /// Close reason.
+        reason: String,
+        /// Answered once every member was told (before the node's generic close reaches them).
+        done: oneshot::Sender<()>,
+    },
+    /// What the store held, for [`Command::CatchUp`].
+    Stored {
+        /// Snapshot and log, as loaded.
+        loaded: Box<chorus_persistence::LoadedDoc>,
+    },
+    /// Closes every member with `code` and exits WITHOUT saving what is pending (the room is
+    /// being deleted); answered once nothing of the room will be written any more.
+    Close {
+        /// Close code sent to members.
+        code: CloseCode,
+        /// Close reason.
+        reason: String,
+        /// Answered on exit.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// An edit made by the server (REST API).
+#[derive(Debug)]
+pub enum ServerEdit {
+    /// A binary v1 update.
+    Update {
+        /// Decoded.
+        update: Update,
+        /// As received (sized against the limit).
+        raw: Bytes,
+        /// What its nesting needs from the document.
+        nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
+    },
+    /// JSON operations.
+    Ops(Vec<crate::docjson::Op>),
+    /// Make the content equal to a stored version's (a v1 update of the whole version).
+    Restore(Bytes),
+}
+
+/// Why a server edit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// The document is at its size limit.
+    #[error("document size limit reached")]
+    TooLarge,
+    /// The update nests deeper than `--max-nesting-depth` below the document's types.
+    #[error("the update nests deeper than {0} levels")]
+    TooDeep(u32),
+    /// The edit does not apply.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One member of a room, for the REST presence list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    /// Connection id (node-local).
+    pub connection: ConnId,
+    /// User (`sub` claim), if the token named one.
+    pub user: Option<String>,
+    /// `read` or `write`.
+    pub role: &'static str,
+    /// Awareness states this connection controls: `{client_id, state}`.
+    pub awareness: Vec<serde_json::Value>,
+}
