@@ -2,6 +2,8 @@
 //! raw HTTP, and bounded waits (never fixed sleeps as assertions).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod services;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
