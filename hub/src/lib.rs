@@ -4,6 +4,8 @@
 //! - [`server`]: HTTP routes; every check (auth, limits, bad names) happens before the
 //!   WebSocket upgrade: an HTTP error with a JSON body, or, for refusals a retry cannot fix
 //!   (no or bad token, a room not granted), an accepted socket closed with 4401/4403.
+//! - [`admission`]: may this session open this room (one path for both dialects, a typed
+//!   refusal each dialect answers in its own way).
 //! - [`auth`]: JWT verification (node keys, and tenant keys by `kid`), room patterns.
 //! - [`tenants`]: tenant settings and keys (cached), per-tenant connection counts.
 //! - [`api`]: the REST API under `/v1` (problem+json errors, OpenAPI document).
@@ -26,6 +28,7 @@
 //! -> `room` (apply, encode once) -> every member's `outbound` queue -> their sockets; and
 //! `room` -> `Persister` (group commit) -> `saved` to opted-in senders.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cluster;

@@ -20,11 +20,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Refusal;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::outbound;
-use crate::registry::{JoinError, Registry};
+use crate::registry::Registry;
 use crate::session::websocket::Upgrade;
 use crate::session::{self, Session};
 
@@ -383,30 +384,6 @@ async fn ws_handler(
             );
         }
     }
-    if !identity.may_open(&room) {
-        return refused_for_good(
-            &app,
-            ws,
-            "forbidden",
-            ApiError::Forbidden("token does not grant this room".into()),
-        );
-    }
-    if app.tenants.is_deleting(&identity.tenant) {
-        return refused(
-            "deleted",
-            ApiError::NotFound("the tenant is being deleted".into()),
-        );
-    }
-    let tenant = match app.tenants.get(&identity.tenant).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot load tenant settings");
-            return refused(
-                "store",
-                ApiError::Unavailable("tenant settings unavailable; retry later".into()),
-            );
-        }
-    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
@@ -420,47 +397,15 @@ async fn ws_handler(
         Ok(g) => g,
         Err(e) => return refused("connections", e),
     };
-    let Some(tenant_slot) = app.tenants.reserve_connection(
-        &identity.tenant,
-        tenant_connection_limit(&app, &identity.tenant, &tenant),
-    ) else {
-        return refused(
-            "tenant_connections",
-            ApiError::TooManyRequests("the tenant's connection limit is reached".into()),
-        );
+    let admitted = match crate::admission::admit(&app, &identity, &room).await {
+        Ok(a) => a,
+        Err(Refusal::NotGranted) => {
+            let e = Refusal::NotGranted.into_api_error();
+            return refused_for_good(&app, Ok(ws), "forbidden", e);
+        }
+        Err(r) => return refused(r.metric(), r.into_api_error()),
     };
-    let key = RoomKey::new(identity.tenant.clone(), room);
-    // Only writers record rooms: a reader's visit must not use up the tenant's `max_rooms`.
-    if identity.role == crate::auth::Role::Write
-        && app.registry.get(&key).is_none()
-        && let Err(e) = record_room(&app, &key, &tenant).await
-    {
-        return refused("rooms", e);
-    }
-    // Spawn (or find) the room now, so a room limit is an HTTP error, not a close code.
-    match app.registry.get_or_spawn(&key) {
-        Err(JoinError::TooManyRooms) => {
-            return refused(
-                "rooms",
-                ApiError::Unavailable("too many rooms open on this node".into()),
-            );
-        }
-        Err(JoinError::Deleted) => {
-            return refused(
-                "deleted",
-                ApiError::NotFound("the room is being deleted".into()),
-            );
-        }
-        Err(JoinError::TenantShare) => {
-            return refused(
-                "tenant_rooms",
-                ApiError::TooManyRequests(
-                    "the tenant has its share of this node's rooms open".into(),
-                ),
-            );
-        }
-        _ => {}
-    }
+    let key = admitted.room.key.clone();
     let protocol = select_protocol(&ws);
     let ext_protocol = protocol.as_deref() == Some(SUBPROTOCOL);
     let ext = ext_protocol || matches!(params.ext.as_deref(), Some("1" | "true"));
@@ -492,11 +437,12 @@ async fn ws_handler(
         limits: session::FrameLimits::of(&app.config),
         verifier: app.verifier.clone(),
         ping_interval: app.config.ping_interval,
-        rate_limit: tenant
-            .settings
+        rate_limit: admitted.tenant.settings.messages_per_second.or((app
+            .config
             .messages_per_second
-            .or((app.config.messages_per_second > 0).then_some(app.config.messages_per_second)),
-        guard: Box::new((slot, tenant_slot)),
+            > 0)
+        .then_some(app.config.messages_per_second)),
+        guard: Box::new((slot, admitted.slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
         session::run(socket, session)

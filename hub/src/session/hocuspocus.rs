@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Identity, Role};
 use crate::outbound::{ConnHandle, Outbound, next_conn_id};
-use crate::registry::{JoinError, RoomHandle};
+use crate::registry::RoomHandle;
 use crate::server::AppState;
 use crate::session::{Closing, Dialect, forward};
 use crate::tenants::TenantSlot;
@@ -221,27 +221,6 @@ impl Hocuspocus {
                 Err(e) => return self.deny(&prefix, &e.to_string()),
             }
         }
-        if !identity.may_open(name) {
-            return self.deny(&prefix, "token does not grant this room");
-        }
-        if self.app.tenants.is_deleting(&identity.tenant) {
-            return self.deny(&prefix, "the tenant is being deleted");
-        }
-        let tenant = match self.app.tenants.get(&identity.tenant).await {
-            Ok(t) => t,
-            Err(_) => return self.deny(&prefix, "tenant settings unavailable; retry later"),
-        };
-        let Some(slot) = self.app.tenants.reserve_connection(
-            &identity.tenant,
-            crate::server::tenant_connection_limit(&self.app, &identity.tenant, &tenant),
-        ) else {
-            return self.deny(&prefix, "the tenant's connection limit is reached");
-        };
-        if let Some(limit) = tenant.settings.messages_per_second
-            && self.rate.as_ref().is_none_or(|(r, _)| limit < *r)
-        {
-            self.rate = Some((limit, crate::session::RateLimit::new(limit)));
-        }
         let key = RoomKey::new(identity.tenant.clone(), name.to_string());
         if self.docs.values().filter(|d| d.key == key).count() >= MAX_SAME_ROOM {
             return self.deny(
@@ -249,26 +228,17 @@ impl Hocuspocus {
                 "this room is open too many times on one connection",
             );
         }
-        // The room limits are auth refusals, decided before "authenticated" goes out.
-        if identity.role == Role::Write
-            && self.app.registry.get(&key).is_none()
-            && let Err(e) = crate::server::record_room(&self.app, &key, &tenant).await
+        // Every refusal is an auth refusal, decided before "authenticated" goes out.
+        let admitted = match crate::admission::admit(&self.app, &identity, name).await {
+            Ok(a) => a,
+            Err(refusal) => return self.deny(&prefix, &refusal.reason()),
+        };
+        if let Some(limit) = admitted.tenant.settings.messages_per_second
+            && self.rate.as_ref().is_none_or(|(r, _)| limit < *r)
         {
-            return self.deny(&prefix, &e.to_string());
+            self.rate = Some((limit, crate::session::RateLimit::new(limit)));
         }
-        match self.app.registry.get_or_spawn(&key) {
-            Err(JoinError::TooManyRooms) => {
-                return self.deny(&prefix, "too many rooms open on this node");
-            }
-            Err(JoinError::Deleted) => return self.deny(&prefix, "the room is being deleted"),
-            Err(JoinError::TenantShare) => {
-                return self.deny(
-                    &prefix,
-                    "the tenant has its share of this node's rooms open",
-                );
-            }
-            _ => {}
-        }
+        let slot = admitted.slot;
         let conn = self
             .root
             .for_document(next_conn_id(), identity.role, prefix.clone())
