@@ -486,22 +486,53 @@ impl ConnHandle {
         }
     }
 
-    /// The Hocuspocus address prefix, if this handle is one document of such a connection.
-    pub fn prefix(&self) -> Option<&Bytes> {
-        self.prefix.as_deref()
+    // The dialect is decided here, from how the handle was made, and nowhere else: rooms say
+    // what they mean (greet, answer, refuse, saved) and this handle says it in the member's
+    // protocol.
+
+    /// Whether the member gets our SyncStep1 as it joins. y-websocket clients do; Hocuspocus
+    /// clients get it with the answer to each of theirs instead (as Hocuspocus does): a
+    /// provider counts its SyncStep1 as an unsynced change that only the acknowledgement of
+    /// its reply clears, also for the SyncStep1s it re-sends (`forceSyncInterval`).
+    pub fn greets_with_step1(&self) -> bool {
+        self.prefix.is_none()
+    }
+
+    /// Whether the answer to the member's SyncStep1 is followed by our SyncStep1 (see
+    /// [`ConnHandle::greets_with_step1`]).
+    pub fn answers_with_step1(&self) -> bool {
+        self.prefix.is_some()
+    }
+
+    /// Tells the member an update it sent was refused: a permission-denied message (and the
+    /// `error` extension message for opted-in clients), or for Hocuspocus a negative sync
+    /// status.
+    pub fn update_refused(&self, reason: &str) {
+        match &self.prefix {
+            Some(p) => {
+                self.send(Outbound::Statuses {
+                    prefix: Bytes::clone(p),
+                    applied: false,
+                    count: 1,
+                });
+            }
+            None => {
+                self.send(Outbound::Binary(
+                    chorus_protocol::sync::Message::PermissionDenied(reason.to_owned()).encode(),
+                ));
+                self.send_ext(&ServerMessage::Error {
+                    code: chorus_protocol::ext::ErrorCode::Forbidden,
+                    message: reason.to_owned(),
+                });
+            }
+        }
     }
 
     // What a room's y-sync frame becomes on this connection: itself, or for Hocuspocus the
-    // address plus the frame (the message types coincide), except that a refused update is
-    // answered the Hocuspocus way, with a negative sync status.
+    // address plus the frame (the message types coincide).
     fn dialect(&self, frame: Bytes) -> Outbound {
         match &self.prefix {
             None => Outbound::Binary(frame),
-            Some(p) if frame.starts_with(&[2, 0]) => Outbound::Statuses {
-                prefix: Bytes::clone(p),
-                applied: false,
-                count: 1,
-            },
             Some(p) => Outbound::Prefixed {
                 prefix: Bytes::clone(p),
                 frame,

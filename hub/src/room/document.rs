@@ -198,7 +198,7 @@ impl Room {
         if self
             .members
             .get(&conn)
-            .is_some_and(|m| m.conn.prefix().is_some())
+            .is_some_and(|m| m.conn.answers_with_step1())
         {
             let step1 = self.step1();
             self.send_to(conn, Reply::Step1, step1);
@@ -280,12 +280,7 @@ impl Room {
 
     pub(super) fn deny(&mut self, conn: ConnId, reason: &str) {
         if let Some(m) = self.members.get(&conn) {
-            m.conn
-                .send_binary(Message::PermissionDenied(reason.to_string()).encode());
-            m.conn.send_ext(&ServerMessage::Error {
-                code: ErrorCode::Forbidden,
-                message: reason.to_string(),
-            });
+            m.conn.update_refused(reason);
         }
     }
 

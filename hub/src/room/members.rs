@@ -13,11 +13,7 @@ pub(super) struct Member {
 
 impl Room {
     pub(super) fn join(&mut self, conn: ConnHandle, reply: oneshot::Sender<Result<(), JoinError>>) {
-        // y-websocket clients get our SyncStep1 at once. Hocuspocus clients get it with the
-        // answer to each of theirs instead (as Hocuspocus does): a provider counts its
-        // SyncStep1 as an unsynced change that only the acknowledgement of its reply clears,
-        // also for the SyncStep1s it re-sends (`forceSyncInterval`).
-        if conn.prefix().is_none() {
+        if conn.greets_with_step1() {
             conn.send_handshake(self.step1());
         }
         if let Some(snapshot) = self.presence.snapshot() {

@@ -651,12 +651,7 @@ pub async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCod
 }
 
 fn deny(conn: &ConnHandle) {
-    const REASON: &str = "read-only: updates are not accepted";
-    conn.send_binary(Message::PermissionDenied(REASON.into()).encode());
-    conn.send_ext(&ServerMessage::Error {
-        code: ErrorCode::Forbidden,
-        message: REASON.into(),
-    });
+    conn.update_refused("read-only: updates are not accepted");
 }
 
 /// A validated frame.
