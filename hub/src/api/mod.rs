@@ -13,6 +13,7 @@
 mod admin;
 mod openapi;
 mod rooms;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,11 +61,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/tokens", post(admin::mint_token))
         .route(
             "/webhook",
-            get(admin::get_webhook)
-                .put(admin::put_webhook)
-                .delete(admin::delete_webhook),
+            get(webhooks::get_webhook)
+                .put(webhooks::put_webhook)
+                .delete(webhooks::delete_webhook),
         )
-        .route("/webhook/events", get(admin::list_events))
+        .route("/webhook/events", get(webhooks::list_events))
         .route("/rooms", get(rooms::list).post(rooms::create))
         .route("/rooms/{room}", get(rooms::get).delete(rooms::delete))
         .route(

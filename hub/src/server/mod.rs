@@ -4,6 +4,13 @@
 //! page that may not connect) accept the upgrade and close at once with 4401 or 4403 (see
 //! [`refused_for_good`]).
 
+mod origin;
+mod refusal;
+
+pub use origin::{PageTrust, page_trust};
+pub(crate) use refusal::log_refusal;
+use refusal::{refused, refused_for_good};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -154,179 +161,6 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         )),
     }
 }
-
-/// What the page that opens a WebSocket may do, from its `Origin` and the `Host` it asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageTrust {
-    /// Loopback, listed, or not a browser: anything its token allows, anonymous included.
-    Full,
-    /// Only with a token (the page is neither loopback nor listed, and no list is set).
-    TokenOnly,
-    /// Nothing: a list is set and the page is not on it.
-    None,
-}
-
-/// Judges the page behind an upgrade (see `--allowed-origins`).
-pub fn page_trust(config: &crate::config::Config, headers: &HeaderMap) -> PageTrust {
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
-    };
-    let origin = header(header::ORIGIN);
-    let listed = |o: &str| {
-        config
-            .allowed_origins
-            .iter()
-            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
-    };
-    let Some(origin) = origin else {
-        // Not a browser (bots, Node's ws, the load tester): no page to protect from.
-        return PageTrust::Full;
-    };
-    let origin_ok = listed(origin) || origin_host(origin).is_some_and(is_loopback_host);
-    if !config.allowed_origins.is_empty() && !origin_ok {
-        return PageTrust::None;
-    }
-    // A local page must also have asked for a local name (a rebound name, evil.example ->
-    // 127.0.0.1, comes with its own Origin too, refused above).
-    let host_ok = header(header::HOST).is_none_or(|h| {
-        is_loopback_host(strip_port(h))
-            || config
-                .allowed_origins
-                .iter()
-                .filter_map(|a| origin_host(a))
-                .any(|a| a.eq_ignore_ascii_case(strip_port(h)))
-    });
-    if origin_ok && host_ok {
-        PageTrust::Full
-    } else {
-        PageTrust::TokenOnly
-    }
-}
-
-/// The host of an origin (`scheme://host[:port]`).
-fn origin_host(origin: &str) -> Option<&str> {
-    let rest = origin.split_once("://")?.1;
-    Some(strip_port(rest.trim_end_matches('/')))
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(v6) = host.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn refused(reason: &'static str, e: ApiError) -> Response {
-    metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
-    log_refusal(reason, e.parts().0.as_u16(), &e.to_string());
-    e.into_response()
-}
-
-/// Sockets being closed at once for a refusal a retry cannot fix; past this many, such
-/// refusals go back to plain HTTP errors, so a flood of bad tokens costs no more than it did.
-/// One per process (tests run several hubs in one process; the bound is what matters).
-static CLOSING_REFUSALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
-
-/// How long a refused socket waits for the client's close reply.
-const REFUSAL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Refuses for good (no token, a bad token, a room the token does not grant, a page that
-/// may not connect): the upgrade is accepted and the socket closed at once with 4401 or 4403
-/// and the reason. Browsers hide the HTTP status of a failed upgrade, and stock providers
-/// retry a refused upgrade forever; a 4400-4499 close stops y-websocket's reconnect loop and
-/// hands the reason to the application (its `connection-close` event). A request that is
-/// not a WebSocket upgrade gets the HTTP error with its JSON body as before.
-fn refused_for_good(
-    app: &AppState,
-    ws: Result<Upgrade, ApiError>,
-    reason: &'static str,
-    e: ApiError,
-) -> Response {
-    let code = match e {
-        ApiError::Unauthenticated(_) => chorus_protocol::CloseCode::Unauthenticated,
-        _ => chorus_protocol::CloseCode::Forbidden,
-    };
-    let (Ok(ws), Ok(permit)) = (ws, CLOSING_REFUSALS.try_acquire()) else {
-        return refused(reason, e);
-    };
-    metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
-    let message = e.to_string();
-    log_refusal(reason, code.code(), &message);
-    let protocol = select_protocol(&ws);
-    ws.respond(
-        protocol.as_deref(),
-        ws_config(&app.config),
-        move |mut socket| async move {
-            use futures_util::{SinkExt, StreamExt};
-            let _permit = permit;
-            let frame = tungstenite::protocol::CloseFrame {
-                code: code.code().into(),
-                reason: chorus_protocol::close::truncate_reason(&message).into(),
-            };
-            let close = async {
-                if socket
-                    .send(crate::session::websocket::Message::Close(Some(frame)))
-                    .await
-                    .is_ok()
-                {
-                    // Wait for the client's reply so the close is clean (and not a reset).
-                    while let Some(Ok(m)) = socket.next().await {
-                        if matches!(m, crate::session::websocket::Message::Close(_)) {
-                            break;
-                        }
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(REFUSAL_CLOSE_WAIT, close).await;
-        },
-    )
-}
-
-/// Logs a refused connection at info, at most [`REFUSAL_LOG_BURST`] lines per second; the
-/// rest are counted and reported with the next line, so a flood cannot fill the disk.
-pub(crate) fn log_refusal(reason: &str, status: u16, message: &str) {
-    use std::sync::Mutex;
-    static WINDOW: Mutex<Option<(std::time::Instant, u32, u64)>> = Mutex::new(None);
-    let suppressed = {
-        let Ok(mut window) = WINDOW.lock() else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        let (start, logged, suppressed) = window.get_or_insert((now, 0, 0));
-        if now.duration_since(*start) >= std::time::Duration::from_secs(1) {
-            *start = now;
-            *logged = 0;
-        }
-        if *logged >= REFUSAL_LOG_BURST {
-            *suppressed += 1;
-            return;
-        }
-        *logged += 1;
-        std::mem::take(suppressed)
-    };
-    if suppressed > 0 {
-        tracing::info!(
-            reason,
-            status,
-            suppressed,
-            "connection refused: {message} ({suppressed} more refusals not logged)"
-        );
-    } else {
-        tracing::info!(reason, status, "connection refused: {message}");
-    }
-}
-
-/// Refusal log lines per second (see [`log_refusal`]).
-const REFUSAL_LOG_BURST: u32 = 10;
 
 async fn ws_handler(
     State(app): State<Arc<AppState>>,
