@@ -19,6 +19,8 @@
 //!   (opt-in session recording, `--record-dir`, for replay by the load tester).
 //! - [`outbound`]: the room's handle to a member: its bounded outbound queue, answers
 //!   coalesced per member, slow-consumer close.
+//! - [`peer`]: server-side peers (the AI assistant, Rust bots): members with a replica of the
+//!   document whose edits take the ordinary path.
 //! - [`registry`]: live rooms, atomic get-or-spawn per `(tenant, room)`.
 //! - [`room`]: one actor per room owning the `yrs::Doc` and awareness; fan-out, persistence
 //!   batching, compaction, idle exit.
@@ -39,6 +41,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod outbound;
+pub mod peer;
 pub mod registry;
 pub mod room;
 pub mod server;
@@ -121,6 +124,17 @@ pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with(listener, config, shutdown, |_| {}).await
+}
+
+/// [`run`], handing the node's state to `started` once it is built and before it serves: what
+/// runs inside the node (server-side peers through `app.registry`, tests) starts from there.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    started: impl FnOnce(Arc<AppState>),
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
@@ -221,6 +235,7 @@ pub async fn run(
             }
         });
     }
+    started(app.clone());
     tracing::info!(%addr, node = %app.cluster.node().id, "listening");
     tracing::info!(
         "{}",

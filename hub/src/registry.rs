@@ -287,6 +287,11 @@ impl Registry {
         }
     }
 
+    /// The deepest nesting an update may create (`--max-nesting-depth`).
+    pub fn max_nesting_depth(&self) -> u32 {
+        self.ctx.limits.max_nesting_depth
+    }
+
     /// Tenant settings and keys, as every room sees them.
     pub fn tenants(&self) -> &Arc<crate::tenants::Tenants> {
         &self.ctx.tenants

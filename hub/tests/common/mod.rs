@@ -25,6 +25,8 @@ pub const SECRET: &str = "test-secret-for-chorus-0123456789abcdef";
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The node's state (its registry reaches rooms from inside the node).
+    pub app: std::sync::Arc<chorus_hub::server::AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -47,12 +49,22 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let data_dir = config.data_dir.clone();
         let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(chorus_hub::run(listener, config, async move {
-            let _ = rx.await;
-        }));
+        let (app_tx, app_rx) = oneshot::channel();
+        let task = tokio::spawn(chorus_hub::run_with(
+            listener,
+            config,
+            async move {
+                let _ = rx.await;
+            },
+            move |app| {
+                let _ = app_tx.send(app);
+            },
+        ));
+        let app = app_rx.await.expect("the node started");
         TestServer {
             addr,
             data_dir,
+            app,
             stop: Some(stop),
             task: Some(task),
         }
