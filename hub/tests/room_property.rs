@@ -1,0 +1,393 @@
+//! The room as a whole, without sockets: members are outbound queues read in the test, the
+//! store is SQLite behind a wrapper that fails on demand. Random interleavings of edits from
+//! several members, store failures, waits, compactions (a tiny threshold) and room restarts
+//! always end with every member and the store holding the same document as a reference
+//! replica, and no member is ever told `saved` for an update the store does not hold.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_hub::auth::Role;
+use chorus_hub::outbound::{self, ConnQueue, Next, Outbound};
+use chorus_hub::registry::{Registry, RoomHandle};
+use chorus_hub::room::{Inbound, RoomContext, RoomLimits};
+use chorus_persistence::{
+    AppendBatch, CompactStats, DocStore, LoadedDoc, LogSummary, Persister, RoomKey, SqliteStore,
+    Store, StoreError,
+};
+use chorus_protocol::ext::ServerMessage;
+use chorus_protocol::sync::Message;
+use proptest::prelude::*;
+use yrs::updates::decoder::Decode;
+use yrs::{GetString, ReadTxn, Text, Transact, Update};
+
+/// SQLite, failing every write while `failing` is set.
+struct Flaky {
+    inner: Arc<SqliteStore>,
+    failing: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Task("injected failure".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl DocStore for Flaky {
+    async fn load(&self, key: &RoomKey) -> Result<LoadedDoc, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn append(&self, batches: &[AppendBatch]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.append(batches).await
+    }
+    async fn log_summary(&self, key: &RoomKey) -> Result<LogSummary, StoreError> {
+        self.inner.log_summary(key).await
+    }
+    async fn write_snapshot(
+        &self,
+        key: &RoomKey,
+        upto: i64,
+        snapshot: &[u8],
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.write_snapshot(key, upto, snapshot).await
+    }
+    async fn compact_exclusive(&self, key: &RoomKey) -> Result<Option<CompactStats>, StoreError> {
+        self.check()?;
+        self.inner.compact_exclusive(key).await
+    }
+    async fn delete_room(&self, key: &RoomKey) -> Result<(), StoreError> {
+        self.inner.delete_room(key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Edit { member: usize, text: String },
+    Fail(bool),
+    Wait(u64),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..3usize, "[a-z]{1,4}").prop_map(|(member, text)| Op::Edit { member, text }),
+        1 => any::<bool>().prop_map(Op::Fail),
+        2 => (0..40u64).prop_map(Op::Wait),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// One member: its replica, what it sent, and what it was told is saved.
+struct Member {
+    doc: yrs::Doc,
+    conn: chorus_hub::outbound::ConnHandle,
+    room: RoomHandle,
+    // The member's own clock after each of its updates, in order.
+    clocks: Vec<u32>,
+    saved: Arc<AtomicU64>,
+}
+
+const KEY_TENANT: &str = "default";
+
+async fn join(
+    registry: &Arc<Registry>,
+    key: &RoomKey,
+    doc: &yrs::Doc,
+    store: Arc<SqliteStore>,
+    violations: Arc<Mutex<Vec<String>>>,
+    clocks: Arc<Mutex<Vec<u32>>>,
+) -> (chorus_hub::outbound::ConnHandle, RoomHandle, Arc<AtomicU64>) {
+    let (conn, queue) = outbound::channel(
+        outbound::next_conn_id(),
+        true,
+        Role::Write,
+        1 << 16,
+        1 << 28,
+    );
+    let room = registry.join(key, conn.clone()).await.expect("join");
+    let saved = Arc::new(AtomicU64::new(0));
+    tokio::spawn(read(
+        queue,
+        doc.clone(),
+        key.clone(),
+        doc.client_id().get(),
+        store,
+        saved.clone(),
+        violations,
+        clocks,
+    ));
+    // Catch up with what the room holds.
+    let sv = doc.transact().state_vector();
+    assert!(room.inbound(conn.id, vec![Inbound::SyncStep1(sv)]).await);
+    (conn, room, saved)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    queue: ConnQueue,
+    doc: yrs::Doc,
+    key: RoomKey,
+    client: u64,
+    store: Arc<SqliteStore>,
+    saved: Arc<AtomicU64>,
+    violations: Arc<Mutex<Vec<String>>>,
+    clocks: Arc<Mutex<Vec<u32>>>,
+) {
+    while let Next::Message(msg) = queue.next().await {
+        queue.written(&msg);
+        match msg {
+            Outbound::Binary(frame) => {
+                for m in chorus_protocol::sync::decode_frame(frame).flatten() {
+                    if let Message::SyncStep2(u) | Message::Update(u) = m
+                        && let Ok(u) = Update::decode_v1(&u)
+                    {
+                        let _ = doc.transact_mut().apply_update(u);
+                    }
+                }
+            }
+            Outbound::Text(text) => {
+                if let Ok(ServerMessage::Saved { updates }) =
+                    chorus_protocol::ext::decode_server(&text)
+                {
+                    // Told saved: the store must hold this member's first `updates` updates.
+                    let want = clocks
+                        .lock()
+                        .expect("clocks")
+                        .get(updates as usize - 1)
+                        .copied();
+                    let loaded = store.load(&key).await.expect("load");
+                    let (stored, _) = loaded.into_doc(&key);
+                    let have = stored
+                        .transact()
+                        .state_vector()
+                        .get(&yrs::ClientID::new(client));
+                    if let Some(want) = want
+                        && have < want
+                    {
+                        violations.lock().expect("violations").push(format!(
+                            "client {client} told {updates} saved, store has clock {have} < {want}"
+                        ));
+                    }
+                    saved.store(updates, Ordering::SeqCst);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn text(doc: &yrs::Doc) -> String {
+    // The root is taken before the transaction: inside an open read transaction yrs would
+    // deadlock creating it.
+    let t = doc.get_or_insert_text("t");
+    t.get_string(&doc.transact())
+}
+
+async fn run_case(ops: Vec<Op>) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Arc::new(
+        SqliteStore::open_file(&dir.path().join("c.db"))
+            .await
+            .expect("open"),
+    );
+    let store: Arc<dyn Store> = sqlite.clone();
+    let flaky = Arc::new(Flaky {
+        inner: sqlite.clone(),
+        failing: AtomicBool::new(false),
+    });
+    let docs: Arc<dyn DocStore> = flaky.clone();
+    let tenants = chorus_hub::tenants::Tenants::new(store.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (notify, _webhooks) =
+        chorus_hub::webhooks::spawn(store.clone(), Default::default(), stop.clone());
+    let events = chorus_hub::webhooks::events::Events::new(store.clone(), tenants.clone(), notify);
+    let ctx = Arc::new(RoomContext {
+        limits: RoomLimits {
+            max_rooms: 10,
+            max_document_bytes: 1 << 24,
+            persist_batch: Duration::from_millis(5),
+            compact_threshold: 3,
+            awareness_tick: Duration::from_millis(10),
+            room_idle: Duration::from_secs(60),
+            max_nesting_depth: 64,
+            tenant_share_percent: 100,
+        },
+        tenants,
+        events,
+        webhook_debounce: Duration::from_secs(2),
+        store: docs.clone(),
+        persister: Persister::spawn(docs, 4096, Duration::from_millis(5)),
+        cluster: None,
+    });
+    let registry = Registry::new(ctx);
+    let key = RoomKey::new(KEY_TENANT, "prop");
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let reference = yrs::Doc::new();
+    let mut members = Vec::new();
+    for i in 0..3u32 {
+        let doc = yrs::Doc::with_client_id(u64::from(i) + 1);
+        let clocks = Arc::new(Mutex::new(Vec::new()));
+        let (conn, room, saved) = join(
+            &registry,
+            &key,
+            &doc,
+            sqlite.clone(),
+            violations.clone(),
+            clocks.clone(),
+        )
+        .await;
+        members.push((
+            Member {
+                doc,
+                conn,
+                room,
+                clocks: Vec::new(),
+                saved,
+            },
+            clocks,
+        ));
+    }
+    for op in ops {
+        match op {
+            Op::Edit { member, text } => {
+                let (m, clocks) = &mut members[member];
+                let raw = {
+                    let t = m.doc.get_or_insert_text("t");
+                    let mut txn = m.doc.transact_mut();
+                    let len = t.len(&txn);
+                    t.insert(&mut txn, len, &text);
+                    Bytes::from(txn.encode_update_v1())
+                };
+                reference
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(&raw).expect("own update"))
+                    .expect("apply");
+                let clock = m.doc.transact().state_vector().get(&m.doc.client_id());
+                m.clocks.push(clock);
+                clocks.lock().expect("clocks").push(clock);
+                let (update, nesting) =
+                    chorus_hub::session::decode_update(&raw, 64).expect("valid");
+                if !m
+                    .room
+                    .inbound(
+                        m.conn.id,
+                        vec![Inbound::Update {
+                            update,
+                            raw,
+                            nesting,
+                        }],
+                    )
+                    .await
+                {
+                    return Err("the room went away".into());
+                }
+            }
+            Op::Fail(on) => flaky.failing.store(on, Ordering::SeqCst),
+            Op::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Op::Restart => {
+                // A restart flushes first: the store works again for it.
+                flaky.failing.store(false, Ordering::SeqCst);
+                let room = members[0].0.room.clone();
+                tokio::time::timeout(Duration::from_secs(10), room.shutdown())
+                    .await
+                    .map_err(|_| "shutdown hung")?;
+                for (m, clocks) in &mut members {
+                    // What the member sent before is durable (the shutdown flushed it).
+                    let (conn, room, saved) = join(
+                        &registry,
+                        &key,
+                        &m.doc,
+                        sqlite.clone(),
+                        violations.clone(),
+                        clocks.clone(),
+                    )
+                    .await;
+                    // Acks count a connection's own updates: a new connection starts at 0.
+                    clocks.lock().expect("clocks").clear();
+                    m.clocks.clear();
+                    *m = Member {
+                        doc: m.doc.clone(),
+                        conn,
+                        room,
+                        clocks: Vec::new(),
+                        saved,
+                    };
+                }
+            }
+        }
+    }
+    flaky.failing.store(false, Ordering::SeqCst);
+    // Everything sent is acknowledged in the end, and everyone converges on the reference.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let acked = members
+            .iter()
+            .all(|(m, _)| m.saved.load(Ordering::SeqCst) as usize >= m.clocks.len());
+        let same = members.iter().all(|(m, _)| text_eq(&m.doc, &reference));
+        if acked && same {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "no convergence: reference {:?}, members {:?}, saved {:?}",
+                text(&reference),
+                members
+                    .iter()
+                    .map(|(m, _)| text(&m.doc))
+                    .collect::<Vec<_>>(),
+                members
+                    .iter()
+                    .map(|(m, _)| (m.saved.load(Ordering::SeqCst), m.clocks.len()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (stored, errors) = sqlite.load(&key).await.expect("load").into_doc(&key);
+    if !errors.is_empty() || !text_eq(&stored, &reference) {
+        return Err(format!(
+            "store holds {:?}, reference {:?} ({errors:?})",
+            text(&stored),
+            text(&reference)
+        ));
+    }
+    stop.cancel();
+    let found = violations.lock().expect("violations").clone();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(found.join("; "))
+    }
+}
+
+/// Same content: yrs orders concurrent inserts the same way on every replica, so equal
+/// strings mean converged documents.
+fn text_eq(a: &yrs::Doc, b: &yrs::Doc) -> bool {
+    text(a) == text(b) && a.transact().state_vector() == b.transact().state_vector()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn any_interleaving_converges_and_nothing_is_saved_before_the_store_has_it(ops in prop::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let result = runtime.block_on(run_case(ops));
+        prop_assert!(result.is_ok(), "{}", result.err().unwrap_or_default());
+    }
+}
