@@ -206,7 +206,9 @@ impl Peer {
     }
 
     /// The replica of the document: read it, observe it, make `StickyIndex`es on it. Edit it
-    /// only through [`Peer::edit`], which sends what changed to the room.
+    /// only through [`Peer::edit`], which sends what changed to the room. Never hold one of its
+    /// transactions across an `.await`: the task applying the room's updates waits for it
+    /// (yrs blocks the thread), and so would a runtime worker.
     pub fn doc(&self) -> &Doc {
         &self.doc
     }
