@@ -13,6 +13,9 @@
 //! peer.durable(patience).await?;                     // stored like anyone's edit
 //! ```
 //!
+//! A peer takes no `--max-connections` place and no place among its tenant's connections:
+//! the code that creates it is the node's own, and bounds how many it runs.
+//!
 //! What a peer is told and should do ([`PeerEvent::Closed`], the code and reason of the
 //! close every member gets):
 //! - 1012, the node is draining (the reason names the room's next home in a cluster): stop
@@ -122,6 +125,7 @@ pub struct Peer {
     rate: Option<RateLimit>,
     max_depth: u32,
     reader: tokio::task::JoinHandle<()>,
+    left: bool,
 }
 
 impl std::fmt::Debug for Peer {
@@ -186,6 +190,7 @@ impl Registry {
             rate: opts.messages_per_second.map(RateLimit::new),
             max_depth: self.max_nesting_depth(),
             reader,
+            left: false,
         };
         let sv = peer.doc.transact().state_vector();
         if !peer
@@ -243,11 +248,12 @@ impl Peer {
             let out = edit(&mut txn);
             (out, Bytes::from(txn.encode_update_v1()))
         };
-        if Update::decode_v1(&raw).is_ok_and(|u| u.is_empty()) {
-            return Ok(out);
-        }
+        // The same check as a socket's update, before yrs decodes it.
         let (update, nesting) = crate::session::decode_update(&raw, self.max_depth)
             .map_err(|(_, why)| PeerError::Refused(why))?;
+        if update.is_empty() {
+            return Ok(out);
+        }
         let msg = Inbound::Update {
             update,
             raw,
@@ -297,16 +303,19 @@ impl Peer {
     }
 
     /// Leaves the room (its awareness state is removed for everyone).
-    pub async fn leave(self) {
+    pub async fn leave(mut self) {
         self.room.leave(self.conn.id).await;
-        // Drop sends nothing more: the room has forgotten this member.
+        self.left = true;
     }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
         self.reader.abort();
-        // Leaving is idempotent; a peer dropped without `leave` still leaves.
+        if self.left {
+            return;
+        }
+        // A peer dropped without `leave` still leaves (from a task: `Drop` cannot await).
         let room = self.room.clone();
         let id = self.conn.id;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -142,6 +142,23 @@ async fn a_peer_is_held_to_the_limits_and_told_when_the_room_goes() {
         }
     }
     assert!(refused >= 1, "12 edits at once passed a limit of 5/s");
+    // Nesting past --max-nesting-depth (64) is refused before the room sees it, as from a
+    // socket; the peer stays a member.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deep = (0..100).fold(yrs::Any::from("leaf"), |inner, _| {
+        yrs::Any::Array(vec![inner].into())
+    });
+    let map = peer.doc().get_or_insert_map("m");
+    let refusal = peer
+        .edit(|txn| {
+            use yrs::Map;
+            map.insert(txn, "deep", deep);
+        })
+        .await;
+    assert!(matches!(refusal, Err(PeerError::Refused(_))), "{refusal:?}");
+    peer.edit(|txn| text.insert(txn, 0, "ok"))
+        .await
+        .expect("still a member");
     // The document size: an edit past it is refused and the peer removed with 4413.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     peer.edit(|txn| text.insert(txn, 0, &"x".repeat(8192)))

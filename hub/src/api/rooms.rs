@@ -20,7 +20,7 @@ use yrs::{Doc, Transact, Update};
 
 use super::{ApiResult, Caller, PathParams, Problem, QueryParams, now, parse_json, read_body};
 use crate::registry::{DeleteGuard, JoinError, ROOM_TIMEOUT, RoomError};
-use crate::room::{EditError, MemberInfo, ServerEdit};
+use crate::room::{EditError, ServerEdit};
 use crate::server::{AppState, validate_room};
 
 /// Patience for an edit to become durable before the API says it could not confirm it.
@@ -59,11 +59,6 @@ fn room_problem(e: RoomError) -> Problem {
         }
         RoomError::Timeout => Problem::unavailable("the room did not answer in time"),
     }
-}
-
-/// Members of a room open on this node (empty when it is not open).
-async fn members(app: &AppState, key: &RoomKey) -> Vec<MemberInfo> {
-    app.registry.members(key).await
 }
 
 fn room_json(info: &RoomInfo, members: usize) -> Value {
@@ -119,7 +114,7 @@ pub(super) async fn list(
     let mut out = Vec::with_capacity(rooms.len());
     for r in &rooms {
         let key = RoomKey::new(caller.tenant.clone(), r.room.clone());
-        out.push(room_json(r, members(&app, &key).await.len()));
+        out.push(room_json(r, app.registry.members(&key).await.len()));
     }
     let next = (rooms.len() == limit as usize)
         .then(|| rooms.last().map(|r| r.room.clone()))
@@ -195,7 +190,10 @@ pub(super) async fn get(
 ) -> ApiResult<Json<Value>> {
     let key = room_key(&caller, room)?;
     let info = existing(&app, &key).await?;
-    Ok(Json(room_json(&info, members(&app, &key).await.len())))
+    Ok(Json(room_json(
+        &info,
+        app.registry.members(&key).await.len(),
+    )))
 }
 
 /// Closes a live room's members with 4404 and waits until no task of the room will write
@@ -498,6 +496,6 @@ pub(super) async fn presence(
 ) -> ApiResult<Json<Value>> {
     let key = room_key(&caller, room)?;
     require_room(&app, &key).await?;
-    let members = members(&app, &key).await;
+    let members = app.registry.members(&key).await;
     Ok(Json(json!({ "room": &*key.room, "members": members })))
 }

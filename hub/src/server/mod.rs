@@ -2,7 +2,7 @@
 //! happens before the upgrade. Refusals a retry can fix (limits, draining, a deleted room) are
 //! HTTP errors with JSON bodies; refusals it cannot (no or bad token, a room not granted, a
 //! page that may not connect) accept the upgrade and close at once with 4401 or 4403 (see
-//! [`refused_for_good`]).
+//! `refusal::refused_for_good`).
 
 mod origin;
 mod refusal;

@@ -12,10 +12,10 @@ pub(super) fn refused(reason: &'static str, e: ApiError) -> Response {
 /// Sockets being closed at once for a refusal a retry cannot fix; past this many, such
 /// refusals go back to plain HTTP errors, so a flood of bad tokens costs no more than it did.
 /// One per process (tests run several hubs in one process; the bound is what matters).
-pub(super) static CLOSING_REFUSALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+static CLOSING_REFUSALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
 
 /// How long a refused socket waits for the client's close reply.
-pub(super) const REFUSAL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const REFUSAL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Refuses for good (no token, a bad token, a room the token does not grant, a page that
 /// may not connect): the upgrade is accepted and the socket closed at once with 4401 or 4403
@@ -72,36 +72,80 @@ pub(super) fn refused_for_good(
 /// Logs a refused connection at info, at most [`REFUSAL_LOG_BURST`] lines per second; the
 /// rest are counted and reported with the next line, so a flood cannot fill the disk.
 pub(crate) fn log_refusal(reason: &str, status: u16, message: &str) {
-    use std::sync::Mutex;
-    static WINDOW: Mutex<Option<(std::time::Instant, u32, u64)>> = Mutex::new(None);
-    let suppressed = {
-        let Ok(mut window) = WINDOW.lock() else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        let (start, logged, suppressed) = window.get_or_insert((now, 0, 0));
-        if now.duration_since(*start) >= std::time::Duration::from_secs(1) {
-            *start = now;
-            *logged = 0;
-        }
-        if *logged >= REFUSAL_LOG_BURST {
-            *suppressed += 1;
-            return;
-        }
-        *logged += 1;
-        std::mem::take(suppressed)
+    static WINDOW: std::sync::Mutex<LogWindow> = std::sync::Mutex::new(LogWindow::new());
+    let admitted = match WINDOW.lock() {
+        Ok(mut window) => window.admit(std::time::Instant::now()),
+        Err(_) => return,
     };
-    if suppressed > 0 {
-        tracing::info!(
+    match admitted {
+        Some(0) => tracing::info!(reason, status, "connection refused: {message}"),
+        Some(suppressed) => tracing::info!(
             reason,
             status,
             suppressed,
             "connection refused: {message} ({suppressed} more refusals not logged)"
-        );
-    } else {
-        tracing::info!(reason, status, "connection refused: {message}");
+        ),
+        None => {}
+    }
+}
+
+/// At most [`REFUSAL_LOG_BURST`] lines per second, counting the ones left out.
+struct LogWindow {
+    start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogWindow {
+    const fn new() -> Self {
+        LogWindow {
+            start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: log this one, with the `n` left out since the last line; `None`: leave it
+    /// out.
+    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        let start = *self.start.get_or_insert(now);
+        if now.duration_since(start) >= std::time::Duration::from_secs(1) {
+            self.start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= REFUSAL_LOG_BURST {
+            self.suppressed += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
 /// Refusal log lines per second (see [`log_refusal`]).
-pub(super) const REFUSAL_LOG_BURST: u32 = 10;
+const REFUSAL_LOG_BURST: u32 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_of_refusals_logs_a_burst_a_second_and_counts_the_rest() {
+        let mut window = LogWindow::new();
+        let t0 = Instant::now();
+        let first: Vec<_> = (0..25).map(|_| window.admit(t0)).collect();
+        assert_eq!(
+            first.iter().filter(|a| a.is_some()).count(),
+            REFUSAL_LOG_BURST as usize
+        );
+        assert!(
+            first[REFUSAL_LOG_BURST as usize..]
+                .iter()
+                .all(Option::is_none)
+        );
+        // The next second's first line says how many were left out.
+        assert_eq!(window.admit(t0 + Duration::from_millis(1001)), Some(15));
+        assert_eq!(window.admit(t0 + Duration::from_millis(1002)), Some(0));
+    }
+}
