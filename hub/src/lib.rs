@@ -136,6 +136,28 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     started: impl FnOnce(Arc<AppState>),
 ) -> anyhow::Result<()> {
+    run_on(listener, config, Transport::FromConfig, shutdown, started).await
+}
+
+/// How a node reaches the others.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// Redis at `--redis-url`, or alone without it.
+    #[default]
+    FromConfig,
+    /// The nodes of this process that share the network (tests, embedding). `--redis-url`
+    /// is ignored.
+    Memory(cluster::memory::MemoryNetwork),
+}
+
+/// [`run_with`] on the given transport.
+pub async fn run_on(
+    listener: TcpListener,
+    config: Config,
+    transport: Transport,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    started: impl FnOnce(Arc<AppState>),
+) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
     let tenants = Tenants::new(store.clone());
@@ -167,8 +189,18 @@ pub async fn run_with(
     let addr = listener.local_addr()?;
     let node = cluster::Cluster::node_of(&config, addr);
     let stop_cluster = CancellationToken::new();
-    let cluster = match &config.redis_url {
-        Some(url) => {
+    let cluster = match (&transport, &config.redis_url) {
+        (Transport::Memory(network), _) => {
+            cluster::Cluster::start(
+                node.clone(),
+                network.membership(),
+                network.broker(&node.id),
+                config.node_ttl,
+                stop_cluster.clone(),
+            )
+            .await
+        }
+        (Transport::FromConfig, Some(url)) => {
             cluster::Cluster::join(
                 node,
                 url,
@@ -179,7 +211,7 @@ pub async fn run_with(
             )
             .await?
         }
-        None => cluster::Cluster::alone(node),
+        (Transport::FromConfig, None) => cluster::Cluster::alone(node),
     };
     let ctx = Arc::new(RoomContext {
         limits: RoomLimits {
@@ -197,8 +229,8 @@ pub async fn run_with(
         webhook_debounce: config.webhook_debounce,
         store: docs,
         persister,
-        cluster: cluster.bus().map(|bus| crate::room::ClusterLink {
-            bus,
+        cluster: cluster.broker().map(|broker| crate::room::ClusterLink {
+            broker,
             cluster: cluster.clone(),
         }),
     });
@@ -222,16 +254,20 @@ pub async fn run_with(
         metrics,
         cluster,
     });
-    if let Some(bus) = app.cluster.bus() {
-        // Other nodes' cache invalidations. Weak: the bus lives in `app`, and this task must
-        // not keep it alive.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        bus.on_change(tx);
+    if let Some(broker) = app.cluster.broker() {
+        // Weak: the broker lives in `app`, and must not keep it alive.
         let weak = Arc::downgrade(&app);
+        let handler: std::sync::Weak<dyn cluster::broker::BrokerHandler> = weak;
+        broker.attach(handler);
+        // The ring announces departures; the rooms read what the departed node stored.
+        let mut departures = app.cluster.departures();
+        let registry = Arc::downgrade(&app.registry);
         tokio::spawn(async move {
-            while let Some(change) = rx.recv().await {
-                let Some(app) = weak.upgrade() else { break };
-                app.forget(&change);
+            while departures.changed().await.is_ok() {
+                let Some(registry) = registry.upgrade() else {
+                    break;
+                };
+                registry.catch_up_all();
             }
         });
     }

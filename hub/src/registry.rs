@@ -11,130 +11,11 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::{mpsc, oneshot};
 
-use chorus_protocol::CloseCode;
-
+use crate::cluster::envelope::Envelope;
 use crate::counts::Counts;
-use crate::outbound::{ConnHandle, ConnId};
+use crate::outbound::ConnHandle;
 use crate::room::{Command, EditError, MemberInfo, Room, RoomContext, ServerEdit};
-
-/// How a room is reached: one incarnation of it. Its methods ask that incarnation only; the
-/// [`Registry`]'s methods of the same names find (or spawn) the live incarnation and hand a
-/// request that an exiting room did not take to its successor.
-#[derive(Debug, Clone)]
-pub struct RoomHandle {
-    /// Incarnation number, unique per node.
-    pub generation: u64,
-    /// The room.
-    pub key: RoomKey,
-    /// The room task's command queue.
-    tx: mpsc::Sender<Command>,
-}
-
-/// Why a request to a room got no answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoomError {
-    /// The room could not be found or spawned.
-    #[error(transparent)]
-    Join(#[from] JoinError),
-    /// The room took the request and then closed without answering (it was deleted or went
-    /// idle). A request that changes the room was not applied: rooms answer before they exit.
-    #[error("the room closed before answering; retry")]
-    Closed,
-    /// The room did not answer within [`ROOM_TIMEOUT`].
-    #[error("the room did not answer in time")]
-    Timeout,
-}
-
-/// How long a request waits for a room's answer.
-pub const ROOM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How many incarnations of a room a request is offered to before giving up: a room may be
-/// exiting (idle) just as it is asked; a few rounds cover any realistic race.
-const ATTEMPTS: usize = 8;
-
-impl RoomHandle {
-    /// The room's queue, for the parts of the node that feed it directly (the cluster bus,
-    /// background tasks of the room itself).
-    pub(crate) fn sender(&self) -> mpsc::Sender<Command> {
-        self.tx.clone()
-    }
-
-    /// Messages a member sent, in order. `false` when this incarnation has exited.
-    pub async fn inbound(&self, conn: ConnId, msgs: Vec<crate::room::Inbound>) -> bool {
-        self.tx.send(Command::Inbound { conn, msgs }).await.is_ok()
-    }
-
-    /// A member's connection ended.
-    pub async fn leave(&self, conn: ConnId) {
-        let _ = self.tx.send(Command::Leave { conn }).await;
-    }
-
-    /// Who is connected, with their awareness states (empty if the room has exited).
-    pub async fn members(&self) -> Vec<MemberInfo> {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Members { reply }).await.is_err() {
-            return Vec::new();
-        }
-        tokio::time::timeout(ROOM_TIMEOUT, rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    }
-
-    /// Closes every member with `code` and exits without saving what is pending (the room is
-    /// being deleted); returns once nothing of the room will be written any more, or after
-    /// [`ROOM_TIMEOUT`].
-    pub async fn close(&self, code: CloseCode, reason: &str) {
-        let (done, rx) = oneshot::channel();
-        let cmd = Command::Close {
-            code,
-            reason: reason.to_owned(),
-            done,
-        };
-        if self.tx.send(cmd).await.is_ok() {
-            let _ = tokio::time::timeout(ROOM_TIMEOUT, rx).await;
-        }
-    }
-
-    /// The node is draining: members are told to reconnect (1012) with `reason`. `None` when
-    /// the room's queue is full or it has exited; otherwise resolves once every member was
-    /// told.
-    pub fn drain(&self, reason: String) -> Option<oneshot::Receiver<()>> {
-        let (done, rx) = oneshot::channel();
-        self.tx.try_send(Command::Drain { reason, done }).ok()?;
-        Some(rx)
-    }
-
-    /// Flushes everything and exits; resolves when the room's data is durable (at once if it
-    /// has exited).
-    pub async fn shutdown(&self) {
-        let (done, rx) = oneshot::channel();
-        if self.tx.send(Command::Shutdown { done }).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-}
-
-/// Why a connection could not join its room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    /// The node has `--max-rooms` rooms open.
-    #[error("too many rooms open on this node")]
-    TooManyRooms,
-    /// The room could not be loaded from the store.
-    #[error("room could not be loaded")]
-    LoadFailed,
-    /// The room kept exiting under us or is shutting down.
-    #[error("room unavailable")]
-    Unavailable,
-    /// The room is being deleted.
-    #[error("room deleted")]
-    Deleted,
-    /// The tenant has its share of this node's rooms open (`--max-tenant-share`).
-    #[error("the tenant has its share of this node's rooms open")]
-    TenantShare,
-}
+pub use crate::room::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
 
 /// Ends a room's deletion window (see [`Registry::begin_delete`]).
 #[derive(Debug)]
@@ -265,12 +146,19 @@ impl Registry {
             Entry::Occupied(e) => Ok(e.get().clone()),
             Entry::Vacant(e) => {
                 let (tx, rx) = mpsc::channel(ROOM_QUEUE);
-                let handle = RoomHandle {
-                    generation: self.generation.fetch_add(1, Ordering::Relaxed),
-                    key: key.clone(),
-                    tx,
-                };
-                let room = Room::new(handle.clone(), self.ctx.clone(), self.clone());
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+                let handle = RoomHandle::new(generation, key.clone(), tx);
+                // The room leaves the map through this (it knows nothing of the registry), at
+                // the moment it chooses: before it flushes when idle, so that a joiner spawns
+                // its successor at once.
+                let weak = Arc::downgrade(self);
+                let unlist_key = key.clone();
+                let unlist = Box::new(move || {
+                    if let Some(registry) = weak.upgrade() {
+                        registry.remove(&unlist_key, generation);
+                    }
+                });
+                let room = Room::new(handle.clone(), self.ctx.clone(), unlist);
                 self.tasks.add(key.clone());
                 self.per_tenant.add(key.tenant.clone());
                 let registry = self.clone();
@@ -316,11 +204,11 @@ impl Registry {
         key: &RoomKey,
         mut cmd: Command,
     ) -> Result<RoomHandle, JoinError> {
-        for _ in 0..ATTEMPTS {
+        for _ in 0..crate::room::ATTEMPTS {
             let handle = self.get_or_spawn(key)?;
-            match handle.tx.send(cmd).await {
+            match handle.offer(cmd).await {
                 Ok(()) => return Ok(handle),
-                Err(mpsc::error::SendError(back)) => {
+                Err(back) => {
                     self.remove(key, handle.generation);
                     cmd = back;
                     tokio::task::yield_now().await;
@@ -338,7 +226,7 @@ impl Registry {
         key: &RoomKey,
         ask: impl Fn(oneshot::Sender<T>) -> Command,
     ) -> Result<T, RoomError> {
-        for _ in 0..ATTEMPTS {
+        for _ in 0..crate::room::ATTEMPTS {
             let (reply, rx) = oneshot::channel();
             let handle = self.deliver(key, ask(reply)).await?;
             match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
@@ -357,7 +245,7 @@ impl Registry {
         key: &RoomKey,
         conn: ConnHandle,
     ) -> Result<RoomHandle, JoinError> {
-        for _ in 0..ATTEMPTS {
+        for _ in 0..crate::room::ATTEMPTS {
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Join {
                 conn: Box::new(conn.clone()),
@@ -409,6 +297,34 @@ impl Registry {
         match self.get(key) {
             Some(handle) => handle.members().await,
             None => Vec::new(),
+        }
+    }
+
+    /// Asks every open room to read the store for what a departed node stored but never
+    /// published.
+    pub fn catch_up_all(&self) {
+        for room in &self.rooms {
+            room.value().try_offer(Command::CatchUp);
+        }
+    }
+
+    /// Hands another node's message to the live incarnation of its room, if one is open here.
+    pub fn route(&self, key: &RoomKey, envelope: Envelope) {
+        if let Some(room) = self.rooms.get(key) {
+            // Never wait here: one slow room must not hold up every other. A dropped message
+            // shows as a gap in its sequence, and the room resyncs.
+            if !room.try_offer(Command::Remote {
+                envelope: Box::new(envelope),
+            }) {
+                metrics::counter!("chorus_redis_dropped_total").increment(1);
+            }
+        }
+    }
+
+    /// Asks every open room to ask the other nodes for what it lacks (messages were lost).
+    pub fn resync_all(&self) {
+        for room in &self.rooms {
+            room.value().try_offer(Command::Resync);
         }
     }
 }

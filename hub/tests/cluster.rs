@@ -251,7 +251,7 @@ async fn updates_cross_nodes_once_and_a_room_opening_late_catches_up() {
 
 #[tokio::test]
 async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_ignored() {
-    use chorus_hub::cluster::bus::{Envelope, Payload};
+    use chorus_hub::cluster::envelope::{Envelope, Payload};
     use fred::interfaces::{EventInterface, PubsubInterface};
     use yrs::{ReadTxn, Text, Transact};
     let Some(redis) = redis().await else { return };
@@ -1070,7 +1070,7 @@ async fn burst_crosses_in_order(redis: &str) {
 
 #[tokio::test]
 async fn with_a_bus_secret_nodes_still_share_rooms_and_unsigned_messages_are_dropped() {
-    use chorus_hub::cluster::bus::{Envelope, Payload};
+    use chorus_hub::cluster::envelope::{Envelope, Payload};
     use fred::interfaces::PubsubInterface;
     const BUS_SECRET: &str = "bus-secret-for-the-cluster-tests-0123456789";
     let Some(redis) = redis().await else { return };
@@ -1095,7 +1095,7 @@ async fn with_a_bus_secret_nodes_still_share_rooms_and_unsigned_messages_are_dro
     }
     .encode();
     let channel = format!("{prefix}:room:default/signed");
-    let wrong = chorus_hub::cluster::bus::seal(
+    let wrong = chorus_hub::cluster::redis::seal(
         b"not-the-secret-not-the-secret-000",
         &channel,
         envelope.clone(),

@@ -1,29 +1,31 @@
-//! Cluster membership: which nodes are live and which one is a room's home.
+//! The cluster: which nodes are live, which one is a room's home, and the transport between
+//! them.
 //!
-//! Without `--redis-url` the ring holds this node alone. With it, each node writes
-//! `{prefix}:node:<id>` (its id and advertised URL) with a TTL of `--node-ttl`, refreshed
-//! every third of it (at least once a second), and adds its id to the set `{prefix}:nodes`; every heartbeat reads the
-//! set and the node keys back and rebuilds the ring ([`ring::Ring`], rendezvous hashing). A
-//! node whose key expired is dropped from the set by whoever notices. The braces put every key
-//! of a cluster in one Redis Cluster hash slot, so the multi-key reads work there too. A node
-//! that shuts down deletes its key and leaves the set at once.
+//! Alone (no `--redis-url`) the ring holds this node alone and there is no transport. In a
+//! cluster, a [`broker::Membership`] and a [`broker::Broker`] carry it: Redis ([`redis`]) in
+//! production, or an in-process [`memory::MemoryNetwork`] for tests. Each node beats every
+//! third of `--node-ttl` (at least once a second) and rebuilds the ring ([`ring::Ring`],
+//! rendezvous hashing) from the live nodes the beat returns. When a node leaves the ring the
+//! cluster says so on [`Cluster::departures`]: the node's rooms then read the store for what
+//! the departed node stored but never published.
 //!
-//! While Redis is unreachable the node keeps the last ring it saw (plus itself), keeps
-//! serving, and `/readyz` says `degraded`.
+//! While the transport is unreachable the node keeps the last ring it saw (plus itself),
+//! keeps serving, and `/readyz` says `degraded`.
 
-pub mod bus;
+pub mod broker;
+pub mod envelope;
+pub mod memory;
+pub mod redis;
 pub mod ring;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fred::prelude::{
-    Builder, Client, ClientLike, Config as RedisConfig, Expiration, KeysInterface, ReconnectPolicy,
-    SetsInterface,
-};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use broker::{Broker, Membership};
 pub use ring::{Node, Ring};
 
 /// A change to a tenant's cached settings, verification keys or API keys, made through one
@@ -72,19 +74,17 @@ pub fn valid_advertise_url(url: &str) -> bool {
 pub struct Cluster {
     node: Node,
     ring: RwLock<Arc<Ring>>,
-    redis: Option<Redis>,
-    bus: Option<Arc<bus::Bus>>,
-    /// The last heartbeat reached Redis (always true alone).
+    /// The transport: `None` alone.
+    link: Option<Link>,
+    /// The last beat reached the membership (always true alone).
     healthy: AtomicBool,
+    /// Counts ring changes in which some node left (see [`Cluster::departures`]).
+    departures: watch::Sender<u64>,
 }
 
-struct Redis {
-    client: Client,
-    /// `{prefix}:nodes`
-    members: String,
-    /// `{prefix}:node:`
-    node_prefix: String,
-    ttl: Duration,
+struct Link {
+    membership: Arc<dyn Membership>,
+    broker: Arc<dyn Broker>,
 }
 
 impl Cluster {
@@ -102,20 +102,24 @@ impl Cluster {
         Node { id, url }
     }
 
-    /// A ring of this node alone.
-    pub fn alone(node: Node) -> Arc<Self> {
-        Arc::new(Self {
+    fn new(node: Node, link: Option<Link>) -> Self {
+        Self {
             ring: RwLock::new(Arc::new(Ring::new(vec![node.clone()]))),
             node,
-            redis: None,
-            bus: None,
-            healthy: AtomicBool::new(true),
-        })
+            healthy: AtomicBool::new(link.is_none()),
+            link,
+            departures: watch::Sender::new(0),
+        }
     }
 
-    /// Joins the cluster at `redis_url`: connects (waiting at most `connect_timeout`, then
-    /// carrying on degraded while the client keeps retrying), beats once, and keeps beating
-    /// until `stop` is cancelled.
+    /// A ring of this node alone.
+    pub fn alone(node: Node) -> Arc<Self> {
+        Arc::new(Self::new(node, None))
+    }
+
+    /// Joins the cluster at `redis_url`: connects (waiting at most 3 s, then carrying on
+    /// degraded while the client keeps retrying), beats once, and keeps beating until `stop`
+    /// is cancelled.
     pub async fn join(
         node: Node,
         redis_url: &str,
@@ -124,68 +128,19 @@ impl Cluster {
         stop: CancellationToken,
         bus_secret: Option<&[u8]>,
     ) -> anyhow::Result<Arc<Self>> {
-        let config =
-            RedisConfig::from_url(redis_url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
-        let sharded = config.server.is_clustered();
-        let mut builder = Builder::from_config(config);
-        builder
-            .with_config(|c| c.fail_fast = true)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = Duration::from_secs(2);
-                // Rooms publish straight into fred's command queue (`Bus::publish`):
-                // bounded, a full queue refuses at once rather than growing without end.
-                c.max_command_buffer_len = 1 << 16;
-            })
-            .with_performance_config(|c| {
-                c.default_command_timeout = Duration::from_secs(2);
-                // The subscriber hands every message to the dispatch task through a broadcast
-                // channel; at fred's default of 32 a busy node fell behind, every lag made
-                // every room resync, and the resyncs made more traffic (an 11 s p99 at 27,000
-                // deliveries/s over three nodes).
-                c.broadcast_channel_capacity = 1 << 16;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
-        let subscriber = builder
-            .build_subscriber_client()
-            .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
-        client.connect();
-        subscriber.connect();
-        let connected = tokio::time::timeout(Duration::from_secs(3), async {
-            client.wait_for_connect().await?;
-            subscriber.wait_for_connect().await
-        })
-        .await
-        .is_ok_and(|r| r.is_ok());
-        if !connected {
-            tracing::warn!("Redis is unreachable; serving alone until it answers");
-        }
-        let bus = bus::Bus::start(
-            client.clone(),
-            subscriber,
-            prefix,
-            sharded,
-            &node.id,
-            bus_secret,
-        );
-        if let Err(e) = bus.listen_for_changes().await {
-            tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
-        }
-        let cluster = Arc::new(Self {
-            ring: RwLock::new(Arc::new(Ring::new(vec![node.clone()]))),
-            node,
-            bus: Some(bus),
-            redis: Some(Redis {
-                client,
-                members: format!("{{{prefix}}}:nodes"),
-                node_prefix: format!("{{{prefix}}}:node:"),
-                ttl,
-            }),
-            healthy: AtomicBool::new(false),
-        });
+        let redis = redis::connect(redis_url, prefix, &node.id, ttl, bus_secret).await?;
+        Ok(Self::start(node, redis.membership, redis.broker, ttl, stop).await)
+    }
+
+    /// Joins the cluster that `membership` and `broker` carry (see [`Cluster::join`]).
+    pub async fn start(
+        node: Node,
+        membership: Arc<dyn Membership>,
+        broker: Arc<dyn Broker>,
+        ttl: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let cluster = Arc::new(Self::new(node, Some(Link { membership, broker })));
         cluster.beat().await;
         let beating = cluster.clone();
         tokio::spawn(async move {
@@ -199,7 +154,7 @@ impl Cluster {
                 }
             }
         });
-        Ok(cluster)
+        cluster
     }
 
     /// This node.
@@ -230,128 +185,83 @@ impl Cluster {
             .is_none_or(|n| n.id == self.node.id)
     }
 
-    /// The pub/sub bus (cluster mode).
-    pub fn bus(&self) -> Option<Arc<bus::Bus>> {
-        self.bus.clone()
+    /// The broker (cluster mode).
+    pub fn broker(&self) -> Option<Arc<dyn Broker>> {
+        self.link.as_ref().map(|l| l.broker.clone())
+    }
+
+    /// Changes whenever some node leaves the ring (it may have stored updates it never
+    /// published, dying between the two).
+    pub fn departures(&self) -> watch::Receiver<u64> {
+        self.departures.subscribe()
     }
 
     /// Tells the other nodes about `change` (nothing alone).
     pub fn announce(&self, change: &Change) {
-        if let Some(bus) = &self.bus {
-            bus.announce(change);
+        if let Some(link) = &self.link {
+            link.broker.announce(change);
         }
     }
 
     /// Whether the node runs in cluster mode.
     pub fn clustered(&self) -> bool {
-        self.redis.is_some()
+        self.link.is_some()
     }
 
-    /// Whether the last heartbeat reached Redis (always true alone).
+    /// Whether the last heartbeat reached the membership (always true alone).
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Leaves the ring at once (shutdown): deletes this node's key and set entry.
+    /// Leaves the ring at once (shutdown).
     pub async fn leave(&self) {
-        let Some(r) = &self.redis else { return };
-        let key = format!("{}{}", r.node_prefix, self.node.id);
-        let res: Result<(), fred::error::Error> = async {
-            r.client.del::<(), _>(key).await?;
-            r.client.srem::<(), _, _>(&r.members, &self.node.id).await
-        }
-        .await;
-        if let Err(e) = res {
+        let Some(link) = &self.link else { return };
+        if let Err(e) = link.membership.leave(&self.node).await {
             tracing::warn!(error = %e, "could not leave the ring; it expires in --node-ttl");
         }
     }
 
-    /// Refreshes this node's entry and rebuilds the ring from what Redis holds.
+    /// Refreshes this node's entry and rebuilds the ring from the live nodes.
     async fn beat(&self) {
-        let Some(r) = &self.redis else { return };
-        let res = self.refresh(r).await;
+        let Some(link) = &self.link else { return };
+        let res = link.membership.beat(&self.node).await;
         let was = self.healthy.swap(res.is_ok(), Ordering::AcqRel);
         match res {
-            Ok(ring) => {
+            Ok(mut nodes) => {
+                if nodes.iter().all(|n| n.id != self.node.id) {
+                    nodes.push(self.node.clone());
+                }
+                let ring = Ring::new(nodes);
                 if !was {
                     tracing::info!(nodes = ring.len(), "in the ring");
                 }
-                metrics::gauge!("chorus_cluster_nodes").set(ring.len() as f64);
-                let old = std::mem::replace(
-                    &mut *self.ring.write().unwrap_or_else(|p| p.into_inner()),
-                    Arc::new(ring.clone()),
-                );
-                // A node that left may have stored updates it never published (it died
-                // between the two): every open room reads what the store holds.
-                let left: Vec<&str> = old
-                    .nodes()
-                    .iter()
-                    .filter(|n| ring.nodes().iter().all(|m| m.id != n.id))
-                    .map(|n| n.id.as_str())
-                    .collect();
-                if !left.is_empty() {
-                    tracing::info!(?left, "nodes left the ring; rooms catch up from the store");
-                    if let Some(bus) = &self.bus {
-                        bus.catch_up_all();
-                    }
-                }
+                self.install(ring);
             }
             Err(e) if was => {
-                tracing::warn!(error = %e, "Redis heartbeat failed; keeping the last ring")
+                tracing::warn!(error = %e, "cluster heartbeat failed; keeping the last ring")
             }
             Err(_) => {}
         }
     }
 
-    async fn refresh(&self, r: &Redis) -> Result<Ring, fred::error::Error> {
-        let me = serde_json::json!({ "id": self.node.id, "url": self.node.url }).to_string();
-        let ttl_ms = i64::try_from(r.ttl.as_millis()).unwrap_or(i64::MAX);
-        r.client
-            .set::<(), _, _>(
-                format!("{}{}", r.node_prefix, self.node.id),
-                me,
-                Some(Expiration::PX(ttl_ms)),
-                None,
-                false,
-            )
-            .await?;
-        r.client.sadd::<(), _, _>(&r.members, &self.node.id).await?;
-        let ids: Vec<String> = r.client.smembers(&r.members).await?;
-        let keys: Vec<String> = ids
+    /// Makes `ring` the current one, and says so on `departures` when a node left.
+    fn install(&self, ring: Ring) {
+        metrics::gauge!("chorus_cluster_nodes").set(ring.len() as f64);
+        let old = std::mem::replace(
+            &mut *self.ring.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(ring.clone()),
+        );
+        let left: Vec<&str> = old
+            .nodes()
             .iter()
-            .map(|id| format!("{}{id}", r.node_prefix))
+            .filter(|n| ring.nodes().iter().all(|m| m.id != n.id))
+            .map(|n| n.id.as_str())
             .collect();
-        let values: Vec<Option<String>> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            r.client.mget(keys).await?
-        };
-        let mut nodes = vec![self.node.clone()];
-        let mut gone = Vec::new();
-        for (id, value) in ids.into_iter().zip(values) {
-            match value.as_deref().map(parse_node) {
-                Some(Some(n)) if n.id == id => nodes.push(n),
-                // Expired (or not ours to read): whoever notices drops it from the set.
-                None => gone.push(id),
-                Some(_) => tracing::warn!(node = %id, "ignoring a malformed ring entry"),
-            }
+        if !left.is_empty() {
+            tracing::info!(?left, "nodes left the ring; rooms catch up from the store");
+            self.departures.send_modify(|n| *n += 1);
         }
-        if !gone.is_empty() {
-            r.client.srem::<(), _, _>(&r.members, gone).await?;
-        }
-        Ok(Ring::new(nodes))
     }
-}
-
-/// A ring entry as another node wrote it; `None` if it is not one.
-fn parse_node(json: &str) -> Option<Node> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let id = v.get("id")?.as_str()?;
-    let url = v.get("url")?.as_str()?;
-    (valid_node_id(id) && valid_advertise_url(url)).then(|| Node {
-        id: id.to_string(),
-        url: url.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -373,6 +283,7 @@ mod tests {
 
     #[test]
     fn ring_entries_from_redis_are_checked() {
+        use super::redis::parse_node;
         assert_eq!(
             parse_node(r#"{"id":"n1","url":"http://h:1"}"#),
             Some(Node {

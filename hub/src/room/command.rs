@@ -75,7 +75,7 @@ pub enum Command {
     /// A message from another node on the room's channel (cluster mode).
     Remote {
         /// The message. Boxed: see `Join`.
-        envelope: Box<crate::cluster::bus::Envelope>,
+        envelope: Box<crate::cluster::envelope::Envelope>,
     },
     /// The bus reconnected or fell behind: ask the other nodes for what we lack.
     Resync,

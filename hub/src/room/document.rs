@@ -423,7 +423,7 @@ impl Room {
             self.doc_bytes += u.len();
             if local {
                 self.pending_bytes += u.len();
-                self.publish(crate::cluster::bus::Payload::Update(u.clone()));
+                self.publish(crate::cluster::envelope::Payload::Update(u.clone()));
                 self.pending.push(u);
             }
             let started = Instant::now();

@@ -66,7 +66,7 @@ impl Room {
         let gone = self.presence.remove_connection(conn);
         if !gone.is_empty() && self.remote.is_some() {
             let update = chorus_protocol::awareness::encode_update(&gone);
-            self.publish(crate::cluster::bus::Payload::Awareness(update));
+            self.publish(crate::cluster::envelope::Payload::Awareness(update));
         }
     }
 
@@ -156,7 +156,7 @@ impl Room {
             return;
         }
         if let Some(update) = relay {
-            self.publish(crate::cluster::bus::Payload::Awareness(update));
+            self.publish(crate::cluster::envelope::Payload::Awareness(update));
         }
         self.schedule_awareness();
     }

@@ -46,12 +46,12 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::auth::Role;
 use crate::outbound::{ConnHandle, ConnId, Reply};
-use crate::registry::{JoinError, Registry, RoomHandle};
 
 mod batch;
 mod command;
 mod compaction;
 mod document;
+mod handle;
 mod members;
 mod presence;
 mod remote;
@@ -60,6 +60,8 @@ use batch::InFlight;
 pub use command::{Command, EditError, Inbound, MemberInfo, ServerEdit};
 use compaction::{COMPACT_RETRY, CompactionStep};
 use document::{Answer, Deferred};
+pub(crate) use handle::ATTEMPTS;
+pub use handle::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
 use members::Member;
 pub use presence::MAX_AWARENESS_IDS_PER_CONNECTION;
 use presence::Presence;
@@ -106,8 +108,8 @@ pub struct RoomContext {
 
 /// How a room reaches the other nodes.
 pub struct ClusterLink {
-    /// Room channels over Redis.
-    pub bus: Arc<crate::cluster::bus::Bus>,
+    /// Room topics between nodes.
+    pub broker: Arc<dyn crate::cluster::broker::Broker>,
     /// This node and the ring: a room compacts on its home node (`Room::may_compact_here`).
     pub cluster: Arc<crate::cluster::Cluster>,
 }
@@ -123,11 +125,16 @@ impl std::fmt::Debug for RoomContext {
 /// The member id server edits are attributed to: no connection has it (ids start at 1).
 const SERVER: ConnId = 0;
 
+/// Takes a room's incarnation out of the node's map of live rooms (see `Room::unlist`).
+pub type Unlist = Box<dyn Fn() + Send + Sync>;
+
 /// A room task's state. Built by the registry, consumed by [`Room::run`].
 pub struct Room {
     handle: RoomHandle,
     ctx: Arc<RoomContext>,
-    registry: Arc<Registry>,
+    // Takes this incarnation out of the node's map of rooms (idempotent): joiners then spawn
+    // its successor. Given by whoever spawned the room, which the room does not know.
+    unlist: Unlist,
     doc: Doc,
     // Depth of the doc's nested types: every update is checked against it before yrs sees it
     // (yrs recurses without a limit; see chorus_protocol::nesting).
@@ -178,10 +185,10 @@ pub struct Room {
 
 impl Room {
     /// A room that has not loaded yet.
-    pub fn new(handle: RoomHandle, ctx: Arc<RoomContext>, registry: Arc<Registry>) -> Self {
+    pub fn new(handle: RoomHandle, ctx: Arc<RoomContext>, unlist: Unlist) -> Self {
         Room {
             handle,
-            registry,
+            unlist,
             doc: Doc::new(),
             depth: DepthIndex::new(ctx.limits.max_nesting_depth),
             captured: Arc::new(Mutex::new(Vec::new())),
@@ -235,7 +242,7 @@ impl Room {
         if let Err(e) = Box::pin(self.load()).await {
             tracing::error!(room = %self.key(), error = %e, "room load failed");
             metrics::counter!("chorus_room_load_failures_total").increment(1);
-            self.registry.remove(self.key(), self.handle.generation);
+            (self.unlist)();
             rx.close();
             while let Some(cmd) = rx.recv().await {
                 match cmd {
@@ -320,7 +327,7 @@ impl Room {
                 _ = sleep_until(idle_due.unwrap_or_else(far_future)), if idle_due.is_some() => {
                     // Leave the registry first: joiners that already hold our handle get their
                     // Join dropped below and re-spawn the room, which loads what we saved.
-                    self.registry.remove(self.key(), self.handle.generation);
+                    (self.unlist)();
                     rx.close();
                     while let Some(cmd) = rx.recv().await {
                         if let Command::Shutdown { done } = cmd {
@@ -398,13 +405,13 @@ impl Room {
         .map_err(|e| StoreError::Task(format!("observe: {e}")))?;
         self.doc = doc;
         if let Some(link) = &self.ctx.cluster {
-            let channel = link.bus.channel(self.key());
+            let topic = link.broker.topic(self.key());
             // Listen before asking: replies to our request must find us subscribed.
-            if let Err(e) = link.bus.join(&channel, self.handle.sender()).await {
-                tracing::warn!(room = %self.key(), error = %e, "not subscribed; resyncing when Redis is back");
+            if let Err(e) = link.broker.subscribe(&topic).await {
+                tracing::warn!(room = %self.key(), error = %e, "not subscribed; resyncing when the broker is back");
             }
             self.remote = Some(Box::new(RemoteState {
-                channel: channel.into(),
+                topic,
                 sent: 0,
                 seen: HashMap::new(),
             }));
@@ -512,12 +519,12 @@ impl Room {
             let _ = c.await;
         }
         self.leave_bus().await;
-        self.registry.remove(self.key(), self.handle.generation);
+        (self.unlist)();
     }
 
     async fn leave_bus(&mut self) {
         if let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.take()) {
-            link.bus.leave(&remote.channel).await;
+            link.broker.unsubscribe(&remote.topic).await;
         }
     }
 
@@ -546,7 +553,7 @@ impl Room {
         self.leave_bus().await;
         // Leave the registry only now: until this task ends, joiners that reach us wait on
         // their (never answered) Join and then re-spawn the room, which loads what we saved.
-        self.registry.remove(self.key(), self.handle.generation);
+        (self.unlist)();
     }
 }
 

@@ -4,10 +4,10 @@
 use super::*;
 
 /// A room's bookkeeping for the bus.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct RemoteState {
-    /// The room's channel.
-    pub(super) channel: fred::bytes_utils::Str,
+    /// The room's topic.
+    pub(super) topic: crate::cluster::broker::Topic,
     /// Our last message's number.
     pub(super) sent: u64,
     /// The last number seen from each other node.
@@ -16,12 +16,12 @@ pub(super) struct RemoteState {
 
 impl Room {
     /// Queues `payload` for the other nodes with our next number (cluster mode).
-    pub(super) fn publish(&mut self, payload: crate::cluster::bus::Payload) {
+    pub(super) fn publish(&mut self, payload: crate::cluster::envelope::Payload) {
         let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.as_mut()) else {
             return;
         };
         remote.sent += 1;
-        link.bus.send(&remote.channel, remote.sent, &payload);
+        link.broker.publish(&remote.topic, remote.sent, &payload);
     }
 
     /// Asks the other nodes for what this room lacks: they answer with the difference from
@@ -30,17 +30,19 @@ impl Room {
         if self.remote.is_some() {
             metrics::counter!("chorus_resyncs_total").increment(1);
             let sv = self.doc.transact().state_vector().encode_v1();
-            self.publish(crate::cluster::bus::Payload::SyncRequest(Bytes::from(sv)));
+            self.publish(crate::cluster::envelope::Payload::SyncRequest(Bytes::from(
+                sv,
+            )));
         }
     }
 
     /// A message from another node.
-    pub(super) fn remote_in(&mut self, envelope: crate::cluster::bus::Envelope) {
-        use crate::cluster::bus::Payload;
+    pub(super) fn remote_in(&mut self, envelope: crate::cluster::envelope::Envelope) {
+        use crate::cluster::envelope::Payload;
         let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.as_mut()) else {
             return;
         };
-        // Our own messages stopped at the bus (`Bus::dispatch`).
+        // Our own messages stopped at the broker.
         let me = &link.cluster.node().id;
         let for_us = matches!(&envelope.payload, Payload::SyncReply { to, .. } if to == me);
         let last = match remote.seen.get_mut(&envelope.origin) {

@@ -67,6 +67,26 @@ pub struct AppState {
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
+/// What other nodes publish reaches the node here: envelopes and resyncs go to the rooms
+/// through the registry, cache invalidations to the caches.
+impl crate::cluster::broker::BrokerHandler for AppState {
+    fn envelope(
+        &self,
+        key: &chorus_persistence::RoomKey,
+        envelope: crate::cluster::envelope::Envelope,
+    ) {
+        self.registry.route(key, envelope);
+    }
+
+    fn lost(&self) {
+        self.registry.resync_all();
+    }
+
+    fn change(&self, change: crate::cluster::Change) {
+        self.forget(&change);
+    }
+}
+
 impl AppState {
     /// A tenant's settings, keys or API keys changed through this node: forget the cached
     /// copies here and, in a cluster, on every other node.

@@ -45,14 +45,21 @@ pub fn test_config(data_dir: &Path) -> Config {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        Self::start_on(config, chorus_hub::Transport::FromConfig).await
+    }
+
+    /// A node reaching the others through `transport` (an in-memory network, for several
+    /// nodes in this process).
+    pub async fn start_on(config: Config, transport: chorus_hub::Transport) -> TestServer {
         let listener = TcpListener::bind(config.listen).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let data_dir = config.data_dir.clone();
         let (stop, rx) = oneshot::channel::<()>();
         let (app_tx, app_rx) = oneshot::channel();
-        let task = tokio::spawn(chorus_hub::run_with(
+        let task = tokio::spawn(chorus_hub::run_on(
             listener,
             config,
+            transport,
             async move {
                 let _ = rx.await;
             },

@@ -1,123 +1,37 @@
-//! Fan-out between nodes: one Redis pub/sub channel per open room,
-//! `{prefix}:room:<tenant>/<room>`.
+//! The Redis transport: membership keys and one pub/sub channel per open room.
 //!
-//! A room open on this node subscribes (through [`Bus::join`]) when it loads and unsubscribes
-//! when it exits; messages on its channel reach its task as [`Command::Remote`]. Every message
-//! carries its origin node and a per-room, per-node sequence number (see [`Envelope`]): a room
-//! ignores its own echoes and asks for a resync when a number is skipped. Pub/sub delivers at
-//! most once, so rooms also resync when they open and after every reconnection to Redis.
+//! Membership ([`RedisMembership`]): each node writes `{prefix}:node:<id>` (its id and
+//! advertised URL) with a TTL of `--node-ttl` and adds its id to the set `{prefix}:nodes`;
+//! every beat reads the set and the node keys back. A node whose key expired is dropped from
+//! the set by whoever notices. The braces put every key of a cluster in one Redis Cluster hash
+//! slot, so the multi-key reads work there too. A node that shuts down deletes its key and
+//! leaves the set at once.
+//!
+//! Pub/sub ([`RedisBroker`]): a room open on this node subscribes to
+//! `{prefix}:room:<tenant>/<room>` when it loads and unsubscribes when it exits; what arrives
+//! goes to the node's [`BrokerHandler`]. This node's own messages come back from Redis and stop
+//! here. Pub/sub delivers at most once, so after every reconnection, lag or failed publish the
+//! handler hears [`BrokerHandler::lost`] and every room resyncs.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chorus_persistence::RoomKey;
-use chorus_protocol::lib0::{self, Decoder};
 use dashmap::DashMap;
 use fred::bytes_utils::Str;
 use fred::clients::{SubscriberClient, WithOptions};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::prelude::Client;
+use fred::prelude::{
+    Builder, Client, Config as RedisConfig, Expiration, KeysInterface, ReconnectPolicy,
+    SetsInterface,
+};
+use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::room::Command;
-
-/// What a bus message carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Payload {
-    /// A v1 update a member of the origin node made (already stored by that node).
-    Update(Bytes),
-    /// The origin's state vector: nodes holding more answer with [`Payload::SyncReply`].
-    SyncRequest(Bytes),
-    /// Awareness entries of the origin's members (y-protocols awareness update encoding).
-    Awareness(Bytes),
-    /// What `to` lacked, as a v1 update.
-    SyncReply {
-        /// The node that asked.
-        to: String,
-        /// The update.
-        update: Bytes,
-    },
-}
-
-impl Payload {
-    fn body_len(&self) -> usize {
-        match self {
-            Payload::Update(b) | Payload::SyncRequest(b) | Payload::Awareness(b) => b.len(),
-            Payload::SyncReply { to, update } => to.len() + update.len(),
-        }
-    }
-}
-
-/// One message on a room's channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    /// The node that published it.
-    pub origin: String,
-    /// Its number among the origin's messages for this room, from 1.
-    pub seq: u64,
-    /// The content.
-    pub payload: Payload,
-}
-
-const VERSION: u8 = 1;
-
-impl Envelope {
-    /// `[version, kind, origin, seq, (to), body]`, lib0-encoded.
-    pub fn encode(&self) -> Bytes {
-        Self::encode_parts(&self.origin, self.seq, &self.payload)
-    }
-
-    /// [`Envelope::encode`] of borrowed parts: a room publishing copies nothing into an
-    /// envelope first.
-    pub fn encode_parts(origin: &str, seq: u64, payload: &Payload) -> Bytes {
-        let mut out = BytesMut::with_capacity(16 + origin.len() + payload.body_len());
-        out.extend_from_slice(&[VERSION]);
-        let (kind, to, body) = match payload {
-            Payload::Update(u) => (1u8, None, u),
-            Payload::SyncRequest(sv) => (2, None, sv),
-            Payload::SyncReply { to, update } => (3, Some(to.as_str()), update),
-            Payload::Awareness(a) => (4, None, a),
-        };
-        out.extend_from_slice(&[kind]);
-        lib0::write_var_string(&mut out, origin);
-        lib0::write_var_uint(&mut out, seq);
-        if let Some(to) = to {
-            lib0::write_var_string(&mut out, to);
-        }
-        lib0::write_var_bytes(&mut out, body);
-        out.freeze()
-    }
-
-    /// Decodes a message from the channel; `None` for anything else (another version, a
-    /// stray publisher), which is dropped.
-    pub fn decode(raw: Bytes) -> Option<Envelope> {
-        let mut d = Decoder::new(raw);
-        if d.read_u8().ok()? != VERSION {
-            return None;
-        }
-        let kind = d.read_u8().ok()?;
-        let origin = String::from_utf8(d.read_var_string().ok()?.to_vec()).ok()?;
-        let seq = d.read_var_uint().ok()?;
-        let payload = match kind {
-            1 => Payload::Update(d.read_var_bytes().ok()?),
-            2 => Payload::SyncRequest(d.read_var_bytes().ok()?),
-            3 => {
-                let to = String::from_utf8(d.read_var_string().ok()?.to_vec()).ok()?;
-                Payload::SyncReply {
-                    to,
-                    update: d.read_var_bytes().ok()?,
-                }
-            }
-            4 => Payload::Awareness(d.read_var_bytes().ok()?),
-            _ => return None,
-        };
-        d.is_empty().then_some(Envelope {
-            origin,
-            seq,
-            payload,
-        })
-    }
-}
+use super::broker::{Broker, BrokerError, BrokerHandler, Membership, Topic, handler_of};
+use super::envelope::{Envelope, Payload};
+use super::{Change, Node};
 
 /// Length of a message's signature (HMAC-SHA256) when `--bus-secret` is set.
 const TAG: usize = 32;
@@ -153,8 +67,171 @@ pub fn open(secret: &[u8], channel: &str, raw: Bytes) -> Option<Bytes> {
     Some(body)
 }
 
-/// The node's pub/sub connections and the rooms listening on them.
-pub struct Bus {
+/// What [`connect`] returns: the two halves of the Redis transport.
+pub struct Connected {
+    /// Membership keys.
+    pub membership: Arc<RedisMembership>,
+    /// Pub/sub.
+    pub broker: Arc<RedisBroker>,
+}
+
+/// Connects to `redis_url` (waiting at most 3 s, then carrying on degraded while fred keeps
+/// retrying) and starts the broker's dispatch.
+pub async fn connect(
+    redis_url: &str,
+    prefix: &str,
+    node_id: &str,
+    ttl: Duration,
+    secret: Option<&[u8]>,
+) -> anyhow::Result<Connected> {
+    let config =
+        RedisConfig::from_url(redis_url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+    let sharded = config.server.is_clustered();
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_config(|c| c.fail_fast = true)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            // Rooms publish straight into fred's command queue (`RedisBroker::publish`):
+            // bounded, a full queue refuses at once rather than growing without end.
+            c.max_command_buffer_len = 1 << 16;
+        })
+        .with_performance_config(|c| {
+            c.default_command_timeout = Duration::from_secs(2);
+            // The subscriber hands every message to the dispatch task through a broadcast
+            // channel; at fred's default of 32 a busy node fell behind, every lag made
+            // every room resync, and the resyncs made more traffic (an 11 s p99 at 27,000
+            // deliveries/s over three nodes).
+            c.broadcast_channel_capacity = 1 << 16;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    let client = builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+    let subscriber = builder
+        .build_subscriber_client()
+        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+    client.connect();
+    subscriber.connect();
+    let connected = tokio::time::timeout(Duration::from_secs(3), async {
+        client.wait_for_connect().await?;
+        subscriber.wait_for_connect().await
+    })
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !connected {
+        tracing::warn!("Redis is unreachable; serving alone until it answers");
+    }
+    let broker = RedisBroker::start(client.clone(), subscriber, prefix, sharded, node_id, secret);
+    if let Err(e) = broker.listen_for_changes().await {
+        tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
+    }
+    Ok(Connected {
+        membership: Arc::new(RedisMembership {
+            client,
+            members: format!("{{{prefix}}}:nodes"),
+            node_prefix: format!("{{{prefix}}}:node:"),
+            ttl,
+        }),
+        broker,
+    })
+}
+
+/// Membership in Redis keys (see the module's doc).
+pub struct RedisMembership {
+    client: Client,
+    /// `{prefix}:nodes`
+    members: String,
+    /// `{prefix}:node:`
+    node_prefix: String,
+    ttl: Duration,
+}
+
+impl Membership for RedisMembership {
+    fn beat<'a>(&'a self, me: &'a Node) -> BoxFuture<'a, Result<Vec<Node>, BrokerError>> {
+        Box::pin(async move {
+            self.refresh(me)
+                .await
+                .map_err(|e| BrokerError(e.to_string()))
+        })
+    }
+
+    fn leave<'a>(&'a self, me: &'a Node) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let key = format!("{}{}", self.node_prefix, me.id);
+            let res: Result<(), fred::error::Error> = async {
+                self.client.del::<(), _>(key).await?;
+                self.client.srem::<(), _, _>(&self.members, &me.id).await
+            }
+            .await;
+            res.map_err(|e| BrokerError(e.to_string()))
+        })
+    }
+
+    fn connected(&self) -> bool {
+        self.client.is_connected()
+    }
+}
+
+impl RedisMembership {
+    async fn refresh(&self, me: &Node) -> Result<Vec<Node>, fred::error::Error> {
+        let entry = serde_json::json!({ "id": me.id, "url": me.url }).to_string();
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        self.client
+            .set::<(), _, _>(
+                format!("{}{}", self.node_prefix, me.id),
+                entry,
+                Some(Expiration::PX(ttl_ms)),
+                None,
+                false,
+            )
+            .await?;
+        self.client.sadd::<(), _, _>(&self.members, &me.id).await?;
+        let ids: Vec<String> = self.client.smembers(&self.members).await?;
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{}{id}", self.node_prefix))
+            .collect();
+        let values: Vec<Option<String>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.client.mget(keys).await?
+        };
+        let mut nodes = vec![me.clone()];
+        let mut gone = Vec::new();
+        for (id, value) in ids.into_iter().zip(values) {
+            match value.as_deref().map(parse_node) {
+                Some(Some(n)) if n.id == id => {
+                    if n.id != me.id {
+                        nodes.push(n);
+                    }
+                }
+                // Expired (or not ours to read): whoever notices drops it from the set.
+                None => gone.push(id),
+                Some(_) => tracing::warn!(node = %id, "ignoring a malformed ring entry"),
+            }
+        }
+        if !gone.is_empty() {
+            self.client.srem::<(), _, _>(&self.members, gone).await?;
+        }
+        Ok(nodes)
+    }
+}
+
+/// A ring entry as another node wrote it; `None` if it is not one.
+pub(super) fn parse_node(json: &str) -> Option<Node> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let id = v.get("id")?.as_str()?;
+    let url = v.get("url")?.as_str()?;
+    (super::valid_node_id(id) && super::valid_advertise_url(url)).then(|| Node {
+        id: id.to_string(),
+        url: url.to_string(),
+    })
+}
+
+/// The node's pub/sub connections.
+pub struct RedisBroker {
     subscriber: SubscriberClient,
     /// Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH), so a message travels only to
     /// the shard that owns its channel instead of to every node of the Redis cluster.
@@ -162,7 +239,9 @@ pub struct Bus {
     prefix: String,
     /// This node's id: its own messages come back from Redis and stop here.
     node_id: String,
-    rooms: DashMap<String, mpsc::Sender<Command>>,
+    /// Subscriptions per room channel: a room's next incarnation may subscribe before the
+    /// last one has unsubscribed, and must not lose its subscription when it does.
+    subscriptions: DashMap<String, usize>,
     /// `{prefix}:changes`, the cluster-wide channel of cache invalidations (compared with
     /// every message received, so built once).
     changes_channel: String,
@@ -170,13 +249,14 @@ pub struct Bus {
     /// and messages without a valid one are dropped (whoever can publish on Redis cannot
     /// speak for a node).
     secret: Option<Arc<[u8]>>,
-    /// Where cache invalidations from other nodes go (set once the node's state exists).
-    changes: std::sync::OnceLock<mpsc::UnboundedSender<super::Change>>,
-    /// When every room last resynced (ms since `epoch`): lags come in bursts, and one
-    /// resync of every room answers a burst.
+    /// Where what arrives goes (set once the node's state exists).
+    handler: OnceLock<Weak<dyn BrokerHandler>>,
+    /// When every room was last told to resync (ms since `epoch`): lags come in bursts, and
+    /// one resync of every room answers a burst.
     last_resync: std::sync::atomic::AtomicU64,
     epoch: std::time::Instant,
-    /// Sends PUBLISH commands (see [`Bus::publish`]), failing at once while disconnected.
+    /// Sends PUBLISH commands (see [`RedisBroker::send`]), failing at once while
+    /// disconnected.
     publisher: WithOptions<Client>,
     /// Publishes sent and awaiting Redis's answer, for the task that counts them.
     sent: mpsc::Sender<Sent>,
@@ -194,27 +274,27 @@ const IN_FLIGHT: usize = 65_536;
 /// A publish on its way: resolves to whether Redis took it.
 type Sent = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
-impl Bus {
+impl RedisBroker {
     /// Starts dispatching what `subscriber` receives; `publisher` sends.
-    pub(super) fn start(
+    fn start(
         publisher: Client,
         subscriber: SubscriberClient,
         prefix: &str,
         sharded: bool,
         node_id: &str,
         secret: Option<&[u8]>,
-    ) -> Arc<Bus> {
+    ) -> Arc<RedisBroker> {
         let (sent, mut answers) = mpsc::channel::<Sent>(IN_FLIGHT);
         let probe = publisher.clone();
-        let bus = Arc::new(Bus {
+        let bus = Arc::new(RedisBroker {
             subscriber,
             sharded,
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
+            subscriptions: DashMap::new(),
             changes_channel: format!("{prefix}:changes"),
             secret: secret.map(Arc::from),
-            rooms: DashMap::new(),
-            changes: std::sync::OnceLock::new(),
+            handler: OnceLock::new(),
             last_resync: std::sync::atomic::AtomicU64::new(0),
             epoch: std::time::Instant::now(),
             // fred's default queues commands made while it reconnects and sends them when it
@@ -293,72 +373,16 @@ impl Bus {
     }
 
     /// Subscribes to cache invalidations.
-    pub(super) async fn listen_for_changes(&self) -> Result<(), fred::error::Error> {
-        self.subscribe(self.changes_channel.clone()).await
+    async fn listen_for_changes(&self) -> Result<(), fred::error::Error> {
+        self.subscribe_channel(self.changes_channel.clone()).await
     }
 
-    async fn subscribe(&self, channel: String) -> Result<(), fred::error::Error> {
+    async fn subscribe_channel(&self, channel: String) -> Result<(), fred::error::Error> {
         if self.sharded {
             self.subscriber.ssubscribe(channel).await
         } else {
             self.subscriber.subscribe(channel).await
         }
-    }
-
-    /// Delivers other nodes' cache invalidations to `tx` from now on.
-    pub fn on_change(&self, tx: mpsc::UnboundedSender<super::Change>) {
-        let _ = self.changes.set(tx);
-    }
-
-    /// Publishes a cache invalidation to every node.
-    pub(super) fn announce(&self, change: &super::Change) {
-        match serde_json::to_vec(change) {
-            Ok(body) => self.publish(self.changes_channel.as_str().into(), Bytes::from(body)),
-            Err(e) => tracing::warn!(error = %e, "cannot encode a cache invalidation"),
-        }
-    }
-
-    /// The channel of `key`.
-    pub fn channel(&self, key: &RoomKey) -> String {
-        format!("{}:room:{}/{}", self.prefix, key.tenant, key.room)
-    }
-
-    /// Routes the messages of `channel` (a room's, from [`Bus::channel`]) to `tx` from now on;
-    /// returns once Redis has the subscription (fred's `subscribe` returns before Redis
-    /// processed it: a PING behind it proves it).
-    pub async fn join(
-        &self,
-        channel: &str,
-        tx: mpsc::Sender<Command>,
-    ) -> Result<(), fred::error::Error> {
-        self.rooms.insert(channel.to_string(), tx);
-        self.subscribe(channel.to_string()).await?;
-        let _: fred::types::Value = self.subscriber.ping(None).await?;
-        Ok(())
-    }
-
-    /// Stops routing the messages of `channel` (the room exits).
-    pub async fn leave(&self, channel: &str) {
-        self.rooms.remove(channel);
-        let channel = channel.to_string();
-        let res = if self.sharded {
-            self.subscriber.sunsubscribe(channel).await
-        } else {
-            self.subscriber.unsubscribe(channel).await
-        };
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "unsubscribe failed");
-        }
-    }
-
-    /// Publishes our message number `seq` on `channel` (a room's, from [`Bus::channel`]).
-    /// Never waits: a message fred refuses (disconnected, queue full) is counted as failed,
-    /// and the other nodes resync on the gap.
-    pub fn send(&self, channel: &Str, seq: u64, payload: &Payload) {
-        self.publish(
-            channel.clone(),
-            Envelope::encode_parts(&self.node_id, seq, payload),
-        );
     }
 
     /// Hands PUBLISH to fred's connection writer from the caller's task. fred queues the
@@ -371,7 +395,7 @@ impl Bus {
     /// publish redirected by MOVED goes to the back of fred's queue while slots move: a
     /// reorder that the receiving rooms see as a gap and resync.) The answer is awaited by
     /// the task that counts them.
-    fn publish(&self, channel: Str, body: Bytes) {
+    fn send(&self, channel: Str, body: Bytes) {
         let body = match &self.secret {
             Some(secret) => seal(secret, &channel, body),
             None => body,
@@ -404,14 +428,13 @@ impl Bus {
             }
             (_, raw) => raw,
         };
+        let Some(handler) = handler_of(&self.handler) else {
+            return;
+        };
         if channel == self.changes_channel {
             // Our own come back too: forgetting twice is harmless.
-            match raw.as_deref().map(serde_json::from_slice::<super::Change>) {
-                Some(Ok(change)) => {
-                    if let Some(tx) = self.changes.get() {
-                        let _ = tx.send(change);
-                    }
-                }
+            match raw.as_deref().map(serde_json::from_slice::<Change>) {
+                Some(Ok(change)) => handler.change(change),
                 _ => tracing::debug!("dropping a malformed cache invalidation"),
             }
             return;
@@ -424,29 +447,18 @@ impl Bus {
         if envelope.origin == self.node_id {
             return;
         }
-        if let Some(tx) = self.rooms.get(channel) {
-            // Never wait here: one slow room must not hold up every other. A dropped message
-            // shows as a gap in its sequence, and the room resyncs.
-            if tx
-                .try_send(Command::Remote {
-                    envelope: Box::new(envelope),
-                })
-                .is_err()
-            {
-                metrics::counter!("chorus_redis_dropped_total").increment(1);
-            }
-        }
+        let Some(key) = Topic::parse(&self.prefix, channel) else {
+            tracing::debug!(
+                channel,
+                "dropping a message on a channel that names no room"
+            );
+            return;
+        };
+        handler.envelope(&key, envelope);
     }
 
-    /// Every open room reads the store for updates that never reached it over the bus.
-    pub(super) fn catch_up_all(&self) {
-        for entry in &self.rooms {
-            let _ = entry.value().try_send(Command::CatchUp);
-        }
-    }
-
-    /// Has every open room ask the others for what it lacks; `false` when one was asked for
-    /// less than `RESYNC_EVERY_MS` ago and this one was skipped.
+    /// Tells the handler that messages may have been lost; `false` when it was told less
+    /// than `RESYNC_EVERY_MS` ago and this one was skipped.
     fn resync_all(&self) -> bool {
         use std::sync::atomic::Ordering;
         // At most one in RESYNC_EVERY: a room's own gap detection covers what a later loss
@@ -458,10 +470,88 @@ impl Bus {
         }
         self.last_resync.store(now.max(1), Ordering::Release);
         metrics::counter!("chorus_redis_reconnects_total").increment(1);
-        for entry in &self.rooms {
-            let _ = entry.value().try_send(Command::Resync);
+        if let Some(handler) = handler_of(&self.handler) {
+            handler.lost();
         }
         true
+    }
+}
+
+impl Broker for RedisBroker {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn attach(&self, handler: Weak<dyn BrokerHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    fn topic(&self, key: &RoomKey) -> Topic {
+        Topic::new(&self.prefix, key)
+    }
+
+    /// Resolves once Redis has the subscription (fred's `subscribe` returns before Redis
+    /// processed it: a PING behind it proves it).
+    fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            *self
+                .subscriptions
+                .entry(topic.channel().to_string())
+                .or_insert(0) += 1;
+            let res: Result<(), fred::error::Error> = async {
+                self.subscribe_channel(topic.channel().to_string()).await?;
+                let _: fred::types::Value = self.subscriber.ping(None).await?;
+                Ok(())
+            }
+            .await;
+            res.map_err(|e| BrokerError(e.to_string()))
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let channel = topic.channel().to_string();
+            let channel_again = channel.clone();
+            let last = self
+                .subscriptions
+                .remove_if_mut(&channel, |_, n| {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                })
+                .is_some();
+            if !last {
+                return;
+            }
+            let res = if self.sharded {
+                self.subscriber.sunsubscribe(channel).await
+            } else {
+                self.subscriber.unsubscribe(channel).await
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "unsubscribe failed");
+            }
+            // A new incarnation subscribed while our UNSUBSCRIBE was on its way, and Redis
+            // may have taken ours last: subscribe again for it.
+            if self.subscriptions.contains_key(&*channel_again)
+                && let Err(e) = self.subscribe_channel(topic.channel().to_string()).await
+            {
+                tracing::debug!(error = %e, "re-subscribe failed");
+            }
+        })
+    }
+
+    fn publish(&self, topic: &Topic, seq: u64, payload: &Payload) {
+        self.send(
+            topic.channel().clone(),
+            Envelope::encode_parts(&self.node_id, seq, payload),
+        );
+    }
+
+    fn announce(&self, change: &Change) {
+        match serde_json::to_vec(change) {
+            Ok(body) => self.send(self.changes_channel.as_str().into(), Bytes::from(body)),
+            Err(e) => tracing::warn!(error = %e, "cannot encode a cache invalidation"),
+        }
     }
 }
 
@@ -492,6 +582,8 @@ async fn publish(publisher: WithOptions<Client>, channel: Str, body: Bytes, shar
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     #[test]
     fn sealed_messages_open_only_with_their_secret_and_channel() {
         let secret = b"a-secret-of-at-least-thirty-two-bytes";
@@ -520,45 +612,5 @@ mod tests {
             super::open(secret, "p:room:t/r", Bytes::from_static(b"short")),
             None
         );
-    }
-
-    use super::*;
-
-    #[test]
-    fn envelopes_round_trip_and_strangers_are_dropped() {
-        for payload in [
-            Payload::Update(Bytes::from_static(&[1, 2, 3])),
-            Payload::SyncRequest(Bytes::from_static(&[0])),
-            Payload::Awareness(Bytes::from_static(&[1, 5, 1, 2, b'{', b'}'])),
-            Payload::SyncReply {
-                to: "node-b".into(),
-                update: Bytes::from_static(&[0, 0]),
-            },
-        ] {
-            let e = Envelope {
-                origin: "node-a".into(),
-                seq: 300,
-                payload,
-            };
-            assert_eq!(Envelope::decode(e.encode()), Some(e));
-        }
-        let good = Envelope {
-            origin: "a".into(),
-            seq: 1,
-            payload: Payload::Update(Bytes::from_static(&[9])),
-        }
-        .encode();
-        let mut trailing = good.to_vec();
-        trailing.push(0);
-        for bad in [
-            Bytes::new(),
-            Bytes::from_static(b"hello"),
-            Bytes::from_static(&[2, 1, 1, b'a', 1, 1, 9]),
-            Bytes::from_static(&[1, 7, 1, b'a', 1, 1, 9]),
-            good.slice(..good.len() - 1),
-            Bytes::from(trailing),
-        ] {
-            assert_eq!(Envelope::decode(bad.clone()), None, "{bad:?}");
-        }
     }
 }
