@@ -233,6 +233,8 @@ pub async fn run_on(
             broker,
             cluster: cluster.clone(),
         }),
+        applied: Default::default(),
+        faults: Default::default(),
     });
     let grace = config.shutdown_grace;
     let preauth_places = config

@@ -121,6 +121,10 @@ fn describe() {
         "sessions open when the node began draining (closed with 1012)"
     );
     describe_counter!(
+        "chorus_edit_retries_total",
+        "server edits retried after their room died before answering (applied once)"
+    );
+    describe_counter!(
         "chorus_catch_ups_total",
         "rooms reloaded from the store after a node left the ring"
     );
@@ -151,6 +155,7 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
     ("chorus_compaction_failures_total", "", &[]),
     ("chorus_compactions_skipped_total", "", &[]),
     ("chorus_compactions_total", "", &[]),
+    ("chorus_edit_retries_total", "", &[]),
     (
         "chorus_connections_refused_total",
         "reason",

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cluster::envelope::Envelope;
 use crate::counts::Counts;
 use crate::outbound::ConnHandle;
-use crate::room::{Command, EditError, MemberInfo, Room, RoomContext, ServerEdit};
+use crate::room::{
+    Command, CommandId, EditError, EditReply, MemberInfo, Room, RoomContext, ServerEdit,
+};
 pub use crate::room::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
 
 /// Ends a room's deletion window (see [`Registry::begin_delete`]).
@@ -272,24 +274,56 @@ impl Registry {
 
     /// Applies a server-side edit through the live room (spawning it) like a member's update,
     /// relayed to every member. Resolves once the room has applied it, with a receiver that
-    /// turns `true` when the edit is durable. Never applied twice: an edit is only offered to
-    /// a successor when the room it was sent to did not take it.
+    /// turns `true` when the edit is durable. Applied once: the edit carries a
+    /// [`CommandId`], and a room that dies between applying it and answering leaves its effect
+    /// behind, which the retry on its successor applies again instead of the edit (a CRDT
+    /// update applied twice changes nothing).
     pub async fn edit(
         self: &Arc<Self>,
         key: &RoomKey,
         edit: ServerEdit,
     ) -> Result<Result<oneshot::Receiver<bool>, EditError>, RoomError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Edit {
-            edit: Box::new(edit),
-            reply,
-        };
-        self.deliver(key, cmd).await?;
-        match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(_)) => Err(RoomError::Closed),
-            Err(_) => Err(RoomError::Timeout),
+        let id = CommandId::fresh();
+        let answer = self.edit_once(key, id, edit).await;
+        self.ctx.applied.forget(id);
+        answer
+    }
+
+    async fn edit_once(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        id: CommandId,
+        edit: ServerEdit,
+    ) -> Result<Result<oneshot::Receiver<bool>, EditError>, RoomError> {
+        let mut edit = Some(Box::new(edit));
+        for _ in 0..crate::room::ATTEMPTS {
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Edit {
+                id,
+                edit: edit.take(),
+                reply,
+            };
+            self.deliver(key, cmd).await?;
+            match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
+                Ok(Ok(EditReply::Applied(result))) => return Ok(result),
+                Ok(Ok(EditReply::Lost)) => return Err(RoomError::Closed),
+                // The room was exiting: its successor gets the edit.
+                Ok(Ok(EditReply::NotTaken(back))) => edit = back,
+                // Taken, and the room ended without answering: it applied the edit or not;
+                // its successor knows by `id`. (Not unlisted here: a room that ends unlists
+                // itself once it has saved what it will save, and its successor must load
+                // after that.)
+                Ok(Err(_)) => {}
+                Err(_) => return Err(RoomError::Timeout),
+            }
+            tokio::task::yield_now().await;
         }
+        Err(RoomError::Join(JoinError::Unavailable))
+    }
+
+    /// Faults tests inject into this node's rooms.
+    pub fn faults(&self) -> &crate::room::Faults {
+        &self.ctx.faults
     }
 
     /// Members of the room if it is open on this node (empty otherwise: nothing is spawned).

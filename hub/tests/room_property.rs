@@ -230,6 +230,8 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
         store: docs.clone(),
         persister: Persister::spawn(docs, 4096, Duration::from_millis(5)),
         cluster: None,
+        applied: Default::default(),
+        faults: Default::default(),
     });
     let registry = Registry::new(ctx);
     let key = RoomKey::new(KEY_TENANT, "prop");

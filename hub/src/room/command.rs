@@ -62,10 +62,13 @@ pub enum Command {
     /// A server-side edit (REST API): applied like a member's update and relayed to every
     /// member. The reply carries a receiver that resolves `true` once the edit is durable.
     Edit {
-        /// What to apply.
-        edit: Box<ServerEdit>,
-        /// Accepted (with the durability receiver) or refused.
-        reply: oneshot::Sender<Result<oneshot::Receiver<bool>, EditError>>,
+        /// Names the edit across retries: a room applies an id at most once (see `applied`).
+        id: CommandId,
+        /// What to apply; `None` on a retry whose payload the first room consumed (it applied
+        /// it, or it died with it).
+        edit: Option<Box<ServerEdit>>,
+        /// What became of it.
+        reply: oneshot::Sender<EditReply>,
     },
     /// Who is connected, with their awareness states.
     Members {
@@ -122,6 +125,18 @@ pub enum ServerEdit {
     Ops(Vec<crate::docjson::Op>),
     /// Make the content equal to a stored version's (a v1 update of the whole version).
     Restore(Bytes),
+}
+
+/// A room's answer to [`Command::Edit`].
+#[derive(Debug)]
+pub enum EditReply {
+    /// Applied (with a receiver that turns `true` once durable), or refused.
+    Applied(Result<oneshot::Receiver<bool>, EditError>),
+    /// The room was exiting and did not apply it: here it is back, for its successor.
+    NotTaken(Option<Box<ServerEdit>>),
+    /// A retry without its payload, and the edit was never applied: it died with the room
+    /// that took it.
+    Lost,
 }
 
 /// Why a server edit was refused.

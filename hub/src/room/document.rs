@@ -58,10 +58,84 @@ pub(super) fn carries_new(update: &Update, doc: &Doc) -> bool {
 }
 
 impl Room {
-    /// Applies a REST edit like a member's update: relayed to every member, saved in the next
-    /// batch. Refused edits change nothing.
+    /// Applies edit `id` once: the first time from `edit`, and on a retry (this incarnation's
+    /// or a successor's) by applying again what the first application produced (see
+    /// `applied`).
     pub(super) fn server_edit(
         &mut self,
+        id: CommandId,
+        edit: Option<Box<ServerEdit>>,
+    ) -> EditReply {
+        if let Some(effect) = self.ctx.applied.get(id) {
+            metrics::counter!("chorus_edit_retries_total").increment(1);
+            return EditReply::Applied(self.reapply(effect));
+        }
+        let Some(edit) = edit else {
+            return EditReply::Lost;
+        };
+        EditReply::Applied(self.apply_edit(id, *edit))
+    }
+
+    /// What edit `id` did, again: the same updates, so nothing the document already holds is
+    /// added twice, and whatever died with an earlier incarnation is back.
+    fn reapply(&mut self, effect: Effect) -> Result<oneshot::Receiver<bool>, EditError> {
+        let doc = &self.doc;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            let before = held_back(&txn);
+            for u in effect.updates.iter() {
+                let u = Update::decode_v1(u).map_err(|e| e.to_string())?;
+                txn.apply_update(u).map_err(|e| e.to_string())?;
+            }
+            let after = held_back(&txn);
+            // Built on content that died with the earlier incarnation (another member's
+            // unsaved update): it cannot apply, and must not be reported as applied.
+            if after.is_some() && after != before {
+                return Err("it builds on changes that were lost with the room".to_owned());
+            }
+            Ok::<(), String>(())
+        }));
+        let effective =
+            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(room = %self.key(), error = %e, "an edit's retry did not apply");
+                // Whatever did integrate is relayed and saved like any edit.
+                self.index_server_updates(&effective);
+                self.commit_effective(SERVER, effective, true, true);
+                return Err(EditError::Invalid(format!("the edit was lost: {e}")));
+            }
+            Err(_) => {
+                self.restart_after_panic("edit retry");
+                return Err(EditError::Invalid("the edit could not be applied".into()));
+            }
+        }
+        self.index_server_updates(&effective);
+        self.commit_effective(SERVER, effective, true, true);
+        effect.result?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.schedule_flush();
+        Ok(rx)
+    }
+
+    /// JSON operations and restores create types through yrs' API, not through an update
+    /// that was checked: index what they made so later updates can build on it.
+    fn index_server_updates(&mut self, effective: &[Vec<u8>]) {
+        let txn = self.doc.transact();
+        for u in effective {
+            if let Err(e) = self.depth.check(&txn, u) {
+                tracing::warn!(room = %self.key(), error = %e, "server edit past the nesting limit");
+            }
+        }
+    }
+
+    /// Applies a REST edit like a member's update: relayed to every member, saved in the next
+    /// batch, and remembered as `id`'s effect. Refused edits change nothing.
+    fn apply_edit(
+        &mut self,
+        id: CommandId,
         edit: ServerEdit,
     ) -> Result<oneshot::Receiver<bool>, EditError> {
         if self.doc_bytes >= self.max_document_bytes {
@@ -131,15 +205,18 @@ impl Room {
                 return Err(EditError::Invalid("the edit could not be applied".into()));
             }
         };
-        // JSON operations and restores create types through yrs' API, not through an update
-        // that was checked: index what they made so later updates can build on it.
-        let txn = self.doc.transact();
-        for u in &effective {
-            if let Err(e) = self.depth.check(&txn, u) {
-                tracing::warn!(room = %self.key(), error = %e, "server edit past the nesting limit");
-            }
-        }
-        drop(txn);
+        self.index_server_updates(&effective);
+        // Remembered before anything else can happen to the room: a retry of `id` finds it.
+        self.ctx.applied.remember(
+            id,
+            Effect {
+                updates: effective
+                    .iter()
+                    .map(|u| Bytes::copy_from_slice(u))
+                    .collect(),
+                result: result.as_ref().map(|_| ()).map_err(Clone::clone),
+            },
+        );
         // Whatever was integrated is in the document and must be relayed and saved.
         self.commit_effective(SERVER, effective, true, true);
         result?;

@@ -47,6 +47,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 use crate::auth::Role;
 use crate::outbound::{ConnHandle, ConnId, Reply};
 
+mod applied;
 mod batch;
 mod command;
 mod compaction;
@@ -56,8 +57,9 @@ mod members;
 mod presence;
 mod remote;
 
+pub use applied::{Applied, CommandId, Crash, Effect, Faults};
 use batch::InFlight;
-pub use command::{Command, EditError, Inbound, MemberInfo, ServerEdit};
+pub use command::{Command, EditError, EditReply, Inbound, MemberInfo, ServerEdit};
 use compaction::{COMPACT_RETRY, CompactionStep};
 use document::{Answer, Deferred};
 pub(crate) use handle::ATTEMPTS;
@@ -104,6 +106,10 @@ pub struct RoomContext {
     pub persister: Persister,
     /// Cluster mode: the pub/sub bus and the ring. `None` alone.
     pub cluster: Option<ClusterLink>,
+    /// What edits in flight did, for their retries (outlives each room's incarnation).
+    pub applied: Applied,
+    /// Faults tests inject.
+    pub faults: Faults,
 }
 
 /// How a room reaches the other nodes.
@@ -181,6 +187,9 @@ pub struct Room {
     remote: Option<Box<RemoteState>>,
     // Left by a command for an encode off the runtime workers; run before the next command.
     deferred: Option<Box<Deferred>>,
+    // A fault fired (tests): the room dies this way after the current command, and drops
+    // the answer it owes only then, as a killed task would.
+    crash: Option<(Crash, oneshot::Sender<EditReply>)>,
 }
 
 impl Room {
@@ -217,6 +226,7 @@ impl Room {
             tenant: None,
             remote: None,
             deferred: None,
+            crash: None,
             ctx,
         }
     }
@@ -252,11 +262,13 @@ impl Room {
                     Command::Shutdown { done } | Command::Close { done, .. } => {
                         let _ = done.send(());
                     }
+                    Command::Edit { reply, .. } => {
+                        let _ = reply.send(EditReply::Lost);
+                    }
                     // Dropping the reply tells the asker the room is unavailable.
                     Command::Leave { .. }
                     | Command::Inbound { .. }
                     | Command::State { .. }
-                    | Command::Edit { .. }
                     | Command::Members { .. }
                     | Command::Remote { .. }
                     | Command::Resync
@@ -268,6 +280,7 @@ impl Room {
             return;
         }
         let mut shutdown_reply = None;
+        let mut dying = None;
         loop {
             let idle_due = self
                 .idle_since
@@ -314,9 +327,7 @@ impl Room {
                         Box::pin(self.close_discarding(code, &reason)).await;
                         rx.close();
                         while let Some(cmd) = rx.recv().await {
-                            if let Command::Shutdown { done } | Command::Close { done, .. } = cmd {
-                                let _ = done.send(());
-                            }
+                            not_taken(cmd);
                         }
                         let _ = done.send(());
                         return;
@@ -330,11 +341,40 @@ impl Room {
                     (self.unlist)();
                     rx.close();
                     while let Some(cmd) = rx.recv().await {
-                        if let Command::Shutdown { done } = cmd {
-                            let _ = done.send(());
-                        }
+                        not_taken(cmd);
                     }
                     break;
+                }
+            }
+            if let Some((crash, unanswered)) = self.crash.take() {
+                // A fault fired (tests): the room dies here without answering, as a killed
+                // task would.
+                match crash {
+                    Crash::AfterSaving => {
+                        dying = Some(unanswered);
+                        break;
+                    }
+                    Crash::Discarding => {
+                        // A batch already handed to the store lands all the same; the
+                        // successor must load after it.
+                        if let Some(f) = self.in_flight.take() {
+                            let _ = f.done.await;
+                        }
+                        (self.unlist)();
+                        for m in self.members.values() {
+                            m.conn.close(CloseCode::Restarting, "room restarting");
+                        }
+                        self.pending.clear();
+                        self.pending_acks.clear();
+                        self.waiters.clear();
+                        self.leave_bus().await;
+                        rx.close();
+                        while let Some(cmd) = rx.recv().await {
+                            not_taken(cmd);
+                        }
+                        drop(unanswered);
+                        return;
+                    }
                 }
             }
             // Boxed: rare (large documents only), and every idle room would reserve its slot.
@@ -346,6 +386,13 @@ impl Room {
             }
         }
         Box::pin(self.finish()).await;
+        // Commands that reached the queue while the room was finishing: its successor (which
+        // loads what `finish` saved) takes them.
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            not_taken(cmd);
+        }
+        drop(dying);
         if let Some(done) = shutdown_reply {
             let _ = done.send(());
         }
@@ -444,8 +491,15 @@ impl Room {
                     let _ = reply.send(Bytes::from(state));
                 }
             }
-            Command::Edit { edit, reply } => {
-                let _ = reply.send(self.server_edit(*edit));
+            Command::Edit { id, edit, reply } => {
+                let answer = self.server_edit(id, edit);
+                match self.ctx.faults.take_after_edit() {
+                    // Killed between applying and answering: the asker retries.
+                    Some(crash) => self.crash = Some((crash, reply)),
+                    None => {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
             Command::Members { reply } => {
                 let list = self
@@ -554,6 +608,21 @@ impl Room {
         // Leave the registry only now: until this task ends, joiners that reach us wait on
         // their (never answered) Join and then re-spawn the room, which loads what we saved.
         (self.unlist)();
+    }
+}
+
+/// Answers a command an exiting room will not serve: a shutdown or close is done, an edit is
+/// handed back for the room's successor; dropping the rest tells their askers the room closed
+/// (a joiner joins the successor).
+fn not_taken(cmd: Command) {
+    match cmd {
+        Command::Shutdown { done } | Command::Close { done, .. } => {
+            let _ = done.send(());
+        }
+        Command::Edit { edit, reply, .. } => {
+            let _ = reply.send(EditReply::NotTaken(edit));
+        }
+        _ => {}
     }
 }
 
