@@ -3,14 +3,141 @@
 
 use super::*;
 
-pub(super) struct InFlight {
-    pub(super) done: oneshot::Receiver<Result<(), Arc<StoreError>>>,
-    pub(super) updates: Vec<Bytes>,
+/// The batch's bookkeeping, without I/O: updates waiting to be written, the one write in
+/// flight, and who is owed `saved` (or a durability answer) once it commits. Nothing is
+/// acknowledged before the write that holds it has committed; a failed write goes back in
+/// front of anything newer, with what it owed.
+#[derive(Default)]
+pub(super) struct Batch {
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    // Per member, how many of its updates are acknowledged once `pending` commits.
+    acks: HashMap<ConnId, u64>,
+    // Server edits waiting for the write that holds them.
+    waiters: Vec<oneshot::Sender<bool>>,
+    in_flight: Option<Written>,
+}
+
+/// A write in flight, or one that has just committed: what it holds and what it owes.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    /// How many updates it held.
+    pub(super) updates: usize,
+    /// Their bytes.
     pub(super) bytes: usize,
+    /// Per member, how many of its updates are durable once it commits.
     pub(super) acks: HashMap<ConnId, u64>,
+    /// Server edits told `true` once it commits.
     pub(super) waiters: Vec<oneshot::Sender<bool>>,
-    // A document.changed event rode in this batch (re-owed if the batch fails).
+    /// A `document.changed` event rode in it (owed again if it fails).
     pub(super) event: bool,
+    // The updates themselves, kept to go back in front if the write fails.
+    held: Vec<Bytes>,
+}
+
+impl Batch {
+    /// An update to write with the next batch.
+    pub(super) fn push(&mut self, update: Bytes) {
+        self.pending_bytes += update.len();
+        self.pending.push(update);
+    }
+
+    /// `conn` is owed `saved` for its first `accepted` updates once what is pending now
+    /// commits.
+    pub(super) fn ack(&mut self, conn: ConnId, accepted: u64) {
+        self.acks.insert(conn, accepted);
+    }
+
+    /// Resolves `true` once what is pending now commits.
+    pub(super) fn wait(&mut self) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        rx
+    }
+
+    /// `conn` left: it is owed nothing any more.
+    pub(super) fn forget(&mut self, conn: ConnId) {
+        self.acks.remove(&conn);
+        if let Some(w) = self.in_flight.as_mut() {
+            w.acks.remove(&conn);
+        }
+    }
+
+    /// Something is not durable yet, or someone is still owed an answer.
+    pub(super) fn unsaved(&self) -> bool {
+        !self.pending.is_empty() || self.in_flight.is_some() || !self.acks.is_empty()
+    }
+
+    /// Nothing waits to be written, and no member is owed an answer for what waits.
+    pub(super) fn settled(&self) -> bool {
+        self.pending.is_empty() && self.acks.is_empty()
+    }
+
+    /// Updates waiting to be written.
+    pub(super) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Starts the next write. `Err` with what is owed when nothing is pending: the
+    /// acknowledged updates were already known, and are as durable as everything before them
+    /// (nothing is in flight: the caller starts a write only then). `Ok` with the updates to
+    /// write, now in flight.
+    pub(super) fn begin(&mut self, event: bool) -> Result<Vec<Bytes>, Written> {
+        debug_assert!(self.in_flight.is_none(), "one write at a time");
+        let acks = std::mem::take(&mut self.acks);
+        let waiters = std::mem::take(&mut self.waiters);
+        if self.pending.is_empty() {
+            return Err(Written {
+                acks,
+                waiters,
+                ..Written::default()
+            });
+        }
+        let held = std::mem::take(&mut self.pending);
+        self.in_flight = Some(Written {
+            updates: held.len(),
+            bytes: std::mem::take(&mut self.pending_bytes),
+            acks,
+            waiters,
+            event,
+            held: held.clone(),
+        });
+        Ok(held)
+    }
+
+    /// The write in flight committed: what it owes.
+    pub(super) fn committed(&mut self) -> Option<Written> {
+        let mut w = self.in_flight.take()?;
+        w.held = Vec::new();
+        Some(w)
+    }
+
+    /// The write in flight failed: its updates go back in front of anything newer, with what
+    /// they owe. Returns whether an event rode in it.
+    pub(super) fn failed(&mut self) -> Option<bool> {
+        let w = self.in_flight.take()?;
+        let mut updates = w.held;
+        updates.append(&mut self.pending);
+        self.pending = updates;
+        self.pending_bytes += w.bytes;
+        for (c, n) in w.acks {
+            let e = self.acks.entry(c).or_insert(n);
+            *e = (*e).max(n);
+        }
+        let mut waiters = w.waiters;
+        waiters.append(&mut self.waiters);
+        self.waiters = waiters;
+        Some(w.event)
+    }
+
+    /// The room is deleted: nothing pending is written, and nobody is owed anything. A write
+    /// in flight lands all the same.
+    pub(super) fn discard(&mut self) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.acks.clear();
+        self.waiters.clear();
+    }
 }
 
 impl Room {
@@ -22,38 +149,35 @@ impl Room {
 
     pub(super) async fn start_flush(&mut self) {
         self.flush_due = None;
-        let acks = std::mem::take(&mut self.pending_acks);
-        let waiters = std::mem::take(&mut self.waiters);
-        if self.pending.is_empty() {
-            // Only already-known updates were acknowledged, and nothing is in flight: they
-            // are as durable as everything before them.
-            self.send_saved(acks);
-            for w in waiters {
-                let _ = w.send(true);
+        // The event rides with new content only.
+        let events = if self.batch.pending_len() > 0 {
+            self.change_event()
+        } else {
+            Vec::new()
+        };
+        match self.batch.begin(!events.is_empty()) {
+            Err(owed) => self.settle(owed),
+            Ok(updates) => {
+                let done = self
+                    .ctx
+                    .persister
+                    .submit(AppendBatch {
+                        key: self.key().clone(),
+                        updates,
+                        events,
+                    })
+                    .await;
+                self.writing = Some(done);
             }
-            return;
         }
-        let events = self.change_event();
-        let event = !events.is_empty();
-        let updates = std::mem::take(&mut self.pending);
-        let bytes = std::mem::take(&mut self.pending_bytes);
-        let done = self
-            .ctx
-            .persister
-            .submit(AppendBatch {
-                key: self.key().clone(),
-                updates: updates.clone(),
-                events,
-            })
-            .await;
-        self.in_flight = Some(InFlight {
-            done,
-            updates,
-            bytes,
-            acks,
-            waiters,
-            event,
-        });
+    }
+
+    /// Tells members and server edits that what `owed` covers is durable.
+    fn settle(&mut self, owed: Written) {
+        self.send_saved(owed.acks);
+        for w in owed.waiters {
+            let _ = w.send(true);
+        }
     }
 
     /// The `document.changed` event to write with this batch, if the tenant's webhook wants
@@ -94,38 +218,25 @@ impl Room {
     }
 
     pub(super) fn flushed(&mut self, result: Result<(), Arc<StoreError>>) {
-        let Some(f) = self.in_flight.take() else {
-            return;
-        };
+        self.writing = None;
         match result {
             Ok(()) => {
-                self.log_len += f.updates.len();
-                self.log_bytes += f.bytes;
-                self.send_saved(f.acks);
-                for w in f.waiters {
-                    let _ = w.send(true);
-                }
-                if f.event {
+                let Some(written) = self.batch.committed() else {
+                    return;
+                };
+                self.log_len += written.updates;
+                self.log_bytes += written.bytes;
+                if written.event {
                     self.ctx.events.notify();
                 }
+                self.settle(written);
                 self.maybe_compact();
             }
             Err(e) => {
-                // Keep the batch in front of anything newer and retry; members are not told
-                // "saved" until it commits.
+                // Retried ahead of anything newer; members are not told "saved" until it
+                // commits.
                 tracing::warn!(room = %self.key(), error = %e, "persist failed; will retry");
-                let mut updates = f.updates;
-                updates.append(&mut self.pending);
-                self.pending = updates;
-                self.pending_bytes += f.bytes;
-                for (c, n) in f.acks {
-                    let e = self.pending_acks.entry(c).or_insert(n);
-                    *e = (*e).max(n);
-                }
-                let mut waiters = f.waiters;
-                waiters.append(&mut self.waiters);
-                self.waiters = waiters;
-                if f.event {
+                if self.batch.failed() == Some(true) {
                     // The event failed with its batch: the retry writes a new one.
                     self.last_change_event = None;
                 }
@@ -142,5 +253,93 @@ impl Room {
                 m.conn.saved(newly, updates);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(b: &'static [u8]) -> Bytes {
+        Bytes::from_static(b)
+    }
+
+    #[test]
+    fn nothing_is_acknowledged_before_its_write_commits() {
+        let mut batch = Batch::default();
+        batch.push(u(b"a"));
+        batch.ack(1, 1);
+        let mut edit = batch.wait();
+        assert!(batch.unsaved() && !batch.settled());
+        let written = batch.begin(false).expect("something to write");
+        assert_eq!(written, [u(b"a")]);
+        // In flight: owed, not yet told.
+        assert!(batch.unsaved() && batch.settled());
+        assert!(edit.try_recv().is_err());
+        // Newer updates wait behind it, with their own acks.
+        batch.push(u(b"bb"));
+        batch.ack(1, 2);
+        let owed = batch.committed().expect("in flight");
+        assert_eq!((owed.updates, owed.bytes), (1, 1));
+        assert_eq!(owed.acks.get(&1), Some(&1), "only what the write held");
+        assert_eq!(owed.waiters.len(), 1);
+        assert!(batch.committed().is_none(), "nothing in flight any more");
+        assert!(batch.unsaved());
+        let next = batch.begin(false).expect("the newer update");
+        assert_eq!(next, [u(b"bb")]);
+        assert_eq!(batch.committed().expect("committed").acks.get(&1), Some(&2));
+        assert!(!batch.unsaved());
+    }
+
+    #[test]
+    fn a_failed_write_goes_back_in_front_with_what_it_owes() {
+        let mut batch = Batch::default();
+        batch.push(u(b"1"));
+        batch.ack(7, 3);
+        let _edit = batch.wait();
+        batch.begin(true).expect("write");
+        batch.push(u(b"2"));
+        batch.ack(7, 4);
+        batch.ack(8, 1);
+        assert_eq!(batch.failed(), Some(true), "the event rode in it");
+        let retry = batch.begin(false).expect("retry");
+        assert_eq!(retry, [u(b"1"), u(b"2")], "in the order applied");
+        let owed = batch.committed().expect("committed");
+        assert_eq!((owed.updates, owed.bytes), (2, 2));
+        assert_eq!(owed.acks.get(&7), Some(&4), "the larger count wins");
+        assert_eq!(owed.acks.get(&8), Some(&1));
+        assert_eq!(owed.waiters.len(), 1);
+        assert!(batch.failed().is_none(), "nothing in flight");
+    }
+
+    #[test]
+    fn acks_of_known_updates_settle_at_once_and_leavers_are_owed_nothing() {
+        let mut batch = Batch::default();
+        // A member repeated what the document had: nothing to write, and nothing in flight,
+        // so its updates are as durable as everything before them.
+        batch.ack(3, 5);
+        let owed = batch.begin(false).expect_err("nothing to write");
+        assert_eq!(owed.acks.get(&3), Some(&5));
+        assert!(!batch.unsaved());
+
+        batch.push(u(b"x"));
+        batch.ack(4, 1);
+        batch.begin(false).expect("write");
+        batch.ack(4, 2);
+        batch.forget(4);
+        let owed = batch.committed().expect("committed");
+        assert!(owed.acks.is_empty(), "a member that left is told nothing");
+        assert!(batch.settled());
+
+        // Deleted: nothing pending is written, nobody is owed.
+        batch.push(u(b"y"));
+        batch.ack(5, 1);
+        let mut w = batch.wait();
+        batch.discard();
+        assert!(!batch.unsaved());
+        assert!(
+            w.try_recv().is_err(),
+            "the waiter was dropped, never told true"
+        );
     }
 }

@@ -114,8 +114,7 @@ impl Room {
         self.index_server_updates(&effective);
         self.commit_effective(SERVER, effective, true, true);
         effect.result?;
-        let (tx, rx) = oneshot::channel();
-        self.waiters.push(tx);
+        let rx = self.batch.wait();
         self.schedule_flush();
         Ok(rx)
     }
@@ -220,8 +219,7 @@ impl Room {
         // Whatever was integrated is in the document and must be relayed and saved.
         self.commit_effective(SERVER, effective, true, true);
         result?;
-        let (tx, rx) = oneshot::channel();
-        self.waiters.push(tx);
+        let rx = self.batch.wait();
         self.schedule_flush();
         Ok(rx)
     }
@@ -462,8 +460,7 @@ impl Room {
             // duplicate, harmless to a CRDT. Copied: `raw` is a slice of the sender's frame,
             // which it would keep alive whole.
             self.doc_bytes += len;
-            self.pending_bytes += len;
-            self.pending.push(Bytes::copy_from_slice(&raw));
+            self.batch.push(Bytes::copy_from_slice(&raw));
         }
         if let Err(e) = result {
             tracing::info!(room = %self.key(), conn, error = %e, "update refused");
@@ -472,7 +469,7 @@ impl Room {
             return;
         }
         if let Some(accepted) = accepted {
-            self.pending_acks.insert(conn, accepted);
+            self.batch.ack(conn, accepted);
         }
         self.schedule_flush();
     }
@@ -499,9 +496,8 @@ impl Room {
             // Counted wherever it was made: every node's doc holds it.
             self.doc_bytes += u.len();
             if local {
-                self.pending_bytes += u.len();
                 self.publish(crate::cluster::envelope::Payload::Update(u.clone()));
-                self.pending.push(u);
+                self.batch.push(u);
             }
             let started = Instant::now();
             let mut sent = 0u64;

@@ -59,10 +59,7 @@ impl Room {
         if self.members.remove(&conn).is_none() {
             return;
         }
-        self.pending_acks.remove(&conn);
-        if let Some(f) = self.in_flight.as_mut() {
-            f.acks.remove(&conn);
-        }
+        self.batch.forget(conn);
         let gone = self.presence.remove_connection(conn);
         if !gone.is_empty() && self.remote.is_some() {
             let update = chorus_protocol::awareness::encode_update(&gone);

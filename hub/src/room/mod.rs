@@ -58,7 +58,7 @@ mod presence;
 mod remote;
 
 pub use applied::{Applied, CommandId, Crash, Effect, Faults};
-use batch::InFlight;
+use batch::Batch;
 pub use command::{Command, EditError, EditReply, Inbound, MemberInfo, ServerEdit};
 use compaction::{COMPACT_RETRY, CompactionStep};
 use document::{Answer, Deferred};
@@ -67,7 +67,7 @@ pub use handle::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
 use members::Member;
 pub use presence::MAX_AWARENESS_IDS_PER_CONNECTION;
 use presence::Presence;
-use remote::RemoteState;
+use remote::{RemoteState, Sequence};
 
 /// Limits and timings rooms obey (from the config).
 #[derive(Debug, Clone)]
@@ -157,11 +157,11 @@ pub struct Room {
     full_state: Option<Bytes>,
     // Our SyncStep1, shared by every joiner until the next update.
     step1: Option<Bytes>,
-    pending: Vec<Bytes>,
-    pending_bytes: usize,
-    pending_acks: HashMap<ConnId, u64>,
+    // Updates to store, the write in flight, and who is owed `saved` (`batch`).
+    batch: Batch,
+    // The write in flight's answer from the persister.
+    writing: Option<oneshot::Receiver<Result<(), Arc<StoreError>>>>,
     flush_due: Option<TokioInstant>,
-    in_flight: Option<InFlight>,
     // Log entries since the last snapshot, and bytes stored for the document.
     log_len: usize,
     // Bytes in the log since the last snapshot, and the snapshot's size (see
@@ -174,8 +174,6 @@ pub struct Room {
     compact_after: Option<Instant>,
     idle_since: Option<TokioInstant>,
     failed: bool,
-    // Server edits waiting for the batch that holds them to commit.
-    waiters: Vec<oneshot::Sender<bool>>,
     // The node limit, lowered by the tenant's setting at load.
     max_document_bytes: usize,
     // When the current document.changed window opened (its event was written then).
@@ -207,11 +205,9 @@ impl Room {
             awareness_due: None,
             full_state: None,
             step1: None,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            pending_acks: HashMap::new(),
+            batch: Batch::default(),
+            writing: None,
             flush_due: None,
-            in_flight: None,
             log_len: 0,
             log_bytes: 0,
             snapshot_bytes: 0,
@@ -220,7 +216,6 @@ impl Room {
             compact_after: None,
             idle_since: Some(TokioInstant::now()),
             failed: false,
-            waiters: Vec::new(),
             max_document_bytes: ctx.limits.max_document_bytes,
             last_change_event: None,
             tenant: None,
@@ -288,8 +283,7 @@ impl Room {
                 .map(|t| t + self.ctx.limits.room_idle);
             tokio::select! {
                 biased;
-                res = recv_opt(self.in_flight.as_mut().map(|f| &mut f.done)),
-                    if self.in_flight.is_some() => {
+                res = recv_opt(self.writing.as_mut()), if self.writing.is_some() => {
                     self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
                 }
                 res = recv_opt(self.compaction.as_mut()), if self.compaction.is_some() => {
@@ -311,7 +305,7 @@ impl Room {
                 // Due timers come before commands: a room whose queue never empties must
                 // still save and still send presence.
                 _ = sleep_until(self.flush_due.unwrap_or_else(far_future)),
-                    if self.flush_due.is_some() && self.in_flight.is_none() => {
+                    if self.flush_due.is_some() && self.writing.is_none() => {
                     Box::pin(self.start_flush()).await;
                 }
                 _ = sleep_until(self.awareness_due.unwrap_or_else(far_future)),
@@ -357,16 +351,14 @@ impl Room {
                     Crash::Discarding => {
                         // A batch already handed to the store lands all the same; the
                         // successor must load after it.
-                        if let Some(f) = self.in_flight.take() {
-                            let _ = f.done.await;
+                        if let Some(w) = self.writing.take() {
+                            let _ = w.await;
                         }
                         (self.unlist)();
                         for m in self.members.values() {
                             m.conn.close(CloseCode::Restarting, "room restarting");
                         }
-                        self.pending.clear();
-                        self.pending_acks.clear();
-                        self.waiters.clear();
+                        self.batch.discard();
                         self.leave_bus().await;
                         rx.close();
                         while let Some(cmd) = rx.recv().await {
@@ -459,8 +451,7 @@ impl Room {
             }
             self.remote = Some(Box::new(RemoteState {
                 topic,
-                sent: 0,
-                seen: HashMap::new(),
+                seq: Sequence::default(),
             }));
             self.request_sync();
         }
@@ -469,7 +460,7 @@ impl Room {
     }
 
     fn has_unsaved(&self) -> bool {
-        !self.pending.is_empty() || self.in_flight.is_some() || !self.pending_acks.is_empty()
+        self.batch.unsaved()
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -563,11 +554,9 @@ impl Room {
             m.conn.close(code, reason);
         }
         self.members.clear();
-        self.pending.clear();
-        self.pending_acks.clear();
-        self.waiters.clear();
-        if let Some(f) = self.in_flight.take() {
-            let _ = f.done.await;
+        self.batch.discard();
+        if let Some(w) = self.writing.take() {
+            let _ = w.await;
         }
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
@@ -589,17 +578,17 @@ impl Room {
         }
         // A failing store gets a few attempts; after that the loss is logged loudly.
         for attempt in 0..4 {
-            if let Some(f) = self.in_flight.as_mut() {
-                let res = (&mut f.done).await;
+            if let Some(w) = self.writing.as_mut() {
+                let res = w.await;
                 self.flushed(res.unwrap_or(Err(Arc::new(StoreError::Stopped))));
             }
-            if (self.pending.is_empty() && self.pending_acks.is_empty()) || attempt == 3 {
+            if self.batch.settled() || attempt == 3 {
                 break;
             }
             self.start_flush().await;
         }
-        if !self.pending.is_empty() {
-            tracing::error!(room = %self.key(), updates = self.pending.len(), "room exiting with unsaved updates");
+        if self.batch.pending_len() > 0 {
+            tracing::error!(room = %self.key(), updates = self.batch.pending_len(), "room exiting with unsaved updates");
         }
         if let Some(c) = self.compaction.take() {
             let _ = c.await;

@@ -3,15 +3,41 @@
 
 use super::*;
 
-/// A room's bookkeeping for the bus.
+/// A room's bookkeeping for the other nodes.
 #[derive(Debug)]
 pub(super) struct RemoteState {
     /// The room's topic.
     pub(super) topic: crate::cluster::broker::Topic,
-    /// Our last message's number.
-    pub(super) sent: u64,
-    /// The last number seen from each other node.
-    pub(super) seen: HashMap<String, u64>,
+    /// Numbers out and in.
+    pub(super) seq: Sequence,
+}
+
+/// Sequence numbers, without I/O: ours (one per message this room publishes) and the last
+/// seen from each other node, which reveal a message that never arrived.
+#[derive(Debug, Default)]
+pub(super) struct Sequence {
+    sent: u64,
+    seen: HashMap<String, u64>,
+}
+
+impl Sequence {
+    /// The number of our next message.
+    pub(super) fn next(&mut self) -> u64 {
+        self.sent += 1;
+        self.sent
+    }
+
+    /// Records message `seq` of `origin`; `true` when numbers were skipped since its last one
+    /// (something of that node's never reached us). The first message heard from a node is
+    /// no gap (the room asked every node for what it lacks when it opened), nor is a number
+    /// that goes back (the node restarted its room, and counts from 1 again).
+    pub(super) fn observe(&mut self, origin: &str, seq: u64) -> bool {
+        let last = match self.seen.get_mut(origin) {
+            Some(seen) => Some(std::mem::replace(seen, seq)),
+            None => self.seen.insert(origin.to_owned(), seq),
+        };
+        last.is_some_and(|l| seq > l + 1)
+    }
 }
 
 impl Room {
@@ -20,8 +46,8 @@ impl Room {
         let (Some(link), Some(remote)) = (&self.ctx.cluster, self.remote.as_mut()) else {
             return;
         };
-        remote.sent += 1;
-        link.broker.publish(&remote.topic, remote.sent, &payload);
+        let seq = remote.seq.next();
+        link.broker.publish(&remote.topic, seq, &payload);
     }
 
     /// Asks the other nodes for what this room lacks: they answer with the difference from
@@ -45,12 +71,7 @@ impl Room {
         // Our own messages stopped at the broker.
         let me = &link.cluster.node().id;
         let for_us = matches!(&envelope.payload, Payload::SyncReply { to, .. } if to == me);
-        let last = match remote.seen.get_mut(&envelope.origin) {
-            Some(seen) => Some(std::mem::replace(seen, envelope.seq)),
-            None => remote.seen.insert(envelope.origin.clone(), envelope.seq),
-        };
-        // A number skipped: something of that node's never reached us.
-        let gap = last.is_some_and(|l| envelope.seq > l + 1);
+        let gap = remote.seq.observe(&envelope.origin, envelope.seq);
         match envelope.payload {
             Payload::Update(u) => {
                 // Its node stored it: one more entry in the log this room may compact.
@@ -153,5 +174,30 @@ impl Room {
             }
         }
         self.commit_effective(SERVER, effective, true, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sequence;
+
+    #[test]
+    fn our_numbers_count_from_one() {
+        let mut seq = Sequence::default();
+        assert_eq!((seq.next(), seq.next(), seq.next()), (1, 2, 3));
+    }
+
+    #[test]
+    fn a_skipped_number_is_a_gap_and_nothing_else_is() {
+        let mut seq = Sequence::default();
+        assert!(!seq.observe("a", 5), "the first heard from a node");
+        assert!(!seq.observe("a", 6));
+        assert!(seq.observe("a", 8), "7 never arrived");
+        assert!(!seq.observe("a", 9));
+        assert!(!seq.observe("b", 1), "each node counts for itself");
+        assert!(!seq.observe("a", 1), "a restarted room counts from 1 again");
+        assert!(!seq.observe("a", 2));
+        assert!(!seq.observe("a", 2), "a repeat skips nothing");
+        assert!(seq.observe("b", 3));
     }
 }
