@@ -224,8 +224,7 @@ impl Room {
                 let Some(written) = self.batch.committed() else {
                     return;
                 };
-                self.log_len += written.updates;
-                self.log_bytes += written.bytes;
+                self.log.appended(written.updates, written.bytes);
                 if written.event {
                     self.ctx.events.notify();
                 }

@@ -26,14 +26,59 @@ pub(super) const OFF_HOME_COMPACT_FACTOR: usize = 4;
 /// would try).
 pub(super) const COMPACT_RETRY: Duration = Duration::from_secs(1);
 
+/// What the store holds for the room, as the room counts it, and when that calls for a
+/// compaction: no I/O.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Log {
+    /// Entries in the log since the snapshot.
+    pub(super) entries: usize,
+    /// Their bytes.
+    pub(super) bytes: usize,
+    /// The snapshot's size.
+    pub(super) snapshot_bytes: usize,
+}
+
+impl Log {
+    /// `entries` more entries of `bytes` (this node's batch, or another node's update).
+    pub(super) fn appended(&mut self, entries: usize, bytes: usize) {
+        self.entries += entries;
+        self.bytes += bytes;
+    }
+
+    /// A compaction rewrites the whole document, so it waits for `threshold` log entries *and*
+    /// a log of at least a quarter of the snapshot's size: its cost per stored update then
+    /// stays flat in the document's size. (Every 500 updates, a 5 MB room spent most of its
+    /// CPU re-encoding itself: 240 against 65 us per edit for an empty one.)
+    pub(super) fn due(&self, threshold: usize) -> bool {
+        self.entries > threshold
+            && self.bytes.saturating_mul(COMPACT_LOG_FRACTION) >= self.snapshot_bytes
+    }
+
+    /// Due even for a node that is not the room's home: `OFF_HOME_COMPACT_FACTOR` times past
+    /// both of [`Log::due`]'s limits, which the home never lets happen while it holds the room.
+    pub(super) fn due_off_home(&self, threshold: usize) -> bool {
+        self.entries > threshold.saturating_mul(OFF_HOME_COMPACT_FACTOR)
+            && self.bytes.saturating_mul(COMPACT_LOG_FRACTION)
+                >= self.snapshot_bytes.saturating_mul(OFF_HOME_COMPACT_FACTOR)
+    }
+
+    /// A compaction merged `stats.merged` entries into a new snapshot. Returns how the
+    /// document's stored size changes (the merged entries and the old snapshot go, the new
+    /// snapshot comes).
+    pub(super) fn compacted(&mut self, stats: &CompactStats) -> (usize, usize) {
+        self.entries = self.entries.saturating_sub(stats.merged);
+        self.bytes = self.bytes.saturating_sub(stats.merged_bytes);
+        self.snapshot_bytes = stats.snapshot_bytes;
+        (
+            stats.merged_bytes + stats.previous_snapshot_bytes,
+            stats.snapshot_bytes,
+        )
+    }
+}
+
 impl Room {
-    /// A compaction rewrites the whole document, so it waits for `--compact-threshold` log
-    /// entries *and* a log of at least a quarter of the snapshot's size: its cost per stored
-    /// update then stays flat in the document's size. (Every 500 updates, a 5 MB room spent
-    /// most of its CPU re-encoding itself: 240 against 65 us per edit for an empty one.)
     pub(super) fn compaction_due(&self) -> bool {
-        self.log_len > self.ctx.limits.compact_threshold
-            && self.log_bytes.saturating_mul(COMPACT_LOG_FRACTION) >= self.snapshot_bytes
+        self.log.due(self.ctx.limits.compact_threshold)
     }
 
     /// Compaction, step 1, when one is due here and none runs: sum up the log. The summary
@@ -67,14 +112,7 @@ impl Room {
             None => true,
             Some(link) => {
                 link.cluster.is_home(&self.key().room)
-                    || (self.log_len
-                        > self
-                            .ctx
-                            .limits
-                            .compact_threshold
-                            .saturating_mul(OFF_HOME_COMPACT_FACTOR)
-                        && self.log_bytes.saturating_mul(COMPACT_LOG_FRACTION)
-                            >= self.snapshot_bytes.saturating_mul(OFF_HOME_COMPACT_FACTOR))
+                    || self.log.due_off_home(self.ctx.limits.compact_threshold)
             }
         }
     }
@@ -91,9 +129,11 @@ impl Room {
             }
             return;
         }
-        self.log_len = log.entries;
-        self.log_bytes = log.bytes;
-        self.snapshot_bytes = log.snapshot_bytes;
+        self.log = Log {
+            entries: log.entries,
+            bytes: log.bytes,
+            snapshot_bytes: log.snapshot_bytes,
+        };
         if !(self.compaction_due() && self.may_compact_here()) {
             return;
         }
@@ -137,16 +177,75 @@ impl Room {
             return;
         }
         metrics::counter!("chorus_compactions_total").increment(1);
-        self.log_len = self.log_len.saturating_sub(stats.merged);
-        self.log_bytes = self.log_bytes.saturating_sub(stats.merged_bytes);
-        self.snapshot_bytes = stats.snapshot_bytes;
-        self.doc_bytes = self
-            .doc_bytes
-            .saturating_sub(stats.merged_bytes)
-            .saturating_add(stats.snapshot_bytes)
-            .saturating_sub(stats.previous_snapshot_bytes);
+        let (gone, came) = self.log.compacted(&stats);
+        self.doc_bytes = self.doc_bytes.saturating_add(came).saturating_sub(gone);
         // What was stored while this one ran may already call for the next: start it now,
         // while the room may be quiet, rather than at its next edit.
         self.maybe_compact();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compaction_is_due_past_the_threshold_and_a_quarter_of_the_snapshot() {
+        let mut log = Log {
+            entries: 0,
+            bytes: 0,
+            snapshot_bytes: 4_000,
+        };
+        log.appended(10, 999);
+        assert!(!log.due(10), "10 entries are not past 10");
+        log.appended(1, 0);
+        assert!(!log.due(10), "999 bytes are under a quarter of 4,000");
+        log.appended(0, 1);
+        assert!(log.due(10));
+        // A node that is not home waits four times longer on both counts.
+        assert!(!log.due_off_home(10));
+        log.appended(30, 3_000);
+        assert!(log.due_off_home(10));
+        // An empty snapshot: entries decide.
+        let fresh = Log {
+            entries: 11,
+            bytes: 1,
+            snapshot_bytes: 0,
+        };
+        assert!(fresh.due(10));
+    }
+
+    #[test]
+    fn a_compaction_moves_the_merged_entries_into_the_snapshot() {
+        let mut log = Log {
+            entries: 50,
+            bytes: 5_000,
+            snapshot_bytes: 10_000,
+        };
+        // Another node stored 8 more entries meanwhile; this compaction merged the first 42.
+        let stats = CompactStats {
+            merged: 42,
+            merged_bytes: 4_200,
+            previous_snapshot_bytes: 10_000,
+            snapshot_bytes: 11_000,
+        };
+        let (gone, came) = log.compacted(&stats);
+        assert_eq!((gone, came), (14_200, 11_000));
+        assert_eq!(
+            log,
+            Log {
+                entries: 8,
+                bytes: 800,
+                snapshot_bytes: 11_000
+            }
+        );
+        // Counts never go below zero, even when another node's compaction made them stale.
+        log.compacted(&CompactStats {
+            merged: 100,
+            merged_bytes: 100_000,
+            previous_snapshot_bytes: 0,
+            snapshot_bytes: 1,
+        });
+        assert_eq!((log.entries, log.bytes), (0, 0));
     }
 }

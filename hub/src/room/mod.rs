@@ -60,7 +60,7 @@ mod remote;
 pub use applied::{Applied, CommandId, Crash, Effect, Faults};
 use batch::Batch;
 pub use command::{Command, EditError, EditReply, Inbound, MemberInfo, ServerEdit};
-use compaction::{COMPACT_RETRY, CompactionStep};
+use compaction::{COMPACT_RETRY, CompactionStep, Log};
 use document::{Answer, Deferred};
 pub(crate) use handle::ATTEMPTS;
 pub use handle::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
@@ -162,12 +162,9 @@ pub struct Room {
     // The write in flight's answer from the persister.
     writing: Option<oneshot::Receiver<Result<(), Arc<StoreError>>>>,
     flush_due: Option<TokioInstant>,
-    // Log entries since the last snapshot, and bytes stored for the document.
-    log_len: usize,
-    // Bytes in the log since the last snapshot, and the snapshot's size (see
-    // `compaction_due`).
-    log_bytes: usize,
-    snapshot_bytes: usize,
+    // What the store holds for the room since the last snapshot (`compaction::Log`), and the
+    // bytes stored for the document.
+    log: Log,
     doc_bytes: usize,
     compaction: Option<oneshot::Receiver<Result<CompactionStep, StoreError>>>,
     // After a compaction failed or another node held the room's lock: no new one before.
@@ -208,9 +205,7 @@ impl Room {
             batch: Batch::default(),
             writing: None,
             flush_due: None,
-            log_len: 0,
-            log_bytes: 0,
-            snapshot_bytes: 0,
+            log: Log::default(),
             doc_bytes: 0,
             compaction: None,
             compact_after: None,
@@ -399,9 +394,11 @@ impl Room {
                 .min(usize::try_from(max).unwrap_or(usize::MAX));
         }
         let loaded = self.ctx.store.load(self.key()).await?;
-        self.log_len = loaded.updates.len();
-        self.log_bytes = loaded.updates.iter().map(Bytes::len).sum();
-        self.snapshot_bytes = loaded.snapshot.as_ref().map_or(0, Bytes::len);
+        self.log = Log {
+            entries: loaded.updates.len(),
+            bytes: loaded.updates.iter().map(Bytes::len).sum(),
+            snapshot_bytes: loaded.snapshot.as_ref().map_or(0, Bytes::len),
+        };
         self.doc_bytes = loaded.stored_bytes();
         let key = self.key().clone();
         let mut depth = DepthIndex::new(self.ctx.limits.max_nesting_depth);

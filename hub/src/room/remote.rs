@@ -75,8 +75,7 @@ impl Room {
         match envelope.payload {
             Payload::Update(u) => {
                 // Its node stored it: one more entry in the log this room may compact.
-                self.log_len += 1;
-                self.log_bytes += u.len();
+                self.log.appended(1, u.len());
                 self.apply_remote([&u]);
                 self.maybe_compact();
             }
