@@ -202,7 +202,7 @@ impl Room {
             return Vec::new();
         }
         self.last_change_event = Some(now);
-        let sv = self.doc.transact().state_vector().encode_v1();
+        let sv = self.document.state_vector().encode_v1();
         use base64::Engine;
         vec![chorus_persistence::NewEvent {
             tenant: self.key().tenant.to_string(),

@@ -32,31 +32,6 @@ pub(super) enum Answer {
     Encode(StateVector),
 }
 
-/// What yrs holds back for missing predecessors (encoded pending blocks, pending delete
-/// count), or `None`. Encodes only when something is held back, which is rare.
-pub(super) fn held_back(txn: &impl ReadTxn) -> Option<(Vec<u8>, usize)> {
-    let store = ReadTxn::store(txn);
-    let (update, ds) = (store.pending_update(), store.pending_ds());
-    if update.is_none() && ds.is_none() {
-        return None;
-    }
-    Some((
-        update.map(|p| p.update.encode_v1()).unwrap_or_default(),
-        ds.map_or(0, |d| d.len()),
-    ))
-}
-
-/// Whether `update` holds blocks `doc` lacks: either overlapping and extending its state, or
-/// starting beyond it (a gap yrs will hold back until the predecessors arrive).
-pub(super) fn carries_new(update: &Update, doc: &Doc) -> bool {
-    let ours = doc.transact().state_vector();
-    update.extends(&ours)
-        || update
-            .state_vector_lower()
-            .iter()
-            .any(|(client, clock)| *clock >= ours.get(client))
-}
-
 impl Room {
     /// Applies edit `id` once: the first time from `edit`, and on a retry (this incarnation's
     /// or a successor's) by applying again what the first application produced (see
@@ -79,8 +54,7 @@ impl Room {
     /// What edit `id` did, again: the same updates, so nothing the document already holds is
     /// added twice, and whatever died with an earlier incarnation is back.
     fn reapply(&mut self, effect: Effect) -> Result<oneshot::Receiver<bool>, EditError> {
-        let doc = &self.doc;
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let outcome = self.document.edit(|doc, _| {
             let mut txn = doc.transact_mut();
             let before = held_back(&txn);
             for u in effect.updates.iter() {
@@ -94,40 +68,21 @@ impl Room {
                 return Err("it builds on changes that were lost with the room".to_owned());
             }
             Ok::<(), String>(())
-        }));
-        let effective =
-            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(room = %self.key(), error = %e, "an edit's retry did not apply");
-                // Whatever did integrate is relayed and saved like any edit.
-                self.index_server_updates(&effective);
-                self.commit_effective(SERVER, effective, true, true);
-                return Err(EditError::Invalid(format!("the edit was lost: {e}")));
-            }
-            Err(_) => {
-                self.restart_after_panic("edit retry");
-                return Err(EditError::Invalid("the edit could not be applied".into()));
-            }
-        }
-        self.index_server_updates(&effective);
+        });
+        let Some((outcome, effective)) = outcome else {
+            self.restart_after_panic("edit retry");
+            return Err(EditError::Invalid("the edit could not be applied".into()));
+        };
+        // Whatever integrated is relayed and saved like any edit.
         self.commit_effective(SERVER, effective, true, true);
+        if let Err(e) = outcome {
+            tracing::warn!(room = %self.key(), error = %e, "an edit's retry did not apply");
+            return Err(EditError::Invalid(format!("the edit was lost: {e}")));
+        }
         effect.result?;
         let rx = self.batch.wait();
         self.schedule_flush();
         Ok(rx)
-    }
-
-    /// JSON operations and restores create types through yrs' API, not through an update
-    /// that was checked: index what they made so later updates can build on it.
-    fn index_server_updates(&mut self, effective: &[Vec<u8>]) {
-        let txn = self.doc.transact();
-        for u in effective {
-            if let Err(e) = self.depth.check(&txn, u) {
-                tracing::warn!(room = %self.key(), error = %e, "server edit past the nesting limit");
-            }
-        }
     }
 
     /// Applies a REST edit like a member's update: relayed to every member, saved in the next
@@ -142,25 +97,19 @@ impl Room {
         }
         if let ServerEdit::Update { update, raw, .. } = &edit {
             if self.doc_bytes + raw.len() > self.max_document_bytes
-                && carries_new(update, &self.doc)
+                && self.document.carries_new(update)
             {
                 return Err(EditError::TooLarge);
             }
             // A server edit must apply completely now: an update whose predecessors this
             // document lacks would be held back, and "applied" would be a lie.
-            let ours = self.doc.transact().state_vector();
-            if update
-                .state_vector_lower()
-                .iter()
-                .any(|(client, clock)| *clock > ours.get(client))
-            {
+            if self.document.lacks_predecessors_of(update) {
                 return Err(EditError::Invalid(
                     "the update depends on changes this document does not have".into(),
                 ));
             }
         }
-        let (doc, depth) = (&self.doc, &mut self.depth);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match edit {
+        let outcome = self.document.edit(|doc, depth| match edit {
             ServerEdit::Update {
                 update, nesting, ..
             } => {
@@ -194,17 +143,11 @@ impl Room {
                 crate::docjson::restore_to(doc, &version)
                     .map_err(|e| EditError::Invalid(e.to_string()))
             }
-        }));
-        let effective =
-            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        let result = match outcome {
-            Ok(r) => r,
-            Err(_) => {
-                self.restart_after_panic("server edit");
-                return Err(EditError::Invalid("the edit could not be applied".into()));
-            }
+        });
+        let Some((result, effective)) = outcome else {
+            self.restart_after_panic("server edit");
+            return Err(EditError::Invalid("the edit could not be applied".into()));
         };
-        self.index_server_updates(&effective);
         // Remembered before anything else can happen to the room: a retry of `id` finds it.
         self.ctx.applied.remember(
             id,
@@ -224,16 +167,6 @@ impl Room {
         Ok(rx)
     }
 
-    /// Our SyncStep1, cached until the next update.
-    pub(super) fn step1(&mut self) -> Bytes {
-        self.step1
-            .get_or_insert_with(|| {
-                let sv = self.doc.transact().state_vector().encode_v1();
-                Message::SyncStep1(Bytes::from(sv)).encode()
-            })
-            .clone()
-    }
-
     /// What answers `conn`'s SyncStep1. The full state (cached until the next update, shared by
     /// every joiner) answers an empty state vector, and any request while an earlier answer
     /// still waits in the member's queue: the new answer replaces it there, and the full state
@@ -248,24 +181,15 @@ impl Room {
             .get(&conn)
             .is_some_and(|m| m.conn.answer_waiting(Reply::State));
         let full = sv == StateVector::default() || waiting;
-        if full && let Some(frame) = &self.full_state {
+        if full && let Some(frame) = self.document.full_state() {
             return Some(Answer::Ready(frame.clone()));
         }
         let sv = if full { StateVector::default() } else { sv };
         if self.encode_is_long() {
             return Some(Answer::Encode(sv));
         }
-        let u = self.doc.transact().encode_state_as_update_v1(&sv);
-        Some(Answer::Ready(self.state_encoded(&sv, u)))
-    }
-
-    /// The SyncStep2 of an encoded state, cached if it is the full state.
-    pub(super) fn state_encoded(&mut self, sv: &StateVector, update: Vec<u8>) -> Bytes {
-        let frame = Message::SyncStep2(Bytes::from(update)).encode();
-        if *sv == StateVector::default() {
-            self.full_state = Some(frame.clone());
-        }
-        frame
+        let u = self.document.diff(&sv);
+        Some(Answer::Ready(self.document.state_encoded(&sv, u)))
     }
 
     pub(super) fn answer_state(&mut self, conn: ConnId, frame: Bytes) {
@@ -275,7 +199,7 @@ impl Room {
             .get(&conn)
             .is_some_and(|m| m.conn.answers_with_step1())
         {
-            let step1 = self.step1();
+            let step1 = self.document.step1();
             self.send_to(conn, Reply::Step1, step1);
         }
     }
@@ -292,7 +216,7 @@ impl Room {
     pub(super) async fn encode_off_worker(&self, sv: StateVector) -> Option<Vec<u8>> {
         let _permit = ENCODES.acquire().await.ok()?;
         metrics::counter!("chorus_encodes_off_worker_total").increment(1);
-        let doc = self.doc.clone();
+        let doc = self.document.doc().clone();
         tokio::task::spawn_blocking(move || doc.transact().encode_state_as_update_v1(&sv))
             .await
             .ok()
@@ -305,7 +229,7 @@ impl Room {
                 if self.answerable(conn)
                     && let Some(u) = self.encode_off_worker(sv.clone()).await
                 {
-                    let frame = self.state_encoded(&sv, u);
+                    let frame = self.document.state_encoded(&sv, u);
                     self.answer_state(conn, frame);
                 }
                 self.inbound_all(conn, rest);
@@ -333,7 +257,7 @@ impl Room {
                 nesting,
             } => self.apply(conn, update, raw, nesting),
             Inbound::ReadOnlyStep2(update) => {
-                if carries_new(&update, &self.doc) {
+                if self.document.carries_new(&update) {
                     self.deny(conn, "read-only: updates are not accepted");
                 } else if let Some(m) = self.members.get(&conn) {
                     m.conn.nothing_new();
@@ -381,7 +305,7 @@ impl Room {
         // Only updates carrying blocks this document lacks count against the size limit (a
         // reconnect's SyncStep2 repeating known content must not). Checked only near the
         // limit: it builds the document's whole state vector.
-        if self.doc_bytes + len > self.max_document_bytes && carries_new(&update, &self.doc) {
+        if self.doc_bytes + len > self.max_document_bytes && self.document.carries_new(&update) {
             metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
                 .increment(1);
             if let Some(m) = self.members.get(&conn) {
@@ -401,27 +325,9 @@ impl Room {
             m.accepted += 1;
             m.accepted
         });
-        // yrs may panic on adversarial input that decodes; never let that kill the node.
-        let (doc, depth) = (&self.doc, &mut self.depth);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut txn = doc.transact_mut();
-            // Checked in the transaction that applies it: the depths it is checked against
-            // are the document's as it applies.
-            if let Some(n) = nesting {
-                depth.admit(&txn, &n)?;
-            }
-            let before = held_back(&txn);
-            let res = txn.apply_update(update);
-            let after = held_back(&txn);
-            // yrs holds back what lacks predecessors; if that set grew, part of this update
-            // lives only in memory.
-            Ok((res, after.is_some() && after != before, before.is_some()))
-        }));
-        let effective =
-            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        let (result, held_back, had_held_back) = match outcome {
-            Ok(Ok(r)) => r,
-            Ok(Err(refused)) => {
+        let outcome = match self.document.apply(update, nesting.as_deref()) {
+            Ok(outcome) => outcome,
+            Err(NotApplied::Refused(refused)) => {
                 // Nothing was applied.
                 metrics::counter!("chorus_nesting_refusals_total", "source" => "client")
                     .increment(1);
@@ -444,17 +350,18 @@ impl Room {
                 self.close_member(conn, code, reason);
                 return;
             }
-            Err(_) => {
+            Err(NotApplied::Panicked) => {
                 tracing::error!(room = %self.key(), conn, "update from this connection panicked");
                 self.restart_after_panic("update");
                 return;
             }
         };
+        let (result, held_back) = (outcome.result, outcome.held_back);
         // Whatever yrs integrated, even from an update it then refused, is now in the
         // document: it must be relayed and stored like any edit. If something was held back
         // before, this update may have released it: then the effective update also carries
         // other members' content that the sender has never seen, so it goes to the sender too.
-        self.commit_effective(conn, effective, had_held_back, true);
+        self.commit_effective(conn, outcome.effective, outcome.released, true);
         if held_back {
             // Store it as received so a restart re-queues the held-back part; the rest is a
             // duplicate, harmless to a CRDT. Copied: `raw` is a slice of the sender's frame,
@@ -487,8 +394,6 @@ impl Room {
         if effective.is_empty() {
             return;
         }
-        self.full_state = None;
-        self.step1 = None;
         let mut dead = Vec::new();
         for u in effective {
             let u = Bytes::from(u);

@@ -14,7 +14,7 @@ pub(super) struct Member {
 impl Room {
     pub(super) fn join(&mut self, conn: ConnHandle, reply: oneshot::Sender<Result<(), JoinError>>) {
         if conn.greets_with_step1() {
-            conn.send_handshake(self.step1());
+            conn.send_handshake(self.document.step1());
         }
         if let Some(snapshot) = self.presence.snapshot() {
             conn.send_handshake(snapshot);

@@ -24,8 +24,7 @@
 //! lifecycle: load, the command loop, restart after a panic, close and finish.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,6 +50,7 @@ mod applied;
 mod batch;
 mod command;
 mod compaction;
+mod doc;
 mod document;
 mod handle;
 mod members;
@@ -61,6 +61,7 @@ pub use applied::{Applied, CommandId, Crash, Effect, Faults};
 use batch::Batch;
 pub use command::{Command, EditError, EditReply, Inbound, MemberInfo, ServerEdit};
 use compaction::{COMPACT_RETRY, CompactionStep, Log};
+use doc::{Document, NotApplied, held_back};
 use document::{Answer, Deferred};
 pub(crate) use handle::ATTEMPTS;
 pub use handle::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
@@ -141,22 +142,14 @@ pub struct Room {
     // Takes this incarnation out of the node's map of rooms (idempotent): joiners then spawn
     // its successor. Given by whoever spawned the room, which the room does not know.
     unlist: Unlist,
-    doc: Doc,
-    // Depth of the doc's nested types: every update is checked against it before yrs sees it
-    // (yrs recurses without a limit; see chorus_protocol::nesting).
-    depth: DepthIndex,
-    // Effective updates the doc observer captured during the last transaction.
-    captured: Arc<Mutex<Vec<Vec<u8>>>>,
+    // The document, its depth index, what a transaction added, cached answers (`doc`).
+    document: Document,
     members: HashMap<ConnId, Member>,
     // Connections closed for bad input: their messages still queued are dropped. Cleared by
     // their Leave.
     refused: HashSet<ConnId>,
     presence: Presence,
     awareness_due: Option<TokioInstant>,
-    // SyncStep2 of the whole document, shared by every joiner until the next update.
-    full_state: Option<Bytes>,
-    // Our SyncStep1, shared by every joiner until the next update.
-    step1: Option<Bytes>,
     // Updates to store, the write in flight, and who is owed `saved` (`batch`).
     batch: Batch,
     // The write in flight's answer from the persister.
@@ -193,15 +186,11 @@ impl Room {
         Room {
             handle,
             unlist,
-            doc: Doc::new(),
-            depth: DepthIndex::new(ctx.limits.max_nesting_depth),
-            captured: Arc::new(Mutex::new(Vec::new())),
+            document: Document::empty(ctx.limits.max_nesting_depth),
             members: HashMap::new(),
             refused: HashSet::new(),
             presence: Presence::default(),
             awareness_due: None,
-            full_state: None,
-            step1: None,
             batch: Batch::default(),
             writing: None,
             flush_due: None,
@@ -430,16 +419,7 @@ impl Room {
             }
             tracing::error!(room = %self.key(), error = %e, "skipping corrupt stored update");
         }
-        self.depth = depth;
-        let captured = self.captured.clone();
-        doc.observe_update_v1("chorus-room", move |_, e| {
-            captured
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e.update.clone());
-        })
-        .map_err(|e| StoreError::Task(format!("observe: {e}")))?;
-        self.doc = doc;
+        self.document = Document::new(doc, depth)?;
         if let Some(link) = &self.ctx.cluster {
             let topic = link.broker.topic(self.key());
             // Listen before asking: replies to our request must find us subscribed.
@@ -472,10 +452,7 @@ impl Room {
                 if self.encode_is_long() {
                     self.deferred = Some(Box::new(Deferred::State(reply)));
                 } else {
-                    let state = self
-                        .doc
-                        .transact()
-                        .encode_state_as_update_v1(&StateVector::default());
+                    let state = self.document.diff(&StateVector::default());
                     let _ = reply.send(Bytes::from(state));
                 }
             }

@@ -55,7 +55,7 @@ impl Room {
     pub(super) fn request_sync(&mut self) {
         if self.remote.is_some() {
             metrics::counter!("chorus_resyncs_total").increment(1);
-            let sv = self.doc.transact().state_vector().encode_v1();
+            let sv = self.document.state_vector().encode_v1();
             self.publish(crate::cluster::envelope::Payload::SyncRequest(Bytes::from(
                 sv,
             )));
@@ -84,10 +84,7 @@ impl Room {
                     tracing::debug!(room = %self.key(), "dropping a malformed sync request");
                     return;
                 };
-                let (diff, ours) = {
-                    let txn = self.doc.transact();
-                    (txn.encode_state_as_update_v1(&sv), txn.state_vector())
-                };
+                let (diff, ours) = (self.document.diff(&sv), self.document.state_vector());
                 // Two bytes is the empty update: the asker has everything we have.
                 if diff.len() > 2 {
                     self.publish(Payload::SyncReply {
@@ -145,32 +142,23 @@ impl Room {
     /// stored room): what is new is relayed to every member here, and neither stored again
     /// (its node stored it) nor published again.
     pub(super) fn apply_remote<'a>(&mut self, updates: impl IntoIterator<Item = &'a Bytes>) {
-        let (doc, key, depth) = (&self.doc, &self.handle.key, &mut self.depth);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            chorus_persistence::merge_into_doc(doc, key, updates, depth)
-        }));
-        let effective =
-            std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()));
-        match outcome {
-            Ok(refused) => {
-                let mut resync = false;
-                for e in refused {
-                    if let StoreError::TooDeep { detail, .. } = &e {
-                        metrics::counter!("chorus_nesting_refusals_total", "source" => "remote")
-                            .increment(1);
-                        // Built on something that has not reached us yet: a resync brings both.
-                        resync |= detail == &Refused::Unresolved.to_string();
-                    }
-                    tracing::debug!(room = %self.key(), error = %e, "remote update refused");
-                }
-                if resync {
-                    self.request_sync();
-                }
+        let key = self.handle.key.clone();
+        let Some((refused, effective)) = self.document.merge(&key, updates) else {
+            self.restart_after_panic("remote update");
+            return;
+        };
+        let mut resync = false;
+        for e in refused {
+            if let StoreError::TooDeep { detail, .. } = &e {
+                metrics::counter!("chorus_nesting_refusals_total", "source" => "remote")
+                    .increment(1);
+                // Built on something that has not reached us yet: a resync brings both.
+                resync |= detail == &Refused::Unresolved.to_string();
             }
-            Err(_) => {
-                self.restart_after_panic("remote update");
-                return;
-            }
+            tracing::debug!(room = %self.key(), error = %e, "remote update refused");
+        }
+        if resync {
+            self.request_sync();
         }
         self.commit_effective(SERVER, effective, true, false);
     }
