@@ -1,8 +1,11 @@
 //! The room as a whole, without sockets: members are outbound queues read in the test, the
-//! store is SQLite behind a wrapper that fails on demand. Random interleavings of edits from
-//! several members, store failures, waits, compactions (a tiny threshold) and room restarts
-//! always end with every member and the store holding the same document as a reference
-//! replica, and no member is ever told `saved` for an update the store does not hold.
+//! store is SQLite behind a wrapper that fails on demand, and the other nodes are one "ghost"
+//! node on the in-memory broker, played by the test: it stores its own edits and publishes
+//! them, and some of its messages are lost (sequence gaps). Random interleavings of local and
+//! remote edits, lost messages, store failures, waits, compactions (a tiny threshold) and room
+//! restarts always end with every member and the store holding the same document as a
+//! reference replica, and no member is ever told `saved` for an update the store does not
+//! hold.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_hub::auth::Role;
+use chorus_hub::cluster::broker::{Broker, BrokerHandler, Topic};
+use chorus_hub::cluster::envelope::{Envelope, Payload};
+use chorus_hub::cluster::memory::{MemoryBroker, MemoryNetwork};
 use chorus_hub::outbound::{self, ConnQueue, Next, Outbound};
 use chorus_hub::registry::{Registry, RoomHandle};
 use chorus_hub::room::{Inbound, RoomContext, RoomLimits};
@@ -74,7 +80,15 @@ impl DocStore for Flaky {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Edit { member: usize, text: String },
+    Edit {
+        member: usize,
+        text: String,
+    },
+    /// The ghost node edits, stores its edit, and publishes it unless the message is `lost`.
+    Remote {
+        text: String,
+        lost: bool,
+    },
     Fail(bool),
     Wait(u64),
     Restart,
@@ -83,10 +97,70 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..3usize, "[a-z]{1,4}").prop_map(|(member, text)| Op::Edit { member, text }),
+        3 => ("[A-Z]{1,3}", prop::bool::weighted(0.3))
+            .prop_map(|(text, lost)| Op::Remote { text, lost }),
         1 => any::<bool>().prop_map(Op::Fail),
         2 => (0..40u64).prop_map(Op::Wait),
         1 => Just(Op::Restart),
     ]
+}
+
+/// The other node, played by the test: its replica of the room, and its side of the broker.
+struct Ghost {
+    doc: yrs::Doc,
+    broker: Arc<MemoryBroker>,
+    topic: Topic,
+    seq: AtomicU64,
+}
+
+const GHOST: &str = "ghost";
+
+impl Ghost {
+    fn publish(&self, payload: &Payload) {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.broker.publish(&self.topic, seq, payload);
+    }
+}
+
+/// What a node does with the room's messages: applies updates, answers sync requests with
+/// what the asker lacks, and asks back when the asker holds something it lacks.
+impl BrokerHandler for Ghost {
+    fn envelope(&self, _key: &RoomKey, envelope: Envelope) {
+        use yrs::updates::encoder::Encode;
+        match envelope.payload {
+            Payload::Update(u) => {
+                if let Ok(u) = Update::decode_v1(&u) {
+                    let _ = self.doc.transact_mut().apply_update(u);
+                }
+            }
+            Payload::SyncReply { to, update } if to == GHOST => {
+                if let Ok(u) = Update::decode_v1(&update) {
+                    let _ = self.doc.transact_mut().apply_update(u);
+                }
+            }
+            Payload::SyncRequest(sv) => {
+                let Ok(sv) = yrs::StateVector::decode_v1(&sv) else {
+                    return;
+                };
+                let (diff, ours) = {
+                    let txn = self.doc.transact();
+                    (txn.encode_state_as_update_v1(&sv), txn.state_vector())
+                };
+                if diff.len() > 2 {
+                    self.publish(&Payload::SyncReply {
+                        to: envelope.origin,
+                        update: Bytes::from(diff),
+                    });
+                }
+                if sv.iter().any(|(c, clock)| *clock > ours.get(c)) {
+                    self.publish(&Payload::SyncRequest(Bytes::from(ours.encode_v1())));
+                }
+            }
+            Payload::SyncReply { .. } | Payload::Awareness(_) => {}
+        }
+    }
+    fn lost(&self) {}
+    fn change(&self, _change: chorus_hub::cluster::Change) {}
 }
 
 /// One member: its replica, what it sent, and what it was told is saved.
@@ -213,6 +287,36 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
     let (notify, _webhooks) =
         chorus_hub::webhooks::spawn(store.clone(), Default::default(), stop.clone());
     let events = chorus_hub::webhooks::events::Events::new(store.clone(), tenants.clone(), notify);
+    // This node and the ghost on one in-memory network.
+    let net = MemoryNetwork::new();
+    let node = chorus_hub::cluster::Node {
+        id: "node-a".into(),
+        url: "http://127.0.0.1:1".into(),
+    };
+    let node_broker: Arc<dyn Broker> = net.broker(&node.id);
+    let cluster = chorus_hub::cluster::Cluster::start(
+        node,
+        net.membership(),
+        node_broker.clone(),
+        Duration::from_secs(3),
+        stop.clone(),
+    )
+    .await;
+    let key = RoomKey::new(KEY_TENANT, "prop");
+    let ghost_broker = net.broker(GHOST);
+    let ghost = Arc::new(Ghost {
+        doc: yrs::Doc::with_client_id(99),
+        topic: ghost_broker.topic(&key),
+        broker: ghost_broker,
+        seq: AtomicU64::new(0),
+    });
+    let handler: std::sync::Weak<dyn BrokerHandler> = Arc::downgrade(&(ghost.clone() as Arc<_>));
+    ghost.broker.attach(handler);
+    ghost
+        .broker
+        .subscribe(&ghost.topic)
+        .await
+        .expect("subscribe");
     let ctx = Arc::new(RoomContext {
         limits: RoomLimits {
             max_rooms: 10,
@@ -229,12 +333,18 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
         webhook_debounce: Duration::from_secs(2),
         store: docs.clone(),
         persister: Persister::spawn(docs, 4096, Duration::from_millis(5)),
-        cluster: None,
+        cluster: Some(chorus_hub::room::ClusterLink {
+            broker: node_broker.clone(),
+            cluster,
+        }),
         applied: Default::default(),
         faults: Default::default(),
     });
     let registry = Registry::new(ctx);
-    let key = RoomKey::new(KEY_TENANT, "prop");
+    // The node's state routes what the broker receives; here the registry does it directly.
+    let router = Arc::new(Router(registry.clone()));
+    let weak: std::sync::Weak<dyn BrokerHandler> = Arc::downgrade(&(router.clone() as Arc<_>));
+    node_broker.attach(weak);
     let violations = Arc::new(Mutex::new(Vec::new()));
     let reference = yrs::Doc::new();
     let mut members = Vec::new();
@@ -296,6 +406,9 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
                     return Err("the room went away".into());
                 }
             }
+            Op::Remote { text, lost } => {
+                remote_edit(&ghost, &reference, &sqlite, &key, &text, lost).await?;
+            }
             Op::Fail(on) => flaky.failing.store(on, Ordering::SeqCst),
             Op::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Op::Restart => {
@@ -331,20 +444,25 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
         }
     }
     flaky.failing.store(false, Ordering::SeqCst);
+    // The ghost's last messages may have been lost with no later number to reveal it: its
+    // closing edit arrives, and its number shows the room what it missed.
+    ops_done(&ghost, &reference, &sqlite, &key).await?;
     // Everything sent is acknowledged in the end, and everyone converges on the reference.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let acked = members
             .iter()
             .all(|(m, _)| m.saved.load(Ordering::SeqCst) as usize >= m.clocks.len());
-        let same = members.iter().all(|(m, _)| text_eq(&m.doc, &reference));
+        let same = members.iter().all(|(m, _)| text_eq(&m.doc, &reference))
+            && text_eq(&ghost.doc, &reference);
         if acked && same {
             break;
         }
         if tokio::time::Instant::now() > deadline {
             return Err(format!(
-                "no convergence: reference {:?}, members {:?}, saved {:?}",
+                "no convergence: reference {:?}, ghost {:?}, members {:?}, saved {:?}",
                 text(&reference),
+                text(&ghost.doc),
                 members
                     .iter()
                     .map(|(m, _)| text(&m.doc))
@@ -372,6 +490,66 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
     } else {
         Err(found.join("; "))
     }
+}
+
+/// The ghost edits, stores its edit as its node would before publishing, and publishes it,
+/// unless the message is `lost` (its number is spent all the same).
+async fn remote_edit(
+    ghost: &Ghost,
+    reference: &yrs::Doc,
+    sqlite: &SqliteStore,
+    key: &RoomKey,
+    text: &str,
+    lost: bool,
+) -> Result<(), String> {
+    let raw = {
+        let t = ghost.doc.get_or_insert_text("t");
+        let mut txn = ghost.doc.transact_mut();
+        let len = t.len(&txn);
+        t.insert(&mut txn, len, text);
+        Bytes::from(txn.encode_update_v1())
+    };
+    reference
+        .transact_mut()
+        .apply_update(Update::decode_v1(&raw).expect("own update"))
+        .expect("apply");
+    sqlite
+        .append(&[AppendBatch {
+            key: key.clone(),
+            updates: vec![raw.clone()],
+            events: Vec::new(),
+        }])
+        .await
+        .map_err(|e| e.to_string())?;
+    if lost {
+        ghost.seq.fetch_add(1, Ordering::SeqCst);
+    } else {
+        ghost.publish(&Payload::Update(raw));
+    }
+    Ok(())
+}
+
+/// The ghost's closing edit, never lost.
+async fn ops_done(
+    ghost: &Ghost,
+    reference: &yrs::Doc,
+    sqlite: &SqliteStore,
+    key: &RoomKey,
+) -> Result<(), String> {
+    remote_edit(ghost, reference, sqlite, key, "!", false).await
+}
+
+/// Routes envelopes to the room, as the node's state does.
+struct Router(Arc<Registry>);
+
+impl BrokerHandler for Router {
+    fn envelope(&self, key: &RoomKey, envelope: Envelope) {
+        self.0.route(key, envelope);
+    }
+    fn lost(&self) {
+        self.0.resync_all();
+    }
+    fn change(&self, _change: chorus_hub::cluster::Change) {}
 }
 
 /// Same content: yrs orders concurrent inserts the same way on every replica, so equal
