@@ -17,7 +17,7 @@ use crate::tenants::{TenantSlot, TenantState};
 
 /// Why a session may not open a room.
 #[derive(Debug)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The token's `rooms` do not match the room.
     NotGranted,
     /// The tenant is being deleted.
@@ -40,7 +40,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// What the client is told.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             Refusal::NotGranted => "token does not grant this room".into(),
             Refusal::TenantDeleting => "the tenant is being deleted".into(),
@@ -55,7 +55,7 @@ impl Refusal {
     }
 
     /// The `reason` label of `chorus_connections_refused_total`.
-    pub fn metric(&self) -> &'static str {
+    pub(crate) fn metric(&self) -> &'static str {
         match self {
             Refusal::NotGranted => "forbidden",
             Refusal::TenantDeleting | Refusal::RoomDeleted => "deleted",
@@ -67,7 +67,7 @@ impl Refusal {
     }
 
     /// The HTTP error of a refused upgrade.
-    pub fn into_api_error(self) -> ApiError {
+    pub(crate) fn into_api_error(self) -> ApiError {
         let reason = self.reason();
         match self {
             Refusal::NotGranted => ApiError::Forbidden(reason),
@@ -83,7 +83,7 @@ impl Refusal {
 
 /// What an admitted session holds: the tenant as loaded, its connection place (released when
 /// dropped), and the room, open and ready to be joined.
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// The tenant's settings.
     pub tenant: Arc<TenantState>,
     /// The tenant's connection place.
@@ -93,7 +93,7 @@ pub struct Admitted {
 }
 
 /// Decides whether `identity` may open `room` (see the module documentation).
-pub async fn admit(
+pub(crate) async fn admit(
     app: &Arc<AppState>,
     identity: &Identity,
     room: &str,

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 
 /// Keys with their holder counts.
 #[derive(Debug)]
-pub struct Counts<K: Eq + Hash>(DashMap<K, usize>);
+pub(crate) struct Counts<K: Eq + Hash>(DashMap<K, usize>);
 
 impl<K: Eq + Hash> Default for Counts<K> {
     fn default() -> Self {
@@ -18,12 +18,12 @@ impl<K: Eq + Hash> Default for Counts<K> {
 
 impl<K: Eq + Hash> Counts<K> {
     /// One more holder of `key`.
-    pub fn add(&self, key: K) {
+    pub(crate) fn add(&self, key: K) {
         *self.0.entry(key).or_insert(0) += 1;
     }
 
     /// One holder of `key` fewer; the key goes with its last holder.
-    pub fn remove<Q>(&self, key: &Q)
+    pub(crate) fn remove<Q>(&self, key: &Q)
     where
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
@@ -35,7 +35,7 @@ impl<K: Eq + Hash> Counts<K> {
     }
 
     /// How many holders `key` has.
-    pub fn count<Q>(&self, key: &Q) -> usize
+    pub(crate) fn count<Q>(&self, key: &Q) -> usize
     where
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
@@ -44,7 +44,7 @@ impl<K: Eq + Hash> Counts<K> {
     }
 
     /// Whether `key` has a holder. Cheap when no key has (the common case on hot paths).
-    pub fn contains<Q>(&self, key: &Q) -> bool
+    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
     where
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,

@@ -19,7 +19,7 @@ use tower_service::Service;
 
 /// Limits of the accept loop (from the config).
 #[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
+pub(crate) struct HttpLimits {
     /// See `--header-read-timeout`.
     pub header_read_timeout: Duration,
     /// See `--max-pending-connections`.
@@ -28,7 +28,7 @@ pub struct HttpLimits {
 
 /// Accepts and serves connections until `stop`; then in-flight requests finish (hyper's
 /// graceful shutdown) while upgraded WebSockets go on until the node drains them.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: HttpLimits,

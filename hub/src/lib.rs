@@ -4,15 +4,15 @@
 //! - [`server`]: HTTP routes; every check (auth, limits, bad names) happens before the
 //!   WebSocket upgrade: an HTTP error with a JSON body, or, for refusals a retry cannot fix
 //!   (no or bad token, a room not granted), an accepted socket closed with 4401/4403.
-//! - [`admission`]: may this session open this room (one path for both dialects, a typed
+//! - `admission` (private): may this session open this room (one path for both dialects, a typed
 //!   refusal each dialect answers in its own way).
 //! - [`auth`]: JWT verification (node keys, and tenant keys by `kid`), room patterns.
 //! - [`tenants`]: tenant settings and keys (cached), per-tenant connection counts.
-//! - [`api`]: the REST API under `/v1` (problem+json errors, OpenAPI document).
+//! - `api` (private): the REST API under `/v1` (problem+json errors, OpenAPI document).
 //! - [`docjson`]: documents as JSON, JSON edit operations, version restore.
 //! - [`webhooks`]: webhook events into the outbox (`webhooks::events`), and their signed
 //!   delivery.
-//! - [`counts`]: keys held by several holders at once (deletions, room incarnations).
+//! - `counts` (private): keys held by several holders at once (deletions, room incarnations).
 //! - [`session`]: the socket side, one task per socket: decode and validate frames, forward
 //!   them to the room, write what the room queued; `session::websocket` (the upgrade and
 //!   fragmented writes), `session::hocuspocus` (the Hocuspocus dialect), `session::recording`
@@ -24,22 +24,31 @@
 //! - [`registry`]: live rooms, atomic get-or-spawn per `(tenant, room)`.
 //! - [`room`]: one actor per room owning the `yrs::Doc` and awareness; fan-out, persistence
 //!   batching, compaction, idle exit.
-//! - [`metrics`]: the Prometheus recorder.
+//! - `metrics` (private): the Prometheus recorder.
 //!
 //! A frame travels: socket -> `session` (decode, validate, role check) -> room command queue
 //! -> `room` (apply, encode once) -> every member's `outbound` queue -> their sockets; and
 //! `room` -> `Persister` (group commit) -> `saved` to opted-in senders.
+//!
+//! The API for code that embeds or extends a node: [`run`], [`run_with`] and [`run_on`] (with
+//! a [`Transport`]), [`Config`], [`migrate`]; [`registry`] and [`room`] (reaching rooms,
+//! server edits), [`peer`] (server-side peers), [`cluster`] (the `Broker` and `Membership`
+//! traits and their implementations) and [`server::AppState`] (what `run_with` hands over).
+//! [`auth`], [`session`], [`outbound`], [`tenants`], [`webhooks`] and [`docjson`] are public
+//! for the test suites and the load tester, which drive a room without sockets and decode
+//! what it sends; the HTTP plumbing, the REST handlers, admission, counts and metrics are
+//! private.
 
-pub mod admission;
-pub mod api;
+mod admission;
+mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod counts;
+mod counts;
 pub mod docjson;
-pub mod error;
-pub mod http;
-pub mod metrics;
+mod error;
+mod http;
+mod metrics;
 pub mod outbound;
 pub mod peer;
 pub mod registry;

@@ -16,7 +16,7 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// The process's metrics handle, installing the recorder on first use.
-pub fn handle() -> PrometheusHandle {
+pub(crate) fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()

@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 /// Builds the `/v1` routes.
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/openapi.json", get(openapi::serve))
         .route("/route", get(route))
@@ -87,7 +87,7 @@ pub fn router() -> Router<Arc<AppState>> {
 
 /// An RFC 9457 problem: what every REST error looks like.
 #[derive(Debug)]
-pub struct Problem {
+pub(crate) struct Problem {
     status: StatusCode,
     code: &'static str,
     detail: String,
@@ -102,31 +102,31 @@ impl Problem {
         }
     }
     /// 400.
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
     }
     /// 401.
-    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+    pub(crate) fn unauthenticated(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
     }
     /// 403.
-    pub fn forbidden(detail: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
     /// 404.
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
     /// 409.
-    pub fn conflict(detail: impl Into<String>) -> Self {
+    pub(crate) fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
     /// 413.
-    pub fn too_large(detail: impl Into<String>) -> Self {
+    pub(crate) fn too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", detail)
     }
     /// 415.
-    pub fn unsupported_media(detail: impl Into<String>) -> Self {
+    pub(crate) fn unsupported_media(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -134,11 +134,11 @@ impl Problem {
         )
     }
     /// 422.
-    pub fn invalid(detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)
     }
     /// 422 `too_deep`: an update nests deeper than `--max-nesting-depth`.
-    pub fn too_deep(limit: u32) -> Self {
+    pub(crate) fn too_deep(limit: u32) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_deep",
@@ -146,15 +146,15 @@ impl Problem {
         )
     }
     /// 429.
-    pub fn quota(detail: impl Into<String>) -> Self {
+    pub(crate) fn quota(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
     }
     /// 503.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
     /// 500; the cause goes to the log, not to the client.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "REST request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,11 +211,11 @@ impl IntoResponse for Problem {
 }
 
 /// Result of a handler.
-pub type ApiResult<T> = Result<T, Problem>;
+pub(crate) type ApiResult<T> = Result<T, Problem>;
 
 /// A JSON body: `Content-Type: application/json`, at most `--max-request-bytes`, parsed with
 /// errors that name the field and position.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = Problem;
@@ -240,7 +240,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Parses JSON: syntax errors are 400, well-formed JSON of the wrong shape is 422.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -253,7 +253,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 }
 
 /// Reads a body of at most `limit` bytes (413 beyond).
-pub async fn read_body(req: Request, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(req: Request, limit: usize) -> ApiResult<Bytes> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -274,7 +274,7 @@ pub async fn read_body(req: Request, limit: usize) -> ApiResult<Bytes> {
 macro_rules! problem_extractor {
     ($(#[$doc:meta])* $name:ident, $inner:ident, $what:literal) => {
         $(#[$doc])*
-        pub struct $name<T>(pub T);
+        pub(crate) struct $name<T>(pub T);
 
         impl<T, S> FromRequestParts<S> for $name<T>
         where
@@ -310,7 +310,7 @@ problem_extractor!(
 );
 
 /// The operator, verified by `--operator-key`.
-pub struct Operator;
+pub(crate) struct Operator;
 
 impl FromRequestParts<Arc<AppState>> for Operator {
     type Rejection = Problem;
@@ -341,7 +341,7 @@ impl FromRequestParts<Arc<AppState>> for Operator {
 }
 
 /// The tenant a request acts for: from its API key, or the operator's `Chorus-Tenant` header.
-pub struct Caller {
+pub(crate) struct Caller {
     /// Tenant id.
     pub tenant: String,
 }
@@ -413,7 +413,7 @@ fn is_operator(app: &AppState, presented: &str) -> bool {
 }
 
 /// What every API key starts with.
-pub const API_KEY_PREFIX: &str = "chk_";
+pub(crate) const API_KEY_PREFIX: &str = "chk_";
 
 /// How long a verified API key is trusted without re-checking its hash and revocation.
 const API_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -569,7 +569,7 @@ fn random_id() -> String {
 
 /// Tenant ids: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or digit (they appear in API
 /// keys, tokens and URLs).
-pub fn validate_tenant_id(id: &str) -> ApiResult<()> {
+pub(crate) fn validate_tenant_id(id: &str) -> ApiResult<()> {
     if crate::tenants::valid_id(id) {
         Ok(())
     } else {

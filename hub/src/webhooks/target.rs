@@ -64,7 +64,7 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
 }
 
 /// Checks a webhook URL: http(s) with a host, and (unless `allow_private`) not an internal IP
-/// literal. Names are checked when they resolve ([`PublicResolver`]).
+/// literal. Names are checked when they resolve (`PublicResolver`).
 pub fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid url: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
