@@ -253,7 +253,7 @@ async fn updates_cross_nodes_once_and_a_room_opening_late_catches_up() {
 async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_ignored() {
     use chorus_hub::cluster::envelope::{Envelope, Payload};
     use fred::interfaces::{EventInterface, PubsubInterface};
-    use yrs::{ReadTxn, Text, Transact};
+    use yrs::Transact;
     let Some(redis) = redis().await else { return };
     let prefix = unique_prefix("gap");
     let dir = tempfile::tempdir().expect("dir");
@@ -289,36 +289,8 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         }
     };
     publish(bytes::Bytes::from_static(b"not an envelope")).await;
-    // A sync request whose state vector does not decode is dropped, nothing more.
-    let broken = Envelope {
-        origin: "ghost-0".into(),
-        seq: 1,
-        payload: Payload::SyncRequest(bytes::Bytes::from_static(&[0xff, 0xff, 0xff])),
-    };
-    publish(broken.encode()).await;
-    // So are an update and awareness that do not decode, and an update nesting far past the
-    // limit (it would overflow yrs' stack and abort the node): the room keeps serving.
-    let deep = chorus_protocol::nesting::nested_value_update(7, "v", 6_500);
-    let at_limit = chorus_protocol::nesting::nested_value_update(8, "v", 63);
-    let past = chorus_protocol::nesting::nested_value_update(9, "v", 64);
-    for (origin, payload) in [
-        (
-            "ghost-1",
-            Payload::Update(bytes::Bytes::from_static(&[0xff, 0x01, 0x02])),
-        ),
-        ("ghost-3", Payload::Update(bytes::Bytes::from(deep))),
-        ("ghost-4", Payload::Update(bytes::Bytes::from(past))),
-        ("ghost-5", Payload::Update(bytes::Bytes::from(at_limit))),
-        (
-            "ghost-2",
-            Payload::Awareness(bytes::Bytes::from_static(&[0x05, 0xff])),
-        ),
-    ] {
-        let junk = Envelope {
-            origin: origin.into(),
-            seq: 1,
-            payload,
-        };
+    // Messages that do not decode or nest too deeply are dropped; the room keeps serving.
+    for junk in hostile_envelopes() {
         publish(junk.encode()).await;
     }
     for (seq, update) in [(1, first), (3, second)] {
@@ -357,19 +329,7 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
 
     // A node that asks with a state vector ahead of ours holds something we never received
     // (its publish was lost, and no later number shows it): we ask it back.
-    let ahead = yrs::Doc::with_client_id(99);
-    ahead
-        .get_or_insert_text("t")
-        .insert(&mut ahead.transact_mut(), 0, "hidden");
-    let sv = {
-        use yrs::updates::encoder::Encode;
-        ahead.transact().state_vector().encode_v1()
-    };
-    let ask = Envelope {
-        origin: "other".into(),
-        seq: 1,
-        payload: Payload::SyncRequest(sv.into()),
-    };
+    let ask = sync_request_from_ahead("other");
     publish(ask.encode()).await;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

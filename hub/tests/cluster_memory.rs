@@ -162,7 +162,7 @@ impl Listener {
 
 #[tokio::test]
 async fn a_skipped_number_makes_the_room_resync_and_strangers_are_ignored() {
-    use yrs::{ReadTxn, Text, Transact};
+    use yrs::Transact;
     let net = MemoryNetwork::new();
     let dir = tempfile::tempdir().expect("dir");
     let a = nodes(&net, dir.path(), &["node-a"]).await.remove(0);
@@ -174,35 +174,10 @@ async fn a_skipped_number_makes_the_room_resync_and_strangers_are_ignored() {
     ear.attach(handler);
     ear.subscribe(&ear.topic(&key)).await.expect("subscribe");
 
-    // Garbage, a sync request that does not decode, an update and awareness that do not
-    // decode, an update nesting far past the limit (it would overflow yrs' stack): dropped,
-    // and the room keeps serving.
+    // Garbage, and messages that do not decode or nest too deeply: dropped, and the room
+    // keeps serving.
     net.inject(&key, bytes::Bytes::from_static(b"not an envelope"));
-    let deep = chorus_protocol::nesting::nested_value_update(7, "v", 6_500);
-    let at_limit = chorus_protocol::nesting::nested_value_update(8, "v", 63);
-    let past = chorus_protocol::nesting::nested_value_update(9, "v", 64);
-    for (origin, payload) in [
-        (
-            "ghost-0",
-            Payload::SyncRequest(bytes::Bytes::from_static(&[0xff, 0xff, 0xff])),
-        ),
-        (
-            "ghost-1",
-            Payload::Update(bytes::Bytes::from_static(&[0xff, 0x01, 0x02])),
-        ),
-        ("ghost-3", Payload::Update(bytes::Bytes::from(deep))),
-        ("ghost-4", Payload::Update(bytes::Bytes::from(past))),
-        ("ghost-5", Payload::Update(bytes::Bytes::from(at_limit))),
-        (
-            "ghost-2",
-            Payload::Awareness(bytes::Bytes::from_static(&[0x05, 0xff])),
-        ),
-    ] {
-        let junk = Envelope {
-            origin: origin.into(),
-            seq: 1,
-            payload,
-        };
+    for junk in hostile_envelopes() {
         net.inject(&key, junk.encode());
     }
     // Another node's two edits, numbered 1 and 3: number 2 never arrived.
@@ -236,19 +211,7 @@ async fn a_skipped_number_makes_the_room_resync_and_strangers_are_ignored() {
     // A node that asks with a state vector ahead of ours holds something we never received:
     // we answer with what it lacks of ours, then ask it back.
     listener.0.lock().expect("lock").clear();
-    let ahead = yrs::Doc::with_client_id(99);
-    ahead
-        .get_or_insert_text("t")
-        .insert(&mut ahead.transact_mut(), 0, "hidden");
-    let sv = {
-        use yrs::updates::encoder::Encode;
-        ahead.transact().state_vector().encode_v1()
-    };
-    let ask = Envelope {
-        origin: "other".into(),
-        seq: 1,
-        payload: Payload::SyncRequest(sv.into()),
-    };
+    let ask = sync_request_from_ahead("other");
     net.inject(&key, ask.encode());
     listener
         .wait(

@@ -286,3 +286,57 @@ pub async fn spawn_chorus<S: AsRef<std::ffi::OsStr>>(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
 }
+
+/// What another node (or a stranger on its channel) might publish that a room must drop
+/// without harm: a sync request whose state vector does not decode, an update and awareness
+/// that do not decode, an update nesting far past the limit (it would overflow yrs' stack and
+/// abort the node), one just past it, and one at the limit of 64, the only one applied (it
+/// adds one element to the array `v`). Each from its own origin, numbered 1.
+pub fn hostile_envelopes() -> Vec<chorus_hub::cluster::envelope::Envelope> {
+    use chorus_hub::cluster::envelope::{Envelope, Payload};
+    let deep = chorus_protocol::nesting::nested_value_update(7, "v", 6_500);
+    let at_limit = chorus_protocol::nesting::nested_value_update(8, "v", 63);
+    let past = chorus_protocol::nesting::nested_value_update(9, "v", 64);
+    [
+        (
+            "ghost-0",
+            Payload::SyncRequest(bytes::Bytes::from_static(&[0xff, 0xff, 0xff])),
+        ),
+        (
+            "ghost-1",
+            Payload::Update(bytes::Bytes::from_static(&[0xff, 0x01, 0x02])),
+        ),
+        ("ghost-3", Payload::Update(bytes::Bytes::from(deep))),
+        ("ghost-4", Payload::Update(bytes::Bytes::from(past))),
+        ("ghost-5", Payload::Update(bytes::Bytes::from(at_limit))),
+        (
+            "ghost-2",
+            Payload::Awareness(bytes::Bytes::from_static(&[0x05, 0xff])),
+        ),
+    ]
+    .into_iter()
+    .map(|(origin, payload)| Envelope {
+        origin: origin.into(),
+        seq: 1,
+        payload,
+    })
+    .collect()
+}
+
+/// A sync request from node `origin` whose state vector is ahead of the room's: the node
+/// holds an edit (client 99) that never reached anyone.
+pub fn sync_request_from_ahead(origin: &str) -> chorus_hub::cluster::envelope::Envelope {
+    use chorus_hub::cluster::envelope::{Envelope, Payload};
+    use yrs::updates::encoder::Encode;
+    use yrs::{ReadTxn, Text, Transact};
+    let ahead = yrs::Doc::with_client_id(99);
+    ahead
+        .get_or_insert_text("t")
+        .insert(&mut ahead.transact_mut(), 0, "hidden");
+    let sv = ahead.transact().state_vector().encode_v1();
+    Envelope {
+        origin: origin.into(),
+        seq: 1,
+        payload: Payload::SyncRequest(sv.into()),
+    }
+}
