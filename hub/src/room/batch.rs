@@ -245,13 +245,7 @@ impl Room {
     }
 
     pub(super) fn send_saved(&mut self, acks: HashMap<ConnId, u64>) {
-        for (conn, updates) in acks {
-            if let Some(m) = self.members.get_mut(&conn) {
-                let newly = updates.saturating_sub(m.acked);
-                m.acked = m.acked.max(updates);
-                m.conn.saved(newly, updates);
-            }
-        }
+        self.members.saved(acks);
     }
 }
 

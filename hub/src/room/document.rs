@@ -321,10 +321,7 @@ impl Room {
             );
             return;
         }
-        let accepted = self.members.get_mut(&conn).map(|m| {
-            m.accepted += 1;
-            m.accepted
-        });
+        let accepted = self.members.accept(conn);
         let outcome = match self.document.apply(update, nesting.as_deref()) {
             Ok(outcome) => outcome,
             Err(NotApplied::Refused(refused)) => {
@@ -340,8 +337,8 @@ impl Room {
                         "update builds on content the room does not have",
                     ),
                 };
-                if let Some(m) = self.members.get_mut(&conn) {
-                    m.accepted -= 1;
+                self.members.unaccept(conn);
+                if let Some(m) = self.members.get(&conn) {
                     m.conn.send_ext(&ServerMessage::Error {
                         code: ErrorCode::TooLarge,
                         message: reason.into(),
@@ -405,17 +402,8 @@ impl Room {
                 self.batch.push(u);
             }
             let started = Instant::now();
-            let mut sent = 0u64;
-            for (id, m) in &self.members {
-                if *id == from && !echo_sender {
-                    continue;
-                }
-                if m.conn.send_binary(frame.clone()) {
-                    sent += 1;
-                } else {
-                    dead.push(*id);
-                }
-            }
+            let except = (!echo_sender).then_some(from);
+            let sent = self.members.fan_out(&frame, except, &mut dead);
             metrics::counter!("chorus_messages_out_total").increment(sent);
             metrics::histogram!("chorus_fanout_seconds").record(started.elapsed().as_secs_f64());
         }

@@ -11,6 +11,92 @@ pub(super) struct Member {
     pub(super) acked: u64,
 }
 
+/// The members and what the room owes each, without I/O of its own: a member is reached
+/// through its bounded outbound queue, which never waits (a full queue refuses, and the
+/// member is closed). Derefs to the map of members by connection.
+#[derive(Default)]
+pub(super) struct Members {
+    by_conn: HashMap<ConnId, Member>,
+}
+
+impl std::ops::Deref for Members {
+    type Target = HashMap<ConnId, Member>;
+    fn deref(&self) -> &Self::Target {
+        &self.by_conn
+    }
+}
+
+impl std::ops::DerefMut for Members {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.by_conn
+    }
+}
+
+impl Members {
+    /// A new member, owed nothing yet.
+    pub(super) fn add(&mut self, conn: ConnHandle) {
+        self.by_conn.insert(
+            conn.id,
+            Member {
+                conn,
+                accepted: 0,
+                acked: 0,
+            },
+        );
+    }
+
+    /// Queues `frame` (encoded once, shared) to every member but `except`; returns how many
+    /// took it, and pushes onto `dead` those whose queues refused it.
+    pub(super) fn fan_out(
+        &self,
+        frame: &Bytes,
+        except: Option<ConnId>,
+        dead: &mut Vec<ConnId>,
+    ) -> u64 {
+        let mut sent = 0;
+        for (id, m) in &self.by_conn {
+            if Some(*id) == except {
+                continue;
+            }
+            if m.conn.send_binary(frame.clone()) {
+                sent += 1;
+            } else {
+                dead.push(*id);
+            }
+        }
+        sent
+    }
+
+    /// One more update of `conn` accepted; its count (`None` for a member that left).
+    pub(super) fn accept(&mut self, conn: ConnId) -> Option<u64> {
+        self.by_conn.get_mut(&conn).map(|m| {
+            m.accepted += 1;
+            m.accepted
+        })
+    }
+
+    /// The last accepted update of `conn` was refused after all.
+    pub(super) fn unaccept(&mut self, conn: ConnId) {
+        if let Some(m) = self.by_conn.get_mut(&conn) {
+            m.accepted = m.accepted.saturating_sub(1);
+        }
+    }
+
+    /// The first `updates` updates of each member in `acks` are durable: each is told how
+    /// many more than it was last told (never fewer: acks of one member only grow).
+    pub(super) fn saved(&mut self, acks: HashMap<ConnId, u64>) {
+        for (conn, updates) in acks {
+            if let Some(m) = self.by_conn.get_mut(&conn)
+                && updates > m.acked
+            {
+                let newly = updates - m.acked;
+                m.acked = updates;
+                m.conn.saved(newly, updates);
+            }
+        }
+    }
+}
+
 impl Room {
     pub(super) fn join(&mut self, conn: ConnHandle, reply: oneshot::Sender<Result<(), JoinError>>) {
         if conn.greets_with_step1() {
@@ -20,14 +106,7 @@ impl Room {
             conn.send_handshake(snapshot);
         }
         let id = conn.id;
-        self.members.insert(
-            id,
-            Member {
-                conn,
-                accepted: 0,
-                acked: 0,
-            },
-        );
+        self.members.add(conn);
         self.idle_since = None;
         if reply.send(Ok(())).is_err() {
             // The joiner gave up while we loaded; it will never send Leave.
@@ -182,13 +261,8 @@ impl Room {
             return Vec::new();
         };
         let mut dead = Vec::new();
-        for (id, m) in &self.members {
-            if !m.conn.send_binary(frame.clone()) {
-                dead.push(*id);
-            }
-        }
-        metrics::counter!("chorus_messages_out_total")
-            .increment((self.members.len() - dead.len()) as u64);
+        let sent = self.members.fan_out(&frame, None, &mut dead);
+        metrics::counter!("chorus_messages_out_total").increment(sent);
         dead
     }
 
@@ -211,5 +285,69 @@ impl Room {
             m.conn.close(code, reason);
         }
         self.leave(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{ConnQueue, Outbound};
+
+    fn member(members: &mut Members, id: ConnId, max_messages: usize) -> ConnQueue {
+        let (conn, queue) = crate::outbound::channel(id, true, Role::Write, max_messages, 1 << 20);
+        members.add(conn);
+        queue
+    }
+
+    fn frames(queue: &ConnQueue) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        while let Some(m) = queue.try_recv() {
+            queue.written(&m);
+            out.push(m);
+        }
+        out
+    }
+
+    #[test]
+    fn a_frame_goes_once_to_every_member_but_the_sender_and_full_queues_are_reported() {
+        let mut members = Members::default();
+        let (a, b) = (member(&mut members, 1, 8), member(&mut members, 2, 8));
+        let _full = member(&mut members, 3, 1);
+        let frame = Bytes::from_static(b"update");
+        let mut dead = Vec::new();
+        assert_eq!(members.fan_out(&frame, Some(1), &mut dead), 2);
+        assert!(dead.is_empty());
+        assert_eq!(
+            members.fan_out(&frame, None, &mut dead),
+            2,
+            "3's queue is full"
+        );
+        assert_eq!(dead, [3]);
+        assert_eq!(frames(&a).len(), 1, "the sender got only the second");
+        assert_eq!(frames(&b).len(), 2);
+    }
+
+    #[test]
+    fn saved_tells_each_member_what_is_newly_durable_and_never_less() {
+        let mut members = Members::default();
+        let queue = member(&mut members, 1, 8);
+        assert_eq!(members.accept(1), Some(1));
+        assert_eq!(members.accept(1), Some(2));
+        assert_eq!(members.accept(9), None, "not a member");
+        members.unaccept(1);
+        assert_eq!(members.accept(1), Some(2));
+        members.saved(HashMap::from([(1, 2), (9, 5)]));
+        // A stale, smaller count (an older write committing late) tells nothing.
+        members.saved(HashMap::from([(1, 1)]));
+        members.saved(HashMap::from([(1, 2)]));
+        let told: Vec<String> = frames(&queue)
+            .into_iter()
+            .filter_map(|m| match m {
+                Outbound::Text(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("\"updates\":2"), "{told:?}");
     }
 }

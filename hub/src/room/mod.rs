@@ -65,7 +65,7 @@ use doc::{Document, NotApplied, held_back};
 use document::{Answer, Deferred};
 pub(crate) use handle::ATTEMPTS;
 pub use handle::{JoinError, ROOM_TIMEOUT, RoomError, RoomHandle};
-use members::Member;
+use members::Members;
 pub use presence::MAX_AWARENESS_IDS_PER_CONNECTION;
 use presence::Presence;
 use remote::{RemoteState, Sequence};
@@ -144,7 +144,7 @@ pub struct Room {
     unlist: Unlist,
     // The document, its depth index, what a transaction added, cached answers (`doc`).
     document: Document,
-    members: HashMap<ConnId, Member>,
+    members: Members,
     // Connections closed for bad input: their messages still queued are dropped. Cleared by
     // their Leave.
     refused: HashSet<ConnId>,
@@ -187,7 +187,7 @@ impl Room {
             handle,
             unlist,
             document: Document::empty(ctx.limits.max_nesting_depth),
-            members: HashMap::new(),
+            members: Members::default(),
             refused: HashSet::new(),
             presence: Presence::default(),
             awareness_due: None,
