@@ -14,6 +14,78 @@ pub(super) enum CompactionStep {
     Skipped,
 }
 
+/// A store call the room's logic asked for; the actor makes it (`Room::start_store_work`), so
+/// that nothing but the actor does I/O. Each answers on its channel.
+pub(super) enum StoreWork {
+    /// Compaction, step 1: what the log holds.
+    Summarize(oneshot::Sender<Result<CompactionStep, StoreError>>),
+    /// Compaction, step 2 in a cluster: the store rebuilds the room under its lock.
+    CompactExclusive(oneshot::Sender<Result<CompactionStep, StoreError>>),
+    /// Compaction, step 2 alone: the document becomes the snapshot of the log up to `upto`.
+    WriteSnapshot {
+        upto: i64,
+        snapshot: Vec<u8>,
+        stats: CompactStats,
+        done: oneshot::Sender<Result<CompactionStep, StoreError>>,
+    },
+    /// Catching up: what the store holds, back to the room as `Command::Stored`.
+    Load,
+}
+
+impl Room {
+    /// Starts the store calls the last command asked for, each on a task of its own.
+    pub(super) fn start_store_work(&mut self) {
+        for work in std::mem::take(&mut self.store_work) {
+            let store = self.ctx.store.clone();
+            let key = self.key().clone();
+            match work {
+                StoreWork::Summarize(done) => {
+                    tokio::spawn(async move {
+                        let _ =
+                            done.send(store.log_summary(&key).await.map(CompactionStep::Summed));
+                    });
+                }
+                StoreWork::CompactExclusive(done) => {
+                    tokio::spawn(async move {
+                        let res = store.compact_exclusive(&key).await.map(|stats| {
+                            stats.map_or(CompactionStep::Skipped, CompactionStep::Written)
+                        });
+                        let _ = done.send(res);
+                    });
+                }
+                StoreWork::WriteSnapshot {
+                    upto,
+                    snapshot,
+                    stats,
+                    done,
+                } => {
+                    tokio::spawn(async move {
+                        let res = store.write_snapshot(&key, upto, &snapshot).await;
+                        let _ = done.send(res.map(|()| CompactionStep::Written(stats)));
+                    });
+                }
+                StoreWork::Load => {
+                    let tx = self.handle.sender();
+                    tokio::spawn(async move {
+                        match store.load(&key).await {
+                            Ok(loaded) => {
+                                let _ = tx
+                                    .send(Command::Stored {
+                                        loaded: Box::new(loaded),
+                                    })
+                                    .await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(room = %key, error = %e, "catch-up from the store failed")
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// A log this many times smaller than the snapshot is not compacted yet (`compaction_due`).
 pub(super) const COMPACT_LOG_FRACTION: usize = 4;
 
@@ -93,11 +165,7 @@ impl Room {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let store = self.ctx.store.clone();
-        let key = self.key().clone();
-        tokio::spawn(async move {
-            let _ = tx.send(store.log_summary(&key).await.map(CompactionStep::Summed));
-        });
+        self.store_work.push(StoreWork::Summarize(tx));
         self.compaction = Some(rx);
     }
 
@@ -138,15 +206,7 @@ impl Room {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let store = self.ctx.store.clone();
-        let key = self.key().clone();
-        tokio::spawn(async move {
-            let res = store
-                .compact_exclusive(&key)
-                .await
-                .map(|stats| stats.map_or(CompactionStep::Skipped, CompactionStep::Written));
-            let _ = tx.send(res);
-        });
+        self.store_work.push(StoreWork::CompactExclusive(tx));
         self.compaction = Some(rx);
     }
 
@@ -162,11 +222,11 @@ impl Room {
             snapshot_bytes: snapshot.len(),
         };
         let (tx, rx) = oneshot::channel();
-        let store = self.ctx.store.clone();
-        let key = self.key().clone();
-        tokio::spawn(async move {
-            let res = store.write_snapshot(&key, log.last_id, &snapshot).await;
-            let _ = tx.send(res.map(|()| CompactionStep::Written(stats)));
+        self.store_work.push(StoreWork::WriteSnapshot {
+            upto: log.last_id,
+            snapshot,
+            stats,
+            done: tx,
         });
         self.compaction = Some(rx);
     }

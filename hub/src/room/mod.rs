@@ -60,7 +60,7 @@ mod remote;
 pub use applied::{Applied, CommandId, Crash, Effect, Faults};
 use batch::Batch;
 pub use command::{Command, EditError, EditReply, Inbound, MemberInfo, ServerEdit};
-use compaction::{COMPACT_RETRY, CompactionStep, Log};
+use compaction::{COMPACT_RETRY, CompactionStep, Log, StoreWork};
 use doc::{Document, NotApplied, held_back};
 use document::{Answer, Deferred};
 pub(crate) use handle::ATTEMPTS;
@@ -175,6 +175,8 @@ pub struct Room {
     remote: Option<Box<RemoteState>>,
     // Left by a command for an encode off the runtime workers; run before the next command.
     deferred: Option<Box<Deferred>>,
+    // Store calls the logic asked for, made by the actor after each step (`start_store_work`).
+    store_work: Vec<StoreWork>,
     // A fault fired (tests): the room dies this way after the current command, and drops
     // the answer it owes only then, as a killed task would.
     crash: Option<(Crash, oneshot::Sender<EditReply>)>,
@@ -205,6 +207,7 @@ impl Room {
             tenant: None,
             remote: None,
             deferred: None,
+            store_work: Vec::new(),
             crash: None,
             ctx,
         }
@@ -261,6 +264,7 @@ impl Room {
         let mut shutdown_reply = None;
         let mut dying = None;
         loop {
+            self.start_store_work();
             let idle_due = self
                 .idle_since
                 .filter(|_| self.members.is_empty() && !self.has_unsaved())
@@ -343,6 +347,7 @@ impl Room {
                             m.conn.close(CloseCode::Restarting, "room restarting");
                         }
                         self.batch.discard();
+                        self.store_work.clear();
                         self.leave_bus().await;
                         rx.close();
                         while let Some(cmd) = rx.recv().await {
@@ -532,6 +537,8 @@ impl Room {
         if let Some(w) = self.writing.take() {
             let _ = w.await;
         }
+        // Nothing more is written for a deleted room: store calls not started yet never are.
+        self.store_work.clear();
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
         }
@@ -564,6 +571,8 @@ impl Room {
         if self.batch.pending_len() > 0 {
             tracing::error!(room = %self.key(), updates = self.batch.pending_len(), "room exiting with unsaved updates");
         }
+        // A compaction the last flush asked for runs to its end like one already running.
+        self.start_store_work();
         if let Some(c) = self.compaction.take() {
             let _ = c.await;
         }

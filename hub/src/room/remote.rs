@@ -123,21 +123,7 @@ impl Room {
     /// a CRDT merge only adds what is missing.
     pub(super) fn catch_up(&mut self) {
         metrics::counter!("chorus_catch_ups_total").increment(1);
-        let store = self.ctx.store.clone();
-        let key = self.key().clone();
-        let tx = self.handle.sender();
-        tokio::spawn(async move {
-            match store.load(&key).await {
-                Ok(loaded) => {
-                    let _ = tx
-                        .send(Command::Stored {
-                            loaded: Box::new(loaded),
-                        })
-                        .await;
-                }
-                Err(e) => tracing::warn!(room = %key, error = %e, "catch-up from the store failed"),
-            }
-        });
+        self.store_work.push(StoreWork::Load);
     }
 
     /// Applies updates other nodes stored, in one transaction (a catch-up brings the whole
