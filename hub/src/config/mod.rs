@@ -5,76 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 
-/// Chorus: a self-hostable real-time collaboration hub (Yjs rooms over WebSockets).
-#[derive(Debug, Parser)]
-#[command(
-    name = "chorus",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    /// What to do; `serve` when omitted.
-    #[command(subcommand)]
-    pub command: Option<CliCommand>,
-    /// Options of `serve`, accepted without the subcommand too.
-    #[command(flatten)]
-    pub serve: Config,
-}
-
-/// Subcommands.
-// Parsed once at start-up: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-pub enum CliCommand {
-    /// Run the hub (the default).
-    Serve(Config),
-    /// Print a signed development token (HS256, signed with --jwt-secret).
-    Token(TokenArgs),
-    /// Apply the database schema migrations and exit (run with the schema owner's URL).
-    Migrate(MigrateArgs),
-}
-
-/// Options of `chorus migrate`.
-#[derive(Debug, Clone, Args)]
-pub struct MigrateArgs {
-    /// Database URL (`postgres://...` or `sqlite://...`). Default: none (required).
-    #[arg(long, env = "CHORUS_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-}
-
-/// Options of `chorus token`.
-#[derive(Debug, Clone, Args)]
-pub struct TokenArgs {
-    /// Room name or pattern the token grants (`name`, `prefix*`, or `*`). Repeatable.
-    #[arg(
-        long = "room",
-        env = "CHORUS_TOKEN_ROOMS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub rooms: Vec<String>,
-    /// `write` (edit) or `read` (view only).
-    #[arg(long, env = "CHORUS_TOKEN_ROLE", default_value = "write", value_parser = ["read", "write"])]
-    pub role: String,
-    /// Tenant the rooms belong to.
-    #[arg(long, env = "CHORUS_TOKEN_TENANT", default_value = "default")]
-    pub tenant: String,
-    /// Subject (user id).
-    #[arg(long, env = "CHORUS_TOKEN_SUB", default_value = "dev")]
-    pub sub: String,
-    /// Display name for presence. Default: none.
-    #[arg(long, env = "CHORUS_TOKEN_NAME")]
-    pub name: Option<String>,
-    /// Lifetime, e.g. `1h`, `30m`.
-    #[arg(long, env = "CHORUS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
-    /// HS256 secret to sign with. Default: none (required).
-    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
-}
+mod cli;
+pub use cli::{Cli, CliCommand, MigrateArgs, TokenArgs};
 
 /// Options of the server.
 #[derive(Debug, Clone, Args)]
