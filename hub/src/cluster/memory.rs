@@ -122,6 +122,11 @@ impl MemoryNetwork {
         self.sever(node_id);
         lock(&self.net.nodes).remove(node_id);
         lock(&self.net.inboxes).remove(node_id);
+        // Its subscriptions die with it: a node restarted under its id starts from none.
+        lock(&self.net.subscribers).retain(|_, nodes| {
+            nodes.remove(node_id);
+            !nodes.is_empty()
+        });
     }
 
     /// Delivers `raw` on the topic of `key` to every subscribed node, as a stranger publishing
@@ -225,11 +230,14 @@ impl Broker for MemoryBroker {
     }
 
     fn announce(&self, change: &Change) {
-        if lock(&self.net.severed).contains(&self.node_id) {
+        let severed = lock(&self.net.severed);
+        if severed.contains(&self.node_id) {
             return;
         }
-        for inbox in lock(&self.net.inboxes).values() {
-            let _ = inbox.send(Delivery::Change(change.clone()));
+        for (node, inbox) in lock(&self.net.inboxes).iter() {
+            if !severed.contains(node) {
+                let _ = inbox.send(Delivery::Change(change.clone()));
+            }
         }
     }
 }

@@ -242,6 +242,11 @@ pub struct RedisBroker {
     /// Subscriptions per room channel: a room's next incarnation may subscribe before the
     /// last one has unsubscribed, and must not lose its subscription when it does.
     subscriptions: DashMap<String, usize>,
+    /// A channel's count changes and its (UN)SUBSCRIBE is queued under one of these, chosen
+    /// by the channel's hash, so Redis sees each channel's commands in the order of its
+    /// count: an incarnation's late UNSUBSCRIBE can never land after its successor's
+    /// SUBSCRIBE.
+    stripes: Box<[tokio::sync::Mutex<()>]>,
     /// `{prefix}:changes`, the cluster-wide channel of cache invalidations (compared with
     /// every message received, so built once).
     changes_channel: String,
@@ -261,6 +266,9 @@ pub struct RedisBroker {
     /// Publishes sent and awaiting Redis's answer, for the task that counts them.
     sent: mpsc::Sender<Sent>,
 }
+
+/// Locks serializing subscription changes (see `RedisBroker::stripes`).
+const STRIPES: usize = 64;
 
 /// Shortest interval between two resyncs of every room.
 const RESYNC_EVERY_MS: u64 = 500;
@@ -292,6 +300,7 @@ impl RedisBroker {
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
             subscriptions: DashMap::new(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             changes_channel: format!("{prefix}:changes"),
             secret: secret.map(Arc::from),
             handler: OnceLock::new(),
@@ -365,6 +374,10 @@ impl RedisBroker {
                         }
                         // Whatever was published while we were away is lost to us.
                         bus.resync_all();
+                        // fred restores only the subscriptions Redis confirmed: a room that
+                        // opened while Redis was away subscribes now.
+                        let again = bus.clone();
+                        tokio::spawn(async move { again.resubscribe_all().await });
                     }
                 }
             }
@@ -457,6 +470,34 @@ impl RedisBroker {
         handler.envelope(&key, envelope);
     }
 
+    /// The lock for `channel`'s subscription changes.
+    fn stripe(&self, channel: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel);
+        &self.stripes[(hash % self.stripes.len() as u64) as usize]
+    }
+
+    /// Subscribes again to every channel some room listens on, then has every room ask the
+    /// others once more: the asks made at the reconnection may have gone out before this
+    /// node (or the asker) listened again, and their answers are lost.
+    async fn resubscribe_all(&self) {
+        let channels: Vec<String> = self.subscriptions.iter().map(|e| e.key().clone()).collect();
+        for channel in channels {
+            let _turn = self.stripe(&channel).lock().await;
+            if self.subscriptions.contains_key(&channel)
+                && let Err(e) = self.subscribe_channel(channel).await
+            {
+                tracing::debug!(error = %e, "re-subscribe failed; retried at the next reconnection");
+                return;
+            }
+        }
+        if self.subscriber.ping::<fred::types::Value>(None).await.is_ok()
+            && let Some(handler) = handler_of(&self.handler)
+        {
+            handler.lost();
+        }
+    }
+
     /// Tells the handler that messages may have been lost; `false` when it was told less
     /// than `RESYNC_EVERY_MS` ago and this one was skipped.
     fn resync_all(&self) -> bool {
@@ -494,16 +535,21 @@ impl Broker for RedisBroker {
     /// processed it: a PING behind it proves it).
     fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            *self
-                .subscriptions
-                .entry(topic.channel().to_string())
-                .or_insert(0) += 1;
-            let res: Result<(), fred::error::Error> = async {
-                self.subscribe_channel(topic.channel().to_string()).await?;
-                let _: fred::types::Value = self.subscriber.ping(None).await?;
-                Ok(())
-            }
-            .await;
+            let channel = topic.channel().to_string();
+            let res: Result<(), fred::error::Error> = {
+                let _turn = self.stripe(&channel).lock().await;
+                *self.subscriptions.entry(channel.clone()).or_insert(0) += 1;
+                // Queued under the lock: Redis gets this channel's commands in count order.
+                self.subscribe_channel(channel).await
+            };
+            let res = match res {
+                Ok(()) => self
+                    .subscriber
+                    .ping::<fred::types::Value>(None)
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            };
             res.map_err(|e| BrokerError(e.to_string()))
         })
     }
@@ -511,7 +557,7 @@ impl Broker for RedisBroker {
     fn unsubscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let channel = topic.channel().to_string();
-            let channel_again = channel.clone();
+            let _turn = self.stripe(&channel).lock().await;
             let last = self
                 .subscriptions
                 .remove_if_mut(&channel, |_, n| {
@@ -529,13 +575,6 @@ impl Broker for RedisBroker {
             };
             if let Err(e) = res {
                 tracing::debug!(error = %e, "unsubscribe failed");
-            }
-            // A new incarnation subscribed while our UNSUBSCRIBE was on its way, and Redis
-            // may have taken ours last: subscribe again for it.
-            if self.subscriptions.contains_key(&*channel_again)
-                && let Err(e) = self.subscribe_channel(topic.channel().to_string()).await
-            {
-                tracing::debug!(error = %e, "re-subscribe failed");
             }
         })
     }

@@ -65,12 +65,13 @@ impl Batch {
 
     /// Something is not durable yet, or someone is still owed an answer.
     pub(super) fn unsaved(&self) -> bool {
-        !self.pending.is_empty() || self.in_flight.is_some() || !self.acks.is_empty()
+        self.in_flight.is_some() || !self.settled()
     }
 
-    /// Nothing waits to be written, and no member is owed an answer for what waits.
+    /// Nothing waits to be written, and nobody (member or server edit) is owed an answer for
+    /// what waits.
     pub(super) fn settled(&self) -> bool {
-        self.pending.is_empty() && self.acks.is_empty()
+        self.pending.is_empty() && self.acks.is_empty() && self.waiters.is_empty()
     }
 
     /// Updates waiting to be written.
@@ -323,6 +324,17 @@ mod tests {
         let owed = batch.committed().expect("committed");
         assert!(owed.acks.is_empty(), "a member that left is told nothing");
         assert!(batch.settled());
+
+        // An edit that changed nothing still waits for its answer (everything before it
+        // durable), and the batch is not settled until it has it.
+        let mut noop = batch.wait();
+        assert!(!batch.settled() && batch.unsaved());
+        let owed = batch.begin(false).expect_err("nothing to write");
+        assert_eq!(owed.waiters.len(), 1);
+        for w in owed.waiters {
+            let _ = w.send(true);
+        }
+        assert_eq!(noop.try_recv(), Ok(true));
 
         // Deleted: nothing pending is written, nobody is owed.
         batch.push(u(b"y"));

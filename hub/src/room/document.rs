@@ -75,6 +75,14 @@ impl Room {
         };
         // Whatever integrated is relayed and saved like any edit.
         self.commit_effective(SERVER, effective, true, true);
+        // The edit's own updates are written again too: the dead room may have published them
+        // without storing them, and another node's copy of them (which that node does not
+        // store either) may be what this document already holds. A duplicate in the log
+        // changes nothing.
+        for u in effect.updates.iter() {
+            self.doc_bytes += u.len();
+            self.batch.push(u.clone());
+        }
         if let Err(e) = outcome {
             tracing::warn!(room = %self.key(), error = %e, "an edit's retry did not apply");
             return Err(EditError::Invalid(format!("the edit was lost: {e}")));

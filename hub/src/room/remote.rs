@@ -27,18 +27,19 @@ impl Sequence {
         self.sent
     }
 
-    /// Records message `seq` of `origin`; `true` when numbers were skipped since its last one
-    /// (something of that node's never reached us). The first message heard from a node is a
-    /// gap unless it is its number 1: what it published between our opening sync and this
-    /// message may be lost, and nothing else would reveal it (one extra sync request per
-    /// node and room at worst). A number that goes back is none: the node restarted its room
-    /// and counts from 1 again.
+    /// Records message `seq` of `origin`; `true` when something of that node's may never
+    /// have reached us: a number was skipped, or the first number heard from it (or from its
+    /// restarted room, whose numbers go back) is not 1, so what it published before may be
+    /// lost and nothing else would reveal it (one extra sync request at worst).
     pub(super) fn observe(&mut self, origin: &str, seq: u64) -> bool {
         let last = match self.seen.get_mut(origin) {
             Some(seen) => Some(std::mem::replace(seen, seq)),
             None => self.seen.insert(origin.to_owned(), seq),
         };
-        seq > last.unwrap_or(0) + 1
+        match last {
+            Some(l) if seq <= l => seq != 1,
+            _ => seq > last.unwrap_or(0) + 1,
+        }
     }
 }
 
@@ -175,7 +176,9 @@ mod tests {
         assert!(!seq.observe("b", 1), "each node counts for itself, from 1");
         assert!(!seq.observe("a", 1), "a restarted room counts from 1 again");
         assert!(!seq.observe("a", 2));
-        assert!(!seq.observe("a", 2), "a repeat skips nothing");
         assert!(seq.observe("b", 3));
+        // A restarted room heard first past its number 1: its first messages may be lost.
+        assert!(seq.observe("a", 2), "back to 2, not 1");
+        assert!(!seq.observe("a", 3));
     }
 }
