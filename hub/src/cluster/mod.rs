@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod memory;
 pub mod redis;
 pub mod ring;
+mod signing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
