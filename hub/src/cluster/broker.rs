@@ -51,13 +51,6 @@ impl Topic {
     pub fn channel(&self) -> &fred::bytes_utils::Str {
         &self.channel
     }
-
-    /// The room a channel of `prefix` names, if it names one.
-    pub fn parse(prefix: &str, channel: &str) -> Option<RoomKey> {
-        let rest = channel.strip_prefix(prefix)?.strip_prefix(":room:")?;
-        let (tenant, room) = rest.split_once('/')?;
-        (!tenant.is_empty() && !room.is_empty()).then(|| RoomKey::new(tenant, room))
-    }
 }
 
 /// Where a broker delivers what other nodes sent. Implemented by the node, which routes
@@ -120,20 +113,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topics_name_their_room_and_parse_back() {
+    fn topics_name_their_room() {
         let key = RoomKey::new("acme", "notes/2026 plan");
         let t = Topic::new("chorus", &key);
         assert_eq!(&**t.channel(), "chorus:room:acme/notes/2026 plan");
-        assert_eq!(Topic::parse("chorus", t.channel()), Some(key));
-        for bad in [
-            "chorus:changes",
-            "other:room:acme/r",
-            "chorus:room:acme",
-            "chorus:room:/r",
-            "chorus:room:acme/",
-            "chorusx:room:acme/r",
-        ] {
-            assert_eq!(Topic::parse("chorus", bad), None, "{bad}");
-        }
+        assert_eq!(t.key(), &key);
     }
 }

@@ -42,6 +42,30 @@ struct Net {
     severed: Mutex<HashSet<String>>,
 }
 
+impl Net {
+    /// Hands `raw` to every node subscribed to `channel` but its sender (none for a
+    /// stranger), unless the sender or the receiver is cut off.
+    fn deliver(&self, from: Option<&str>, channel: &str, key: &RoomKey, raw: Bytes) {
+        let severed = lock(&self.severed);
+        if from.is_some_and(|f| severed.contains(f)) {
+            return;
+        }
+        let subscribers = lock(&self.subscribers);
+        let Some(nodes) = subscribers.get(channel) else {
+            return;
+        };
+        let inboxes = lock(&self.inboxes);
+        for node in nodes.keys() {
+            if Some(node.as_str()) == from || severed.contains(node) {
+                continue;
+            }
+            if let Some(inbox) = inboxes.get(node) {
+                let _ = inbox.send(Delivery::Message(key.clone(), raw.clone()));
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -133,7 +157,7 @@ impl MemoryNetwork {
     /// on the channel would.
     pub fn inject(&self, key: &RoomKey, raw: Bytes) {
         let channel = Topic::new(PREFIX, key).channel().to_string();
-        self.deliver(None, &channel, key, raw);
+        self.net.deliver(None, &channel, key, raw);
     }
 
     /// Ids of the nodes subscribed to the topic of `key`.
@@ -144,26 +168,6 @@ impl MemoryNetwork {
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
     }
-
-    fn deliver(&self, from: Option<&str>, channel: &str, key: &RoomKey, raw: Bytes) {
-        let severed = lock(&self.net.severed);
-        if from.is_some_and(|f| severed.contains(f)) {
-            return;
-        }
-        let subscribers = lock(&self.net.subscribers);
-        let Some(nodes) = subscribers.get(channel) else {
-            return;
-        };
-        let inboxes = lock(&self.net.inboxes);
-        for node in nodes.keys() {
-            if Some(node.as_str()) == from || severed.contains(node) {
-                continue;
-            }
-            if let Some(inbox) = inboxes.get(node) {
-                let _ = inbox.send(Delivery::Message(key.clone(), raw.clone()));
-            }
-        }
-    }
 }
 
 /// One node's side of a [`MemoryNetwork`].
@@ -171,14 +175,6 @@ pub struct MemoryBroker {
     net: Arc<Net>,
     node_id: String,
     handler: OnceLock<Weak<dyn BrokerHandler>>,
-}
-
-impl MemoryBroker {
-    fn network(&self) -> MemoryNetwork {
-        MemoryNetwork {
-            net: self.net.clone(),
-        }
-    }
 }
 
 impl Broker for MemoryBroker {
@@ -225,7 +221,7 @@ impl Broker for MemoryBroker {
 
     fn publish(&self, topic: &Topic, seq: u64, payload: &Payload) {
         let raw = Envelope::encode_parts(&self.node_id, seq, payload);
-        self.network()
+        self.net
             .deliver(Some(&self.node_id), topic.channel(), topic.key(), raw);
     }
 

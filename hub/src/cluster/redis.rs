@@ -206,9 +206,10 @@ pub struct RedisBroker {
     prefix: String,
     /// This node's id: its own messages come back from Redis and stop here.
     node_id: String,
-    /// Subscriptions per room channel: a room's next incarnation may subscribe before the
+    /// Subscriptions per room channel, with the room it names (a received message finds its
+    /// room here, with no allocation): a room's next incarnation may subscribe before the
     /// last one has unsubscribed, and must not lose its subscription when it does.
-    subscriptions: DashMap<String, usize>,
+    subscriptions: DashMap<String, (usize, RoomKey)>,
     /// A channel's count changes and its (UN)SUBSCRIBE is queued under one of these, chosen
     /// by the channel's hash, so Redis sees each channel's commands in the order of its
     /// count: an incarnation's late UNSUBSCRIBE can never land after its successor's
@@ -427,11 +428,8 @@ impl RedisBroker {
         if envelope.origin == self.node_id {
             return;
         }
-        let Some(key) = Topic::parse(&self.prefix, channel) else {
-            tracing::debug!(
-                channel,
-                "dropping a message on a channel that names no room"
-            );
+        // A channel no room listens on any more (its UNSUBSCRIBE is on its way): dropped.
+        let Some(key) = self.subscriptions.get(channel).map(|e| e.1.clone()) else {
             return;
         };
         handler.envelope(&key, envelope);
@@ -509,7 +507,10 @@ impl Broker for RedisBroker {
             let channel = topic.channel().to_string();
             let res: Result<(), fred::error::Error> = {
                 let _turn = self.stripe(&channel).lock().await;
-                *self.subscriptions.entry(channel.clone()).or_insert(0) += 1;
+                self.subscriptions
+                    .entry(channel.clone())
+                    .or_insert_with(|| (0, topic.key().clone()))
+                    .0 += 1;
                 // Queued under the lock: Redis gets this channel's commands in count order.
                 self.subscribe_channel(channel).await
             };
@@ -531,7 +532,7 @@ impl Broker for RedisBroker {
             let _turn = self.stripe(&channel).lock().await;
             let last = self
                 .subscriptions
-                .remove_if_mut(&channel, |_, n| {
+                .remove_if_mut(&channel, |_, (n, _)| {
                     *n = n.saturating_sub(1);
                     *n == 0
                 })
