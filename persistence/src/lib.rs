@@ -25,6 +25,7 @@
 //! then tells opted-in clients they are saved. On load the room applies the snapshot and the
 //! log into a fresh `yrs::Doc` ([`LoadedDoc::into_doc`]).
 
+pub mod ai_runs;
 mod catalog;
 mod compact;
 mod error;
@@ -38,6 +39,7 @@ pub mod suite;
 pub mod testing;
 mod writer;
 
+pub use ai_runs::{AiRun, AiRunFilter, AiRunUpdate, AiRuns};
 pub use catalog::{
     ApiKey, Attempt, Catalog, NewEvent, OutboxEvent, RoomCreated, RoomInfo, SigningKey, Store,
     Tenant, VersionInfo, Webhook,

@@ -17,6 +17,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use crate::{AppendBatch, DocStore, LoadedDoc, LogSummary, NewEvent, RoomKey, StoreError};
 
+mod ai_runs;
 mod catalog;
 
 /// Schema migrations, embedded at compile time (`build.rs` reruns on changes).

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 
 use crate::{AppendBatch, DocStore, LoadedDoc, LogSummary, NewEvent, RoomKey, StoreError};
 
+mod ai_runs;
 mod catalog;
 
 /// The embedded store: one SQLite file in WAL mode, holding documents and the catalog.

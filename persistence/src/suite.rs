@@ -3,6 +3,7 @@
 //! fresh, empty store and panics with a description when the store misbehaves. The catalog's
 //! tests are in [`catalog`].
 
+pub mod ai_runs;
 pub mod catalog;
 
 use std::sync::Arc;

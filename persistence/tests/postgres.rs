@@ -35,6 +35,17 @@ suite_tests!(suite:
     exclusive_compaction_compacts,
 );
 
+mod ai_runs {
+    use super::*;
+
+    suite_tests!(suite::ai_runs:
+        record_update_and_list,
+        idempotency_keys_return_the_first_run,
+        interrupted_runs_are_marked_at_start,
+        runs_are_per_tenant,
+    );
+}
+
 mod catalog {
     use super::*;
 
@@ -59,7 +70,7 @@ mod catalog {
 
 /// Every table of the schema, with an INSERT of one row for tenant `$1`. A new table must be
 /// added here, which puts it under the RLS checks below.
-const TABLES: [(&str, &str); 9] = [
+const TABLES: [(&str, &str); 10] = [
     (
         "tenants",
         "INSERT INTO tenants (tenant_id, name, created) VALUES ($1, 'n', 1)",
@@ -98,6 +109,12 @@ const TABLES: [(&str, &str); 9] = [
     (
         "outbox",
         "INSERT INTO outbox (tenant_id, event, body) VALUES ($1, 'e', '{}')",
+    ),
+    (
+        "ai_runs",
+        "INSERT INTO ai_runs (tenant_id, id, room, provider, model, target, mode, status,
+                              client_id, node, created)
+         VALUES ($1, 'x', 'r', 'p', 'm', 'chat', 'direct', 'done', 1, 'n', 1)",
     ),
 ];
 

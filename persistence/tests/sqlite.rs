@@ -37,6 +37,17 @@ suite_tests!(suite:
     exclusive_compaction_compacts,
 );
 
+mod ai_runs {
+    use super::*;
+
+    suite_tests!(suite::ai_runs:
+        record_update_and_list,
+        idempotency_keys_return_the_first_run,
+        interrupted_runs_are_marked_at_start,
+        runs_are_per_tenant,
+    );
+}
+
 mod catalog {
     use super::*;
 

@@ -76,6 +76,118 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// An AI run's status changed (`queued`, `running`, `writing`, and the end states).
+    #[serde(rename = "ai.run")]
+    AiRun {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: String,
+        /// The `id` of the [`AiAsk`] that started it, if this connection asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+        /// Runs ahead of it at the same position (while `queued`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queued_behind: Option<u32>,
+    },
+    /// An AI run ended: `done`, `cancelled`, `failed`, `interrupted`.
+    #[serde(rename = "ai.done")]
+    AiDone {
+        /// The run.
+        run: String,
+        /// How it ended.
+        status: String,
+        /// Prompt tokens.
+        prompt_tokens: u64,
+        /// Completion tokens.
+        completion_tokens: u64,
+    },
+    /// An AI request was refused or a run failed.
+    #[serde(rename = "ai.error")]
+    AiError {
+        /// The run, if one was started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        /// The `id` of the request refused, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+        /// `ai_disabled`, `forbidden`, `budget_exhausted`, `rate_limited`, `provider_error`,
+        /// `timeout`, `cancelled`, `too_large`, `bad_request`, `not_found`, `unavailable`.
+        code: String,
+        /// Human-readable explanation (never provider keys or internal error text).
+        message: String,
+    },
+}
+
+/// Where an AI answer goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiTarget {
+    /// A new message in the room's chat.
+    #[default]
+    Chat,
+    /// Into the shared document.
+    Document,
+}
+
+/// How an answer is applied to the document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiApply {
+    /// Ordinary content.
+    #[default]
+    Direct,
+    /// Content marked as a suggestion of the run until accepted or rejected.
+    Suggest,
+}
+
+/// The type of the document's root the answer goes into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiField {
+    /// A Y.XmlFragment (ProseMirror/Tiptap): the answer arrives as blocks and marks.
+    #[default]
+    Xml,
+    /// A Y.Text (CodeMirror, Monaco, plain text): the answer arrives as text.
+    Text,
+}
+
+/// A request to the assistant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AiAsk {
+    /// The client's id for this request, echoed in the answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What the asker wants.
+    pub prompt: String,
+    /// `chat` (default) or `document`.
+    #[serde(default)]
+    pub target: AiTarget,
+    /// The document root's name (Tiptap's Collaboration extension uses `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The root's type: `xml` (default) or `text`.
+    #[serde(default)]
+    pub field_type: AiField,
+    /// Where to write: a Yjs relative position, base64 of `Y.encodeRelativePosition`.
+    /// Absent: the end of the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    /// Replace the text between two relative positions (base64) of one text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[String; 2]>,
+    /// `direct` (default) or `suggest`.
+    #[serde(default)]
+    pub apply: AiApply,
+    /// A model among those the tenant allows; absent: the tenant's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The chat message this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// On cancel, remove the partial answer instead of keeping it marked `cancelled`.
+    #[serde(default)]
+    pub revert_on_cancel: bool,
 }
 
 /// Messages opted-in connections may send as text frames.
@@ -93,6 +205,33 @@ pub enum ClientMessage {
     Auth {
         /// The new JWT.
         token: String,
+    },
+    /// Ask the assistant.
+    #[serde(rename = "ai.ask")]
+    AiAsk(AiAsk),
+    /// Stop a run of this room (write access).
+    #[serde(rename = "ai.cancel")]
+    AiCancel {
+        /// The run.
+        run: String,
+    },
+    /// Remove a run's content (write access).
+    #[serde(rename = "ai.revert")]
+    AiRevert {
+        /// The run.
+        run: String,
+    },
+    /// Accept a suggestion: its mark goes, its content stays (write access).
+    #[serde(rename = "ai.accept")]
+    AiAccept {
+        /// The run.
+        run: String,
+    },
+    /// Reject a suggestion: its content goes (write access).
+    #[serde(rename = "ai.reject")]
+    AiReject {
+        /// The run.
+        run: String,
     },
 }
 
@@ -161,6 +300,24 @@ mod tests {
                 user: None,
             },
             ServerMessage::Pong { id: Some(1) },
+            ServerMessage::AiRun {
+                run: "r1".into(),
+                status: "queued".into(),
+                request: Some("q".into()),
+                queued_behind: Some(1),
+            },
+            ServerMessage::AiDone {
+                run: "r1".into(),
+                status: "done".into(),
+                prompt_tokens: 3,
+                completion_tokens: 4,
+            },
+            ServerMessage::AiError {
+                run: None,
+                request: None,
+                code: "forbidden".into(),
+                message: "read-only".into(),
+            },
         ];
         for m in msgs {
             let text = encode_server(&m);
@@ -169,6 +326,46 @@ mod tests {
         assert_eq!(
             encode_server(&ServerMessage::Saved { updates: 3 }),
             r#"{"v":1,"type":"saved","updates":3}"#
+        );
+    }
+
+    #[test]
+    fn ai_frames_decode_with_defaults() {
+        let m = decode_client(r#"{"v":1,"type":"ai.ask","prompt":"hi"}"#).expect("decodes");
+        let ClientMessage::AiAsk(ask) = m else {
+            panic!("not an ask: {m:?}")
+        };
+        assert_eq!(ask.prompt, "hi");
+        assert_eq!(ask.target, AiTarget::Chat);
+        assert_eq!(ask.apply, AiApply::Direct);
+        let m = decode_client(
+            r#"{"v":1,"type":"ai.ask","prompt":"p","target":"document","apply":"suggest","field":"default","position":"AQID"}"#,
+        )
+        .expect("decodes");
+        assert!(matches!(
+            m,
+            ClientMessage::AiAsk(AiAsk {
+                target: AiTarget::Document,
+                apply: AiApply::Suggest,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode_client(r#"{"v":1,"type":"ai.cancel","run":"r"}"#).expect("decodes"),
+            ClientMessage::AiCancel { run: "r".into() }
+        );
+        assert!(decode_client(r#"{"v":1,"type":"ai.ask"}"#).is_err());
+        assert!(
+            decode_client(r#"{"v":1,"type":"ai.ask","prompt":"p","target":"elsewhere"}"#).is_err()
+        );
+        assert!(
+            encode_server(&ServerMessage::AiDone {
+                run: "r".into(),
+                status: "done".into(),
+                prompt_tokens: 1,
+                completion_tokens: 2
+            })
+            .starts_with(r#"{"v":1,"type":"ai.done""#)
         );
     }
 

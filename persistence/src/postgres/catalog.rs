@@ -35,7 +35,7 @@ const ROOM_COLUMNS: &str = "SELECT r.room, r.meta, r.created,
      FROM rooms r";
 
 /// Every table holding rows of a tenant besides `tenants` itself.
-const OWNED_TABLES: [&str; 8] = [
+const OWNED_TABLES: [&str; 9] = [
     "updates",
     "snapshots",
     "versions",
@@ -44,6 +44,7 @@ const OWNED_TABLES: [&str; 8] = [
     "api_keys",
     "webhooks",
     "outbox",
+    "ai_runs",
 ];
 
 fn tenant(row: &PgRow) -> Result<Tenant, StoreError> {

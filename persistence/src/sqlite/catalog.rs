@@ -35,7 +35,7 @@ impl SqliteStore {
     /// A write transaction that takes the write lock at once. A deferred transaction that
     /// reads first and writes later fails with `SQLITE_BUSY` instead of waiting when another
     /// connection wrote in between; `BEGIN IMMEDIATE` waits (busy timeout) at the start.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pub(super) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
@@ -190,6 +190,7 @@ impl Catalog for SqliteStore {
             "api_keys",
             "webhooks",
             "outbox",
+            "ai_runs",
         ] {
             delete_all_of(&mut tx, table, id).await?;
         }
