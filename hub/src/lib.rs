@@ -19,6 +19,8 @@
 //!   (opt-in session recording, `--record-dir`, for replay by the load tester).
 //! - [`outbound`]: the room's handle to a member: its bounded outbound queue, answers
 //!   coalesced per member, slow-consumer close.
+//! - [`ai`]: the AI assistant: asking, runs streaming into the chat or the document through
+//!   a peer, cancel, revert, accept, the record of runs.
 //! - [`peer`]: server-side peers (the AI assistant, Rust bots): members with a replica of the
 //!   document whose edits take the ordinary path.
 //! - [`registry`]: live rooms, atomic get-or-spawn per `(tenant, room)`.
@@ -40,6 +42,7 @@
 //! private.
 
 mod admission;
+pub mod ai;
 mod api;
 pub mod auth;
 pub mod cluster;
@@ -265,6 +268,20 @@ pub async fn run_on(
         metrics,
         cluster,
     });
+    // Runs are recorded under a stable node name: a restarted single node finds the runs it
+    // left running and marks them interrupted.
+    let ai_node = app.config.node_id.clone().unwrap_or_else(|| "local".into());
+    if let Some(assistant) = ai::Assistant::new(
+        &app.registry,
+        app.store.clone(),
+        app.tenants.clone(),
+        app.events.clone(),
+        ai_node,
+        app.config.ai.clone(),
+    )? {
+        app.registry.set_assistant(assistant.clone());
+        tokio::spawn(async move { assistant.interrupt_leftovers().await });
+    }
     if let Some(broker) = app.cluster.broker() {
         // Weak: the broker lives in `app`, and must not keep it alive.
         let weak = Arc::downgrade(&app);

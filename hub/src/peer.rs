@@ -145,6 +145,20 @@ impl Registry {
         key: &RoomKey,
         opts: PeerOptions,
     ) -> Result<Peer, JoinError> {
+        // 32-bit client ids, as browsers use: some servers mangle larger ones.
+        let client = u64::from(rand::random::<u32>().max(1));
+        self.peer_with_client_id(key, opts, client).await
+    }
+
+    /// [`Registry::peer`] writing under the given Yjs client id (an AI run's, recorded with
+    /// the run so its items can be attributed and reverted). The id must be one nobody else
+    /// writes under.
+    pub async fn peer_with_client_id(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        opts: PeerOptions,
+        client: u64,
+    ) -> Result<Peer, JoinError> {
         let (conn, queue) = outbound::channel(
             outbound::next_conn_id(),
             true,
@@ -159,8 +173,7 @@ impl Registry {
                 color: opts.color.clone(),
             })));
         let room = self.join(key, conn.clone()).await?;
-        // 32-bit client ids, as browsers use: some servers mangle larger ones.
-        let doc = Doc::with_client_id(u64::from(rand::random::<u32>().max(1)));
+        let doc = Doc::with_client_id(client);
         let (events_tx, events) = mpsc::channel(PEER_EVENTS);
         let (synced_tx, synced) = watch::channel(false);
         let (saved_tx, saved) = watch::channel(0);

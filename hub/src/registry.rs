@@ -46,6 +46,8 @@ pub struct Registry {
     per_tenant: Counts<Arc<str>>,
     ctx: Arc<RoomContext>,
     generation: AtomicU64,
+    // The AI assistant, once the node has built it (it holds the registry weakly).
+    ai: std::sync::OnceLock<Arc<crate::ai::Assistant>>,
 }
 
 /// Commands a room's queue holds before joiners and readers wait (backpressure).
@@ -61,7 +63,17 @@ impl Registry {
             tasks: Counts::default(),
             ctx,
             generation: AtomicU64::new(1),
+            ai: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The node's AI assistant (`None` without a provider).
+    pub fn assistant(&self) -> Option<&Arc<crate::ai::Assistant>> {
+        self.ai.get()
+    }
+
+    pub(crate) fn set_assistant(&self, ai: Arc<crate::ai::Assistant>) {
+        let _ = self.ai.set(ai);
     }
 
     /// Webhook events of the node (shared by rooms and connections).

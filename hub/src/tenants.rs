@@ -45,10 +45,52 @@ pub struct TenantSettings {
     /// Messages per second one connection may send (a burst of twice that is allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_second: Option<u32>,
-    /// AI tokens per day (enforced by the AI bridge).
+    /// AI tokens (prompt and completion) per UTC day, across the tenant's runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_tokens_per_day: Option<u64>,
+    /// The AI assistant: on or off, provider, models, prompt, limits (docs/AI.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<TenantAi>,
 }
+
+/// A tenant's AI settings. Absent values fall back to the node's flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantAi {
+    /// Whether the assistant serves the tenant (default: on where the node has a provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The operator's provider, by name (default: the node's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Models askers may choose (default: every model of the provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// The model used when the asker names none (default: the provider's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Instructions sent before every request, after the node's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// Runs executing at once on one node (at most `--ai-max-tenant-runs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_runs: Option<u32>,
+    /// Most output tokens of one run (at most `--ai-max-output-tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Largest prompt, in bytes (at most `--ai-max-prompt-bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_bytes: Option<u32>,
+    /// Runs one user may start per minute (at most `--ai-runs-per-minute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_per_minute: Option<u32>,
+    /// Whether read-only members may ask (default: no).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readers_may_ask: Option<bool>,
+}
+
+/// The longest tenant system prompt.
+pub const MAX_SYSTEM_PROMPT_BYTES: usize = 16 * 1024;
 
 /// The lowest `messages_per_second` a tenant may set. Measured (docs/API.md): a stock
 /// provider opens a document with a burst of 6 frames (y-websocket: SyncStep1, awareness,
@@ -93,6 +135,29 @@ impl TenantSettings {
         }
         if s.max_document_bytes.is_some_and(|b| b < 1024) {
             return Err("settings.max_document_bytes must be at least 1024".into());
+        }
+        if let Some(ai) = &s.ai {
+            if ai
+                .system_prompt
+                .as_ref()
+                .is_some_and(|p| p.len() > MAX_SYSTEM_PROMPT_BYTES)
+            {
+                return Err(format!(
+                    "settings.ai.system_prompt must be at most {MAX_SYSTEM_PROMPT_BYTES} bytes"
+                ));
+            }
+            if ai.models.as_ref().is_some_and(|m| m.len() > 64) {
+                return Err("settings.ai.models may name at most 64 models".into());
+            }
+            let zero = [
+                ai.max_concurrent_runs,
+                ai.max_output_tokens,
+                ai.max_prompt_bytes,
+                ai.runs_per_minute,
+            ];
+            if zero.contains(&Some(0)) {
+                return Err("settings.ai limits must be at least 1".into());
+            }
         }
         Ok(s)
     }

@@ -188,6 +188,13 @@ pub fn sync_status(prefix: &[u8], applied: bool) -> Bytes {
     })
 }
 
+/// `5, payload`: a stateless message (the assistant's JSON frames, for Hocuspocus clients).
+pub fn stateless(prefix: &[u8], payload: &str) -> Bytes {
+    message(prefix, kind::STATELESS, |o| {
+        lib0::write_var_string(o, payload)
+    })
+}
+
 /// `7, reason`: the server drops the document.
 pub fn close(prefix: &[u8], reason: &str) -> Bytes {
     message(prefix, kind::CLOSE, |o| lib0::write_var_string(o, reason))

@@ -11,6 +11,7 @@
 //! request body or path, so no request can reach another tenant's data.
 
 mod admin;
+mod ai;
 mod keys;
 mod openapi;
 mod rooms;
@@ -85,6 +86,13 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             post(rooms::restore_version),
         )
         .route("/rooms/{room}/presence", get(rooms::presence))
+        .route("/ai/runs", get(ai::list))
+        .route("/rooms/{room}/ai/runs", get(ai::list_room).post(ai::create))
+        .route("/rooms/{room}/ai/runs/{id}", get(ai::get))
+        .route("/rooms/{room}/ai/runs/{id}/cancel", post(ai::cancel))
+        .route("/rooms/{room}/ai/runs/{id}/revert", post(ai::revert))
+        .route("/rooms/{room}/ai/runs/{id}/accept", post(ai::accept))
+        .route("/rooms/{room}/ai/runs/{id}/reject", post(ai::reject))
         .fallback(|| async { Problem::not_found("no such endpoint") })
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+mod ai;
 mod cli;
+pub use ai::AiConfig;
 pub use cli::{Cli, CliCommand, MigrateArgs, TokenArgs};
 
 /// Options of the server.
@@ -238,6 +240,10 @@ pub struct Config {
     /// How long a node stays in the ring after its last heartbeat; it beats every third of this.
     #[arg(long, env = "CHORUS_NODE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub node_ttl: Duration,
+
+    /// The AI assistant (docs/AI.md).
+    #[command(flatten)]
+    pub ai: AiConfig,
 }
 
 /// A listen address: `host:port` with an IP address or a host name (`localhost:8080`); a
@@ -278,6 +284,7 @@ impl Default for Config {
 impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
+        self.ai.validate()?;
         let hour = Duration::from_secs(3600);
         let checks: [(bool, &str); 22] = [
             (

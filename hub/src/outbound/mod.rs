@@ -560,6 +560,18 @@ impl ConnHandle {
         !self.ext || self.send(Outbound::Text(ext::encode_server(msg)))
     }
 
+    /// Sends an extension message to a Hocuspocus document as a stateless message (its
+    /// clients read the same JSON there); nothing for other connections.
+    pub fn send_stateless(&self, msg: &ServerMessage) -> bool {
+        match &self.prefix {
+            Some(p) => self.send(Outbound::Binary(chorus_protocol::hocuspocus::stateless(
+                p,
+                &ext::encode_server(msg),
+            ))),
+            None => false,
+        }
+    }
+
     /// Asks the connection task to close with `code`; the first request wins.
     pub fn close(&self, code: CloseCode, reason: &str) {
         self.queue.close(code, reason);

@@ -340,8 +340,29 @@ impl Dialect for Hocuspocus {
                 )
                 .await
             }
-            // Stateless messages are for server hooks, which Chorus does not have.
-            DocMessage::Stateless(_) => Ok(()),
+            // Stateless messages carry the assistant's JSON frames; others are for server
+            // hooks, which Chorus does not have.
+            DocMessage::Stateless(payload) => {
+                let Some(doc) = self.docs.get(&address) else {
+                    return Ok(());
+                };
+                match chorus_protocol::ext::decode_client(&payload) {
+                    Ok(msg) if crate::session::ai::is_ai(&msg) => {
+                        let conn = doc.conn.clone();
+                        let reply = move |m: &chorus_protocol::ext::ServerMessage| {
+                            conn.send_stateless(m);
+                        };
+                        let registry = self.app.registry.clone();
+                        let (key, conn, role) = (doc.key.clone(), doc.conn.clone(), doc.conn.role);
+                        Box::pin(crate::session::ai::handle(
+                            &registry, &key, &conn, role, msg, reply,
+                        ))
+                        .await;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
             DocMessage::Close => {
                 self.close_doc(&address).await;
                 Ok(())

@@ -3,6 +3,7 @@
 //! what the room queued for it. Reading and writing share one task: the room never waits on a
 //! socket (it only `try_send`s into the bounded queue), so a blocked write cannot deadlock it.
 
+mod ai;
 mod frames;
 pub mod hocuspocus;
 mod limits;
@@ -113,7 +114,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             awareness: None,
             expires: s.identity.expires.unwrap_or(u64::MAX),
             kid: s.identity.kid.take(),
-            tenants: s.registry.tenants(),
+            registry: &s.registry,
             verifier: &s.verifier,
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(RateLimit::new),
@@ -303,7 +304,8 @@ struct YWebsocket<'a> {
     // The tenant key that signed the token, checked at each tick (revocation ends the
     // session, on every node: revocations invalidate every node's tenant cache).
     kid: Option<Arc<str>>,
-    tenants: &'a Arc<crate::tenants::Tenants>,
+    // Tenants (revocations) and the assistant are reached through it.
+    registry: &'a Arc<Registry>,
     // Verifies in-band token refreshes (`ClientMessage::Auth`).
     verifier: &'a Arc<crate::auth::Verifier>,
     // Boxed, like `rate`: recording is rare, and this struct lives in every connection.
@@ -368,7 +370,7 @@ impl Dialect for YWebsocket<'_> {
             return Err((CloseCode::Unauthenticated, "token expired".into()));
         }
         if let Some(kid) = &self.kid
-            && let Ok(tenant) = self.tenants.get(&self.key.tenant).await
+            && let Ok(tenant) = self.registry.tenants().get(&self.key.tenant).await
             && !tenant.keys.contains_key(&**kid)
         {
             metrics::counter!("chorus_sessions_expired_total").increment(1);
@@ -391,8 +393,26 @@ impl Dialect for YWebsocket<'_> {
             ));
         }
         let reply = match ext::decode_client(text) {
+            Ok(msg) if ai::is_ai(&msg) => {
+                let conn = self.conn.clone();
+                let reply = move |m: &ServerMessage| {
+                    conn.send_ext(m);
+                };
+                Box::pin(ai::handle(
+                    &self.registry,
+                    self.key,
+                    self.conn,
+                    self.role,
+                    msg,
+                    reply,
+                ))
+                .await;
+                return Ok(());
+            }
             Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
             Ok(ClientMessage::Auth { token }) => Box::pin(self.refresh(&token)).await?,
+            // The assistant's messages were handled above.
+            Ok(_) => return Ok(()),
             Err(e) => ServerMessage::Error {
                 code: ErrorCode::BadRequest,
                 message: e.to_string(),

@@ -21,8 +21,12 @@ pub const USER_LEFT: &str = "user.left";
 /// A room's document changed (debounced per room by `--webhook-debounce`).
 pub const DOCUMENT_CHANGED: &str = "document.changed";
 
+/// An AI run ended (done, cancelled, failed, interrupted).
+pub const AI_RUN_FINISHED: &str = "ai.run.finished";
+
 /// Every event name, for validation of webhook subscriptions.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
+    AI_RUN_FINISHED,
     DOCUMENT_CHANGED,
     USER_JOINED,
     USER_LEFT,
