@@ -11,6 +11,7 @@
 //! - [`writer`]: those blocks and marks written into a Y.XmlFragment (Tiptap StarterKit nodes
 //!   and marks) or a Y.Text at sticky positions, directly or as a suggestion; accepting one.
 //! - [`chat`]: the room's chat schema (a Y.Array of Y.Map messages) and its writer.
+//! - [`roots`]: a document's roots by type (a replica learns roots without their types).
 //! - [`revert`]: removing exactly one run's items (every run writes under its own client id).
 //! - [`standin`]: a stand-in model server for tests, the load tester and the demo (not a
 //!   model: scripted answers and faults over the real API).
@@ -23,5 +24,6 @@ pub mod markdown;
 pub mod openai;
 pub mod provider;
 pub mod revert;
+pub mod roots;
 pub mod standin;
 pub mod writer;

@@ -211,13 +211,17 @@ fn revert_removes_exactly_the_runs_items_after_interleaved_edits_and_a_reload() 
     }
     sync(&person, &ai);
     let af = ai.get_or_insert_xml_fragment("default");
-    stream_into(
-        &ai,
-        &af,
-        Place::End,
-        &tokenize("# Title\n\nSome **text**.\n\n- a\n- b", 4),
-        false,
-    );
+    let pos = {
+        let txn = ai.transact();
+        let Some(XmlOut::Element(p)) = af.get(&txn, 0) else {
+            panic!()
+        };
+        let Some(XmlOut::Text(t)) = p.get(&txn, 0) else {
+            panic!()
+        };
+        t.sticky_index(&txn, 5, Assoc::Before).expect("pos")
+    };
+    stream_into(&ai, &af, Place::At(pos), &tokenize(SAMPLE_ANSWER, 4), false);
     sync(&ai, &person);
     // The person types inside the answer's first paragraph and adds a block after it.
     {

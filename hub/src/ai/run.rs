@@ -13,7 +13,7 @@ use chorus_persistence::AiRunUpdate;
 use chorus_protocol::ext::{AiField, AiTarget, ServerMessage};
 use serde_json::json;
 use yrs::types::xml::XmlFragmentRef;
-use yrs::{Any, Map, Out, ReadTxn, Transact, TransactionMut};
+use yrs::{Any, Map, Out, Transact, TransactionMut};
 
 use super::context::{self, Context};
 use super::{Active, Assistant, PROVENANCE, Plan, TenantSlot, now_secs};
@@ -206,12 +206,13 @@ impl Assistant {
         let doc = peer.doc().clone();
         let chat_root = doc.get_or_insert_array(chat::CHAT);
         let budget = self.config.ai_context_chars;
+        let document = context::document_text(&doc, budget * 2 / 3);
         let messages = {
             let txn = doc.transact();
             let ctx = Context {
                 system_prompt: plan.system_prompt.as_deref(),
                 prompt: &plan.ask.prompt,
-                document: context::document_text(&txn, budget * 2 / 3),
+                document,
                 around: plan
                     .position
                     .as_ref()
@@ -665,16 +666,12 @@ fn refusal_text(e: &ProviderError) -> String {
 
 /// Every XmlFragment root of a document.
 pub(super) fn xml_roots(doc: &yrs::Doc) -> Vec<XmlFragmentRef> {
-    let names: Vec<String> = {
-        let txn = doc.transact();
-        txn.root_refs()
-            .filter(|(_, out)| matches!(out, Out::YXmlFragment(_)))
-            .map(|(name, _)| name.to_owned())
-            .collect()
-    };
-    names
-        .iter()
-        .map(|n| doc.get_or_insert_xml_fragment(n.as_str()))
+    chorus_ai_bridge::roots::typed_roots(doc, &[])
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            chorus_ai_bridge::roots::Root::Xml(f) => Some(f),
+            chorus_ai_bridge::roots::Root::Text(_) => None,
+        })
         .collect()
 }
 
