@@ -176,10 +176,10 @@ impl Markdown {
         self.code_newline = false;
         if self.fence.is_some() {
             self.char('\n');
-        } else if let Some(start) = self.line_start.take() {
-            if !start.is_empty() {
-                self.decide(&start, true);
-            }
+        } else if let Some(start) = self.line_start.take()
+            && !start.is_empty()
+        {
+            self.decide(&start, true);
         }
         self.end_line();
         self.close_block();

@@ -122,7 +122,8 @@ enum Kind {
         /// The list or quote the last block went into, to add the next item to it.
         group: Option<(GroupKind, XmlElementRef)>,
         open: Option<OpenBlock>,
-        parser: Markdown,
+        // Boxed: the parser is large, and the text writer needs none.
+        parser: Box<Markdown>,
     },
     Text {
         text: TextRef,
@@ -195,7 +196,7 @@ impl DocWriter {
                 after,
                 group: None,
                 open: None,
-                parser: Markdown::new(),
+                parser: Box::new(Markdown::new()),
             },
             schema,
             unit,

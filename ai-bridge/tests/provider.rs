@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chorus_ai_bridge::openai::{OpenAiProvider, ProviderConfig, Secret};
 use chorus_ai_bridge::provider::{
-    self, ChatMessage, ChatRequest, Chunk, Policy, Provider, ProviderError, Role,
+    self, ChatMessage, ChatRequest, Chunk, Policy, ProviderError, Role,
 };
 use chorus_ai_bridge::standin::{Behavior, SAMPLE_ANSWER, StandIn};
 use tokio_util::sync::CancellationToken;

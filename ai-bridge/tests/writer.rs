@@ -9,7 +9,7 @@ use chorus_ai_bridge::writer::{DocWriter, Place, Schema, accept};
 use yrs::types::xml::{XmlFragmentRef, XmlOut};
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Assoc, Doc, GetString, IndexedSequence, ReadTxn, StateVector, Text, Transact, Update, Xml,
+    Assoc, Doc, GetString, IndexedSequence, ReadTxn, StateVector, Text, Transact, Update,
     XmlElementPrelim, XmlFragment, XmlTextPrelim,
 };
 
@@ -250,7 +250,7 @@ fn revert_removes_exactly_the_runs_items_after_interleaved_edits_and_a_reload() 
         .expect("apply");
     let update = {
         let mut txn = reverter.transact_mut();
-        assert!(revert(&mut txn, 4_000_000_001, &[rf.clone()]).expect("revert"));
+        assert!(revert(&mut txn, 4_000_000_001, std::slice::from_ref(&rf)).expect("revert"));
         txn.encode_update_v1()
     };
     person

@@ -425,10 +425,7 @@ impl Assistant {
             .or(settings.model.as_deref())
             .unwrap_or(provider.default_model())
             .to_owned();
-        let allowed = settings
-            .models
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|a| *a == model));
+        let allowed = settings.models.as_ref().is_none_or(|m| m.contains(&model));
         if !allowed || !provider.serves(&model) {
             return Err(Refusal::new(
                 "forbidden",

@@ -399,7 +399,7 @@ impl Dialect for YWebsocket<'_> {
                     conn.send_ext(m);
                 };
                 Box::pin(ai::handle(
-                    &self.registry,
+                    self.registry,
                     self.key,
                     self.conn,
                     self.role,
