@@ -1,5 +1,6 @@
-//! Interop with the real npm clients: `yjs` + `y-websocket` (`interop/interop.test.mjs`) and
-//! `@hocuspocus/provider` (`interop/hocuspocus.test.mjs`), run with node's test runner against
+//! Interop with the real npm clients: `yjs` + `y-websocket` (`interop/interop.test.mjs`),
+//! `@hocuspocus/provider` (`interop/hocuspocus.test.mjs`) and the AI assistant checked against
+//! Tiptap StarterKit's schema (`interop/ai.test.mjs`), run with node's test runner against
 //! a hub started here. Needs Node.js and npm; without them the tests skip loudly, except under
 //! CI (`CI` set), where they fail.
 
@@ -28,7 +29,7 @@ async fn interop_dir() -> Option<PathBuf> {
     // Two tests may get here at once; npm ci into one folder must not run twice together.
     static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _installing = INSTALL.lock().await;
-    let installed = ["y-websocket", "@hocuspocus/provider"]
+    let installed = ["y-websocket", "@hocuspocus/provider", "@tiptap/starter-kit"]
         .iter()
         .all(|p| dir.join("node_modules").join(p).exists());
     if !installed {
@@ -105,6 +106,35 @@ async fn stock_hocuspocus_providers_work_unchanged() {
             (
                 "CHORUS_TOKEN_NARROW",
                 token(json!({ "rooms": ["narrow-*"] })),
+            ),
+        ],
+    )
+    .await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_answers_are_valid_starterkit_documents_for_stock_clients() {
+    let Some(dir) = interop_dir().await else {
+        return;
+    };
+    let standin = chorus_ai_bridge::standin::StandIn::start(Default::default())
+        .await
+        .expect("standin");
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data.path());
+    config.ai.ai_base_url = Some(standin.base_url());
+    config.ai.ai_model = Some("standin".into());
+    let server = TestServer::start(config).await;
+    node_test(
+        &dir,
+        "ai.test.mjs",
+        &[
+            ("CHORUS_WS_URL", format!("ws://{}/ws", server.addr)),
+            ("CHORUS_HTTP_URL", format!("http://{}", server.addr)),
+            (
+                "CHORUS_STANDIN_URL",
+                standin.base_url().trim_end_matches("/v1").to_owned(),
             ),
         ],
     )
