@@ -846,3 +846,67 @@ async fn an_instruction_injected_in_the_document_cannot_act_beyond_the_runs_targ
     assert_eq!(xml(&other), "");
     assert!(chat_of(&other).is_empty());
 }
+
+#[tokio::test]
+async fn a_run_cut_by_sigkill_is_marked_interrupted_when_the_node_restarts() {
+    let standin = StandIn::start(Behavior {
+        tokens_per_second: 10.0,
+        ..Behavior::default()
+    })
+    .await
+    .expect("standin");
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().expect("utf-8 path").to_owned();
+    let base = standin.base_url();
+    let args = [
+        "--data-dir",
+        dir.as_str(),
+        "--ai-base-url",
+        base.as_str(),
+        "--ai-model",
+        "standin",
+        "--persist-batch",
+        "5ms",
+    ];
+    let (mut child, addr) = common::spawn_chorus(&args).await;
+    let opts = ClientOptions {
+        ext: true,
+        ..ClientOptions::default()
+    };
+    let a = Client::connect(&format!("ws://{addr}/ws/killed"), opts.clone())
+        .await
+        .expect("connect");
+    a.synced(PATIENCE).await.expect("synced");
+    ask(&a, json!({"prompt": "long answer"}));
+    a.wait_for("some text", PATIENCE, |_, doc| {
+        let arr = doc.get_or_insert_array(chat::CHAT);
+        chat::recent(&doc.transact(), &arr, 1)
+            .first()
+            .is_some_and(|m| m.text.len() >= 12)
+    })
+    .await
+    .expect("the answer starts");
+    child.kill().await.expect("SIGKILL");
+    drop(a);
+    let (_child, addr) = common::spawn_chorus(&args).await;
+    let b = Client::connect(&format!("ws://{addr}/ws/killed"), opts)
+        .await
+        .expect("connect");
+    b.synced(PATIENCE).await.expect("synced");
+    b.wait_for("interrupted", PATIENCE, |_, doc| {
+        let arr = doc.get_or_insert_array(chat::CHAT);
+        chat::recent(&doc.transact(), &arr, 5)
+            .first()
+            .is_some_and(|m| m.status.as_deref() == Some("interrupted"))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not marked: {:?}", chat_of(&b)));
+    let msgs = chat_of(&b);
+    assert_eq!(msgs.len(), 1, "one message, never a duplicate");
+    assert!(!msgs[0].text.is_empty() && SAMPLE_ANSWER.starts_with(&msgs[0].text));
+    let run = msgs[0].run.clone().expect("run");
+    let (status, body) = common::http_get(addr, &format!("/v1/rooms/killed/ai/runs/{run}")).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["status"], "interrupted");
+}
