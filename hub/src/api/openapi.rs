@@ -265,6 +265,78 @@ const OPERATIONS: &[Operation] = &[
         200,
         "Presence",
     ),
+    (
+        "post",
+        "/v1/rooms/{room}/ai/runs",
+        "Ask the assistant (an Idempotency-Key header gives back the same run); a client JWT is accepted",
+        "member",
+        Some("AiAsk"),
+        201,
+        "AiRun",
+    ),
+    (
+        "get",
+        "/v1/rooms/{room}/ai/runs",
+        "The room's AI runs, newest first (?user, ?status, ?before, ?limit)",
+        "member",
+        None,
+        200,
+        "AiRunList",
+    ),
+    (
+        "get",
+        "/v1/rooms/{room}/ai/runs/{id}",
+        "An AI run; with Accept: text/event-stream, its events (ai.run, ai.error, ai.done) until it ends",
+        "member",
+        None,
+        200,
+        "AiRun",
+    ),
+    (
+        "post",
+        "/v1/rooms/{room}/ai/runs/{id}/cancel",
+        "Stop a run (write access); its partial text stays, marked cancelled",
+        "member",
+        None,
+        200,
+        "AiRun",
+    ),
+    (
+        "post",
+        "/v1/rooms/{room}/ai/runs/{id}/revert",
+        "Remove exactly the run's content, at any later time (write access)",
+        "member",
+        None,
+        200,
+        "AiRun",
+    ),
+    (
+        "post",
+        "/v1/rooms/{room}/ai/runs/{id}/accept",
+        "Accept a suggestion: its mark goes, its content stays (write access)",
+        "member",
+        None,
+        200,
+        "AiRun",
+    ),
+    (
+        "post",
+        "/v1/rooms/{room}/ai/runs/{id}/reject",
+        "Reject a suggestion: its content goes (write access)",
+        "member",
+        None,
+        200,
+        "AiRun",
+    ),
+    (
+        "get",
+        "/v1/ai/runs",
+        "The tenant's AI runs, newest first (?room, ?user, ?status, ?before, ?limit; a client JWT sees its rooms)",
+        "member",
+        None,
+        200,
+        "AiRunList",
+    ),
 ];
 
 fn obj(props: Value, required: &[&str]) -> Value {
@@ -278,7 +350,19 @@ fn schemas() -> Value {
             "max_rooms": { "type": "integer", "minimum": 1 },
             "max_document_bytes": { "type": "integer", "minimum": 1024 },
             "messages_per_second": { "type": "integer", "minimum": 1 },
-            "ai_tokens_per_day": { "type": "integer", "minimum": 0 }
+            "ai_tokens_per_day": { "type": "integer", "minimum": 0 },
+            "ai": obj(json!({
+                "enabled": { "type": "boolean" },
+                "provider": { "type": "string" },
+                "models": { "type": "array", "items": { "type": "string" } },
+                "model": { "type": "string" },
+                "system_prompt": { "type": "string", "maxLength": 16384 },
+                "max_concurrent_runs": { "type": "integer", "minimum": 1 },
+                "max_output_tokens": { "type": "integer", "minimum": 1 },
+                "max_prompt_bytes": { "type": "integer", "minimum": 1 },
+                "runs_per_minute": { "type": "integer", "minimum": 1 },
+                "readers_may_ask": { "type": "boolean" }
+            }), &[])
         }),
         &[],
     );
@@ -332,6 +416,37 @@ fn schemas() -> Value {
         "VersionList": obj(json!({"versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}}}), &["versions"]),
         "Presence": obj(json!({"room": {"type": "string"}, "members": {"type": "array", "items": {"type": "object"}}}), &["room", "members"]),
         "Route": obj(json!({"room": {"type": "string"}, "node": {"type": "string"}, "url": {"type": "string"}, "local": {"type": "boolean"}, "nodes": {"type": "integer"}}), &["room", "node", "url", "local", "nodes"])
+    })
+}
+
+/// The assistant's schemas (a separate macro call: one `json!` of every schema would exceed
+/// the macro recursion limit).
+fn ai_schemas() -> Value {
+    json!({
+        "AiAsk": obj(json!({
+            "id": {"type": "string", "description": "the client's id for the request, echoed in events"},
+            "prompt": {"type": "string"},
+            "target": {"enum": ["chat", "document"], "default": "chat"},
+            "field": {"type": "string", "default": "default", "description": "the document root"},
+            "field_type": {"enum": ["xml", "text"], "default": "xml"},
+            "position": {"type": "string", "description": "base64 of Y.encodeRelativePosition; absent: the end"},
+            "range": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+            "apply": {"enum": ["direct", "suggest"], "default": "direct"},
+            "model": {"type": "string"},
+            "reply_to": {"type": "string"},
+            "revert_on_cancel": {"type": "boolean"}
+        }), &["prompt"]),
+        "AiRun": obj(json!({
+            "id": {"type": "string"}, "room": {"type": "string"}, "user": {"type": ["string", "null"]},
+            "provider": {"type": "string"}, "model": {"type": "string"},
+            "target": {"enum": ["chat", "document"]}, "mode": {"enum": ["direct", "suggest"]},
+            "status": {"enum": ["queued", "running", "done", "cancelled", "failed", "interrupted", "reverted", "accepted", "rejected"]},
+            "client_id": {"type": "integer", "description": "the Yjs client id of the run's items"},
+            "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+            "ttft_ms": {"type": ["integer", "null"]}, "duration_ms": {"type": ["integer", "null"]},
+            "error": {"type": ["string", "null"]}, "created": {"type": "integer"}, "finished": {"type": ["integer", "null"]}
+        }), &["id", "room", "status", "model", "target", "mode", "client_id", "created"]),
+        "AiRunList": obj(json!({"runs": {"type": "array", "items": {"$ref": "#/components/schemas/AiRun"}}, "next_before": {"type": ["integer", "null"]}}), &["runs"])
     })
 }
 
@@ -391,19 +506,24 @@ pub(super) fn document() -> Value {
         "/v1/openapi.json".into(),
         json!({ "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } }),
     );
+    let mut all_schemas = schemas();
+    if let (Some(all), Value::Object(ai)) = (all_schemas.as_object_mut(), ai_schemas()) {
+        all.extend(ai);
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Chorus REST API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Tenants, rooms, documents, versions, presence and webhooks. Errors are application/problem+json. Operator calls may act for a tenant with the Chorus-Tenant header."
+            "description": "Tenants, rooms, documents, versions, presence, webhooks and the AI assistant. Errors are application/problem+json. Operator calls may act for a tenant with the Chorus-Tenant header."
         },
         "paths": paths,
         "components": {
-            "schemas": schemas(),
+            "schemas": all_schemas,
             "securitySchemes": {
                 "operator": { "type": "http", "scheme": "bearer", "description": "--operator-key" },
-                "tenant": { "type": "http", "scheme": "bearer", "description": "a tenant API key chk_<tenant>.<id>.<secret>, or the operator key with Chorus-Tenant" }
+                "tenant": { "type": "http", "scheme": "bearer", "description": "a tenant API key chk_<tenant>.<id>.<secret>, or the operator key with Chorus-Tenant" },
+                "member": { "type": "http", "scheme": "bearer", "description": "a tenant API key, the operator key with Chorus-Tenant, or a client JWT (limited to its rooms and role; nothing on a node that allows anonymous access)" }
             }
         }
     })
