@@ -53,6 +53,9 @@ pub struct Behavior {
     pub disconnect_after: Option<usize>,
     /// Report usage (prompt and completion tokens) when the request asks for it.
     pub usage: bool,
+    /// Instead of `answer`, this many tokens `t<send time in µs since the epoch> `: a load
+    /// tester reads when each token left the provider from the text that arrives.
+    pub stamped: Option<usize>,
 }
 
 impl Default for Behavior {
@@ -66,6 +69,7 @@ impl Default for Behavior {
             error_after: None,
             disconnect_after: None,
             usage: true,
+            stamped: None,
         }
     }
 }
@@ -174,6 +178,14 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the epoch (the stamp of `Behavior::stamped` tokens).
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": "standin_error", "code": null}});
     (status, axum::Json(body)).into_response()
@@ -220,7 +232,12 @@ async fn chat(State(shared): State<Arc<Mutex<Shared>>>, body: Bytes) -> Response
         .answer
         .clone()
         .unwrap_or_else(|| SAMPLE_ANSWER.to_owned());
-    let tokens = tokenize(&answer, behavior.token_chars.max(1));
+    let tokens = match behavior.stamped {
+        // Placeholders: each is replaced by its send time as it goes out.
+        Some(n) => vec![String::new(); n.min(100_000)],
+        None => tokenize(&answer, behavior.token_chars.max(1)),
+    };
+    let stamped = behavior.stamped.is_some();
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
         if behavior.first_token_delay_ms > 0 {
@@ -286,6 +303,11 @@ async fn chat(State(shared): State<Arc<Mutex<Shared>>>, body: Bytes) -> Response
             {
                 tokio::time::sleep(gap).await;
             }
+            let token = if stamped {
+                format!("t{} ", now_micros())
+            } else {
+                token.clone()
+            };
             if !send(chunk(json!({"content": token}), Value::Null)).await {
                 // The client went away (a cancelled run): stop generating.
                 return;

@@ -268,9 +268,14 @@ pub async fn run_on(
         metrics,
         cluster,
     });
-    // Runs are recorded under a stable node name: a restarted single node finds the runs it
-    // left running and marks them interrupted.
-    let ai_node = app.config.node_id.clone().unwrap_or_else(|| "local".into());
+    // Runs are recorded under the node's name: a restarted node finds the runs it left
+    // running by it (`--node-id`, or `local` alone), and in a cluster the survivors find a
+    // departed node's runs by its ring id.
+    let ai_node = if app.cluster.clustered() {
+        app.cluster.node().id.clone()
+    } else {
+        app.config.node_id.clone().unwrap_or_else(|| "local".into())
+    };
     if let Some(assistant) = ai::Assistant::new(
         &app.registry,
         app.store.clone(),
@@ -280,7 +285,48 @@ pub async fn run_on(
         app.config.ai.clone(),
     )? {
         app.registry.set_assistant(assistant.clone());
-        tokio::spawn(async move { assistant.interrupt_leftovers().await });
+        let me = assistant.node().to_owned();
+        let leftovers = assistant.clone();
+        tokio::spawn(async move { leftovers.interrupt_leftovers(&me).await });
+        if app.cluster.clustered() {
+            // A node that leaves the ring may have left runs mid-answer: one survivor (the
+            // store's update decides which) marks them interrupted.
+            let cluster = app.cluster.clone();
+            let weak = Arc::downgrade(&assistant);
+            tokio::spawn(async move {
+                let mut departures = cluster.departures();
+                let mut known: std::collections::HashSet<String> = cluster
+                    .ring()
+                    .nodes()
+                    .iter()
+                    .map(|n| n.id.clone())
+                    .collect();
+                loop {
+                    let gone: Vec<String> = {
+                        let now: std::collections::HashSet<String> = cluster
+                            .ring()
+                            .nodes()
+                            .iter()
+                            .map(|n| n.id.clone())
+                            .collect();
+                        let gone = known.difference(&now).cloned().collect();
+                        known.extend(now);
+                        gone
+                    };
+                    let Some(assistant) = weak.upgrade() else {
+                        break;
+                    };
+                    for node in gone {
+                        known.remove(&node);
+                        assistant.interrupt_leftovers(&node).await;
+                    }
+                    drop(assistant);
+                    if departures.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
     }
     if let Some(broker) = app.cluster.broker() {
         // Weak: the broker lives in `app`, and must not keep it alive.

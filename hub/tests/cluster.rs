@@ -1090,3 +1090,70 @@ async fn with_a_bus_secret_nodes_still_share_rooms_and_unsigned_messages_are_dro
     a.stop().await.expect("stop");
     b.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn an_ai_run_on_a_node_killed_mid_answer_ends_interrupted_without_duplicated_text() {
+    use chorus_ai_bridge::chat;
+    use chorus_ai_bridge::standin::{Behavior, SAMPLE_ANSWER, StandIn};
+    let Some(_redis) = redis().await else { return };
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let standin = StandIn::start(Behavior {
+        tokens_per_second: 10.0,
+        ..Behavior::default()
+    })
+    .await
+    .expect("standin");
+    let base = standin.base_url();
+    let ai = ["--ai-base-url", base.as_str(), "--ai-model", "standin"];
+    let prefix = unique_prefix("ai-kill9");
+    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1", &ai).await;
+    let (_n2, a2) = spawn_node(db.url(), &prefix, "node-2", &ai).await;
+    let (_n3, a3) = spawn_node(db.url(), &prefix, "node-3", &ai).await;
+    let asker = connect(a1, "ai-crash", true).await;
+    let on_2 = connect(a2, "ai-crash", false).await;
+    let on_3 = connect(a3, "ai-crash", false).await;
+    asker
+        .send_text(r#"{"v":1,"type":"ai.ask","prompt":"write a lot"}"#)
+        .expect("ask");
+    let started = |doc: &yrs::Doc| {
+        let arr = doc.get_or_insert_array(chat::CHAT);
+        chat::recent(&yrs::Transact::transact(doc), &arr, 1)
+            .first()
+            .is_some_and(|m| m.text.len() >= 12)
+    };
+    on_2.wait_for("the answer starts on node 2", PATIENCE, |_, doc| {
+        started(doc)
+    })
+    .await
+    .expect("streaming");
+    // The node running the run dies without a word.
+    n1.start_kill().expect("kill -9");
+    let _ = n1.wait().await;
+    drop(asker);
+    // A survivor marks it interrupted once node-1 leaves the ring (its TTL is 900 ms).
+    for c in [&on_2, &on_3] {
+        c.wait_for("interrupted", PATIENCE * 2, |_, doc| {
+            let arr = doc.get_or_insert_array(chat::CHAT);
+            chat::recent(&yrs::Transact::transact(doc), &arr, 5)
+                .first()
+                .is_some_and(|m| m.status.as_deref() == Some("interrupted"))
+        })
+        .await
+        .expect("marked interrupted");
+    }
+    let arr = on_3.doc().get_or_insert_array(chat::CHAT);
+    let msgs = chat::recent(&yrs::Transact::transact(on_3.doc()), &arr, 5);
+    assert_eq!(msgs.len(), 1, "one message");
+    assert!(
+        !msgs[0].text.is_empty() && SAMPLE_ANSWER.starts_with(&msgs[0].text),
+        "no duplicated text: {:?}",
+        msgs[0].text
+    );
+    // The record says so too.
+    let run = msgs[0].run.clone().expect("run");
+    let (status, body) = http_get(a2, &format!("/v1/rooms/ai-crash/ai/runs/{run}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"interrupted""#), "{body}");
+}

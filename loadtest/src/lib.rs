@@ -17,6 +17,7 @@
 //! Clients are the `chorus-protocol` client: real WebSockets, real yrs documents, 32-bit client
 //! ids as browsers use.
 
+pub mod ai;
 pub mod attack;
 pub mod auth;
 pub mod human;

@@ -159,6 +159,33 @@ enum Scenario {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// N assistant runs into N rooms of M members while the members edit: token delay from
+    /// the provider to every member, and edit latency without and with the runs. Starts the
+    /// stand-in model server on --standin-listen; run the hub with `--ai-base-url
+    /// http://<standin-listen>/v1 --ai-model standin` (anonymous loopback access).
+    Ai {
+        /// Runs (one per room). Default: 100.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Members per room. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Tokens per second of each run. Default: 50.
+        #[arg(long, default_value_t = 50.0)]
+        tokens_per_second: f64,
+        /// Tokens per answer. Default: 250.
+        #[arg(long, default_value_t = 250)]
+        tokens: usize,
+        /// Edits per second per member. Default: 1.
+        #[arg(long, default_value_t = 1.0)]
+        edit_rate: f64,
+        /// Length of each phase (edits alone, then with the runs). Default: 5s.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        phase: Duration,
+        /// Where the stand-in model server listens. Default: 127.0.0.1:8091.
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        standin_listen: String,
+    },
     /// N users in rooms of K, each sending small edits at a rate; measures delivery latency.
     Edit {
         /// Users. Default: 100.
@@ -303,6 +330,41 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     viewers,
                     rate,
                     duration,
+                },
+            ))
+        }
+        Scenario::Ai {
+            runs,
+            members,
+            tokens_per_second,
+            tokens,
+            edit_rate,
+            phase,
+            standin_listen,
+        } => {
+            anyhow::ensure!(
+                runs * members <= MAX_CLIENTS && runs <= 10_000,
+                "--runs x --members is capped at {MAX_CLIENTS}"
+            );
+            anyhow::ensure!(
+                tokens <= 10_000 && tokens_per_second > 0.0 && tokens_per_second <= 1000.0,
+                "--tokens is capped at 10000 and --tokens-per-second at 1000"
+            );
+            anyhow::ensure!(
+                phase <= Duration::from_secs(600) && edit_rate > 0.0 && edit_rate <= 100.0,
+                "--phase is capped at 10m and --edit-rate must be in (0, 100]"
+            );
+            chorus_loadtest::target::check(&format!("ws://{standin_listen}"), false)?;
+            runtime.block_on(chorus_loadtest::ai::ai(
+                &target,
+                &chorus_loadtest::ai::AiParams {
+                    runs,
+                    members,
+                    tokens_per_second,
+                    tokens,
+                    edit_rate,
+                    phase,
+                    standin_listen,
                 },
             ))
         }

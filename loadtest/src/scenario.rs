@@ -117,7 +117,8 @@ impl Target {
             .unwrap_or(&self.url)
     }
 
-    fn room_name(&self, room: usize) -> String {
+    /// The name of room number `room`.
+    pub fn room_name(&self, room: usize) -> String {
         format!("{}{room}", self.room_prefix)
     }
 
@@ -323,7 +324,7 @@ impl Target {
     }
 }
 
-fn problems_from_failures(target: &Target, report: &mut Report, failures: &[String]) {
+pub(crate) fn problems_from_failures(target: &Target, report: &mut Report, failures: &[String]) {
     if let Some(advice) = target.refused() {
         report.problems.push(format!(
             "{} connections failed: {advice}",

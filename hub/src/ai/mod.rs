@@ -573,9 +573,10 @@ impl Assistant {
         }
     }
 
-    /// At start: runs this node left queued or running (it crashed or was killed) become
-    /// `interrupted`, and their chat messages say so.
-    pub(crate) async fn interrupt_leftovers(self: &Arc<Self>) {
+    /// Runs `node` left queued or running become `interrupted`, and their chat messages say
+    /// so: this node's own at start (it crashed or was killed), and in a cluster those of a
+    /// node that left the ring. The store's update hands each run to one caller only.
+    pub(crate) async fn interrupt_leftovers(self: &Arc<Self>, node: &str) {
         let mut tenants = vec![crate::auth::DEFAULT_TENANT.to_owned()];
         match self.store.list_tenants().await {
             Ok(list) => tenants.extend(list.into_iter().map(|t| t.id)),
@@ -585,7 +586,7 @@ impl Assistant {
         for tenant in tenants {
             match self
                 .store
-                .interrupt_ai_runs(&tenant, &self.node, now_secs())
+                .interrupt_ai_runs(&tenant, node, now_secs())
                 .await
             {
                 Ok(runs) => {

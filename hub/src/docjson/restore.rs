@@ -33,6 +33,9 @@ use super::{OpError, ROOT_DEPTH, RootKind};
 /// Afterwards `doc_to_json` of both is equal, except for content nested deeper than
 /// [`MAX_DEPTH`](super::MAX_DEPTH); restoring an equal version changes nothing and emits no update.
 ///
+/// The room's chat (`chat`) and the assistant's provenance map (`ai`) are left as they are:
+/// restoring a version brings back content, not an older conversation or attribution.
+///
 /// Refused, with nothing changed: a root declared with different types on both sides (an
 /// undefined root takes the version's type), roots of kinds restore does not rewrite (XML
 /// element or XML text roots holding content), roots mixing text with other content, and a
@@ -50,6 +53,9 @@ pub fn restore_in(txn: &mut TransactionMut, version: &Doc) -> Result<(), OpError
     VersionCopy::read(version)?.write(txn)
 }
 
+/// Roots a restore leaves alone (docs/AI.md).
+pub(crate) const KEPT_ROOTS: [&str; 2] = ["chat", "ai"];
+
 /// An owned deep copy of a version's roots, so no transaction on it stays open while writing.
 struct VersionCopy {
     roots: Vec<(Arc<str>, RootCopy)>,
@@ -65,6 +71,9 @@ impl VersionCopy {
         };
         let mut roots = Vec::new();
         for (name, out) in txn.root_refs() {
+            if KEPT_ROOTS.contains(&name) {
+                continue;
+            }
             let Some(ptr) = ptr_of(&out) else { continue };
             roots.push((Arc::from(name), copier.root(ptr)));
         }
@@ -78,6 +87,9 @@ impl VersionCopy {
         }
         let mut current: HashMap<Arc<str>, (BranchPtr, RootKind)> = HashMap::new();
         for (name, out) in txn.root_refs() {
+            if KEPT_ROOTS.contains(&name) {
+                continue;
+            }
             if let Some(ptr) = ptr_of(&out) {
                 current.insert(Arc::from(name), (ptr, kind_of(txn, ptr)));
             }
@@ -260,6 +272,31 @@ mod tests {
         apply, json_of, new_doc, record, replica, root_is_undefined, sample_doc, sample_json, state,
     };
     use crate::docjson::{Op, apply_ops};
+
+    #[test]
+    fn restore_leaves_the_chat_and_the_assistants_provenance_alone() {
+        let doc = new_doc(1);
+        let version = new_doc(2);
+        {
+            let mut txn = version.transact_mut();
+            txn.get_or_insert_text("text").insert(&mut txn, 0, "old");
+            let chat = txn.get_or_insert_array("chat");
+            chat.push_back(&mut txn, "a message from before");
+        }
+        {
+            let mut txn = doc.transact_mut();
+            txn.get_or_insert_text("text").insert(&mut txn, 0, "new");
+            let chat = txn.get_or_insert_array("chat");
+            chat.push_back(&mut txn, "hello");
+            chat.push_back(&mut txn, "world");
+            txn.get_or_insert_map("ai").insert(&mut txn, "42", "run");
+        }
+        restore_to(&doc, &version).expect("restore");
+        let got = json_of(&doc);
+        assert_eq!(got["text"], json!("old"));
+        assert_eq!(got["chat"], json!(["hello", "world"]));
+        assert_eq!(got["ai"], json!({"42": "run"}));
+    }
 
     /// Builds a document history: `version` is the state after the first edits.
     fn edited_pair(client_id: u64) -> (Doc, Doc) {

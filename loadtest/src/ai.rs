@@ -1,0 +1,269 @@
+//! `ai`: N concurrent assistant runs into N rooms of M members, beside people editing in the
+//! same rooms. Reports how long a token takes from leaving the provider to reaching every
+//! member, and people's edit latency without and with the runs, side by side in one run.
+//!
+//! The provider is the stand-in model server (not a model), started here on
+//! `--standin-listen`; the hub must be started with `--ai-base-url http://<that>/v1
+//! --ai-model standin`. Its tokens are `t<send time in µs> `, so each member reads when a
+//! token left the provider from the text that reaches it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chorus_ai_bridge::standin::{Behavior, StandIn};
+use chorus_protocol::client::Client;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use yrs::types::map::MapEvent;
+use yrs::types::{Delta, EntryChange, Event};
+use yrs::{Any, DeepObservable, Map, Observable, Out, Transact};
+
+use crate::proc;
+use crate::report::{Latency, Report, histogram};
+use crate::scenario::{Target, problems_from_failures, ticker};
+
+/// `ai` parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct AiParams {
+    /// Rooms, each with one run.
+    pub runs: usize,
+    /// Members per room (all observe; all edit).
+    pub members: usize,
+    /// Tokens per second of each run.
+    pub tokens_per_second: f64,
+    /// Tokens of each answer.
+    pub tokens: usize,
+    /// People's edits per second per member.
+    pub edit_rate: f64,
+    /// Length of each phase (edits alone, then edits with the runs).
+    #[serde(rename = "phase_s", serialize_with = "crate::report::seconds")]
+    pub phase: Duration,
+    /// Where the stand-in listens.
+    pub standin_listen: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    tokens: Mutex<Option<Histogram<u64>>>,
+    edits: Mutex<Option<Histogram<u64>>>,
+    tokens_received: AtomicU64,
+    edits_received: AtomicU64,
+}
+
+fn record(h: &Mutex<Option<Histogram<u64>>>, micros: u64) {
+    let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = h.as_mut() {
+        let _ = h.record(micros.max(1));
+    }
+}
+
+/// POSTs an ask for room `room` to the hub's REST API (anonymous, loopback).
+async fn ask(http: &str, room: &str) -> anyhow::Result<()> {
+    let body = r#"{"prompt":"load test","target":"chat"}"#;
+    let req = format!(
+        "POST /v1/rooms/{room}/ai/runs HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(http).await?;
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf);
+    anyhow::ensure!(
+        text.starts_with("HTTP/1.1 201"),
+        "the hub refused the ask: {}",
+        text.lines().next().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The `host:port` of the first WebSocket URL.
+fn http_host(url: &str) -> String {
+    let first = url.split(',').next().unwrap_or_default();
+    let rest = first
+        .trim_start_matches("ws://")
+        .trim_start_matches("wss://");
+    rest.split('/').next().unwrap_or_default().to_owned()
+}
+
+/// Runs the `ai` scenario.
+pub async fn ai(target: &Target, p: &AiParams) -> Report {
+    let mut report = Report::of("ai", target, p);
+    let standin = match tokio::net::TcpListener::bind(&p.standin_listen).await {
+        Ok(l) => StandIn::serve(
+            l,
+            Behavior {
+                stamped: Some(p.tokens),
+                tokens_per_second: p.tokens_per_second,
+                ..Behavior::default()
+            },
+        ),
+        Err(e) => Err(e),
+    };
+    let standin = match standin {
+        Ok(s) => s,
+        Err(e) => {
+            report
+                .problems
+                .push(format!("cannot listen on {}: {e}", p.standin_listen));
+            return report;
+        }
+    };
+    let members = p.members.max(1);
+    let total = p.runs * members;
+    let (clients, hist, failures) = target.connect_many("connect", total, |i| i / members).await;
+    report
+        .latency
+        .insert("handshake_to_synced".into(), Latency::from_micros(&hist));
+    problems_from_failures(target, &mut report, &failures);
+    if target.refused().is_some() || clients.len() < total {
+        standin.stop();
+        return report;
+    }
+    let shared = Arc::new(Shared::default());
+    for (i, c) in &clients {
+        // People's edits: each member writes its key; the others' keys are deliveries.
+        let own = i.to_string();
+        let s = shared.clone();
+        let map = c.doc().get_or_insert_map("loadtest");
+        map.observe("loadtest", move |txn, e: &MapEvent| {
+            let now = proc::now_micros();
+            for (key, change) in e.keys(txn) {
+                if **key == *own {
+                    continue;
+                }
+                if let EntryChange::Inserted(Out::Any(Any::String(v)))
+                | EntryChange::Updated(_, Out::Any(Any::String(v))) = change
+                    && let Some(sent) = v.split(':').nth(1).and_then(|t| t.parse::<u64>().ok())
+                {
+                    s.edits_received.fetch_add(1, Ordering::Relaxed);
+                    record(&s.edits, now.saturating_sub(sent));
+                }
+            }
+        });
+        // The assistant's tokens: every insert into a chat message's text.
+        let s = shared.clone();
+        let chat = c.doc().get_or_insert_array("chat");
+        chat.observe_deep("loadtest", move |txn, events| {
+            let now = proc::now_micros();
+            for e in events.iter() {
+                let Event::Text(t) = e else { continue };
+                for d in t.delta(txn) {
+                    let Delta::Inserted(Out::Any(Any::String(text)), _) = d else {
+                        continue;
+                    };
+                    for token in text.split_whitespace() {
+                        if let Some(sent) =
+                            token.strip_prefix('t').and_then(|n| n.parse::<u64>().ok())
+                        {
+                            s.tokens_received.fetch_add(1, Ordering::Relaxed);
+                            record(&s.tokens, now.saturating_sub(sent));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let clients: Vec<(usize, Arc<Client>)> =
+        clients.into_iter().map(|(i, c)| (i, Arc::new(c))).collect();
+    let http = http_host(&target.url);
+    let server_cpu = target.server_cpu_seconds();
+    let mut edit_latency = HashMap::new();
+    let mut edits_sent_total = 0u64;
+    for phase in ["edit_without_ai", "edit_with_ai"] {
+        *shared.edits.lock().unwrap_or_else(|p| p.into_inner()) = Some(histogram());
+        if phase == "edit_with_ai" {
+            *shared.tokens.lock().unwrap_or_else(|p| p.into_inner()) = Some(histogram());
+            for room in 0..p.runs {
+                if let Err(e) = ask(&http, &target.room_name(room)).await {
+                    report.problems.push(format!("room {room}: {e}"));
+                    standin.stop();
+                    return report;
+                }
+            }
+        }
+        let sent = Arc::new(AtomicU64::new(0));
+        let deadline = tokio::time::Instant::now() + p.phase;
+        let period = Duration::from_secs_f64(1.0 / p.edit_rate.max(0.001));
+        let mut tasks = Vec::new();
+        for (n, (i, c)) in clients.iter().enumerate() {
+            let (i, c, sent) = (*i, c.clone(), sent.clone());
+            let offset = period.mul_f64((n % 1000) as f64 / 1000.0);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = ticker(offset, period);
+                let map = c.doc().get_or_insert_map("loadtest");
+                let key = i.to_string();
+                let mut seq = 0u64;
+                loop {
+                    tick.tick().await;
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    seq += 1;
+                    let value = format!("{seq}:{}", proc::now_micros());
+                    map.insert(&mut c.doc().transact_mut(), key.as_str(), value);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        // The last edits' deliveries.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let h = shared
+            .edits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(histogram);
+        edit_latency.insert(phase, Latency::from_micros(&h));
+        report.histograms.insert(phase.into(), h);
+        edits_sent_total += sent.load(Ordering::Relaxed);
+    }
+    // Every token to every member, or the timeout.
+    let want = (p.runs * members * p.tokens) as u64;
+    let end = Instant::now() + target.timeout;
+    while shared.tokens_received.load(Ordering::Relaxed) < want && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = shared.tokens_received.load(Ordering::Relaxed);
+    if got < want {
+        report
+            .problems
+            .push(format!("{} of {want} token deliveries missing", want - got));
+    }
+    if let Some(h) = shared
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        report
+            .latency
+            .insert("token_to_member".into(), Latency::from_micros(&h));
+        report.histograms.insert("token_to_member".into(), h);
+    }
+    for (name, l) in edit_latency {
+        report.latency.insert(name.into(), l);
+    }
+    report
+        .metrics
+        .insert("token_deliveries_expected".into(), want as f64);
+    report.metrics.insert("token_deliveries".into(), got as f64);
+    report
+        .metrics
+        .insert("edits_sent".into(), edits_sent_total as f64);
+    report.metrics.insert(
+        "edit_deliveries".into(),
+        shared.edits_received.load(Ordering::Relaxed) as f64,
+    );
+    if let (Some(b), Some(a)) = (server_cpu, target.server_cpu_seconds()) {
+        report.metrics.insert("server_cpu_s".into(), a - b);
+    }
+    standin.stop();
+    report
+}
