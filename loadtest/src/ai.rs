@@ -174,6 +174,7 @@ pub async fn ai(target: &Target, p: &AiParams) -> Report {
     let mut edit_latency = HashMap::new();
     let mut edits_sent_total = 0u64;
     for phase in ["edit_without_ai", "edit_with_ai"] {
+        let (gen_before, server_before) = (proc::cpu_seconds("self"), target.server_cpu_seconds());
         *shared.edits.lock().unwrap_or_else(|p| p.into_inner()) = Some(histogram());
         if phase == "edit_with_ai" {
             *shared.tokens.lock().unwrap_or_else(|p| p.into_inner()) = Some(histogram());
@@ -221,6 +222,19 @@ pub async fn ai(target: &Target, p: &AiParams) -> Report {
             .take()
             .unwrap_or_else(histogram);
         edit_latency.insert(phase, Latency::from_micros(&h));
+        // Both processes' CPU per phase: on a 2-core machine the generator (members and the
+        // stand-in) shares a core, and its load shows in the latencies it measures.
+        let secs = p.phase.as_secs_f64() + 0.5;
+        if let (Some(b), Some(a)) = (gen_before, proc::cpu_seconds("self")) {
+            report
+                .metrics
+                .insert(format!("generator_cpu_share_{phase}"), (a - b) / secs);
+        }
+        if let (Some(b), Some(a)) = (server_before, target.server_cpu_seconds()) {
+            report
+                .metrics
+                .insert(format!("server_cpu_share_{phase}"), (a - b) / secs);
+        }
         report.histograms.insert(phase.into(), h);
         edits_sent_total += sent.load(Ordering::Relaxed);
     }
