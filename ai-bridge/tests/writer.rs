@@ -329,3 +329,49 @@ fn a_text_target_gets_the_answer_as_text_at_the_position() {
         "let a = 1; // **one**\nlet b = 2;"
     );
 }
+
+#[test]
+fn a_range_is_replaced_by_the_answer() {
+    let ai = doc(3);
+    let t = ai.get_or_insert_text("code");
+    t.insert(&mut ai.transact_mut(), 0, "keep OLD keep");
+    let (a, b) = {
+        let txn = ai.transact();
+        (
+            t.sticky_index(&txn, 5, Assoc::After).expect("a"),
+            t.sticky_index(&txn, 8, Assoc::Before).expect("b"),
+        )
+    };
+    let mut w = DocWriter::text(
+        &mut ai.transact_mut(),
+        t.clone(),
+        &Place::Replace(a, b),
+        yrs::OffsetKind::Bytes,
+        None,
+    )
+    .expect("writer");
+    for piece in tokenize("new text", 3) {
+        w.push(&mut ai.transact_mut(), &piece);
+    }
+    assert_eq!(t.get_string(&ai.transact()), "keep new text keep");
+    // Ends in different texts are refused, with nothing changed.
+    let other = ai.get_or_insert_text("other");
+    other.insert(&mut ai.transact_mut(), 0, "x");
+    let (a, b) = {
+        let txn = ai.transact();
+        (
+            t.sticky_index(&txn, 0, Assoc::After).expect("a"),
+            other.sticky_index(&txn, 1, Assoc::Before).expect("b"),
+        )
+    };
+    let err = DocWriter::text(
+        &mut ai.transact_mut(),
+        t.clone(),
+        &Place::Replace(a, b),
+        yrs::OffsetKind::Bytes,
+        None,
+    )
+    .expect_err("two texts");
+    assert_eq!(err, chorus_ai_bridge::writer::WriteError::BadRange);
+    assert_eq!(t.get_string(&ai.transact()), "keep new text keep");
+}

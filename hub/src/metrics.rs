@@ -36,6 +36,27 @@ pub(crate) fn handle() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!("chorus_connections_total", "WebSocket connections accepted");
+    describe_counter!(
+        "chorus_ai_runs_total",
+        "AI runs ended, by outcome (done, cancelled, failed, interrupted)"
+    );
+    describe_counter!(
+        "chorus_ai_tokens_total",
+        "AI tokens (kind=prompt|completion), reported by the provider or estimated"
+    );
+    describe_histogram!(
+        "chorus_ai_first_token_seconds",
+        Unit::Seconds,
+        "time from asking the provider to the first token, retries included"
+    );
+    describe_gauge!(
+        "chorus_ai_active_runs",
+        "AI runs queued or executing on this node"
+    );
+    describe_counter!(
+        "chorus_ai_provider_errors_total",
+        "provider failures (status, connection, stream, timeout) that ended a run"
+    );
     describe_gauge!(
         "chorus_connections_active",
         "WebSocket connections open now"

@@ -247,8 +247,15 @@ async fn a_chat_answer_streams_to_every_member_and_is_recorded() {
     let late = member(&s, "r").await;
     assert_eq!(chat_of(&late)[0].text, SAMPLE_ANSWER);
     let metrics = common::http_get(s.server.addr, "/metrics").await.1;
+    // The recorder is the process's: other tests' runs count too.
+    let done_runs: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chorus_ai_runs_total{outcome=\"done\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(done_runs >= 1.0, "{metrics}");
     assert!(
-        metrics.contains("chorus_ai_runs_total{outcome=\"done\"} 1"),
+        metrics.contains("chorus_ai_first_token_seconds"),
         "{metrics}"
     );
 }
@@ -909,4 +916,86 @@ async fn a_run_cut_by_sigkill_is_marked_interrupted_when_the_node_restarts() {
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(body["status"], "interrupted");
+}
+
+#[tokio::test]
+async fn hocuspocus_clients_ask_in_stateless_messages_and_hear_back_there() {
+    let s = setup(Behavior::default()).await;
+    let hp = Client::connect(
+        &format!("ws://{}/hocuspocus", s.server.addr),
+        ClientOptions {
+            hocuspocus: Some("hp-room".into()),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .expect("connect");
+    hp.synced(PATIENCE).await.expect("synced");
+    hp.send_stateless(r#"{"v":1,"type":"ai.ask","id":"h1","prompt":"hi"}"#)
+        .expect("stateless");
+    let (_, status) = done(&hp, 1).await;
+    assert_eq!(status, "done");
+    let want = SAMPLE_ANSWER.to_owned();
+    hp.wait_for("answer", PATIENCE, move |_, doc| {
+        let arr = doc.get_or_insert_array(chat::CHAT);
+        chat::recent(&doc.transact(), &arr, 1)
+            .first()
+            .is_some_and(|m| m.text == want)
+    })
+    .await
+    .expect("the answer in the chat");
+    // Other stateless payloads are still ignored, and a bad ask is answered with an error.
+    hp.send_stateless("not json").expect("stateless");
+    hp.send_stateless(r#"{"v":1,"type":"ai.ask","id":"h2","prompt":""}"#)
+        .expect("stateless");
+    wait_error(&hp, "bad_request").await;
+}
+
+#[tokio::test]
+async fn a_cancel_can_remove_the_partial_answer() {
+    let s = setup(Behavior {
+        tokens_per_second: 40.0,
+        ..Behavior::default()
+    })
+    .await;
+    let a = member(&s, "rc").await;
+    write_paragraph(&a, "Mine.");
+    ask(
+        &a,
+        json!({"prompt": "p", "target": "document", "revert_on_cancel": true}),
+    );
+    a.wait_for("text", PATIENCE, |_, doc| {
+        let f = doc.get_or_insert_xml_fragment("default");
+        f.get_string(&doc.transact()).contains("A head")
+    })
+    .await
+    .expect("streaming");
+    let run = {
+        let state = a.state();
+        state
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ServerMessage::AiRun { run, .. } => Some(run.clone()),
+                _ => None,
+            })
+            .expect("run id")
+    };
+    let (status, body) = rest(
+        &s,
+        "POST",
+        &format!("/v1/rooms/rc/ai/runs/{run}/cancel"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    a.wait_for("removed", PATIENCE, |_, doc| {
+        let f = doc.get_or_insert_xml_fragment("default");
+        f.get_string(&doc.transact()) == "<paragraph>Mine.</paragraph>"
+    })
+    .await
+    .unwrap_or_else(|_| panic!("partial answer left: {}", xml(&a)));
 }

@@ -320,6 +320,15 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
+    /// Hocuspocus: sends a stateless message with `payload` for this client's document (what
+    /// `provider.sendStateless` does). Refused on a y-websocket connection.
+    pub fn send_stateless(&self, payload: &str) -> Result<(), ClientError> {
+        let Some(prefix) = &self.prefix else {
+            return Err(ClientError::Closed);
+        };
+        self.send_raw(hocuspocus::stateless(prefix, payload))
+    }
+
     /// Waits until `cond` holds for the state and document, or `patience` runs out.
     pub async fn wait_for(
         &self,
@@ -530,6 +539,16 @@ fn handle_hocuspocus(
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
             shared.update(|s| s.doc_closed = Some(reason));
+        }
+        // Stateless messages carrying extension JSON (the assistant's answers) join the
+        // extension events; others are the application's business.
+        Ok(hocuspocus::kind::STATELESS) => {
+            let Ok(payload) = d.read_var_string() else {
+                return;
+            };
+            if let Ok(msg) = ext::decode_server(&String::from_utf8_lossy(&payload)) {
+                shared.update(|s| s.events.push(msg));
+            }
         }
         _ => {}
     }
