@@ -260,6 +260,61 @@ fn truncate(s: &str) -> String {
     s.chars().take(300).collect()
 }
 
+/// Removes keys from a provider's message: the configured key wherever it appears, and any
+/// word that looks like one (`sk-…`, as OpenAI's 401 names a masked key), before anyone logs or
+/// shows it.
+fn redact(message: &str, key: &Secret) -> String {
+    let mut out = message.to_owned();
+    if key.expose().len() >= 4 {
+        out = out.replace(key.expose(), "***");
+    }
+    out.split(' ')
+        .map(|w| {
+            let bare = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
+            if bare.starts_with("sk-") || bare.starts_with("sk_") {
+                "***"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn redacted(e: ProviderError, key: &Secret) -> ProviderError {
+    match e {
+        ProviderError::Status { status, message } => ProviderError::Status {
+            status,
+            message: redact(&message, key),
+        },
+        ProviderError::Stream(m) => ProviderError::Stream(redact(&m, key)),
+        ProviderError::Connection(m) => ProviderError::Connection(redact(&m, key)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_removed_from_provider_messages() {
+        let key = Secret::new("sk-live-secret-123456");
+        assert_eq!(
+            redact("Incorrect API key provided: sk-live-secret-123456.", &key),
+            "Incorrect API key provided: ***."
+        );
+        assert_eq!(
+            redact(
+                "Incorrect API key provided: sk-proj-****abcd. See docs",
+                &key
+            ),
+            "Incorrect API key provided: *** See docs"
+        );
+        assert_eq!(redact("model not found", &key), "model not found");
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
@@ -292,8 +347,14 @@ impl Provider for OpenAiProvider {
             }),
             ..Default::default()
         };
-        let stream = self.client.chat().create_stream(req).await.map_err(error)?;
-        let mapped = stream.flat_map(|item| {
+        let key = self.config.api_key.clone();
+        let stream = self
+            .client
+            .chat()
+            .create_stream(req)
+            .await
+            .map_err(|e| redacted(error(e), &key))?;
+        let mapped = stream.flat_map(move |item| {
             let out: Vec<Result<Chunk, ProviderError>> = match item {
                 Ok(chunk) => {
                     let mut v: Vec<Result<Chunk, ProviderError>> = chunk
@@ -312,7 +373,7 @@ impl Provider for OpenAiProvider {
                     }
                     v
                 }
-                Err(e) => vec![Err(error(e))],
+                Err(e) => vec![Err(redacted(error(e), &key))],
             };
             futures_util::stream::iter(out)
         });

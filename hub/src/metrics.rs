@@ -167,6 +167,13 @@ fn describe() {
 /// zero from the start, so a dashboard or an alert on a fresh node sees a series and not a
 /// gap (`rate()` of a series that appears only at its first event misses that event).
 const COUNTERS: &[(&str, &str, &[&str])] = &[
+    ("chorus_ai_provider_errors_total", "", &[]),
+    (
+        "chorus_ai_runs_total",
+        "outcome",
+        &["done", "cancelled", "failed", "interrupted"],
+    ),
+    ("chorus_ai_tokens_total", "kind", &["prompt", "completion"]),
     ("chorus_api_key_failures_cached_total", "", &[]),
     ("chorus_awareness_dropped_total", "", &[]),
     ("chorus_awareness_foreign_ids_total", "", &[]),
@@ -250,6 +257,7 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
 
 /// Gauges (none has a label).
 const GAUGES: &[&str] = &[
+    "chorus_ai_active_runs",
     "chorus_cluster_nodes",
     "chorus_connections_active",
     "chorus_rooms_open",
@@ -257,6 +265,7 @@ const GAUGES: &[&str] = &[
 
 /// Histograms (none has a label).
 const HISTOGRAMS: &[&str] = &[
+    "chorus_ai_first_token_seconds",
     "chorus_fanout_seconds",
     "chorus_persist_batch_seconds",
     "chorus_redis_publish_seconds",
