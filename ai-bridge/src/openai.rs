@@ -293,28 +293,6 @@ fn redacted(e: ProviderError, key: &Secret) -> ProviderError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_removed_from_provider_messages() {
-        let key = Secret::new("sk-live-secret-123456");
-        assert_eq!(
-            redact("Incorrect API key provided: sk-live-secret-123456.", &key),
-            "Incorrect API key provided: ***."
-        );
-        assert_eq!(
-            redact(
-                "Incorrect API key provided: sk-proj-****abcd. See docs",
-                &key
-            ),
-            "Incorrect API key provided: *** See docs"
-        );
-        assert_eq!(redact("model not found", &key), "model not found");
-    }
-}
-
 #[async_trait::async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
@@ -378,5 +356,27 @@ impl Provider for OpenAiProvider {
             futures_util::stream::iter(out)
         });
         Ok(Box::pin(mapped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_removed_from_provider_messages() {
+        let key = Secret::new("sk-live-secret-123456");
+        assert_eq!(
+            redact("Incorrect API key provided: sk-live-secret-123456.", &key),
+            "Incorrect API key provided: ***."
+        );
+        assert_eq!(
+            redact(
+                "Incorrect API key provided: sk-proj-****abcd. See docs",
+                &key
+            ),
+            "Incorrect API key provided: *** See docs"
+        );
+        assert_eq!(redact("model not found", &key), "model not found");
     }
 }
