@@ -999,3 +999,72 @@ async fn a_cancel_can_remove_the_partial_answer() {
     .await
     .unwrap_or_else(|_| panic!("partial answer left: {}", xml(&a)));
 }
+
+#[tokio::test]
+async fn the_rooms_rest_endpoints_take_a_client_token_within_its_rooms_and_role() {
+    let s = setup_with(Behavior::default(), |c| {
+        c.jwt_secret = Some(common::SECRET.into());
+        c.allow_anonymous = Some(false);
+    })
+    .await;
+    let writer = common::token(json!({"sub": "alice", "rooms": ["team-*"]}));
+    let reader = common::token(json!({"sub": "bob", "rooms": ["team-*"], "role": "read"}));
+    let edit = json!({"ops": [{"op": "insert_text", "name": "t", "index": 0, "text": "hi"}]});
+    let (status, body) = rest(
+        &s,
+        "POST",
+        "/v1/rooms/team-1/document",
+        Some(&writer),
+        Some(edit.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        &s,
+        "GET",
+        "/v1/rooms/team-1/document",
+        Some(&reader),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["t"], "hi", "{body}");
+    // A reader may read but not write; no token may reach a room it does not grant.
+    let (status, _) = rest(
+        &s,
+        "POST",
+        "/v1/rooms/team-1/document",
+        Some(&reader),
+        Some(edit.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = rest(
+        &s,
+        "POST",
+        "/v1/rooms/team-1/versions",
+        Some(&reader),
+        Some(json!({"name": "v"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = rest(
+        &s,
+        "GET",
+        "/v1/rooms/other/document",
+        Some(&writer),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = rest(&s, "GET", "/v1/rooms/team-1/presence", None, None, &[]).await;
+    assert_eq!(status, 401);
+    // Managing rooms still takes an API key.
+    let (status, _) = rest(&s, "DELETE", "/v1/rooms/team-1", Some(&writer), None, &[]).await;
+    assert_eq!(status, 403);
+}

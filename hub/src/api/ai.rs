@@ -1,105 +1,30 @@
 //! The assistant over REST: ask, follow a run (JSON, or its events as server-sent events),
 //! cancel, revert, accept, reject, list.
 //!
-//! These endpoints take a tenant's API key (or the operator's) like the rest of the API, and
-//! also a client's JWT as a Bearer token (or nothing, where the node allows anonymous
-//! access): the token's `rooms` and `role` claims limit it, and runs are recorded under its
-//! `sub`. A browser never needs an API key.
+//! These endpoints take a [`Member`]: a tenant's API key, the operator's, or a client's JWT
+//! (runs are then recorded under its `sub`). A browser never needs an API key.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chorus_persistence::{AiRun, AiRunFilter, RoomKey};
+use chorus_persistence::{AiRun, AiRunFilter};
 use chorus_protocol::ext::{AiAsk, ServerMessage};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiResult, Caller, JsonBody, PathParams, Problem, QueryParams, bearer};
-use crate::ai::{Asker, Assistant, Op, Refusal};
-use crate::auth::{Identity, Role};
-use crate::server::{AppState, validate_room};
+use super::member::Member;
+use super::{ApiResult, JsonBody, PathParams, Problem, QueryParams};
+use crate::ai::{Assistant, Op, Refusal};
+use crate::server::AppState;
 
 /// Longest `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Most runs one listing returns.
 const MAX_LIST: u32 = 200;
-
-/// Who calls a room-scoped endpoint: a tenant's API key or the operator (every room, write),
-/// or a client's token (its rooms and role).
-pub(crate) struct Member {
-    tenant: String,
-    user: Option<String>,
-    role: Role,
-    /// `None` for API keys and the operator.
-    identity: Option<Identity>,
-}
-
-impl Member {
-    /// The room, if the caller may open it.
-    pub(crate) fn room(&self, room: String) -> ApiResult<RoomKey> {
-        validate_room(&room).map_err(|e| Problem::bad_request(e.to_string()))?;
-        if let Some(id) = &self.identity
-            && !id.may_open(&room)
-        {
-            return Err(Problem::forbidden("the token does not grant this room"));
-        }
-        Ok(RoomKey::new(self.tenant.clone(), room))
-    }
-
-    fn may_see(&self, room: &str) -> bool {
-        self.identity.as_ref().is_none_or(|id| id.may_open(room))
-    }
-
-    fn asker(&self, key: RoomKey) -> Asker {
-        Asker {
-            key,
-            user: self.user.clone(),
-            role: self.role,
-            conn: None,
-        }
-    }
-}
-
-impl axum::extract::FromRequestParts<Arc<AppState>> for Member {
-    type Rejection = Problem;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let token = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(_) => Some(bearer(&parts.headers)?.to_owned()),
-        };
-        let is_key = token.as_deref().is_some_and(|t| {
-            t.starts_with(super::keys::API_KEY_PREFIX) || super::is_operator(app, t)
-        });
-        if is_key {
-            let caller = Caller::from_request_parts(parts, app).await?;
-            return Ok(Member {
-                tenant: caller.tenant,
-                user: None,
-                role: Role::Write,
-                identity: None,
-            });
-        }
-        let identity = app.verifier.verify(token.as_deref()).await?;
-        if app.tenants.is_deleting(&identity.tenant) {
-            return Err(Problem::not_found("the tenant is being deleted"));
-        }
-        Ok(Member {
-            tenant: identity.tenant.clone(),
-            user: identity.user.clone(),
-            role: identity.role,
-            identity: Some(identity),
-        })
-    }
-}
 
 fn problem(r: Refusal) -> Problem {
     let status = match r.code {

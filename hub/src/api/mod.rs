@@ -13,6 +13,7 @@
 mod admin;
 mod ai;
 mod keys;
+mod member;
 mod openapi;
 mod rooms;
 mod webhooks;

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Transact, Update};
 
+use super::member::Member;
 use super::{ApiResult, Caller, PathParams, Problem, QueryParams, now, parse_json, read_body};
 use crate::registry::{DeleteGuard, JoinError, ROOM_TIMEOUT, RoomError};
 use crate::room::{EditError, ServerEdit};
@@ -185,10 +186,10 @@ pub(super) async fn create(
 
 pub(super) async fn get(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams(room): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
     let info = existing(&app, &key).await?;
     Ok(Json(room_json(
         &info,
@@ -288,12 +289,12 @@ async fn render_state(state: Bytes, binary: bool) -> ApiResult<Response> {
 
 pub(super) async fn read_document(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<FormatQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
     let binary = wants_binary(&q, &headers)?;
     require_room(&app, &key).await?;
     let state = app.registry.state(&key).await.map_err(room_problem)?;
@@ -328,11 +329,12 @@ async fn edit(app: &AppState, key: &RoomKey, edit: ServerEdit) -> ApiResult<Json
 
 pub(super) async fn edit_document(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams(room): PathParams<String>,
     req: Request,
 ) -> ApiResult<Json<Value>> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
+    member.require_write()?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -404,11 +406,12 @@ fn version_json(v: &chorus_persistence::VersionInfo) -> Value {
 
 pub(super) async fn create_version(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams(room): PathParams<String>,
     super::JsonBody(body): super::JsonBody<NewVersion>,
 ) -> ApiResult<impl IntoResponse> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
+    member.require_write()?;
     if body.name.is_empty() || body.name.len() > 200 || body.name.chars().any(char::is_control) {
         return Err(Problem::invalid(
             "name must be 1-200 bytes without control characters",
@@ -431,10 +434,10 @@ pub(super) async fn create_version(
 
 pub(super) async fn list_versions(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams(room): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
     require_room(&app, &key).await?;
     let versions = app.store.list_versions(&key.tenant, &key.room).await?;
     Ok(Json(json!({
@@ -458,12 +461,12 @@ async fn load_version(
 
 pub(super) async fn get_version(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams((room, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<FormatQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
     let binary = wants_binary(&q, &headers)?;
     let (info, state) = load_version(&app, &key, &id).await?;
     if binary {
@@ -481,20 +484,21 @@ pub(super) async fn get_version(
 
 pub(super) async fn restore_version(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams((room, id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
+    member.require_write()?;
     let (_, state) = load_version(&app, &key, &id).await?;
     edit(&app, &key, ServerEdit::Restore(state)).await
 }
 
 pub(super) async fn presence(
     State(app): State<Arc<AppState>>,
-    caller: Caller,
+    member: Member,
     PathParams(room): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let key = room_key(&caller, room)?;
+    let key = member.room(room)?;
     require_room(&app, &key).await?;
     let members = app.registry.members(&key).await;
     Ok(Json(json!({ "room": &*key.room, "members": members })))
