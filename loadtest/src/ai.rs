@@ -19,11 +19,11 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yrs::types::map::MapEvent;
 use yrs::types::{Delta, EntryChange, Event};
-use yrs::{Any, DeepObservable, Map, Observable, Out, Transact};
+use yrs::{Any, DeepObservable, Observable, Out};
 
 use crate::proc;
 use crate::report::{Latency, Report, histogram};
-use crate::scenario::{Target, problems_from_failures, ticker};
+use crate::scenario::{Target, edit_until, problems_from_failures};
 
 /// `ai` parameters.
 #[derive(Debug, Clone, Serialize)]
@@ -193,22 +193,16 @@ pub async fn ai(target: &Target, p: &AiParams) -> Report {
         for (n, (i, c)) in clients.iter().enumerate() {
             let (i, c, sent) = (*i, c.clone(), sent.clone());
             let offset = period.mul_f64((n % 1000) as f64 / 1000.0);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = ticker(offset, period);
-                let map = c.doc().get_or_insert_map("loadtest");
-                let key = i.to_string();
-                let mut seq = 0u64;
-                loop {
-                    tick.tick().await;
-                    if tokio::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    seq += 1;
-                    let value = format!("{seq}:{}", proc::now_micros());
-                    map.insert(&mut c.doc().transact_mut(), key.as_str(), value);
+            tasks.push(tokio::spawn(edit_until(
+                c,
+                i,
+                offset,
+                period,
+                deadline,
+                move || {
                     sent.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
+                },
+            )));
         }
         for t in tasks {
             let _ = t.await;

@@ -440,6 +440,33 @@ pub fn ticker(offset: Duration, period: Duration) -> tokio::time::Interval {
     tick
 }
 
+/// One simulated user's edits until `deadline`: at every tick after `offset`, user `i` sets
+/// its key of the `loadtest` map to `seq:<send time in µs>` (the others' observers time the
+/// delivery from it), then calls `sent`.
+pub(crate) async fn edit_until(
+    c: Arc<Client>,
+    i: usize,
+    offset: Duration,
+    period: Duration,
+    deadline: tokio::time::Instant,
+    sent: impl Fn(),
+) {
+    let mut tick = ticker(offset, period);
+    let map = c.doc().get_or_insert_map("loadtest");
+    let key = i.to_string();
+    let mut seq = 0u64;
+    loop {
+        tick.tick().await;
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        seq += 1;
+        let value = format!("{seq}:{}", proc::now_micros());
+        map.insert(&mut c.doc().transact_mut(), key.as_str(), value);
+        sent();
+    }
+}
+
 /// Pause between a preload and the timed edits.
 const PRELOAD_SETTLE: Duration = Duration::from_secs(2);
 
@@ -641,23 +668,17 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
         let (expected, sent) = (expected.clone(), sent.clone());
         // Spread first edits over one period so users do not fire in lockstep.
         let offset = period.mul_f64((n % 1000) as f64 / 1000.0);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = ticker(offset, period);
-            let map = c.doc().get_or_insert_map("loadtest");
-            let key = i.to_string();
-            let mut seq = 0u64;
-            loop {
-                tick.tick().await;
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                seq += 1;
-                let value = format!("{seq}:{}", proc::now_micros());
-                map.insert(&mut c.doc().transact_mut(), key.as_str(), value);
+        tasks.push(tokio::spawn(edit_until(
+            c,
+            i,
+            offset,
+            period,
+            deadline,
+            move || {
                 sent.fetch_add(1, Ordering::Relaxed);
                 expected.fetch_add(peers, Ordering::Relaxed);
-            }
-        }));
+            },
+        )));
     }
     for t in tasks {
         let _ = t.await;

@@ -598,3 +598,34 @@ async fn the_attack_scenario_runs_every_phase_and_the_probe_keeps_getting_throug
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_scenario_delivers_every_token_to_every_member() {
+    // A free port for the stand-in, which the hub must know before it starts.
+    let standin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let base = format!("http://{standin}/v1");
+    let hub = hub_with(|c| {
+        c.ai.ai_base_url = Some(base);
+        c.ai.ai_model = Some("standin".into());
+    })
+    .await;
+    let p = chorus_loadtest::ai::AiParams {
+        runs: 3,
+        members: 3,
+        tokens_per_second: 100.0,
+        tokens: 20,
+        edit_rate: 5.0,
+        phase: Duration::from_millis(500),
+        standin_listen: standin,
+    };
+    let report = chorus_loadtest::ai::ai(&target(&hub.url), &p).await;
+    assert!(report.passed(), "{}", report.table());
+    // 3 runs x 3 members x 20 tokens, each token timed at each member.
+    assert_eq!(report.metrics["token_deliveries"], 180.0);
+    assert_eq!(report.latency["token_to_member"].count, 180);
+    assert!(report.latency["edit_with_ai"].count > 0);
+    assert!(report.latency["edit_without_ai"].count > 0);
+}
