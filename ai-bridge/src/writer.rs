@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use yrs::types::Attrs;
-use yrs::types::Delta;
 use yrs::types::text::YChange;
 use yrs::types::xml::{XmlElementPrelim, XmlElementRef, XmlFragmentRef, XmlOut, XmlTextPrelim};
 use yrs::{
@@ -652,12 +651,4 @@ pub fn unmark_text<T: Text>(
         text.format(txn, *at, *len, attrs);
     }
     ranges.len()
-}
-
-/// The deltas a text holds now (for tests and renderers).
-pub fn deltas<T: Text>(txn: &TransactionMut, text: &T) -> Vec<Delta> {
-    text.diff(txn, YChange::identity)
-        .into_iter()
-        .map(|d| Delta::Inserted(d.insert, d.attributes))
-        .collect()
 }

@@ -1068,3 +1068,50 @@ async fn the_rooms_rest_endpoints_take_a_client_token_within_its_rooms_and_role(
     let (status, _) = rest(&s, "DELETE", "/v1/rooms/team-1", Some(&writer), None, &[]).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn a_users_runs_per_minute_and_a_tenants_runs_per_node_are_limited() {
+    let s = setup_with(
+        Behavior {
+            tokens_per_second: 20.0,
+            ..Behavior::default()
+        },
+        |c| {
+            c.ai.ai_runs_per_minute = 2;
+            c.ai.ai_max_tenant_runs = 1;
+        },
+    )
+    .await;
+    let a = member(&s, "limits").await;
+    // The first runs; the second finds the tenant's one place taken.
+    ask(&a, json!({"prompt": "one"}));
+    ask(&a, json!({"prompt": "two"}));
+    wait_error(&a, "rate_limited").await;
+    done(&a, 1).await;
+    // Two asks counted this minute (a refusal by the tenant limit counts too): the third is
+    // over the user's rate.
+    ask(&a, json!({"prompt": "three"}));
+    a.wait_for("two refusals", PATIENCE, |s, _| {
+        s.events
+            .iter()
+            .filter(|e| matches!(e, ServerMessage::AiError { code, .. } if code == "rate_limited"))
+            .count()
+            >= 2
+    })
+    .await
+    .expect("the user's rate");
+    let msgs: Vec<String> = a
+        .state()
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ServerMessage::AiError { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("runs on this node")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains("per minute")), "{msgs:?}");
+}

@@ -118,6 +118,9 @@ pub(crate) struct Plan {
     pub conn: Option<ConnHandle>,
 }
 
+/// Where a run writes: a position, and a range to replace.
+type Places = (Option<StickyIndex>, Option<(StickyIndex, StickyIndex)>);
+
 /// The node's assistant.
 pub struct Assistant {
     registry: Weak<Registry>,
@@ -435,11 +438,7 @@ impl Assistant {
         Ok(model)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn places(
-        &self,
-        ask: &AiAsk,
-    ) -> Result<(Option<StickyIndex>, Option<(StickyIndex, StickyIndex)>), Refusal> {
+    fn places(&self, ask: &AiAsk) -> Result<Places, Refusal> {
         if ask.target == AiTarget::Chat {
             if ask.apply == AiApply::Suggest {
                 return Err(Refusal::new(

@@ -111,7 +111,16 @@ impl Assistant {
     ) {
         let started = Instant::now();
         self.status(&active, &plan, "queued", None);
-        let outcome = self.run(&active, &plan).await;
+        // A panic in a run (a bug) must still end it: otherwise it would stay `running` in
+        // the record, hold its tenant's place, and make cancels wait for nothing.
+        let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            self.run(&active, &plan),
+        ))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(run = %active.id, "ai run panicked");
+            Outcome::failed("unavailable", "the run failed inside the node")
+        });
         self.end(&active, &plan, outcome, started).await;
         drop(slot);
     }
@@ -462,7 +471,7 @@ impl Assistant {
                         end = Some(peer_failed(&e));
                     } else if cursor_at.elapsed() >= CURSOR_EVERY {
                         cursor_at = Instant::now();
-                        let cursor = self.cursor(peer, writer);
+                        let cursor = self.cursor(writer);
                         let _ = peer
                             .set_awareness(&self.presence(active, plan, "writing", cursor))
                             .await;
@@ -484,12 +493,11 @@ impl Assistant {
         }
     }
 
-    fn cursor(&self, peer: &Peer, writer: &Writer) -> Option<serde_json::Value> {
+    fn cursor(&self, writer: &Writer) -> Option<serde_json::Value> {
         let Writer::Doc(w) = writer else {
             return None;
         };
         let pos = w.cursor()?;
-        let _txn = peer.doc().transact();
         relative_position_json(pos)
     }
 
