@@ -8,7 +8,8 @@
 //!   index: people typing next to the insertion point shift nothing and lose nothing, and
 //!   the answer stays in one piece.
 //! - Nothing here deletes or re-inserts what anyone else wrote; the only deletion is of the
-//!   range an asker chose to replace.
+//!   range an asker chose to replace (and in suggestion mode not even that: the range keeps
+//!   its text, marked as the suggestion's deletion, until someone accepts).
 //! - In suggestion mode, every inline piece carries the suggestion mark of its run, and every
 //!   block the attribute of the same name: an editor shows them as a suggestion until
 //!   [`accept`] removes the mark or [`crate::revert`] removes the run's content.
@@ -182,7 +183,14 @@ impl DocWriter {
             Place::At(pos) => top_level_after(txn, &fragment, pos)?,
             Place::Replace(a, b) => {
                 let index = top_level_after(txn, &fragment, a)?;
-                delete_range(txn, a, b, unit)?;
+                match &suggest {
+                    None => {
+                        delete_range(txn, a, b, unit)?;
+                    }
+                    Some(run) => {
+                        mark_range(txn, a, b, &schema, run)?;
+                    }
+                }
                 index
             }
         };
@@ -223,7 +231,11 @@ impl DocWriter {
                 }
                 off.index
             }
-            Place::Replace(a, b) => delete_range(txn, a, b, unit)?,
+            Place::Replace(a, b) => match &suggest {
+                None => delete_range(txn, a, b, unit)?,
+                // The suggestion follows the text it would replace.
+                Some(run) => mark_range(txn, a, b, &Schema::default(), run)?,
+            },
         };
         let end = text
             .sticky_index(txn, index, Assoc::Before)
@@ -565,6 +577,26 @@ fn top_level_after(
     Err(WriteError::BadPosition)
 }
 
+/// The text between two positions, as (its text, start, length): both in one Y.Text or
+/// XmlText (they keep their characters the same way), in order.
+fn text_range(
+    txn: &TransactionMut,
+    a: &StickyIndex,
+    b: &StickyIndex,
+) -> Result<(TextRef, u32, u32), WriteError> {
+    let a = resolve(txn, a).ok_or(WriteError::BadPosition)?;
+    let b = resolve(txn, b).ok_or(WriteError::BadPosition)?;
+    if a.branch.id() != b.branch.id() || b.index < a.index {
+        return Err(WriteError::BadRange);
+    }
+    match a.branch.type_ref() {
+        yrs::types::TypeRef::Text | yrs::types::TypeRef::XmlText => {
+            Ok((TextRef::from(a.branch), a.index, b.index - a.index))
+        }
+        _ => Err(WriteError::BadRange),
+    }
+}
+
 /// Deletes the text between two positions of one text; returns where it was.
 fn delete_range(
     txn: &mut TransactionMut,
@@ -572,23 +604,39 @@ fn delete_range(
     b: &StickyIndex,
     _unit: OffsetKind,
 ) -> Result<u32, WriteError> {
-    let a = resolve(txn, a).ok_or(WriteError::BadPosition)?;
-    let b = resolve(txn, b).ok_or(WriteError::BadPosition)?;
-    if a.branch.id() != b.branch.id() || b.index < a.index {
-        return Err(WriteError::BadRange);
-    }
-    let len = b.index - a.index;
+    let (text, at, len) = text_range(txn, a, b)?;
     if len > 0 {
-        match a.branch.type_ref() {
-            // Both keep their characters the same way; only the range is deleted.
-            yrs::types::TypeRef::Text | yrs::types::TypeRef::XmlText => {
-                TextRef::from(a.branch).remove_range(txn, a.index, len);
-            }
-            _ => return Err(WriteError::BadRange),
-        }
+        text.remove_range(txn, at, len);
     }
-    Ok(a.index)
+    Ok(at)
 }
+
+/// Marks the text between two positions of one text as run `run`'s suggested deletion;
+/// returns the index just after it.
+fn mark_range(
+    txn: &mut TransactionMut,
+    a: &StickyIndex,
+    b: &StickyIndex,
+    schema: &Schema,
+    run: &str,
+) -> Result<u32, WriteError> {
+    let (text, at, len) = text_range(txn, a, b)?;
+    if len > 0 {
+        let value = HashMap::from([
+            ("run".to_owned(), Any::from(run)),
+            ("kind".to_owned(), Any::from(DELETION)),
+        ]);
+        let attrs = Attrs::from([(
+            Arc::from(schema.suggestion.as_str()),
+            Any::Map(Arc::new(value)),
+        )]);
+        text.format(txn, at, len, attrs);
+    }
+    Ok(at + len)
+}
+
+/// The `kind` of a suggestion mark on text the suggestion would delete.
+pub const DELETION: &str = "deletion";
 
 /// Accepts run `run`'s suggestion: removes its mark from every text and its attribute from
 /// every block under `fragment`. Returns how many pieces changed.
@@ -618,15 +666,50 @@ pub fn accept(
     changed
 }
 
-/// Removes run `run`'s suggestion mark from a text; returns the ranges changed.
+/// Accepts run `run`'s suggestion in a text: removes its mark from what it wrote, and deletes
+/// what it suggested deleting. Returns the ranges changed.
 pub fn unmark_text<T: Text>(
     txn: &mut TransactionMut,
     text: &T,
     schema: &Schema,
     run: &str,
 ) -> usize {
+    settle_text(txn, text, schema, run, true)
+}
+
+/// Rejects run `run`'s suggested deletions in a text: the text stays, unmarked (the run's own
+/// content goes by revert). Returns the ranges changed.
+pub fn keep_text<T: Text>(txn: &mut TransactionMut, text: &T, schema: &Schema, run: &str) -> usize {
+    settle_text(txn, text, schema, run, false)
+}
+
+/// Rejects run `run`'s suggested deletions under `fragment` (see [`keep_text`]).
+pub fn keep(
+    txn: &mut TransactionMut,
+    fragment: &XmlFragmentRef,
+    schema: &Schema,
+    run: &str,
+) -> usize {
+    let nodes: Vec<XmlOut> = fragment.successors(txn).collect();
+    nodes
+        .into_iter()
+        .map(|node| match node {
+            XmlOut::Text(text) => keep_text(txn, &text, schema, run),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn settle_text<T: Text>(
+    txn: &mut TransactionMut,
+    text: &T,
+    schema: &Schema,
+    run: &str,
+    accepted: bool,
+) -> usize {
     let key: &str = schema.suggestion.as_str();
-    let mut ranges = Vec::new();
+    // (index, length, whether it is a suggested deletion)
+    let mut ranges: Vec<(u32, u32, bool)> = Vec::new();
     let mut index = 0u32;
     for diff in text.diff(txn, YChange::identity) {
         let len = match &diff.insert {
@@ -637,18 +720,27 @@ pub fn unmark_text<T: Text>(
             .attributes
             .as_ref()
             .and_then(|a| a.get(key))
-            .is_some_and(|v| match v {
-                Any::Map(m) => m.get("run").is_some_and(|r| r == &Any::from(run)),
-                _ => false,
+            .and_then(|v| match v {
+                Any::Map(m) if m.get("run").is_some_and(|r| r == &Any::from(run)) => {
+                    Some(m.get("kind").is_some_and(|k| k == &Any::from(DELETION)))
+                }
+                _ => None,
             });
-        if ours {
-            ranges.push((index, len));
+        if let Some(deletion) = ours
+            && (accepted || deletion)
+        {
+            ranges.push((index, len, deletion));
         }
         index += len;
     }
-    for (at, len) in &ranges {
-        let attrs = Attrs::from([(Arc::from(key), Any::Null)]);
-        text.format(txn, *at, *len, attrs);
+    // From the end, so that a deletion moves nothing still to do.
+    for (at, len, deletion) in ranges.iter().rev() {
+        if *deletion && accepted {
+            text.remove_range(txn, *at, *len);
+        } else {
+            let attrs = Attrs::from([(Arc::from(key), Any::Null)]);
+            text.format(txn, *at, *len, attrs);
+        }
     }
     ranges.len()
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chorus_ai_bridge::revert::revert;
 use chorus_ai_bridge::standin::{SAMPLE_ANSWER, tokenize};
-use chorus_ai_bridge::writer::{DocWriter, Place, Schema, accept};
+use chorus_ai_bridge::writer::{DocWriter, Place, Schema, accept, keep, keep_text, unmark_text};
 use yrs::types::xml::{XmlFragmentRef, XmlOut};
 use yrs::updates::decoder::Decode;
 use yrs::{
@@ -374,4 +374,118 @@ fn a_range_is_replaced_by_the_answer() {
     .expect_err("two texts");
     assert_eq!(err, chorus_ai_bridge::writer::WriteError::BadRange);
     assert_eq!(t.get_string(&ai.transact()), "keep new text keep");
+}
+
+#[test]
+fn a_suggested_replacement_keeps_the_range_until_accepted_and_rejecting_keeps_it() {
+    let schema = Schema::default();
+    for accepted in [true, false] {
+        // A person's text; the run (another client) suggests replacing "OLD".
+        let person = doc(1);
+        let pt = person.get_or_insert_text("code");
+        pt.insert(&mut person.transact_mut(), 0, "keep OLD keep");
+        let ai = doc(7);
+        sync(&person, &ai);
+        let t = ai.get_or_insert_text("code");
+        let place = {
+            let txn = ai.transact();
+            Place::Replace(
+                t.sticky_index(&txn, 5, Assoc::After).expect("a"),
+                t.sticky_index(&txn, 8, Assoc::Before).expect("b"),
+            )
+        };
+        let mut w = DocWriter::text(
+            &mut ai.transact_mut(),
+            t.clone(),
+            &place,
+            yrs::OffsetKind::Bytes,
+            Some(Arc::from("run1")),
+        )
+        .expect("writer");
+        for piece in tokenize("new", 2) {
+            w.push(&mut ai.transact_mut(), &piece);
+        }
+        // Nothing is deleted yet: the range is marked, the answer follows it.
+        assert_eq!(t.get_string(&ai.transact()), "keep OLDnew keep");
+        let delta = format!(
+            "{:?}",
+            t.diff(&ai.transact(), yrs::types::text::YChange::identity)
+        );
+        assert!(delta.contains("deletion"), "{delta}");
+        both_ways(&ai, &person);
+        if accepted {
+            assert_eq!(
+                unmark_text(&mut person.transact_mut(), &pt, &schema, "run1"),
+                2
+            );
+            assert_eq!(pt.get_string(&person.transact()), "keep new keep");
+        } else {
+            revert(&mut person.transact_mut(), 7, &[]).expect("revert");
+            keep_text(&mut person.transact_mut(), &pt, &schema, "run1");
+            assert_eq!(pt.get_string(&person.transact()), "keep OLD keep");
+        }
+        let delta = format!(
+            "{:?}",
+            pt.diff(&person.transact(), yrs::types::text::YChange::identity)
+        );
+        assert!(!delta.contains("aiSuggestion"), "{accepted}: {delta}");
+        both_ways(&ai, &person);
+        assert_eq!(
+            t.get_string(&ai.transact()),
+            pt.get_string(&person.transact())
+        );
+    }
+    // Into an XmlFragment: the answer comes after the range's block.
+    for accepted in [true, false] {
+        let ai = doc(9);
+        let f = ai.get_or_insert_xml_fragment("default");
+        let (a, b) = {
+            let mut txn = ai.transact_mut();
+            let p = f.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
+            let text = p.push_back(&mut txn, XmlTextPrelim::new("Hello old world"));
+            (
+                text.sticky_index(&txn, 6, Assoc::After).expect("a"),
+                text.sticky_index(&txn, 10, Assoc::Before).expect("b"),
+            )
+        };
+        let mut w = DocWriter::xml(
+            &mut ai.transact_mut(),
+            f.clone(),
+            &Place::Replace(a, b),
+            Arc::new(Schema::default()),
+            yrs::OffsetKind::Bytes,
+            Some(Arc::from("run2")),
+        )
+        .expect("writer");
+        for piece in tokenize("Fresh.", 2) {
+            w.push(&mut ai.transact_mut(), &piece);
+        }
+        w.finish(&mut ai.transact_mut());
+        let during = f.get_string(&ai.transact());
+        // (The mark's attributes print in no fixed order.)
+        assert!(
+            during.starts_with("<paragraph>Hello <aiSuggestion ")
+                && during.contains(r#"kind="deletion""#)
+                && during.contains(">old </aiSuggestion>world</paragraph>")
+                && during.ends_with(
+                    r#"<paragraph aiSuggestion="run2"><aiSuggestion run="run2">Fresh.</aiSuggestion></paragraph>"#
+                ),
+            "{during}"
+        );
+        if accepted {
+            accept(&mut ai.transact_mut(), &f, &schema, "run2");
+            assert_eq!(
+                f.get_string(&ai.transact()),
+                "<paragraph>Hello world</paragraph><paragraph>Fresh.</paragraph>"
+            );
+        } else {
+            // The run's own content is written by this same doc here, so only unmark.
+            keep(&mut ai.transact_mut(), &f, &schema, "run2");
+            let after = f.get_string(&ai.transact());
+            assert!(
+                after.starts_with("<paragraph>Hello old world</paragraph>"),
+                "{after}"
+            );
+        }
+    }
 }

@@ -519,6 +519,10 @@ async fn suggestions_are_seen_live_then_accepted_or_rejected() {
             answer: Some("Drop that.".into()),
             ..Behavior::default()
         },
+        Behavior {
+            answer: Some("New.".into()),
+            ..Behavior::default()
+        },
     ]);
     let a = member(&s, "sugg").await;
     let b = member(&s, "sugg").await;
@@ -572,7 +576,28 @@ async fn suggestions_are_seen_live_then_accepted_or_rejected() {
     })
     .await
     .unwrap_or_else(|_| panic!("not rejected: {}", xml(&b)));
-    // Accepting a run that is not a suggestion is refused.
+    // A settled suggestion cannot be settled again (once recorded: after the change is
+    // durable).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = rest(
+            &s,
+            "GET",
+            &format!("/v1/rooms/sugg/ai/runs/{drop_run}"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+        if body["status"] == "rejected" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recorded: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, body) = rest(
         &s,
         "POST",
@@ -582,8 +607,45 @@ async fn suggestions_are_seen_live_then_accepted_or_rejected() {
         &[],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "accepted");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("already rejected"), "{body}");
+    // A suggested replacement: the range stays, marked, until accepted.
+    ask(
+        &a,
+        json!({"prompt": "z", "target": "document", "apply": "suggest",
+               "range": [position_in_first_paragraph(&a, 0), position_in_first_paragraph(&a, 5)]}),
+    );
+    let (replace, _) = done(&a, 3).await;
+    b.wait_for("suggested replacement", PATIENCE, |_, doc| {
+        let f = doc.get_or_insert_xml_fragment("default");
+        let x = f.get_string(&doc.transact());
+        x.contains("New.") && x.contains("Keep ") && x.contains("deletion")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no suggested replacement: {}", xml(&b)));
+    b.send_text(&json!({"v": 1, "type": "ai.accept", "run": replace}).to_string())
+        .expect("send");
+    b.wait_for("replacement accepted", PATIENCE, |_, doc| {
+        let f = doc.get_or_insert_xml_fragment("default");
+        f.get_string(&doc.transact())
+            == "<paragraph><bold>this</bold>.</paragraph><paragraph>New.</paragraph>"
+    })
+    .await
+    .unwrap_or_else(|_| panic!("replacement not accepted: {}", xml(&b)));
+    // Accepting a run that is not a suggestion is refused.
+    ask(&a, json!({"prompt": "chat"}));
+    let (chat_run, _) = done(&a, 4).await;
+    let (status, body) = rest(
+        &s,
+        "POST",
+        &format!("/v1/rooms/sugg/ai/runs/{chat_run}/accept"),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("not a suggestion"), "{body}");
 }
 
 #[tokio::test]

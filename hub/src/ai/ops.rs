@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_ai_bridge::revert::revert;
-use chorus_ai_bridge::writer::{accept, unmark_text};
+use chorus_ai_bridge::writer::{accept, keep, keep_text, unmark_text};
 use chorus_persistence::{AiRun, AiRunUpdate};
 use yrs::{Any, Map, Out, ReadTxn, Transact};
 
@@ -49,6 +49,14 @@ impl Assistant {
         let record = self.record(who, id).await?;
         if matches!(op, Op::Accept | Op::Reject) && record.mode != "suggest" {
             return Err(Refusal::new("bad_request", "the run is not a suggestion"));
+        }
+        if matches!(op, Op::Accept | Op::Reject)
+            && matches!(record.status.as_str(), "accepted" | "rejected" | "reverted")
+        {
+            return Err(Refusal::new(
+                "bad_request",
+                format!("the suggestion was already {}", record.status),
+            ));
         }
         if let Some(active) = self.active(id) {
             if op == Op::Accept {
@@ -98,7 +106,18 @@ impl Assistant {
                     _ => None,
                 };
                 match op {
-                    Op::Revert | Op::Reject => revert(txn, client, &fragments).map(|_| ()),
+                    Op::Revert => revert(txn, client, &fragments).map(|_| ()),
+                    Op::Reject => {
+                        revert(txn, client, &fragments)?;
+                        // What it suggested deleting stays, unmarked.
+                        for f in &fragments {
+                            keep(txn, f, &schema, &run);
+                        }
+                        for t in &texts {
+                            keep_text(txn, t, &schema, &run);
+                        }
+                        Ok(())
+                    }
                     Op::Accept => {
                         for f in &fragments {
                             accept(txn, f, &schema, &run);
