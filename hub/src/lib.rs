@@ -282,9 +282,11 @@ pub async fn run_on(
         app.tenants.clone(),
         app.events.clone(),
         ai_node,
+        app.cluster.clustered().then(|| app.cluster.clone()),
         app.config.ai.clone(),
     )? {
         app.registry.set_assistant(assistant.clone());
+        assistant.start_handoff();
         let me = assistant.node().to_owned();
         let leftovers = assistant.clone();
         tokio::spawn(async move { leftovers.interrupt_leftovers(&me).await });
@@ -302,6 +304,9 @@ pub async fn run_on(
                     .map(|n| n.id.clone())
                     .collect();
                 loop {
+                    // The ring as of now: nodes that joined since are learned here too (a
+                    // departure is only announced, a join is not), so that a node that
+                    // joined after this one is known when it leaves.
                     let gone: Vec<String> = {
                         let now: std::collections::HashSet<String> = cluster
                             .ring()
@@ -310,19 +315,19 @@ pub async fn run_on(
                             .map(|n| n.id.clone())
                             .collect();
                         let gone = known.difference(&now).cloned().collect();
-                        known.extend(now);
+                        known = now;
                         gone
                     };
                     let Some(assistant) = weak.upgrade() else {
                         break;
                     };
                     for node in gone {
-                        known.remove(&node);
                         assistant.interrupt_leftovers(&node).await;
                     }
                     drop(assistant);
-                    if departures.changed().await.is_err() {
-                        break;
+                    tokio::select! {
+                        changed = departures.changed() => if changed.is_err() { break },
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             });

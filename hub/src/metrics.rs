@@ -54,6 +54,10 @@ fn describe() {
         "AI runs queued or executing on this node"
     );
     describe_counter!(
+        "chorus_ai_handoffs_total",
+        "cluster run hand-offs: runs handed to their room's home (run), a departed node's runs claimed by this node (claimed), queue entries dropped as foreign (dropped)"
+    );
+    describe_counter!(
         "chorus_ai_provider_errors_total",
         "provider failures (status, connection, stream, timeout) that ended a run"
     );
@@ -167,6 +171,11 @@ fn describe() {
 /// zero from the start, so a dashboard or an alert on a fresh node sees a series and not a
 /// gap (`rate()` of a series that appears only at its first event misses that event).
 const COUNTERS: &[(&str, &str, &[&str])] = &[
+    (
+        "chorus_ai_handoffs_total",
+        "kind",
+        &["run", "claimed", "dropped"],
+    ),
     ("chorus_ai_provider_errors_total", "", &[]),
     (
         "chorus_ai_runs_total",

@@ -1055,13 +1055,18 @@ async fn webhooks_deliver_signed_events_from_the_outbox(db: Option<String>) {
     let hook_addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let standin = chorus_ai_bridge::standin::StandIn::start(Default::default())
+        .await
+        .expect("standin");
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(chorus_hub::Config {
+    let mut config = chorus_hub::Config {
         webhook_debounce: Duration::from_millis(200),
         webhook_allow_private: true,
         ..config(dir.path(), &db)
-    })
-    .await;
+    };
+    config.ai.ai_base_url = Some(standin.base_url());
+    config.ai.ai_model = Some("standin".into());
+    let server = TestServer::start(config).await;
     let api = Api::new(&server);
     let (key, _, _) = api.tenant("hooked", json!({})).await;
     let r = api
@@ -1113,6 +1118,34 @@ async fn webhooks_deliver_signed_events_from_the_outbox(db: Option<String>) {
         "user.left",
     ])
     .await;
+    // A run that ends fires ai.run.finished.
+    let asked = api
+        .call(
+            "POST",
+            "/v1/rooms/room-w/ai/runs",
+            &key,
+            Some(json!({ "prompt": "say hello", "target": "chat" })),
+        )
+        .await;
+    assert_eq!(asked.status, 201, "{}", asked.body);
+    let run = asked.body["id"].as_str().expect("run id").to_owned();
+    wait_for(&["ai.run.finished"]).await;
+    let finished: Value = received
+        .lock()
+        .await
+        .iter()
+        .find_map(|(h, body)| {
+            (h.get("chorus-event")?.to_str().ok()? == "ai.run.finished")
+                .then(|| serde_json::from_slice(body).expect("json body"))
+        })
+        .expect("ai.run.finished");
+    assert_eq!(finished["data"]["run"], run.as_str(), "{finished}");
+    assert_eq!(finished["data"]["room"], "room-w", "{finished}");
+    assert_eq!(finished["data"]["status"], "done", "{finished}");
+    assert!(
+        finished["data"]["completion_tokens"].as_u64() > Some(0),
+        "{finished}"
+    );
     let deleted = api.call("DELETE", "/v1/rooms/room-w", &key, None).await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
     wait_for(&["room.deleted"]).await;

@@ -1091,29 +1091,204 @@ async fn with_a_bus_secret_nodes_still_share_rooms_and_unsigned_messages_are_dro
     b.stop().await.expect("stop");
 }
 
-#[tokio::test]
-async fn an_ai_run_on_a_node_killed_mid_answer_ends_interrupted_without_duplicated_text() {
-    use chorus_ai_bridge::chat;
-    use chorus_ai_bridge::standin::{Behavior, SAMPLE_ANSWER, StandIn};
-    let Some(_redis) = redis().await else { return };
-    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
-        return;
-    };
+/// Waits until the node at `addr` sees `n` nodes; returns the home of `room` it names.
+async fn home_when_ring_has(addr: std::net::SocketAddr, room: &str, n: u64) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = route(addr, room).await;
+        if r["nodes"] == n {
+            return r["node"].as_str().expect("node").to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ring never reached {n}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three nodes with the stand-in model at `tokens_per_second`; the room's home, and the
+/// others, by address.
+async fn ai_cluster(
+    db: &str,
+    test: &str,
+    room: &str,
+    tokens_per_second: f64,
+    extra: &[&str],
+) -> (
+    chorus_ai_bridge::standin::StandIn,
+    Vec<(String, tokio::process::Child, std::net::SocketAddr)>,
+    String,
+    String,
+) {
+    use chorus_ai_bridge::standin::{Behavior, StandIn};
     let standin = StandIn::start(Behavior {
-        tokens_per_second: 10.0,
+        tokens_per_second,
         ..Behavior::default()
     })
     .await
     .expect("standin");
     let base = standin.base_url();
-    let ai = ["--ai-base-url", base.as_str(), "--ai-model", "standin"];
-    let prefix = unique_prefix("ai-kill9");
-    let (mut n1, a1) = spawn_node(db.url(), &prefix, "node-1", &ai).await;
-    let (_n2, a2) = spawn_node(db.url(), &prefix, "node-2", &ai).await;
-    let (_n3, a3) = spawn_node(db.url(), &prefix, "node-3", &ai).await;
-    let asker = connect(a1, "ai-crash", true).await;
-    let on_2 = connect(a2, "ai-crash", false).await;
-    let on_3 = connect(a3, "ai-crash", false).await;
+    let mut ai = vec!["--ai-base-url", base.as_str(), "--ai-model", "standin"];
+    ai.extend_from_slice(extra);
+    let prefix = unique_prefix(test);
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        let (child, addr) = spawn_node(db, &prefix, id, &ai).await;
+        nodes.push((id.to_owned(), child, addr));
+    }
+    let mut home = String::new();
+    for (_, _, addr) in &nodes {
+        home = home_when_ring_has(*addr, room, 3).await;
+    }
+    (standin, nodes, home, prefix)
+}
+
+fn ai_events(c: &chorus_protocol::client::Client) -> Vec<chorus_protocol::ext::ServerMessage> {
+    c.state().events.clone()
+}
+
+async fn wait_ai_done(c: &chorus_protocol::client::Client, what: &'static str) -> String {
+    use chorus_protocol::ext::ServerMessage;
+    c.wait_for(what, PATIENCE * 3, |s, _| {
+        s.events
+            .iter()
+            .any(|e| matches!(e, ServerMessage::AiDone { .. }))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no ai.done; events: {:?}", ai_events(c)));
+    ai_events(c)
+        .iter()
+        .find_map(|e| match e {
+            ServerMessage::AiDone { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+        .expect("done")
+}
+
+#[tokio::test]
+async fn a_run_asked_on_any_node_executes_on_the_rooms_home_and_is_cancelled_from_a_third() {
+    use chorus_ai_bridge::chat;
+    use chorus_protocol::ext::ServerMessage;
+    let Some(redis) = redis().await else { return };
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let room = "ai-handoff";
+    let (_standin, nodes, home, prefix) = ai_cluster(
+        db.url(),
+        "ai-handoff",
+        room,
+        20.0,
+        // Queue entries are signed like bus messages.
+        &[
+            "--bus-secret",
+            "bus-secret-for-the-cluster-tests-0123456789",
+        ],
+    )
+    .await;
+    let others: Vec<std::net::SocketAddr> =
+        nodes.iter().filter(|n| n.0 != home).map(|n| n.2).collect();
+    let home_addr = nodes.iter().find(|n| n.0 == home).expect("home").2;
+    // The asker is on a node that is not the room's home.
+    let asker = connect(others[0], room, true).await;
+    let watcher = connect(home_addr, room, false).await;
+    asker
+        .send_text(r#"{"v":1,"type":"ai.ask","id":"q1","prompt":"write a lot"}"#)
+        .expect("ask");
+    asker
+        .wait_for("ai.run from the home", PATIENCE, |s, _| {
+            s.events.iter().any(|e| {
+                matches!(e, ServerMessage::AiRun { status, request, .. }
+                    if status == "running" && request.as_deref() == Some("q1"))
+            })
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no ai.run; events: {:?}", ai_events(&asker)));
+    let run = ai_events(&asker)
+        .iter()
+        .find_map(|e| match e {
+            ServerMessage::AiRun { run, .. } => Some(run.clone()),
+            _ => None,
+        })
+        .expect("run id");
+    // Recorded as the home's run.
+    let (status, body) = http_get(others[1], &format!("/v1/rooms/{room}/ai/runs/{run}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!(r#""node":"{home}""#)), "{body}");
+    watcher
+        .wait_for("the answer streams", PATIENCE, |_, doc| {
+            let arr = doc.get_or_insert_array(chat::CHAT);
+            chat::recent(&yrs::Transact::transact(doc), &arr, 1)
+                .first()
+                .is_some_and(|m| m.text.len() >= 8)
+        })
+        .await
+        .expect("streaming");
+    // A cancel over REST on the third node reaches the home.
+    let (status, body) = http_request(
+        others[1],
+        &format!(
+            "POST /v1/rooms/{room}/ai/runs/{run}/cancel HTTP/1.1\r\nHost: test\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"cancelled""#), "{body}");
+    // The asker hears the end, through the node it is on.
+    assert_eq!(wait_ai_done(&asker, "the asker hears").await, "cancelled");
+    let settled = |doc: &yrs::Doc| {
+        let arr = doc.get_or_insert_array(chat::CHAT);
+        chat::recent(&yrs::Transact::transact(doc), &arr, 1)
+            .first()
+            .is_some_and(|m| m.status.as_deref() == Some("cancelled"))
+    };
+    watcher
+        .wait_for("cancelled", PATIENCE, |_, doc| settled(doc))
+        .await
+        .expect("marked cancelled");
+    // Whoever can write to Redis cannot hand a node a run: without the bus secret's
+    // signature the entry is dropped.
+    use fred::interfaces::StreamsInterface;
+    let forged = serde_json::json!({"kind": "cancel", "tenant": "default", "run": run}).to_string();
+    let dropped = r#"chorus_ai_handoffs_total{kind="dropped"}"#;
+    let before = counter(home_addr, dropped).await;
+    let _: String = redis
+        .xadd(
+            format!("{{{prefix}}}:ai:{home}"),
+            false,
+            None::<()>,
+            "*",
+            vec![("m", forged)],
+        )
+        .await
+        .expect("xadd");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while counter(home_addr, dropped).await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a forged entry was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_ai_run_on_a_node_killed_mid_answer_ends_interrupted_without_duplicated_text() {
+    use chorus_ai_bridge::chat;
+    use chorus_ai_bridge::standin::SAMPLE_ANSWER;
+    let Some(_redis) = redis().await else { return };
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let room = "ai-crash";
+    let (_standin, mut nodes, home, _) = ai_cluster(db.url(), "ai-kill9", room, 10.0, &[]).await;
+    let at = nodes.iter().position(|n| n.0 == home).expect("home");
+    let (_, mut killed, _) = nodes.remove(at);
+    // The asker and a watcher on the survivors.
+    let asker = connect(nodes[0].2, room, true).await;
+    let on_3 = connect(nodes[1].2, room, false).await;
     asker
         .send_text(r#"{"v":1,"type":"ai.ask","prompt":"write a lot"}"#)
         .expect("ask");
@@ -1123,17 +1298,15 @@ async fn an_ai_run_on_a_node_killed_mid_answer_ends_interrupted_without_duplicat
             .first()
             .is_some_and(|m| m.text.len() >= 12)
     };
-    on_2.wait_for("the answer starts on node 2", PATIENCE, |_, doc| {
-        started(doc)
-    })
-    .await
-    .expect("streaming");
-    // The node running the run dies without a word.
-    n1.start_kill().expect("kill -9");
-    let _ = n1.wait().await;
-    drop(asker);
-    // A survivor marks it interrupted once node-1 leaves the ring (its TTL is 900 ms).
-    for c in [&on_2, &on_3] {
+    on_3.wait_for("the answer starts", PATIENCE, |_, doc| started(doc))
+        .await
+        .expect("streaming");
+    // The home, running the run, dies without a word.
+    killed.start_kill().expect("kill -9");
+    let _ = killed.wait().await;
+    // A survivor marks it interrupted once the home leaves the ring (its TTL is 900 ms),
+    // and claims its queue's entry once idle: the asker hears.
+    for c in [&asker, &on_3] {
         c.wait_for("interrupted", PATIENCE * 2, |_, doc| {
             let arr = doc.get_or_insert_array(chat::CHAT);
             chat::recent(&yrs::Transact::transact(doc), &arr, 5)
@@ -1143,6 +1316,10 @@ async fn an_ai_run_on_a_node_killed_mid_answer_ends_interrupted_without_duplicat
         .await
         .expect("marked interrupted");
     }
+    assert_eq!(
+        wait_ai_done(&asker, "the asker is told").await,
+        "interrupted"
+    );
     let arr = on_3.doc().get_or_insert_array(chat::CHAT);
     let msgs = chat::recent(&yrs::Transact::transact(on_3.doc()), &arr, 5);
     assert_eq!(msgs.len(), 1, "one message");
@@ -1153,7 +1330,7 @@ async fn an_ai_run_on_a_node_killed_mid_answer_ends_interrupted_without_duplicat
     );
     // The record says so too.
     let run = msgs[0].run.clone().expect("run");
-    let (status, body) = http_get(a2, &format!("/v1/rooms/ai-crash/ai/runs/{run}")).await;
+    let (status, body) = http_get(nodes[1].2, &format!("/v1/rooms/{room}/ai/runs/{run}")).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""status":"interrupted""#), "{body}");
 }

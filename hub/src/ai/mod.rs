@@ -17,6 +17,7 @@
 //! id) and revertible in one step.
 
 mod context;
+mod handoff;
 mod ops;
 mod run;
 
@@ -98,6 +99,17 @@ pub struct Active {
 }
 
 impl Active {
+    fn new(id: &str, key: RoomKey, revert_on_cancel: bool) -> Self {
+        Active {
+            id: id.to_owned(),
+            key,
+            cancel: CancellationToken::new(),
+            events: broadcast::channel(RUN_EVENTS).0,
+            ended: watch::channel(false).0,
+            revert_on_cancel: revert_on_cancel.into(),
+        }
+    }
+
     /// Subscribes to its status changes.
     pub fn subscribe(&self) -> broadcast::Receiver<ServerMessage> {
         self.events.subscribe()
@@ -116,6 +128,8 @@ pub(crate) struct Plan {
     pub max_output_tokens: u32,
     pub request: Option<String>,
     pub conn: Option<ConnHandle>,
+    /// A run handed over from another node: its status changes go back there.
+    pub teller: Option<handoff::Teller>,
 }
 
 /// Where a run writes: a position, and a range to replace.
@@ -128,6 +142,8 @@ pub struct Assistant {
     tenants: Arc<Tenants>,
     events: Events,
     node: String,
+    /// The cluster, when runs go to their room's home.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     config: AiConfig,
     providers: Vec<Arc<dyn Provider>>,
     schema: Arc<Schema>,
@@ -143,6 +159,10 @@ pub struct Assistant {
     positions: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Live runs by id.
     runs: DashMap<String, Arc<Active>>,
+    /// Runs asked here and executing on their room's home, with the asker's socket.
+    remote: DashMap<String, (Arc<Active>, Option<ConnHandle>)>,
+    /// Entries of this node's queue whose runs execute here.
+    working: DashMap<String, ()>,
     /// Tokens used per tenant today: (UTC day, tokens, when read from the store).
     tokens: DashMap<String, (i64, u64, Instant)>,
 }
@@ -240,6 +260,7 @@ impl Assistant {
         tenants: Arc<Tenants>,
         events: Events,
         node: String,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
         config: AiConfig,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let providers = providers(&config)?;
@@ -252,6 +273,7 @@ impl Assistant {
             tenants,
             events,
             node,
+            cluster,
             slots: Arc::new(Semaphore::new(config.ai_max_runs)),
             config,
             providers,
@@ -261,6 +283,8 @@ impl Assistant {
             room_rates: DashMap::new(),
             positions: DashMap::new(),
             runs: DashMap::new(),
+            remote: DashMap::new(),
+            working: DashMap::new(),
             tokens: DashMap::new(),
         })))
     }
@@ -272,7 +296,10 @@ impl Assistant {
 
     /// A live run of this node.
     pub fn active(&self, id: &str) -> Option<Arc<Active>> {
-        self.runs.get(id).map(|r| r.clone())
+        self.runs
+            .get(id)
+            .map(|r| r.clone())
+            .or_else(|| self.remote.get(id).map(|r| r.0.clone()))
     }
 
     /// Runs queued or executing on this node.
@@ -325,6 +352,8 @@ impl Assistant {
         let model = self.model_for(&settings, &provider, ask.model.as_deref())?;
         let (position, range) = self.places(&ask)?;
         let user = who.user.clone().unwrap_or_default();
+        // In a cluster the room's home executes the run; the admission is decided here.
+        let home = self.home_of(&who.key);
         self.take_user_rate(&who.key.tenant, &user, &settings)?;
         let budget = tenant.settings.ai_tokens_per_day;
         let remaining = self.remaining_tokens(&who.key.tenant, budget).await?;
@@ -352,7 +381,9 @@ impl Assistant {
             status: "queued".into(),
             // 32-bit, as browsers use (some servers mangle larger ids); never 0.
             client_id: u64::from(rand::random::<u32>().max(1)),
-            node: self.node.clone(),
+            node: home
+                .as_ref()
+                .map_or_else(|| self.node.clone(), |h| h.1.clone()),
             idempotency_key: idempotency_key.filter(|k| !k.is_empty()),
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -367,7 +398,11 @@ impl Assistant {
             .max_concurrent_runs
             .unwrap_or(self.config.ai_max_tenant_runs)
             .min(self.config.ai_max_tenant_runs);
-        let slot = TenantSlot::take(self, &who.key.tenant, limit)?;
+        // (A handed run takes its place on the home, which executes it.)
+        let slot = match home {
+            Some(_) => None,
+            None => Some(TenantSlot::take(self, &who.key.tenant, limit)?),
+        };
         match self.store.insert_ai_run(&record).await {
             Ok(Some(existing)) => return Ok(existing),
             Ok(None) => {}
@@ -376,15 +411,32 @@ impl Assistant {
                 return Err(Refusal::new("unavailable", "the run cannot be recorded"));
             }
         }
-        let (events, _) = broadcast::channel(RUN_EVENTS);
-        let active = Arc::new(Active {
-            id: record.id.clone(),
-            key: who.key.clone(),
-            cancel: CancellationToken::new(),
-            events,
-            ended: watch::channel(false).0,
-            revert_on_cancel: ask.revert_on_cancel.into(),
-        });
+        let active = Arc::new(Active::new(
+            &record.id,
+            who.key.clone(),
+            ask.revert_on_cancel,
+        ));
+        if let (Some((queue, home)), None) = (home, &slot) {
+            let job = handoff::Job {
+                tenant: record.tenant.clone(),
+                run: record.id.clone(),
+                origin: self.node.clone(),
+                system_prompt: settings.system_prompt.clone(),
+                max_output_tokens,
+                tenant_limit: limit,
+                ask,
+            };
+            return match self.hand_over(queue, home, active, job, who.conn).await {
+                Ok(()) => Ok(record),
+                Err(()) => Err(Refusal::new(
+                    "unavailable",
+                    "the room's home node cannot be reached",
+                )),
+            };
+        }
+        let Some(slot) = slot else {
+            return Err(Refusal::new("unavailable", "no place for the run"));
+        };
         self.runs.insert(record.id.clone(), active.clone());
         metrics::gauge!("chorus_ai_active_runs").set(self.runs.len() as f64);
         let plan = Plan {
@@ -397,6 +449,7 @@ impl Assistant {
             range,
             max_output_tokens,
             conn: who.conn,
+            teller: None,
         };
         let this = self.clone();
         tokio::spawn(async move {
@@ -458,15 +511,7 @@ impl Assistant {
         }
         let position = ask.position.as_deref().map(decode_position).transpose()?;
         let range = match &ask.range {
-            Some([a, b]) => {
-                if ask.apply == AiApply::Suggest {
-                    return Err(Refusal::new(
-                        "bad_request",
-                        "a suggestion cannot replace a range: ask at a position",
-                    ));
-                }
-                Some((decode_position(a)?, decode_position(b)?))
-            }
+            Some([a, b]) => Some((decode_position(a)?, decode_position(b)?)),
             None => None,
         };
         Ok((position, range))
@@ -557,6 +602,18 @@ impl Assistant {
             let _ = tokio::time::timeout(Duration::from_secs(10), ended.wait_for(|e| *e)).await;
             return self.record(who, id).await;
         }
+        if self.cancel_elsewhere(&record).await {
+            // The run's node answers by recording its end.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let now = self.record(who, id).await?;
+                if !matches!(now.status.as_str(), "queued" | "running") {
+                    return Ok(now);
+                }
+            }
+            return self.record(who, id).await;
+        }
         Ok(record)
     }
 
@@ -588,16 +645,20 @@ impl Assistant {
                 .interrupt_ai_runs(&tenant, node, now_secs())
                 .await
             {
-                Ok(runs) => {
-                    for run in runs {
-                        metrics::counter!("chorus_ai_runs_total", "outcome" => "interrupted")
-                            .increment(1);
-                        let this = self.clone();
-                        tokio::spawn(async move { this.settle_interrupted(run).await });
-                    }
-                }
+                Ok(runs) => self.settle_all_interrupted(runs),
                 Err(e) => tracing::warn!(tenant, error = %e, "cannot mark interrupted ai runs"),
             }
+        }
+    }
+}
+
+impl Assistant {
+    /// Counts runs just marked interrupted, and marks each in its document.
+    fn settle_all_interrupted(self: &Arc<Self>, runs: Vec<AiRun>) {
+        for run in runs {
+            metrics::counter!("chorus_ai_runs_total", "outcome" => "interrupted").increment(1);
+            let this = self.clone();
+            tokio::spawn(async move { this.settle_interrupted(run).await });
         }
     }
 }
@@ -633,5 +694,68 @@ impl Drop for TenantSlot {
                 *n == 0
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(providers: Option<&std::path::Path>) -> AiConfig {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            ai: AiConfig,
+        }
+        let mut c = Cli::parse_from(["chorus"]).ai;
+        c.ai_base_url = Some("http://127.0.0.1:9/v1".into());
+        c.ai_model = Some("small, large".into());
+        c.ai_api_key = Some("sk-default-key".into());
+        c.ai_providers = providers.map(Into::into);
+        c
+    }
+
+    #[test]
+    fn the_providers_file_adds_named_providers_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("providers.json");
+        std::fs::write(
+            &file,
+            r#"[{"name": "azure", "flavor": "azure", "base_url": "https://x.openai.azure.com",
+                 "api_key": "sk-azure-secret", "models": ["gpt-4o"], "api_version": "2024-10-21"},
+                {"name": "local", "base_url": "http://127.0.0.1:11434/v1", "models": ["llama3"]}]"#,
+        )
+        .expect("write");
+        let list = providers(&config(Some(&file))).expect("providers");
+        let names: Vec<&str> = list.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["default", "azure", "local"]);
+        assert!(list[0].serves("large") && !list[0].serves("llama3"));
+        assert!(list[2].serves("llama3"));
+        // Keys never show, not even in a debug print.
+        let shown = format!("{list:?}");
+        assert!(!shown.contains("sk-azure-secret") && !shown.contains("sk-default-key"));
+
+        for (body, want) in [
+            (
+                r#"[{"name": "default", "base_url": "http://h/v1", "models": ["m"]}]"#,
+                "named twice",
+            ),
+            (r#"{"name": "x"}"#, "providers.json"),
+            (
+                r#"[{"name": "x", "base_url": "ftp://h", "models": ["m"]}]"#,
+                "http(s)",
+            ),
+            ("not json", "providers.json"),
+        ] {
+            std::fs::write(&file, body).expect("write");
+            let e = providers(&config(Some(&file))).expect_err(body).to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let missing = dir.path().join("missing.json");
+        let e = providers(&config(Some(&missing)))
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("missing.json"), "{e}");
     }
 }

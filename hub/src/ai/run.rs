@@ -77,13 +77,11 @@ fn estimate_tokens(chars: usize) -> u64 {
 }
 
 impl Assistant {
-    fn emit(
-        &self,
-        active: &Active,
-        conn: Option<&crate::outbound::ConnHandle>,
-        msg: ServerMessage,
-    ) {
-        if let Some(conn) = conn {
+    fn emit(&self, active: &Active, plan: &Plan, msg: ServerMessage) {
+        if let Some(teller) = &plan.teller {
+            teller.tell(&msg);
+        }
+        if let Some(conn) = &plan.conn {
             conn.send_ext(&msg);
         }
         let _ = active.events.send(msg);
@@ -92,7 +90,7 @@ impl Assistant {
     fn status(&self, active: &Active, plan: &Plan, status: &str, behind: Option<u32>) {
         self.emit(
             active,
-            plan.conn.as_ref(),
+            plan,
             ServerMessage::AiRun {
                 run: active.id.clone(),
                 status: status.to_owned(),
@@ -564,7 +562,7 @@ impl Assistant {
         {
             self.emit(
                 active,
-                plan.conn.as_ref(),
+                plan,
                 ServerMessage::AiError {
                     run: Some(active.id.clone()),
                     request: plan.request.clone(),
@@ -575,7 +573,7 @@ impl Assistant {
         }
         self.emit(
             active,
-            plan.conn.as_ref(),
+            plan,
             ServerMessage::AiDone {
                 run: active.id.clone(),
                 status: o.status.to_owned(),

@@ -60,6 +60,7 @@ pub(crate) fn run_json(r: &AiRun) -> Value {
         "mode": r.mode,
         "status": r.status,
         "client_id": r.client_id,
+        "node": r.node,
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
         "ttft_ms": r.ttft_ms,

@@ -442,6 +442,7 @@ fn ai_schemas() -> Value {
             "target": {"enum": ["chat", "document"]}, "mode": {"enum": ["direct", "suggest"]},
             "status": {"enum": ["queued", "running", "done", "cancelled", "failed", "interrupted", "reverted", "accepted", "rejected"]},
             "client_id": {"type": "integer", "description": "the Yjs client id of the run's items"},
+            "node": {"type": "string", "description": "the node that executes the run (in a cluster, the room's home)"},
             "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
             "ttft_ms": {"type": ["integer", "null"]}, "duration_ms": {"type": ["integer", "null"]},
             "error": {"type": ["string", "null"]}, "created": {"type": "integer"}, "finished": {"type": ["integer", "null"]}

@@ -15,6 +15,7 @@
 pub mod broker;
 pub mod envelope;
 pub mod memory;
+pub mod queue;
 pub mod redis;
 pub mod ring;
 mod signing;
@@ -86,6 +87,8 @@ pub struct Cluster {
 struct Link {
     membership: Arc<dyn Membership>,
     broker: Arc<dyn Broker>,
+    /// Work handed between nodes (Redis; none in memory, where runs stay where asked).
+    queue: Option<Arc<dyn queue::RunQueue>>,
 }
 
 impl Cluster {
@@ -130,7 +133,8 @@ impl Cluster {
         bus_secret: Option<&[u8]>,
     ) -> anyhow::Result<Arc<Self>> {
         let redis = redis::connect(redis_url, prefix, &node.id, ttl, bus_secret).await?;
-        Ok(Self::start(node, redis.membership, redis.broker, ttl, stop).await)
+        let queue: Arc<dyn queue::RunQueue> = redis.queue;
+        Ok(Self::start_with(node, redis.membership, redis.broker, Some(queue), ttl, stop).await)
     }
 
     /// Joins the cluster that `membership` and `broker` carry (see [`Cluster::join`]).
@@ -141,7 +145,26 @@ impl Cluster {
         ttl: Duration,
         stop: CancellationToken,
     ) -> Arc<Self> {
-        let cluster = Arc::new(Self::new(node, Some(Link { membership, broker })));
+        Self::start_with(node, membership, broker, None, ttl, stop).await
+    }
+
+    /// [`Cluster::start`] with a queue of work handed between nodes.
+    pub async fn start_with(
+        node: Node,
+        membership: Arc<dyn Membership>,
+        broker: Arc<dyn Broker>,
+        queue: Option<Arc<dyn queue::RunQueue>>,
+        ttl: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let cluster = Arc::new(Self::new(
+            node,
+            Some(Link {
+                membership,
+                broker,
+                queue,
+            }),
+        ));
         cluster.beat().await;
         let beating = cluster.clone();
         tokio::spawn(async move {
@@ -189,6 +212,16 @@ impl Cluster {
     /// The broker (cluster mode).
     pub fn broker(&self) -> Option<Arc<dyn Broker>> {
         self.link.as_ref().map(|l| l.broker.clone())
+    }
+
+    /// The queue of work handed between nodes (a Redis cluster).
+    pub fn queue(&self) -> Option<Arc<dyn queue::RunQueue>> {
+        self.link.as_ref().and_then(|l| l.queue.clone())
+    }
+
+    /// Whether `node` is in the ring as of the last heartbeat.
+    pub fn has(&self, node: &str) -> bool {
+        self.ring().nodes().iter().any(|n| n.id == node)
     }
 
     /// Changes whenever some node leaves the ring (it may have stored updates it never

@@ -40,6 +40,8 @@ pub struct Connected {
     pub membership: Arc<RedisMembership>,
     /// Pub/sub.
     pub broker: Arc<RedisBroker>,
+    /// The nodes' queues.
+    pub queue: Arc<super::queue::RedisQueue>,
 }
 
 /// Connects to `redis_url` (waiting at most 3 s, then carrying on degraded while fred keeps
@@ -94,7 +96,9 @@ pub async fn connect(
     if let Err(e) = broker.listen_for_changes().await {
         tracing::warn!(error = %e, "not subscribed to cache invalidations yet; fred retries");
     }
+    let queue = super::queue::RedisQueue::new(client.clone(), prefix, node_id, secret);
     Ok(Connected {
+        queue,
         membership: Arc::new(RedisMembership {
             client,
             members: format!("{{{prefix}}}:nodes"),

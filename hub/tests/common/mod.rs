@@ -261,7 +261,10 @@ pub async fn spawn_chorus<S: AsRef<std::ffi::OsStr>>(
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("CHORUS_TEST_NODE_LOGS").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -282,8 +285,16 @@ pub async fn spawn_chorus<S: AsRef<std::ffi::OsStr>>(
     })
     .await
     .expect("listening in time");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep draining stderr so the child never blocks on a full pipe (and show it with
+    // CHORUS_TEST_NODE_LOGS set to a log filter, such as `info`, to debug a test).
+    let show = std::env::var_os("CHORUS_TEST_NODE_LOGS").is_some();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if show {
+                eprintln!("[{addr}] {line}");
+            }
+        }
+    });
     (child, addr)
 }
 
