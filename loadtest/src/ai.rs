@@ -43,6 +43,67 @@ pub struct AiParams {
     pub phase: Duration,
     /// Where the stand-in listens.
     pub standin_listen: String,
+    /// Who writes the answers.
+    pub writer: Writer,
+}
+
+/// Who writes the answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Writer {
+    /// The hub's assistant, asked over REST (its stand-in provider runs here).
+    Hub,
+    /// One more client per room, writing what the assistant would.
+    Clients,
+}
+
+/// How often the assistant commits (the hub's default `--ai-commit-interval`).
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
+/// How often the assistant's cursor moves in awareness (the hub's `CURSOR_EVERY`).
+const CURSOR_EVERY: Duration = Duration::from_millis(250);
+
+/// Writes what a run would into room `c`'s chat: a message whose text grows by `tokens`
+/// stamped tokens at `tps` (stamped when due, as the stand-in stamps them when it sends),
+/// committed every [`COMMIT_EVERY`], with an awareness update every [`CURSOR_EVERY`].
+async fn simulate_run(mut c: Client, tokens: usize, tps: f64) {
+    use std::fmt::Write;
+    use yrs::{Array, Map, MapPrelim, Text, TextPrelim, Transact};
+    let doc = c.doc().clone();
+    let chat = doc.get_or_insert_array("chat");
+    let text = {
+        let mut txn = doc.transact_mut();
+        let message = chat.push_back(&mut txn, MapPrelim::default());
+        message.insert(&mut txn, "role", "assistant");
+        message.insert(&mut txn, "text", TextPrelim::new(""))
+    };
+    let start = Instant::now();
+    let start_us = proc::now_micros();
+    let mut written = 0usize;
+    let mut tick = tokio::time::interval(COMMIT_EVERY);
+    let mut last_cursor = Instant::now();
+    while written < tokens {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * tps) as usize).min(tokens);
+        if due > written {
+            let mut piece = String::new();
+            for k in written..due {
+                let stamp = start_us + (k as f64 / tps * 1e6) as u64;
+                let _ = write!(piece, "t{stamp} ");
+            }
+            let mut txn = doc.transact_mut();
+            let end = text.len(&txn);
+            text.insert(&mut txn, end, &piece);
+            written = due;
+        }
+        if last_cursor.elapsed() >= CURSOR_EVERY {
+            last_cursor = Instant::now();
+            let state = format!(r#"{{"ai":{{"status":"writing","written":{written}}}}}"#);
+            let _ = c.set_awareness(&state);
+        }
+    }
+    // Until the phase's members have it all; then the writer leaves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.close().await;
 }
 
 #[derive(Default)]
@@ -123,6 +184,17 @@ pub async fn ai(target: &Target, p: &AiParams) -> Report {
         standin.stop();
         return report;
     }
+    // With `--writer clients`: one writer per room, connected now like the members.
+    let mut writers = Vec::new();
+    if p.writer == Writer::Clients {
+        let (w, _, failures) = target.connect_many("writers", p.runs, |i| i).await;
+        problems_from_failures(target, &mut report, &failures);
+        if w.len() < p.runs {
+            standin.stop();
+            return report;
+        }
+        writers = w.into_iter().map(|(_, c)| c).collect();
+    }
     let shared = Arc::new(Shared::default());
     for (i, c) in &clients {
         // People's edits: each member writes its key; the others' keys are deliveries.
@@ -176,9 +248,20 @@ pub async fn ai(target: &Target, p: &AiParams) -> Report {
     for phase in ["edit_without_ai", "edit_with_ai"] {
         let (gen_before, server_before) = (proc::cpu_seconds("self"), target.server_cpu_seconds());
         *shared.edits.lock().unwrap_or_else(|p| p.into_inner()) = Some(histogram());
+        let (p_tokens, tps) = (p.tokens, p.tokens_per_second);
         if phase == "edit_with_ai" {
             *shared.tokens.lock().unwrap_or_else(|p| p.into_inner()) = Some(histogram());
-            for room in 0..p.runs {
+            // Started one after another, as the hub's runs are (asked one by one), so that
+            // their commits do not fall on the same ticks.
+            let n = writers.len().max(1);
+            for (k, c) in writers.drain(..).enumerate() {
+                let delay = COMMIT_EVERY.mul_f64(k as f64 / n as f64);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    simulate_run(c, p_tokens, tps).await;
+                });
+            }
+            for room in (0..p.runs).filter(|_| p.writer == Writer::Hub) {
                 if let Err(e) = ask(&http, &target.room_name(room)).await {
                     report.problems.push(format!("room {room}: {e}"));
                     standin.stop();

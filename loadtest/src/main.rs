@@ -185,6 +185,13 @@ enum Scenario {
         /// Where the stand-in model server listens. Default: 127.0.0.1:8091.
         #[arg(long, default_value = "127.0.0.1:8091")]
         standin_listen: String,
+        /// Who writes the answers: `hub` (the hub's assistant, asked over REST), or
+        /// `clients` (one more client per room writes the same stamped tokens into the chat,
+        /// committed every 50 ms, with a cursor in awareness every 250 ms, as the assistant
+        /// does): the same traffic without the AI bridge, for any server, the bare relay
+        /// included. Default: hub.
+        #[arg(long, value_enum, default_value_t = chorus_loadtest::ai::Writer::Hub)]
+        writer: chorus_loadtest::ai::Writer,
     },
     /// N users in rooms of K, each sending small edits at a rate; measures delivery latency.
     Edit {
@@ -341,6 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             edit_rate,
             phase,
             standin_listen,
+            writer,
         } => {
             anyhow::ensure!(
                 runs * members <= MAX_CLIENTS && runs <= 10_000,
@@ -365,6 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     edit_rate,
                     phase,
                     standin_listen,
+                    writer,
                 },
             ))
         }

@@ -620,6 +620,7 @@ async fn ai_scenario_delivers_every_token_to_every_member() {
         edit_rate: 5.0,
         phase: Duration::from_millis(500),
         standin_listen: standin,
+        writer: chorus_loadtest::ai::Writer::Hub,
     };
     let report = chorus_loadtest::ai::ai(&target(&hub.url), &p).await;
     assert!(report.passed(), "{}", report.table());
@@ -628,4 +629,20 @@ async fn ai_scenario_delivers_every_token_to_every_member() {
     assert_eq!(report.latency["token_to_member"].count, 180);
     assert!(report.latency["edit_with_ai"].count > 0);
     assert!(report.latency["edit_without_ai"].count > 0);
+    // The same traffic written by clients instead of the hub's assistant (for servers
+    // without one): every token reaches every member too.
+    let mut t = target(&hub.url);
+    t.room_prefix = "simulated-".into();
+    let p = chorus_loadtest::ai::AiParams {
+        writer: chorus_loadtest::ai::Writer::Clients,
+        standin_listen: {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        },
+        ..p
+    };
+    let report = chorus_loadtest::ai::ai(&t, &p).await;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.metrics["token_deliveries"], 180.0);
+    assert!(report.latency["edit_with_ai"].count > 0);
 }
