@@ -448,8 +448,14 @@ pub fn startup_summary(config: &Config, addr: std::net::SocketAddr, advertised: 
         Some(url) => format!("Redis {} (prefix {})", redact_url(url), config.redis_prefix),
         None => "off (this node runs alone)".to_owned(),
     };
+    let editor = if server::web_client_bundled() {
+        format!("{base}/ (open it in a browser)")
+    } else {
+        "not in this build (web-client/dist was empty)".to_owned()
+    };
     format!(
         "chorus {version} ready on {host}\n  \
+         editor:      {editor}\n  \
          data:        {data}\n  \
          y-websocket: {ws}/ws/<room>\n  \
          hocuspocus:  {ws}/\n  \

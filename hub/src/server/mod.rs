@@ -6,6 +6,9 @@
 
 mod origin;
 mod refusal;
+mod web;
+
+pub use web::bundled as web_client_bundled;
 
 pub use origin::{PageTrust, page_trust};
 pub(crate) use refusal::log_refusal;
@@ -111,7 +114,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws/{*room}", get(ws_handler))
-        .route("/", get(hocuspocus_handler))
+        .route("/", get(root))
+        .route("/assets/{*file}", get(web::asset))
         .route("/hocuspocus", get(hocuspocus_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -424,6 +428,18 @@ const HOCUSPOCUS_PING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The Hocuspocus dialect: documents and tokens come inside the socket, so only the
 /// node-level checks happen before the upgrade.
+/// `/`: the web client's page, or the Hocuspocus endpoint for a WebSocket upgrade.
+async fn root(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: Result<Upgrade, ApiError>,
+) -> Response {
+    if ws.is_err() && !headers.contains_key(header::UPGRADE) {
+        return web::page(&headers);
+    }
+    hocuspocus_handler(state, headers, ws).await
+}
+
 async fn hocuspocus_handler(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -1,0 +1,180 @@
+// End to end: the page the hub serves, in Debian's Chromium driven by playwright-core, two
+// browser contexts in one room. Started by the hub's test `web_e2e` (hub/tests/web_e2e.rs),
+// which runs a hub with the stand-in model server and passes:
+//   CHORUS_URL     the hub (http://127.0.0.1:port)
+//   STANDIN_URL    the stand-in model server, to script answers
+//   WRITE_TOKEN    a JWT with the write role on every room
+//   READ_TOKEN     a JWT with the read role on every room
+//   CHROMIUM       the browser (default: /usr/bin/chromium)
+//   SCREENSHOT     where to save a screenshot of two tabs editing together (optional)
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+
+import { chromium } from 'playwright-core'
+
+const HUB = process.env.CHORUS_URL
+const STANDIN = process.env.STANDIN_URL
+const WRITE = process.env.WRITE_TOKEN
+const READ = process.env.READ_TOKEN
+const WAIT = { timeout: 15_000 }
+
+let browser
+const opened = []
+
+before(async () => {
+  assert.ok(HUB && STANDIN && WRITE && READ, 'CHORUS_URL, STANDIN_URL, WRITE_TOKEN and READ_TOKEN are set')
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    // This machine's network is closed: no background requests, no QUIC, no sandbox (root).
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+})
+
+after(async () => {
+  await browser?.close()
+  // Every page of every test: nothing thrown, nothing logged as an error.
+  for (const { name, errors } of opened) {
+    assert.deepEqual(errors, [], `console errors in ${name}`)
+  }
+})
+
+/** Opens `room` in a new browser context (its own storage: another person). */
+async function open (name, room, token, viewport = { width: 1100, height: 760 }) {
+  const context = await browser.newContext({ viewport })
+  const page = await context.newPage()
+  const errors = []
+  page.on('pageerror', (e) => errors.push(String(e)))
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()) })
+  opened.push({ name, errors })
+  await page.goto(`${HUB}/?room=${encodeURIComponent(room)}#token=${token}`)
+  await page.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
+  const who = await page.evaluate(() => JSON.parse(localStorage.getItem('chorus.identity')).name)
+  return { context, page, who }
+}
+
+/** Both tabs, side by side, in one picture (for the README). */
+async function screenshotSideBySide (left, right, path) {
+  const shots = await Promise.all([left, right].map(async (p) => (await p.screenshot()).toString('base64')))
+  const context = await browser.newContext({ viewport: { width: 1400, height: 500 } })
+  const page = await context.newPage()
+  await page.setContent(`<body style="margin:0;display:flex;gap:8px;background:#cbd5e1">${shots
+    .map((s) => `<img style="width:696px" src="data:image/png;base64,${s}">`).join('')}</body>`)
+  await page.screenshot({ path, fullPage: true })
+  await context.close()
+}
+
+const doc = (p) => p.page.locator('.doc')
+const text = (p) => doc(p).innerText()
+
+async function waitText (p, want) {
+  await doc(p).filter({ hasText: want }).waitFor(WAIT)
+}
+
+test('two people type into one room and see each other, their carets and the chat', async () => {
+  const room = `e2e-${Date.now()}`
+  const a = await open('a', room, WRITE)
+  const b = await open('b', room, WRITE)
+  await doc(a).click()
+  await a.page.keyboard.type('Hello from A.')
+  await waitText(b, 'Hello from A.')
+  await doc(b).click()
+  await b.page.keyboard.press('Control+End')
+  await b.page.keyboard.press('Enter')
+  await b.page.keyboard.type('And from B.')
+  await waitText(a, 'And from B.')
+  // Each sees the other's named caret and presence.
+  await a.page.locator('.collaboration-carets__label', { hasText: b.who }).waitFor(WAIT)
+  await b.page.locator('.collaboration-carets__label', { hasText: a.who }).waitFor(WAIT)
+  await a.page.locator('.presence li', { hasText: b.who }).waitFor(WAIT)
+  await a.page.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
+  if (process.env.SCREENSHOT) await screenshotSideBySide(a.page, b.page, process.env.SCREENSHOT)
+  // The chat, both ways.
+  await a.page.getByLabel('Message').fill('Shall we start?')
+  await a.page.getByRole('button', { name: 'Send' }).click()
+  await b.page.getByTestId('chat').filter({ hasText: 'Shall we start?' }).waitFor(WAIT)
+  // A reload keeps everything.
+  await b.page.reload()
+  await waitText(b, 'Hello from A.')
+  await waitText(b, 'And from B.')
+  await b.page.getByTestId('chat').filter({ hasText: 'Shall we start?' }).waitFor(WAIT)
+  await a.context.close()
+  await b.context.close()
+})
+
+test('undo takes back only my own typing', async () => {
+  const room = `e2e-undo-${Date.now()}`
+  const a = await open('a-undo', room, WRITE)
+  const b = await open('b-undo', room, WRITE)
+  await doc(a).click()
+  await a.page.keyboard.type('Mine')
+  await waitText(b, 'Mine')
+  await doc(b).click()
+  await b.page.keyboard.press('Control+End')
+  await b.page.keyboard.press('Enter')
+  await b.page.keyboard.type('Theirs')
+  await waitText(a, 'Theirs')
+  await doc(a).click()
+  await a.page.keyboard.press('Control+z')
+  await doc(b).filter({ hasNotText: 'Mine' }).waitFor(WAIT)
+  assert.match(await text(b), /Theirs/)
+  await a.context.close()
+  await b.context.close()
+})
+
+test('a read-only token cannot type', async () => {
+  const room = `e2e-read-${Date.now()}`
+  const w = await open('writer', room, WRITE)
+  await doc(w).click()
+  await w.page.keyboard.type('Written by the writer')
+  const r = await open('reader', room, READ)
+  await waitText(r, 'Written by the writer')
+  await r.page.getByTestId('read-only').waitFor(WAIT)
+  assert.equal(await doc(r).getAttribute('contenteditable'), 'false')
+  await doc(r).click()
+  await r.page.keyboard.type('sneaky')
+  await w.page.keyboard.type('!')
+  await waitText(r, 'Written by the writer!')
+  assert.doesNotMatch(await text(r), /sneaky/)
+  assert.doesNotMatch(await text(w), /sneaky/)
+  await w.context.close()
+  await r.context.close()
+})
+
+test('an answer streams in formatted, for both, and is reverted in one step', async () => {
+  const script = await fetch(`${STANDIN}/_standin/script`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([{ answer: '## Plan\n\nShip the **editor** first.\n', tokens_per_second: 40, token_chars: 3 }]),
+  })
+  assert.equal(script.status, 204)
+  const room = `e2e-ai-${Date.now()}`
+  const a = await open('a-ai', room, WRITE)
+  const b = await open('b-ai', room, WRITE)
+  await doc(a).click()
+  await a.page.keyboard.type('Notes:')
+  await waitText(b, 'Notes:')
+  await a.page.getByLabel('Ask the assistant').fill('Write our plan')
+  await a.page.getByRole('button', { name: 'Ask AI' }).click()
+  // Formatted: a heading and bold text, never the markdown symbols.
+  await b.page.locator('.doc h2', { hasText: 'Plan' }).waitFor(WAIT)
+  await b.page.locator('.doc strong', { hasText: 'editor' }).waitFor(WAIT)
+  assert.doesNotMatch(await text(b), /\*\*|##/)
+  await a.page.locator('[data-testid="run"][data-status="done"]').waitFor(WAIT)
+  await a.page.getByRole('button', { name: 'Revert' }).click()
+  await b.page.locator('.doc h2').waitFor({ state: 'detached', ...WAIT })
+  await doc(b).filter({ hasNotText: 'editor' }).waitFor(WAIT)
+  assert.match(await text(b), /Notes:/)
+  await a.context.close()
+  await b.context.close()
+})
+
+test('the layout works 360 px wide', async () => {
+  const m = await open('mobile', `e2e-narrow-${Date.now()}`, WRITE, { width: 360, height: 740 })
+  const overflow = await m.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+  assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`)
+  await doc(m).click()
+  await m.page.keyboard.type('small screen')
+  await waitText(m, 'small screen')
+  await m.context.close()
+})
