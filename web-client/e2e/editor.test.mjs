@@ -8,6 +8,8 @@
 //   CHROMIUM       the browser (default: /usr/bin/chromium)
 //   SCREENSHOT     where to save a screenshot of two tabs editing together (optional)
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { after, before, test } from 'node:test'
 
 import { chromium } from 'playwright-core'
@@ -40,8 +42,8 @@ after(async () => {
 })
 
 /** Opens `room` in a new browser context (its own storage: another person). */
-async function open (name, room, token, viewport = { width: 1100, height: 760 }) {
-  const context = await browser.newContext({ viewport })
+async function open (name, room, token, viewport = { width: 1100, height: 760 }, options = {}) {
+  const context = await browser.newContext({ viewport, ...options })
   const page = await context.newPage()
   const errors = []
   page.on('pageerror', (e) => errors.push(String(e)))
@@ -177,4 +179,86 @@ test('the layout works 360 px wide', async () => {
   await m.page.keyboard.type('small screen')
   await waitText(m, 'small screen')
   await m.context.close()
+})
+
+test('a version is saved, viewed and restored from the history', async () => {
+  const room = `e2e-history-${Date.now()}`
+  const a = await open('a-history', room, WRITE)
+  const b = await open('b-history', room, WRITE)
+  await doc(a).click()
+  await a.page.keyboard.type('First draft.')
+  await waitText(b, 'First draft.')
+  await a.page.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
+  await a.page.getByLabel('Version name').fill('draft one')
+  await a.page.getByRole('button', { name: 'Save version' }).click()
+  await a.page.getByRole('button', { name: 'Restore draft one' }).waitFor(WAIT)
+  await doc(a).click()
+  await a.page.keyboard.press('Control+End')
+  await a.page.keyboard.type(' Then a second thought.')
+  await waitText(b, 'Then a second thought.')
+  // Viewing shows the version, not the live text.
+  await a.page.getByRole('button', { name: 'View' }).first().click()
+  const preview = a.page.getByTestId('preview')
+  await preview.filter({ hasText: 'First draft.' }).waitFor(WAIT)
+  assert.doesNotMatch(await preview.innerText(), /second thought/)
+  // Restoring is an edit every member receives.
+  await a.page.getByRole('button', { name: 'Restore draft one' }).click()
+  await doc(b).filter({ hasNotText: 'second thought' }).waitFor(WAIT)
+  assert.match(await text(b), /First draft\./)
+  await a.context.close()
+  await b.context.close()
+})
+
+test('edits made without the hub survive a reload and reach the others once it is back', async () => {
+  const room = `e2e-offline-${Date.now()}`
+  const a = await open('a-offline', room, WRITE)
+  const b = await open('b-offline', room, WRITE)
+  await doc(a).click()
+  await a.page.keyboard.type('Online line.')
+  await waitText(b, 'Online line.')
+  // B loses the hub (its socket is refused; the page itself still loads).
+  await b.page.routeWebSocket(/\/hocuspocus/, (ws) => ws.close())
+  await b.page.reload()
+  await waitText(b, 'Online line.') // from this browser's own copy (IndexedDB)
+  await b.page.getByTestId('state').filter({ hasText: /connecting|disconnected/ }).waitFor(WAIT)
+  await doc(b).click()
+  await b.page.keyboard.press('Control+End')
+  await b.page.keyboard.press('Enter')
+  await b.page.keyboard.type('Written offline.')
+  // (y-indexeddb stores each update in its own IndexedDB transaction: give the last one a
+  // moment, as any person reloading would.)
+  await b.page.waitForTimeout(500)
+  await b.page.reload()
+  await waitText(b, 'Written offline.')
+  // Back online (a new page of the same browser, so the same stored copy, and no blocked
+  // socket): both sides catch up.
+  await b.page.close()
+  const back = await b.context.newPage()
+  await back.goto(`${HUB}/?room=${encodeURIComponent(room)}#token=${WRITE}`)
+  await waitText(a, 'Written offline.')
+  await back.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
+  await back.locator('.doc').filter({ hasText: 'Online line.' }).waitFor(WAIT)
+  await a.context.close()
+  await b.context.close()
+})
+
+test('no serious accessibility violations (axe-core)', async () => {
+  const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+  // (The page's policy forbids inline scripts, axe's included: this context may inject it.)
+  const a = await open('a11y', `e2e-a11y-${Date.now()}`, WRITE, undefined, { bypassCSP: true })
+  const pages = [['room', a.page]]
+  const picker = await a.context.newPage()
+  await picker.goto(`${HUB}/`)
+  pages.push(['picker', picker])
+  for (const [name, page] of pages) {
+    await page.addScriptTag({ content: axe })
+    const found = await page.evaluate(async () => {
+      const r = await window.axe.run(document)
+      return r.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)
+    })
+    assert.deepEqual(found, [], `${name}: ${found.join('; ')}`)
+  }
+  await a.context.close()
 })

@@ -6,10 +6,13 @@ import CollaborationCaret from '@tiptap/extension-collaboration-caret'
 import { EditorContent, useEditor } from '@tiptap/react'
 import StarterKit from '@tiptap/starter-kit'
 import { useEffect, useMemo, useState } from 'react'
+import { IndexeddbPersistence } from 'y-indexeddb'
 import * as Y from 'yjs'
 
 import { type AiEvent, askMessage, parseEvent, runMessage, selectionPositions } from './ai'
+import { Api } from './api'
 import { type ChatMessage, messages, send } from './chat'
+import { History } from './History'
 import type { Identity } from './identity'
 import { socketUrl } from './url'
 
@@ -48,6 +51,7 @@ export function Room({ room, token, identity }: { room: string; token: string | 
       }),
     [doc, room, token],
   )
+  const api = useMemo(() => new Api(room, token), [room, token])
   const [status, setStatus] = useState<string>('connecting')
   const [synced, setSynced] = useState(false)
   const [unsynced, setUnsynced] = useState(0)
@@ -89,14 +93,17 @@ export function Room({ room, token, identity }: { room: string; token: string | 
     provider.on('awarenessChange', onAwareness)
     provider.on('stateless', onStateless)
     provider.setAwarenessField('user', identity)
+    // Edits made while the hub is out of reach survive a reload; they sync once it is back.
+    const local = new IndexeddbPersistence(`chorus:${room}`, doc)
     const refreshChat = () => setChat(messages(doc))
     doc.getArray('chat').observeDeep(refreshChat)
     refreshChat()
     return () => {
       doc.getArray('chat').unobserveDeep(refreshChat)
       provider.destroy()
+      void local.destroy()
     }
-  }, [provider, doc, identity, asked])
+  }, [provider, doc, identity, asked, room])
 
   const editor = useEditor(
     {
@@ -203,6 +210,7 @@ export function Room({ room, token, identity }: { room: string; token: string | 
               ))}
             </ul>
           </section>
+          <History api={api} readOnly={readOnly} ready={synced && status === 'connected'} />
           <section aria-label="Chat" className="panel chat">
             <h2>Chat</h2>
             <ol className="messages" data-testid="chat">

@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest'
+
+import { Api, ApiError } from '../src/api'
+
+function fake(responses: Response[]) {
+  const calls: { url: string; init: RequestInit | undefined }[] = []
+  const fetcher = (async (url: RequestInfo | URL, init?: RequestInit) => {
+    calls.push({ url: String(url), init })
+    const next = responses.shift()
+    if (!next) throw new Error('no more responses')
+    return next
+  }) as typeof fetch
+  return { calls, fetcher }
+}
+
+describe('api', () => {
+  it('sends the token and reads versions, skipping malformed entries', async () => {
+    const { calls, fetcher } = fake([
+      new Response(JSON.stringify({ versions: [{ id: 1, name: 'v1', created: 5, bytes: 9 }, { id: 'x' }, null] })),
+    ])
+    const api = new Api('team notes', 'tok', fetcher)
+    expect(await api.versions()).toEqual([{ id: 1, name: 'v1', created: 5, bytes: 9 }])
+    expect(calls[0]?.url).toBe('/v1/rooms/team%20notes/versions')
+    expect((calls[0]?.init?.headers as Record<string, string>).authorization).toBe('Bearer tok')
+  })
+
+  it('is anonymous without a token, and reports the problem detail of a refusal', async () => {
+    const { calls, fetcher } = fake([
+      new Response(JSON.stringify({ detail: 'this token may not write' }), { status: 403 }),
+      new Response('not json', { status: 502, statusText: 'Bad Gateway' }),
+    ])
+    const api = new Api('r', null, fetcher)
+    const refused = await api.saveVersion('v').catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(ApiError)
+    expect(refused).toMatchObject({ status: 403, message: 'this token may not write' })
+    expect((calls[0]?.init?.headers as Record<string, string>).authorization).toBeUndefined()
+    expect(calls[0]?.init?.body).toBe('{"name":"v"}')
+    await expect(api.restore(3)).rejects.toMatchObject({ status: 502, message: 'Bad Gateway' })
+    expect(calls[1]?.url).toBe('/v1/rooms/r/versions/3/restore')
+  })
+})
