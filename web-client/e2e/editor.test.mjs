@@ -167,6 +167,24 @@ test('an answer streams in formatted, for both, and is reverted in one step', as
   await b.page.locator('.doc h2').waitFor({ state: 'detached', ...WAIT })
   await doc(b).filter({ hasNotText: 'editor' }).waitFor(WAIT)
   assert.match(await text(b), /Notes:/)
+  // As a suggestion: everyone sees it marked, then it is accepted and stays, unmarked.
+  await fetch(`${STANDIN}/_standin/script`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([{ answer: 'A suggested line.', tokens_per_second: 40, token_chars: 3 }]),
+  })
+  await doc(a).click()
+  await a.page.keyboard.press('Control+End')
+  await a.page.getByLabel('Ask the assistant').fill('Suggest a line')
+  await a.page.getByLabel('as a suggestion').check()
+  await a.page.getByRole('button', { name: 'Ask AI' }).click()
+  await b.page.locator('.doc .ai-suggestion', { hasText: 'A suggested line.' }).waitFor(WAIT)
+  await a.page.locator('[data-testid="run"][data-status="done"]', { hasText: 'suggestion' }).waitFor(WAIT)
+  await a.page.getByRole('button', { name: 'Accept' }).click()
+  await a.page.locator('[data-testid="run"][data-status="accepted"]').waitFor(WAIT)
+  await b.page.locator('.doc .ai-suggestion').waitFor({ state: 'detached', ...WAIT })
+  assert.match(await text(b), /A suggested line\./)
+  assert.match(await text(b), /Notes:/)
   await a.context.close()
   await b.context.close()
 })

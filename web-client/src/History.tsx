@@ -7,6 +7,7 @@ import { useCallback, useEffect, useMemo, useState } from 'react'
 import * as Y from 'yjs'
 
 import type { Api, Version } from './api'
+import { AiSuggestion } from './suggestion'
 
 function Preview({ update }: { update: Uint8Array }) {
   const doc = useMemo(() => {
@@ -17,7 +18,11 @@ function Preview({ update }: { update: Uint8Array }) {
   const editor = useEditor(
     {
       editable: false,
-      extensions: [StarterKit.configure({ undoRedo: false }), Collaboration.configure({ document: doc, field: 'default' })],
+      extensions: [
+        StarterKit.configure({ undoRedo: false }),
+        AiSuggestion,
+        Collaboration.configure({ document: doc, field: 'default' }),
+      ],
       editorProps: { attributes: { class: 'doc preview', 'aria-label': 'Version preview' } },
     },
     [doc],

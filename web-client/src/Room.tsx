@@ -13,6 +13,7 @@ import { type AiEvent, askMessage, parseEvent, runMessage, selectionPositions } 
 import { Api } from './api'
 import { type ChatMessage, messages, send } from './chat'
 import { History } from './History'
+import { AiSuggestion } from './suggestion'
 import type { Identity } from './identity'
 import { socketUrl } from './url'
 
@@ -111,6 +112,7 @@ export function Room({ room, token, identity }: { room: string; token: string | 
         // The document's history is Yjs's (Collaboration): undo takes back only this tab's
         // own changes, never another person's or the assistant's.
         StarterKit.configure({ undoRedo: false }),
+        AiSuggestion,
         Collaboration.configure({ document: doc, field: 'default' }),
         CollaborationCaret.configure({ provider, user: identity }),
       ],
@@ -201,8 +203,8 @@ export function Room({ room, token, identity }: { room: string; token: string | 
                   {(s === 'queued' || s === 'running') && <button type="button" onClick={() => act('ai.cancel', run)}>Cancel</button>}
                   {!(s === 'queued' || s === 'running') && !readOnly && (
                     <>
-                      {suggest && <button type="button" onClick={() => act('ai.accept', run)}>Accept</button>}
-                      {suggest && <button type="button" onClick={() => act('ai.reject', run)}>Reject</button>}
+                      {suggest && s === 'done' && <button type="button" onClick={() => act('ai.accept', run)}>Accept</button>}
+                      {suggest && s === 'done' && <button type="button" onClick={() => act('ai.reject', run)}>Reject</button>}
                       <button type="button" onClick={() => act('ai.revert', run)}>Revert</button>
                     </>
                   )}
