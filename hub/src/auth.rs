@@ -132,6 +132,10 @@ pub fn pattern_matches(pattern: &str, room: &str) -> bool {
 /// Verifies tokens with the configured keys.
 pub struct Verifier {
     hs256: Option<DecodingKey>,
+    /// Signs development tokens (`GET /v1/dev-token`) where anonymous access is allowed: the
+    /// node's `--jwt-secret`, or else a random secret of this process, which `hs256` then
+    /// verifies (so a restart voids them).
+    dev: Option<EncodingKey>,
     public: Option<(DecodingKey, Algorithm)>,
     anonymous: bool,
     tenants: Arc<Tenants>,
@@ -141,6 +145,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("hs256", &self.hs256.is_some())
+            .field("dev", &self.dev.is_some())
             .field("public", &self.public.as_ref().map(|(_, a)| *a))
             .field("anonymous", &self.anonymous)
             .finish()
@@ -165,10 +170,20 @@ pub const MIN_SECRET_BYTES: usize = 32;
 impl Verifier {
     /// Builds the verifier from the config.
     pub fn from_config(config: &Config, tenants: Arc<Tenants>) -> Result<Self, KeyError> {
-        let hs256 = match config.jwt_secret.as_deref() {
+        let mut hs256 = match config.jwt_secret.as_deref() {
             Some(s) if s.len() < MIN_SECRET_BYTES => return Err(KeyError::ShortSecret),
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
             None => None,
+        };
+        let anonymous = config.anonymous_allowed();
+        let dev = match (anonymous, config.jwt_secret.as_deref()) {
+            (false, _) => None,
+            (true, Some(s)) => Some(EncodingKey::from_secret(s.as_bytes())),
+            (true, None) => {
+                let secret: [u8; 32] = rand::random();
+                hs256 = Some(DecodingKey::from_secret(&secret));
+                Some(EncodingKey::from_secret(&secret))
+            }
         };
         let public = match config.jwt_public_key.as_deref() {
             None => None,
@@ -176,10 +191,33 @@ impl Verifier {
         };
         Ok(Verifier {
             hs256,
+            dev,
             public,
-            anonymous: config.anonymous_allowed(),
+            anonymous,
             tenants,
         })
+    }
+
+    /// A development token for one room (write role, an hour, a random `sub`), where anonymous
+    /// access is allowed: what the web client uses on a local hub, so that it has a user and
+    /// a token for the REST API like any embedded page. `None` where anonymous access is off.
+    pub fn mint_dev(&self, room: &str) -> Option<(String, u64)> {
+        let key = self.dev.as_ref()?;
+        let exp = now_secs() + DEV_TOKEN_LIFETIME;
+        let claims = Claims {
+            sub: Some(format!("dev-{:08x}", rand::random::<u32>())),
+            tenant: None,
+            rooms: vec![room.to_owned()],
+            role: Some(Role::Write),
+            exp,
+            iat: Some(now_secs()),
+            nbf: None,
+            name: None,
+            color: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+            .ok()
+            .map(|t| (t, exp))
     }
 
     /// Verifies an optional token. `None` is accepted only where anonymous access is allowed.
@@ -279,6 +317,9 @@ impl Verifier {
         })
     }
 }
+
+/// Lifetime of a development token, in seconds.
+pub const DEV_TOKEN_LIFETIME: u64 = 3600;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 const LEEWAY: u64 = 5;

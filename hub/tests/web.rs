@@ -107,3 +107,92 @@ async fn the_page_and_its_assets_are_served_as_built_and_the_root_still_upgrades
     drop(ws);
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_local_page_gets_a_development_token_for_its_room_and_nobody_else_does() {
+    use chorus_protocol::client::{Client, ClientOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(test_config(dir.path())).await;
+    let addr = server.addr;
+    let ask = |room: &str, extra: &str| {
+        let (room, extra) = (room.to_owned(), extra.to_owned());
+        async move {
+            let (status, _, body) = get(addr, &format!("/v1/dev-token?room={room}"), &extra).await;
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            (status, v)
+        }
+    };
+    // The page of a local hub.
+    let (status, v) = ask("notes", "Origin: http://127.0.0.1:8080\r\n").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["room"].as_str(), v["role"].as_str()),
+        (Some("notes"), Some("write"))
+    );
+    let token = v["token"].as_str().expect("token").to_owned();
+    // It opens its room, with the write role...
+    let c = Client::connect(
+        &format!("ws://{addr}/ws/notes?token={token}"),
+        ClientOptions::default(),
+    )
+    .await
+    .expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    append(&c, "t", "hello");
+    let d = server.client("notes").await;
+    wait_text(&[&d], "t", "hello").await;
+    // ...and no other room.
+    let other = Client::connect(
+        &format!("ws://{addr}/ws/elsewhere?token={token}"),
+        ClientOptions::default(),
+    )
+    .await
+    .expect("connect");
+    let (code, _) = other.wait_closed(PATIENCE).await.expect("closed");
+    assert_eq!(code, 4403);
+    // Not for a page elsewhere, nor for a name rebound to loopback (its own Host).
+    let (status, v) = ask("notes", "Origin: https://evil.example\r\n").await;
+    assert_eq!(status, 403, "{v}");
+    let (status, _, _) = get_with_host(addr, "/v1/dev-token?room=notes", "evil.example").await;
+    assert_eq!(status, 403);
+    // Room names are checked, and a pattern is no room.
+    for room in ["a*", "*", ""] {
+        let (status, v) = ask(room, "").await;
+        assert_eq!(status, 400, "{room:?}: {v}");
+    }
+    server.stop().await.expect("stop");
+
+    // A node without anonymous access hands out none.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(chorus_hub::Config {
+        jwt_secret: Some(SECRET.into()),
+        ..test_config(dir.path())
+    })
+    .await;
+    let (status, _, body) = get(server.addr, "/v1/dev-token?room=notes", "").await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    server.stop().await.expect("stop");
+}
+
+/// A GET whose `Host` is `host`.
+async fn get_with_host(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, text, buf)
+}

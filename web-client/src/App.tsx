@@ -1,6 +1,7 @@
 // The page: a room picker, or the room the URL names.
-import { useState } from 'react'
+import { useEffect, useState } from 'react'
 
+import { devToken } from './api'
 import { loadIdentity } from './identity'
 import { Room } from './Room'
 import { roomFromUrl, tokenFromUrl, urlForRoom, validRoom } from './url'
@@ -31,6 +32,12 @@ function Picker() {
 export function App() {
   const room = roomFromUrl(window.location.href)
   const [identity] = useState(() => loadIdentity(window.localStorage))
+  // The embedding app's token, or else a local hub's development token (null: none).
+  const [token, setToken] = useState<string | null | undefined>(() => tokenFromUrl(window.location.href) ?? undefined)
+  useEffect(() => {
+    if (room && token === undefined) void devToken(room).then(setToken)
+  }, [room, token])
   if (!room) return <Picker />
-  return <Room key={room} room={room} token={tokenFromUrl(window.location.href)} identity={identity} />
+  if (token === undefined) return <p className="loading">Connecting…</p>
+  return <Room key={room} room={room} token={token} identity={identity} />
 }

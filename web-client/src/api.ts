@@ -72,3 +72,19 @@ export class Api {
     await this.call('POST', `/versions/${id}/restore`)
   }
 }
+
+/**
+ * A development token for `room` from a local hub (`GET /v1/dev-token`), or null where the hub
+ * hands out none (anonymous access off, or this page is not local): the page then goes on
+ * without a token.
+ */
+export async function devToken(room: string, fetcher: typeof fetch = (...a) => fetch(...a)): Promise<string | null> {
+  try {
+    const res = await fetcher(`/v1/dev-token?room=${encodeURIComponent(room)}`)
+    if (!res.ok) return null
+    const body: unknown = await res.json()
+    return body && typeof body === 'object' && 'token' in body && typeof body.token === 'string' ? body.token : null
+  } catch {
+    return null
+  }
+}

@@ -39,3 +39,19 @@ describe('api', () => {
     expect(calls[1]?.url).toBe('/v1/rooms/r/versions/3/restore')
   })
 })
+
+describe('development tokens', () => {
+  it('come from a local hub, and their absence is no error', async () => {
+    const { devToken } = await import('../src/api')
+    const ok = fake([new Response(JSON.stringify({ token: 'dev.jwt', room: 'r', role: 'write', expires: 1 }))])
+    expect(await devToken('team notes', ok.fetcher)).toBe('dev.jwt')
+    expect(ok.calls[0]?.url).toBe('/v1/dev-token?room=team%20notes')
+    const none = fake([new Response('{"detail":"off"}', { status: 404 }), new Response('{}')])
+    expect(await devToken('r', none.fetcher)).toBeNull()
+    expect(await devToken('r', none.fetcher)).toBeNull()
+    const broken = (async () => {
+      throw new TypeError('network down')
+    }) as typeof fetch
+    expect(await devToken('r', broken)).toBeNull()
+  })
+})

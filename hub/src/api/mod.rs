@@ -12,6 +12,7 @@
 
 mod admin;
 mod ai;
+mod dev;
 mod keys;
 mod member;
 mod openapi;
@@ -42,6 +43,7 @@ use keys::*;
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/openapi.json", get(openapi::serve))
+        .route("/dev-token", get(dev::token))
         .route("/route", get(route))
         .route(
             "/tenants",

@@ -504,6 +504,20 @@ pub(super) fn document() -> Value {
         } }),
     );
     paths.insert(
+        "/v1/dev-token".into(),
+        json!({ "get": {
+            "summary": "A development token for one room (write role, one hour), on a node that allows anonymous access, for a request whose Host and Origin are loopback or allowed (the web client of a local hub)",
+            "security": [],
+            "parameters": [ { "name": "room", "in": "query", "required": true, "schema": { "type": "string" } } ],
+            "responses": {
+                "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                    "token": { "type": "string" }, "room": { "type": "string" }, "role": { "type": "string" }, "expires": { "type": "integer" } },
+                    "required": ["token", "room", "role", "expires"] } } } },
+                "default": problem.clone()
+            }
+        } }),
+    );
+    paths.insert(
         "/v1/openapi.json".into(),
         json!({ "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } }),
     );

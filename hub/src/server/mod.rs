@@ -11,6 +11,7 @@ mod web;
 pub use web::bundled as web_client_bundled;
 
 pub use origin::{PageTrust, page_trust};
+pub(crate) use origin::{is_loopback_host, strip_port};
 pub(crate) use refusal::log_refusal;
 use refusal::{refused, refused_for_good};
 

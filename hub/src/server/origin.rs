@@ -59,14 +59,14 @@ pub(super) fn origin_host(origin: &str) -> Option<&str> {
     Some(strip_port(rest.trim_end_matches('/')))
 }
 
-pub(super) fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if let Some(v6) = host.strip_prefix('[') {
         return v6.split(']').next().unwrap_or(v6);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-pub(super) fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
