@@ -26,26 +26,12 @@ async fn interop_dir() -> Option<PathBuf> {
         return None;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    // Two tests may get here at once; npm ci into one folder must not run twice together.
-    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _installing = INSTALL.lock().await;
-    let installed = ["y-websocket", "@hocuspocus/provider", "@tiptap/starter-kit"]
-        .iter()
-        .all(|p| dir.join("node_modules").join(p).exists());
-    if !installed {
-        let out = tokio::process::Command::new("npm")
-            .args(["ci", "--omit=dev", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("npm ci");
-        assert!(
-            out.status.success(),
-            "npm ci failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    npm_ci(
+        &dir,
+        &["y-websocket", "@hocuspocus/provider", "@tiptap/starter-kit"],
+        &["--omit=dev", "--no-audit", "--no-fund"],
+    )
+    .await;
     Some(dir)
 }
 

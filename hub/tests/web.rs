@@ -17,8 +17,18 @@ fn dist() -> PathBuf {
 /// A GET with `extra` header lines; returns the status, the lowercased header block and the
 /// raw body.
 async fn get(addr: std::net::SocketAddr, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+    get_as(addr, "127.0.0.1", path, extra).await
+}
+
+/// [`get`] with `host` in the `Host` header.
+async fn get_as(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    extra: &str,
+) -> (u16, String, Vec<u8>) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
@@ -153,7 +163,7 @@ async fn a_local_page_gets_a_development_token_for_its_room_and_nobody_else_does
     // Not for a page elsewhere, nor for a name rebound to loopback (its own Host).
     let (status, v) = ask("notes", "Origin: https://evil.example\r\n").await;
     assert_eq!(status, 403, "{v}");
-    let (status, _, _) = get_with_host(addr, "/v1/dev-token?room=notes", "evil.example").await;
+    let (status, _, _) = get_as(addr, "evil.example", "/v1/dev-token?room=notes", "").await;
     assert_eq!(status, 403);
     // Room names are checked, and a pattern is no room.
     for room in ["a*", "*", ""] {
@@ -172,27 +182,4 @@ async fn a_local_page_gets_a_development_token_for_its_room_and_nobody_else_does
     let (status, _, body) = get(server.addr, "/v1/dev-token?room=notes", "").await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
     server.stop().await.expect("stop");
-}
-
-/// A GET whose `Host` is `host`.
-async fn get_with_host(
-    addr: std::net::SocketAddr,
-    path: &str,
-    host: &str,
-) -> (u16, String, Vec<u8>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
-        .await
-        .expect("in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, text, buf)
 }

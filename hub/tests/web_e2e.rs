@@ -33,20 +33,12 @@ async fn web_client() -> Option<PathBuf> {
         return None;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-client");
-    if !dir.join("node_modules/playwright-core").exists() {
-        let out = tokio::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("npm ci");
-        assert!(
-            out.status.success(),
-            "npm ci failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    npm_ci(
+        &dir,
+        &["playwright-core", "axe-core"],
+        &["--no-audit", "--no-fund"],
+    )
+    .await;
     Some(dir)
 }
 

@@ -351,3 +351,29 @@ pub fn sync_request_from_ahead(origin: &str) -> chorus_hub::cluster::envelope::E
         payload: Payload::SyncRequest(sv.into()),
     }
 }
+
+/// Runs `npm ci` with `args` in `dir` unless every package of `installed` is there already.
+/// Tests that share a folder take turns: two `npm ci` in one folder at once break each other.
+pub async fn npm_ci(dir: &Path, installed: &[&str], args: &[&str]) {
+    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _installing = INSTALL.lock().await;
+    if installed
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).exists())
+    {
+        return;
+    }
+    let out = tokio::process::Command::new("npm")
+        .arg("ci")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("npm ci");
+    assert!(
+        out.status.success(),
+        "npm ci failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
