@@ -1272,6 +1272,27 @@ async fn a_run_asked_on_any_node_executes_on_the_rooms_home_and_is_cancelled_fro
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Redis loses the home's queue (a restart without persistence): the home creates it
+    // again, and the next run still goes through it.
+    let _: i64 = redis
+        .del(format!("{{{prefix}}}:ai:{home}"))
+        .await
+        .expect("del");
+    asker
+        .send_text(r#"{"v":1,"type":"ai.ask","id":"q2","prompt":"again","target":"chat"}"#)
+        .expect("ask again");
+    asker
+        .wait_for(
+            "a second run after the queue was lost",
+            PATIENCE * 2,
+            |s, _| {
+                s.events
+                    .iter()
+                    .any(|e| matches!(e, ServerMessage::AiDone { status, .. } if status == "done"))
+            },
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no second run; events: {:?}", ai_events(&asker)));
 }
 
 #[tokio::test]

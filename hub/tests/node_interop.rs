@@ -7,17 +7,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::*;
 use serde_json::json;
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// The interop folder with its npm packages installed, or `None` (skip) without node.
 async fn interop_dir() -> Option<PathBuf> {

@@ -7,18 +7,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use chorus_ai_bridge::standin::{Behavior, StandIn};
 use common::*;
 use serde_json::json;
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// Chromium: `CHROMIUM`, or Debian's.
 fn chromium() -> Option<String> {

@@ -85,6 +85,9 @@ pub struct RedisQueue {
     node_id: String,
     mine: String,
     secret: Option<Arc<[u8]>>,
+    /// This node's queue and group exist (as far as we know: a read that finds no group
+    /// clears it, and the next read creates them again).
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// Entries as Redis sends them: `[id, [field, value, ...]]`, or `[id, nil]` for an entry
@@ -154,6 +157,7 @@ impl RedisQueue {
             prefix: prefix.to_owned(),
             node_id: node_id.to_owned(),
             secret: secret.map(Arc::from),
+            ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -231,7 +235,11 @@ impl RunQueue for RedisQueue {
         wait: Duration,
     ) -> BoxFuture<'_, Result<Vec<QueueEntry>, BrokerError>> {
         Box::pin(async move {
-            self.ensure_mine().await.map_err(err)?;
+            use std::sync::atomic::Ordering;
+            if !self.ready.load(Ordering::Acquire) {
+                self.ensure_mine().await.map_err(err)?;
+                self.ready.store(true, Ordering::Release);
+            }
             let block = (!pending).then(|| u64::try_from(wait.as_millis()).unwrap_or(1000));
             let id = if pending { "0" } else { ">" };
             let answer = self
@@ -246,7 +254,14 @@ impl RunQueue for RedisQueue {
                     id,
                 )
                 .await
-                .map_err(err)?;
+                .map_err(|e| {
+                    // Redis lost the stream (a restart without persistence, or a survivor
+                    // removed it while this node was out of the ring): create it again.
+                    if e.details().contains("NOGROUP") {
+                        self.ready.store(false, Ordering::Release);
+                    }
+                    err(e)
+                })?;
             Ok(self.entries(&self.mine, read_answer(answer)))
         })
     }

@@ -70,7 +70,12 @@ fn serve(path: &str, headers: &HeaderMap, cache: &'static str) -> Option<Respons
     let (body, encoded) = if text && file.data.len() > 1024 && accepts_gzip(headers) {
         (gzip(path, &file.data), true)
     } else {
-        (Bytes::copy_from_slice(&file.data), false)
+        // Embedded files are 'static in a release build: served without a copy.
+        let body = match file.data {
+            std::borrow::Cow::Borrowed(b) => Bytes::from_static(b),
+            std::borrow::Cow::Owned(v) => Bytes::from(v),
+        };
+        (body, false)
     };
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();

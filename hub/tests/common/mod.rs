@@ -377,3 +377,11 @@ pub async fn npm_ci(dir: &Path, installed: &[&str], args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Whether `cmd --version` runs (node, npm).
+pub fn have(cmd: &str) -> bool {
+    std::process::Command::new(cmd)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
