@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 
-import { Backoff, closeAction, nextHome } from '../src/sdk/reconnect'
+import { Backoff, closeAction, nextHome } from '../src/reconnect.js'
 
 describe('reconnecting by close code', () => {
   const top = () => 0.999_999
@@ -16,6 +16,17 @@ describe('reconnecting by close code', () => {
     expect(closeAction(4404, 'room deleted', b)).toMatchObject({ kind: 'stop', error: { kind: 'deleted' } })
     expect(closeAction(4413, 'document too large', b)).toMatchObject({ kind: 'stop', error: { kind: 'too_large' } })
     expect(closeAction(1000, '', b)).toEqual({ kind: 'stop' })
+  })
+
+  it('stops on the other refusals a retry cannot fix (4400-4499), but not on 4429', () => {
+    const b = new Backoff()
+    expect(closeAction(4422, 'update nests deeper than the limit', b)).toEqual({
+      kind: 'stop', error: { code: 4422, kind: 'too_deep', reason: 'update nests deeper than the limit' },
+    })
+    expect(closeAction(4400, 'x', b)).toEqual({ kind: 'stop', error: { code: 4400, kind: 'refused', reason: 'x' } })
+    expect(closeAction(4429, 'message rate limit exceeded', b).kind).toBe('retry')
+    expect(closeAction(4500, '', b).kind).toBe('retry')
+    expect(closeAction(1007, '', b).kind).toBe('retry')
   })
 
   it('backs off with jitter on 4429, 1013, 4503 and dropped connections, growing to a cap', () => {

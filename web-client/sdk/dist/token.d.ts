@@ -1,0 +1,15 @@
+/** The claims the SDK uses. */
+export interface TokenClaims {
+    /** Expiry, seconds since the epoch. */
+    exp?: number;
+    /** The user. */
+    sub?: string;
+}
+/** The `exp` and `sub` of a JWT, as far as they are present and well-typed. */
+export declare function tokenClaims(token: string): TokenClaims;
+/**
+ * Milliseconds from `nowMs` until a token expiring at `exp` (seconds) should be renewed: a
+ * minute before it expires; a short-lived token (under five minutes left) after four fifths
+ * of what is left, so renewals of short tokens do not follow each other at once.
+ */
+export declare function renewalDelay(exp: number, nowMs: number): number;

@@ -1,0 +1,52 @@
+// What the SDK reads from a JWT without verifying it (the hub verifies): its expiry, to renew
+// the session's token before the hub closes it, and its subject, to sign chat messages
+// before the hub's `welcome` arrives. A token that does not decode yields nothing.
+function base64UrlDecode(part) {
+    if (!/^[A-Za-z0-9_-]*$/.test(part))
+        return null;
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (part.length % 4)) % 4);
+    try {
+        const binary = atob(b64);
+        const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+        return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    }
+    catch {
+        return null;
+    }
+}
+/** The `exp` and `sub` of a JWT, as far as they are present and well-typed. */
+export function tokenClaims(token) {
+    const payload = token.split('.')[1];
+    if (payload === undefined)
+        return {};
+    const json = base64UrlDecode(payload);
+    if (json === null)
+        return {};
+    let value;
+    try {
+        value = JSON.parse(json);
+    }
+    catch {
+        return {};
+    }
+    if (!value || typeof value !== 'object')
+        return {};
+    const { exp, sub } = value;
+    const out = {};
+    if (typeof exp === 'number' && Number.isFinite(exp))
+        out.exp = exp;
+    if (typeof sub === 'string')
+        out.sub = sub;
+    return out;
+}
+/**
+ * Milliseconds from `nowMs` until a token expiring at `exp` (seconds) should be renewed: a
+ * minute before it expires; a short-lived token (under five minutes left) after four fifths
+ * of what is left, so renewals of short tokens do not follow each other at once.
+ */
+export function renewalDelay(exp, nowMs) {
+    const left = exp * 1000 - nowMs;
+    if (left <= 0)
+        return 0;
+    return Math.max(left - 60_000, left * 0.8);
+}
