@@ -105,7 +105,7 @@ export declare class RoomSession extends Emitter<RoomSessionEvents> {
     /** Why the session stopped: set once, never cleared. */
     private stopped;
     private retryTimer;
-    private renewTimer;
+    private readonly renewal;
     /** Token refreshes since the last sync: a token the hub keeps refusing is asked for with backoff. */
     private refreshes;
     /** `ai.ask` frames waiting for the document to be in sync (positions refer to its content). */
@@ -176,7 +176,6 @@ export declare class RoomSession extends Emitter<RoomSessionEvents> {
     private refreshThenConnect;
     /** Renews the token over the open socket (`auth`) a while before it expires. */
     private scheduleRenewal;
-    private renew;
     private stop;
     /** What waited for an answer on the connection will not get it. */
     private connectionLost;

@@ -18,10 +18,8 @@ import { authFrame, parseServerFrame, pingFrame } from './frames.js';
 import { Backoff, closeAction } from './reconnect.js';
 import { SavedTracker } from './saved.js';
 import { ChorusSocket, socketClass } from './socket.js';
-import { renewalDelay, tokenClaims } from './token.js';
+import { freshToken, RenewalTimer, tokenClaims } from './token.js';
 const OPEN = 1;
-/** setTimeout's largest delay; a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** `ws(s)://.../ws` for a hub's base URL (`http(s)://` or `ws(s)://`, any path prefix kept). */
 export function socketBase(hub) {
     const url = new URL(hub);
@@ -61,7 +59,7 @@ export class RoomSession extends Emitter {
     /** Why the session stopped: set once, never cleared. */
     stopped;
     retryTimer;
-    renewTimer;
+    renewal = new RenewalTimer();
     /** Token refreshes since the last sync: a token the hub keeps refusing is asked for with backoff. */
     refreshes = 0;
     /** `ai.ask` frames waiting for the document to be in sync (positions refer to its content). */
@@ -384,57 +382,40 @@ export class RoomSession extends Emitter {
             return;
         let token;
         try {
-            token = await getToken(this.room);
+            token = await freshToken(getToken, this.room, true);
         }
         catch (e) {
-            this.stop(new ChorusError('unauthenticated', 4401, `getToken failed: ${String(e)}`, true), true);
+            this.stop(e, true);
             return;
         }
         if (this.stopped)
             return;
-        if (typeof token !== 'string' || token === '') {
-            this.stop(new ChorusError('unauthenticated', 4401, 'getToken gave no token', true), true);
-            return;
-        }
         this.setToken(token);
         this.provider.connect();
     }
     /** Renews the token over the open socket (`auth`) a while before it expires. */
     scheduleRenewal() {
-        clearTimeout(this.renewTimer);
-        this.renewTimer = undefined;
-        const exp = this.token !== undefined ? tokenClaims(this.token).exp : undefined;
-        if (!this.config.getToken || exp === undefined || this.stopped)
-            return;
-        const delay = Math.min(renewalDelay(exp, Date.now()), MAX_TIMER_MS);
-        this.renewTimer = setTimeout(() => void this.renew(), delay);
-    }
-    async renew() {
-        this.renewTimer = undefined;
         const getToken = this.config.getToken;
         if (!getToken || this.stopped)
             return;
-        let token;
-        try {
-            token = await getToken(this.room);
-        }
-        catch (e) {
+        this.renewal.schedule(this.token, () => {
+            freshToken(getToken, this.room, false).then((token) => {
+                if (this.stopped)
+                    return;
+                this.setToken(token);
+                // A session that is not connected now uses the token when it next connects.
+                this.sendText(authFrame(token));
+            }, 
             // Not fatal yet: when the token expires the hub closes with 4401, and that refresh decides.
-            this.emit('error', new ChorusError('unauthenticated', 4401, `getToken failed: ${String(e)}`, false));
-            return;
-        }
-        if (typeof token !== 'string' || token === '' || this.stopped)
-            return;
-        this.setToken(token);
-        // A session that is not connected now uses the token when it next connects.
-        this.sendText(authFrame(token));
+            (e) => this.emit('error', e));
+        });
     }
     stop(error, report) {
         if (this.stopped)
             return;
         this.stopped = error;
         clearTimeout(this.retryTimer);
-        clearTimeout(this.renewTimer);
+        this.renewal.cancel();
         this.queued.length = 0;
         this.connectionLost();
         this.doc.off('update', this.onUpdate);

@@ -13,3 +13,13 @@ export declare function tokenClaims(token: string): TokenClaims;
  * of what is left, so renewals of short tokens do not follow each other at once.
  */
 export declare function renewalDelay(exp: number, nowMs: number): number;
+/** Calls `getToken` and checks its answer: a non-empty string, or a ChorusError `unauthenticated` (4401). */
+export declare function freshToken(getToken: (room: string) => string | Promise<string>, room: string, fatal: boolean): Promise<string>;
+/** One pending renewal of a session's token. */
+export declare class RenewalTimer {
+    private timer;
+    /** Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any earlier one. */
+    schedule(token: string | undefined, renew: () => void): void;
+    /** Drops the pending renewal. */
+    cancel(): void;
+}

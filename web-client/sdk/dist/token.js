@@ -1,6 +1,7 @@
 // What the SDK reads from a JWT without verifying it (the hub verifies): its expiry, to renew
 // the session's token before the hub closes it, and its subject, to sign chat messages
 // before the hub's `welcome` arrives. A token that does not decode yields nothing.
+import { ChorusError } from './errors.js';
 function base64UrlDecode(part) {
     if (!/^[A-Za-z0-9_-]*$/.test(part))
         return null;
@@ -49,4 +50,39 @@ export function renewalDelay(exp, nowMs) {
     if (left <= 0)
         return 0;
     return Math.max(left - 60_000, left * 0.8);
+}
+/** Calls `getToken` and checks its answer: a non-empty string, or a ChorusError `unauthenticated` (4401). */
+export async function freshToken(getToken, room, fatal) {
+    let token;
+    try {
+        token = await getToken(room);
+    }
+    catch (e) {
+        throw new ChorusError('unauthenticated', 4401, `getToken failed: ${String(e)}`, fatal);
+    }
+    if (typeof token !== 'string' || token === '')
+        throw new ChorusError('unauthenticated', 4401, 'getToken gave no token', fatal);
+    return token;
+}
+/** setTimeout's largest delay; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** One pending renewal of a session's token. */
+export class RenewalTimer {
+    timer;
+    /** Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any earlier one. */
+    schedule(token, renew) {
+        this.cancel();
+        const exp = token !== undefined ? tokenClaims(token).exp : undefined;
+        if (exp === undefined)
+            return;
+        this.timer = setTimeout(() => {
+            this.timer = undefined;
+            renew();
+        }, Math.min(renewalDelay(exp, Date.now()), MAX_TIMER_MS));
+    }
+    /** Drops the pending renewal. */
+    cancel() {
+        clearTimeout(this.timer);
+        this.timer = undefined;
+    }
 }

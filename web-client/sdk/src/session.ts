@@ -20,7 +20,7 @@ import { type AiEvent, authFrame, parseServerFrame, pingFrame, type ServerFrame,
 import { Backoff, type CloseAction, closeAction } from './reconnect.js'
 import { SavedTracker } from './saved.js'
 import { ChorusSocket, socketClass, type WebSocketConstructor } from './socket.js'
-import { renewalDelay, tokenClaims } from './token.js'
+import { freshToken, RenewalTimer, tokenClaims } from './token.js'
 
 /** The connection's state, as the provider reports it (`disconnected` also once the session stopped). */
 export type SessionStatus = 'connecting' | 'connected' | 'disconnected'
@@ -99,8 +99,6 @@ export interface SessionConfig {
 }
 
 const OPEN = 1
-/** setTimeout's largest delay; a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** `ws(s)://.../ws` for a hub's base URL (`http(s)://` or `ws(s)://`, any path prefix kept). */
 export function socketBase(hub: string): string {
@@ -140,7 +138,7 @@ export class RoomSession extends Emitter<RoomSessionEvents> {
   /** Why the session stopped: set once, never cleared. */
   private stopped: ChorusError | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
-  private renewTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly renewal = new RenewalTimer()
   /** Token refreshes since the last sync: a token the hub keeps refusing is asked for with backoff. */
   private refreshes = 0
   /** `ai.ask` frames waiting for the document to be in sync (positions refer to its content). */
@@ -470,55 +468,41 @@ export class RoomSession extends Emitter<RoomSessionEvents> {
     }
     if (delayMs > 0) await new Promise((resolve) => (this.retryTimer = setTimeout(resolve, delayMs)))
     if (this.stopped) return
-    let token: unknown
+    let token: string
     try {
-      token = await getToken(this.room)
+      token = await freshToken(getToken, this.room, true)
     } catch (e) {
-      this.stop(new ChorusError('unauthenticated', 4401, `getToken failed: ${String(e)}`, true), true)
+      this.stop(e as ChorusError, true)
       return
     }
     if (this.stopped) return
-    if (typeof token !== 'string' || token === '') {
-      this.stop(new ChorusError('unauthenticated', 4401, 'getToken gave no token', true), true)
-      return
-    }
     this.setToken(token)
     this.provider.connect()
   }
 
   /** Renews the token over the open socket (`auth`) a while before it expires. */
   private scheduleRenewal(): void {
-    clearTimeout(this.renewTimer)
-    this.renewTimer = undefined
-    const exp = this.token !== undefined ? tokenClaims(this.token).exp : undefined
-    if (!this.config.getToken || exp === undefined || this.stopped) return
-    const delay = Math.min(renewalDelay(exp, Date.now()), MAX_TIMER_MS)
-    this.renewTimer = setTimeout(() => void this.renew(), delay)
-  }
-
-  private async renew(): Promise<void> {
-    this.renewTimer = undefined
     const getToken = this.config.getToken
     if (!getToken || this.stopped) return
-    let token: unknown
-    try {
-      token = await getToken(this.room)
-    } catch (e) {
-      // Not fatal yet: when the token expires the hub closes with 4401, and that refresh decides.
-      this.emit('error', new ChorusError('unauthenticated', 4401, `getToken failed: ${String(e)}`, false))
-      return
-    }
-    if (typeof token !== 'string' || token === '' || this.stopped) return
-    this.setToken(token)
-    // A session that is not connected now uses the token when it next connects.
-    this.sendText(authFrame(token))
+    this.renewal.schedule(this.token, () => {
+      freshToken(getToken, this.room, false).then(
+        (token) => {
+          if (this.stopped) return
+          this.setToken(token)
+          // A session that is not connected now uses the token when it next connects.
+          this.sendText(authFrame(token))
+        },
+        // Not fatal yet: when the token expires the hub closes with 4401, and that refresh decides.
+        (e: ChorusError) => this.emit('error', e),
+      )
+    })
   }
 
   private stop(error: ChorusError, report: boolean): void {
     if (this.stopped) return
     this.stopped = error
     clearTimeout(this.retryTimer)
-    clearTimeout(this.renewTimer)
+    this.renewal.cancel()
     this.queued.length = 0
     this.connectionLost()
     this.doc.off('update', this.onUpdate)

@@ -1,6 +1,7 @@
 // What the SDK reads from a JWT without verifying it (the hub verifies): its expiry, to renew
 // the session's token before the hub closes it, and its subject, to sign chat messages
 // before the hub's `welcome` arrives. A token that does not decode yields nothing.
+import { ChorusError } from './errors.js'
 
 /** The claims the SDK uses. */
 export interface TokenClaims {
@@ -51,4 +52,41 @@ export function renewalDelay(exp: number, nowMs: number): number {
   const left = exp * 1000 - nowMs
   if (left <= 0) return 0
   return Math.max(left - 60_000, left * 0.8)
+}
+
+/** Calls `getToken` and checks its answer: a non-empty string, or a ChorusError `unauthenticated` (4401). */
+export async function freshToken(getToken: (room: string) => string | Promise<string>, room: string, fatal: boolean): Promise<string> {
+  let token: unknown
+  try {
+    token = await getToken(room)
+  } catch (e) {
+    throw new ChorusError('unauthenticated', 4401, `getToken failed: ${String(e)}`, fatal)
+  }
+  if (typeof token !== 'string' || token === '') throw new ChorusError('unauthenticated', 4401, 'getToken gave no token', fatal)
+  return token
+}
+
+/** setTimeout's largest delay; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** One pending renewal of a session's token. */
+export class RenewalTimer {
+  private timer: ReturnType<typeof setTimeout> | undefined
+
+  /** Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any earlier one. */
+  schedule(token: string | undefined, renew: () => void): void {
+    this.cancel()
+    const exp = token !== undefined ? tokenClaims(token).exp : undefined
+    if (exp === undefined) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      renew()
+    }, Math.min(renewalDelay(exp, Date.now()), MAX_TIMER_MS))
+  }
+
+  /** Drops the pending renewal. */
+  cancel(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
 }

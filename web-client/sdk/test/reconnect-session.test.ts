@@ -203,4 +203,18 @@ describe('the session reconnects by close code', () => {
     expect(room.provider.params.token).toBe(second)
     room.leave()
   })
+
+  it('reports a failed renewal without stopping (the hub\'s 4401 at expiry decides)', async () => {
+    const now = Math.floor(Date.now() / 1000)
+    const room = fakeClient({ token: jwt({ exp: now + 100 }), getToken: () => Promise.reject(new Error('offline')) }).join('r')
+    const errors: ChorusError[] = []
+    room.on('error', (e) => errors.push(e))
+    connectAndSync()
+    await vi.advanceTimersByTimeAsync(80_000)
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toMatchObject({ kind: 'unauthenticated', fatal: false })
+    expect(room.status).toBe('connected')
+    expect(room.error).toBeUndefined()
+    room.leave()
+  })
 })
