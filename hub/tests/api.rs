@@ -921,6 +921,40 @@ async fn bad_input_gets_precise_problems(db: Option<String>) {
         .call("POST", "/v1/rooms/deep/document", &key, Some(set(63)))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // A path op counts its path: an element's attribute is one level deeper than a root
+    // map's key.
+    let post = |ops: serde_json::Value| {
+        let api = &api;
+        let key = &key;
+        async move {
+            api.call(
+                "POST",
+                "/v1/rooms/deep/document",
+                key,
+                Some(json!({ "ops": ops })),
+            )
+            .await
+        }
+    };
+    let r = post(json!([{ "op": "set", "path": ["m", "k"], "value": nested(63) }])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(json!([{ "op": "splice", "path": ["x"], "index": 0, "xml": true, "insert": [{ "type": "p" }] }])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r =
+        post(json!([{ "op": "set", "path": ["x", 0, "attrs", "a"], "value": nested(63) }])).await;
+    assert_problem(&r, 422, "deeper than 64");
+    let r =
+        post(json!([{ "op": "set", "path": ["x", 0, "attrs", "a"], "value": nested(62) }])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tree = api
+        .call("GET", "/v1/rooms/deep/document?view=tree", &key, None)
+        .await;
+    assert_eq!(tree.body["x"][0]["type"], "p", "{}", tree.body);
+    assert_eq!(tree.body["x"][0]["attrs"]["a"], nested(62));
+    let r = api
+        .call("GET", "/v1/rooms/deep/document?view=bogus", &key, None)
+        .await;
+    assert_problem(&r, 422, "view must be");
     let bad_op = api
         .call(
             "POST",

@@ -205,7 +205,7 @@ const OPERATIONS: &[Operation] = &[
     (
         "get",
         "/v1/rooms/{room}/document",
-        "Read the document as JSON, or as a binary Yjs update (?format=update or Accept: application/octet-stream)",
+        "Read the document as JSON (?view=tree: XML as nodes, the view path operations use), or as a binary Yjs update (?format=update or Accept: application/octet-stream)",
         "member",
         None,
         200,
@@ -381,10 +381,15 @@ fn schemas() -> Value {
             obj(json!({"op": {"const": "set_map"}, "name": {"type": "string"}, "key": {"type": "string"}, "value": {}}), &["op", "name", "key", "value"]),
             obj(json!({"op": {"const": "delete_map"}, "name": {"type": "string"}, "key": {"type": "string"}}), &["op", "name", "key"]),
             obj(json!({"op": {"const": "push_array"}, "name": {"type": "string"}, "values": {"type": "array"}}), &["op", "name", "values"]),
-            obj(json!({"op": {"const": "delete_array"}, "name": {"type": "string"}, "index": {"type": "integer"}, "length": {"type": "integer"}}), &["op", "name", "index", "length"])
+            obj(json!({"op": {"const": "delete_array"}, "name": {"type": "string"}, "index": {"type": "integer"}, "length": {"type": "integer"}}), &["op", "name", "index", "length"]),
+            obj(json!({"op": {"const": "set"}, "path": {"$ref": "#/components/schemas/Path"}, "value": {}}), &["op", "path", "value"]),
+            obj(json!({"op": {"const": "delete"}, "path": {"$ref": "#/components/schemas/Path"}}), &["op", "path"]),
+            obj(json!({"op": {"const": "splice"}, "path": {"$ref": "#/components/schemas/Path"}, "index": {"type": "integer"}, "delete": {"type": "integer"}, "insert": {"type": "array", "description": "plain values into an array; nodes ({type, attrs, content} or {type: \"text\", text}) into XML"}, "xml": {"type": "boolean"}}), &["op", "path", "index"]),
+            obj(json!({"op": {"const": "splice_text"}, "path": {"$ref": "#/components/schemas/Path"}, "index": {"type": "integer", "description": "UTF-16 code units"}, "delete": {"type": "integer"}, "insert": {"type": "string"}}), &["op", "path", "index"])
         ]
     });
     json!({
+        "Path": {"type": "array", "description": "a root name, then map keys (strings) and list indexes (integers); into XML, \"content\" then an index, \"attrs\" then a name, \"text\" for a text node's characters", "items": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}},
         "Problem": obj(json!({
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}, "code": {"type": "string"}

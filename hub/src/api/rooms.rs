@@ -246,6 +246,20 @@ pub(super) async fn delete(
 pub(super) struct FormatQuery {
     #[serde(default)]
     format: Option<String>,
+    /// `tree`: XML as nodes (`docjson::doc_to_view`) rather than strings.
+    #[serde(default)]
+    view: Option<String>,
+}
+
+/// Whether the client asked for the tree view (XML as nodes).
+fn wants_tree(q: &FormatQuery) -> ApiResult<bool> {
+    match q.view.as_deref() {
+        None | Some("json") => Ok(false),
+        Some("tree") => Ok(true),
+        Some(other) => Err(Problem::invalid(format!(
+            "view must be \"json\" or \"tree\", not {other:?}"
+        ))),
+    }
 }
 
 /// Whether the client asked for the binary Yjs update rather than JSON.
@@ -267,7 +281,7 @@ fn wants_binary(q: &FormatQuery, headers: &HeaderMap) -> ApiResult<bool> {
 }
 
 /// A whole-document v1 update as the response: binary or JSON.
-async fn render_state(state: Bytes, binary: bool) -> ApiResult<Response> {
+async fn render_state(state: Bytes, binary: bool, tree: bool) -> ApiResult<Response> {
     if binary {
         return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], state).into_response());
     }
@@ -279,7 +293,11 @@ async fn render_state(state: Bytes, binary: bool) -> ApiResult<Response> {
             .apply_update(update)
             .map_err(|e| e.to_string())?;
         let txn = doc.transact();
-        Ok(crate::docjson::doc_to_json(&txn))
+        Ok(if tree {
+            crate::docjson::doc_to_view(&txn)
+        } else {
+            crate::docjson::doc_to_json(&txn)
+        })
     })
     .await
     .map_err(Problem::internal)?
@@ -296,9 +314,10 @@ pub(super) async fn read_document(
 ) -> ApiResult<Response> {
     let key = member.room(room)?;
     let binary = wants_binary(&q, &headers)?;
+    let tree = wants_tree(&q)?;
     require_room(&app, &key).await?;
     let state = app.registry.state(&key).await.map_err(room_problem)?;
-    render_state(state, binary).await
+    render_state(state, binary, tree).await
 }
 
 #[derive(Deserialize)]
@@ -468,11 +487,12 @@ pub(super) async fn get_version(
 ) -> ApiResult<Response> {
     let key = member.room(room)?;
     let binary = wants_binary(&q, &headers)?;
+    let tree = wants_tree(&q)?;
     let (info, state) = load_version(&app, &key, &id).await?;
     if binary {
-        return render_state(state, true).await;
+        return render_state(state, true, false).await;
     }
-    let content = render_state(state, false).await?;
+    let content = render_state(state, false, tree).await?;
     let body = axum::body::to_bytes(content.into_body(), usize::MAX)
         .await
         .map_err(Problem::internal)?;

@@ -32,19 +32,25 @@
 use std::fmt;
 
 mod copy;
+pub mod delta;
 mod kinds;
 mod ops;
 mod patch;
+mod path;
 mod plan;
+pub mod rebase;
 mod render;
 mod restore;
 #[cfg(test)]
 mod testing;
 mod text;
+mod view;
 
-pub use ops::{Op, apply_ops, apply_ops_in};
+pub use ops::{Op, apply_ops, apply_ops_in, apply_ops_limited};
+pub use path::{Seg, ShowPath};
 pub use render::doc_to_json;
 pub use restore::{restore_in, restore_to};
+pub use view::doc_to_view;
 
 /// Most operations in one [`apply_ops`] call: one request is one transaction and one update.
 pub const MAX_OPS: usize = 1000;
@@ -158,7 +164,21 @@ pub enum InvalidOp {
     /// The root mixes text chunks with other sequence content, so indexes are ambiguous.
     #[error("root {name:?} mixes text with other content")]
     MixedContent { name: String },
-    /// A value nested deeper than [`MAX_DEPTH`].
+    /// A value nested deeper than [`MAX_DEPTH`] (or the node's limit), counted from the root.
     #[error("the value nests deeper than {max} levels")]
     TooDeep { max: usize },
+    /// A path that does not lead where the op needs it to.
+    #[error("path {path} {reason}")]
+    BadPath { path: String, reason: String },
+    /// A path through something an earlier op of the same batch changed.
+    #[error(
+        "path {path} goes through content an earlier op of this batch changed; send it in another batch"
+    )]
+    ChangedEarlier { path: String },
+    /// An XML node that is not `{"type", "attrs", "content"}` or `{"type": "text", "text"}`.
+    #[error("bad XML node: {reason}")]
+    BadNode { reason: String },
+    /// A root named both by root ops (`name`) and path ops (`path`) in one batch.
+    #[error("root {name:?} is edited by both root ops and path ops in one batch")]
+    MixedStyles { name: String },
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use yrs::{Any, Array, Doc, In, Map, Number, Text, Transact, TransactionMut, WriteTxn};
 
-use super::OpError;
+use super::path::Seg;
 use super::plan::{Step, plan_ops};
+use super::{MAX_DEPTH, OpError};
 
 /// One JSON edit. Text indexes and lengths are UTF-16 code units (see the [module doc](super)); array
 /// indexes count elements.
@@ -46,17 +47,70 @@ pub enum Op {
         index: u64,
         length: u64,
     },
+    /// Sets the key `path` ends with: of a map (nested or root), or an XML element's attribute
+    /// (`[..., "attrs", name]`). The value is stored as a plain value.
+    Set { path: Vec<Seg>, value: Value },
+    /// Deletes the key `path` ends with (a missing key is a no-op, as for `delete_map`).
+    Delete { path: Vec<Seg> },
+    /// At the list `path` leads to (an array, an XML fragment, or an element's `content`),
+    /// deletes `delete` items from `index` and inserts `insert` there: plain values into an
+    /// array, nodes (`{"type", "attrs", "content"}` or `{"type": "text", "text"}`) into XML.
+    /// `xml` makes a root that holds nothing an XML fragment rather than an array.
+    Splice {
+        path: Vec<Seg>,
+        index: u64,
+        #[serde(default)]
+        delete: u64,
+        #[serde(default)]
+        insert: Vec<Value>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        xml: bool,
+    },
+    /// In the text `path` leads to (a Y.Text, or `[..., "text"]` of an XML text node), deletes
+    /// `delete` UTF-16 units from `index` and inserts `insert` there.
+    SpliceText {
+        path: Vec<Seg>,
+        index: u64,
+        #[serde(default)]
+        delete: u64,
+        #[serde(default)]
+        insert: String,
+    },
 }
 
 impl Op {
-    pub(super) fn name(&self) -> &str {
+    /// The root a root op names; `None` for a path op.
+    pub(super) fn name(&self) -> Option<&str> {
         match self {
             Op::InsertText { name, .. }
             | Op::DeleteText { name, .. }
             | Op::SetMap { name, .. }
             | Op::DeleteMap { name, .. }
             | Op::PushArray { name, .. }
-            | Op::DeleteArray { name, .. } => name,
+            | Op::DeleteArray { name, .. } => Some(name),
+            Op::Set { .. } | Op::Delete { .. } | Op::Splice { .. } | Op::SpliceText { .. } => None,
+        }
+    }
+
+    /// The path a path op names; `None` for a root op.
+    pub fn path(&self) -> Option<&[Seg]> {
+        match self {
+            Op::Set { path, .. }
+            | Op::Delete { path }
+            | Op::Splice { path, .. }
+            | Op::SpliceText { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The path a path op names, to rewrite (rebasing).
+    pub fn path_mut(&mut self) -> Option<&mut Vec<Seg>> {
+        match self {
+            Op::Set { path, .. }
+            | Op::Delete { path }
+            | Op::Splice { path, .. }
+            | Op::SpliceText { path, .. } => Some(path),
+            _ => None,
         }
     }
 }
@@ -69,16 +123,23 @@ impl Op {
 /// and length bounds, surrogate pairs, value depth, and the batch limits [`MAX_OPS`](super::MAX_OPS) and
 /// [`MAX_TEXT_BYTES`](super::MAX_TEXT_BYTES). Text positions are UTF-16 code units (see the [module doc](super)).
 pub fn apply_ops(doc: &Doc, ops: &[Op]) -> Result<(), OpError> {
-    let mut txn = doc.try_transact_mut().map_err(|_| OpError::Busy)?;
-    apply_ops_in(&mut txn, ops)
+    apply_ops_limited(doc, ops, MAX_DEPTH)
 }
 
-/// [`apply_ops`] inside a transaction the caller opened (for instance with an origin). On error
-/// the transaction is left unchanged.
-pub fn apply_ops_in(txn: &mut TransactionMut, ops: &[Op]) -> Result<(), OpError> {
-    let steps = plan_ops(txn, ops)?;
+/// [`apply_ops`] with values nested at most `max_depth` deep in the document, the root
+/// counting as 1 (pass the node's `--max-nesting-depth`; at most [`MAX_DEPTH`]).
+pub fn apply_ops_limited(doc: &Doc, ops: &[Op], max_depth: usize) -> Result<(), OpError> {
+    let mut txn = doc.try_transact_mut().map_err(|_| OpError::Busy)?;
+    apply_ops_in(&mut txn, ops, max_depth)
+}
+
+/// [`apply_ops_limited`] inside a transaction the caller opened (for instance with an origin).
+/// On error the transaction is left unchanged.
+pub fn apply_ops_in(txn: &mut TransactionMut, ops: &[Op], max_depth: usize) -> Result<(), OpError> {
+    let steps = plan_ops(txn, ops, max_depth.min(MAX_DEPTH))?;
     for step in steps {
         match step {
+            Step::Path(step) => super::path::apply(txn, step),
             Step::InsertText { name, index, text } => {
                 let t = txn.get_or_insert_text(name);
                 t.insert(txn, index, text);

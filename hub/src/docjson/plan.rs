@@ -9,6 +9,7 @@ use yrs::{Any, Array, ArrayRef, OffsetKind, ReadTxn, TransactionMut};
 
 use super::kinds::{has_strings, kind_of, ptr_of};
 use super::ops::{Op, json_to_any};
+use super::path::{self, PathOp, PathSim, PathStep, text_bytes};
 use super::text::{doc_offset, text_position, text_units, to_u32};
 use super::{InvalidOp, MAX_DEPTH, MAX_NAME_BYTES, MAX_OPS, MAX_TEXT_BYTES, OpError, RootKind};
 
@@ -42,6 +43,8 @@ pub(super) enum Step<'a> {
         index: u32,
         len: u32,
     },
+    /// A path op's step.
+    Path(PathStep),
 }
 
 /// A root as the ops checked so far leave it.
@@ -69,7 +72,11 @@ impl Sim {
     }
 }
 
-pub(super) fn plan_ops<'a>(txn: &TransactionMut, ops: &'a [Op]) -> Result<Vec<Step<'a>>, OpError> {
+pub(super) fn plan_ops<'a>(
+    txn: &TransactionMut,
+    ops: &'a [Op],
+    max_depth: usize,
+) -> Result<Vec<Step<'a>>, OpError> {
     if ops.len() > MAX_OPS {
         return Err(OpError::TooManyOps {
             count: ops.len(),
@@ -80,6 +87,8 @@ pub(super) fn plan_ops<'a>(txn: &TransactionMut, ops: &'a [Op]) -> Result<Vec<St
         .iter()
         .map(|op| match op {
             Op::InsertText { text, .. } => text.len(),
+            Op::SpliceText { insert, .. } => insert.len(),
+            Op::Splice { insert, .. } => text_bytes(insert),
             _ => 0,
         })
         .sum();
@@ -91,13 +100,65 @@ pub(super) fn plan_ops<'a>(txn: &TransactionMut, ops: &'a [Op]) -> Result<Vec<St
     }
     let offset_kind = txn.doc().offset_kind();
     let mut roots: HashMap<&str, Sim> = HashMap::new();
+    let mut paths = PathSim::default();
     let mut steps = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
-        let step = plan_op(txn, offset_kind, &mut roots, op)
-            .map_err(|reason| OpError::Invalid { index, reason })?;
-        steps.extend(step);
+        let invalid = |reason| OpError::Invalid { index, reason };
+        match path_op(op) {
+            Some(path_op) => {
+                let planned = path::plan(txn, offset_kind, &mut paths, path_op, max_depth)
+                    .map_err(invalid)?;
+                if let Some(root) = paths.roots.iter().find(|r| roots.contains_key(r.as_str())) {
+                    return Err(invalid(InvalidOp::MixedStyles { name: root.clone() }));
+                }
+                steps.extend(planned.into_iter().map(Step::Path));
+            }
+            None => {
+                if let Some(name) = op.name()
+                    && paths.roots.contains(name)
+                {
+                    return Err(invalid(InvalidOp::MixedStyles {
+                        name: name.to_owned(),
+                    }));
+                }
+                let step = plan_op(txn, offset_kind, &mut roots, op).map_err(invalid)?;
+                steps.extend(step);
+            }
+        }
     }
     Ok(steps)
+}
+
+fn path_op(op: &Op) -> Option<PathOp<'_>> {
+    Some(match op {
+        Op::Set { path, value } => PathOp::Set { path, value },
+        Op::Delete { path } => PathOp::Delete { path },
+        Op::Splice {
+            path,
+            index,
+            delete,
+            insert,
+            xml,
+        } => PathOp::Splice {
+            path,
+            index: *index,
+            delete: *delete,
+            insert,
+            xml: *xml,
+        },
+        Op::SpliceText {
+            path,
+            index,
+            delete,
+            insert,
+        } => PathOp::SpliceText {
+            path,
+            index: *index,
+            delete: *delete,
+            insert,
+        },
+        _ => return None,
+    })
 }
 
 /// Checks one op and records its effect in `roots`; `None` for an op that changes nothing.
@@ -107,7 +168,7 @@ fn plan_op<'a>(
     roots: &mut HashMap<&'a str, Sim>,
     op: &'a Op,
 ) -> Result<Option<Step<'a>>, InvalidOp> {
-    let name = op.name();
+    let name = op.name().unwrap_or_default();
     if name.is_empty() {
         return Err(InvalidOp::EmptyName);
     }
@@ -163,6 +224,10 @@ fn plan_op<'a>(
                 .ok_or(InvalidOp::TooDeep { max: MAX_DEPTH })?;
             *len += values.len() as u64;
             Ok((!values.is_empty()).then_some(Step::PushArray { name, values }))
+        }
+        Op::Set { .. } | Op::Delete { .. } | Op::Splice { .. } | Op::SpliceText { .. } => {
+            // Routed to `path::plan` by `plan_ops`.
+            Ok(None)
         }
         Op::DeleteArray { index, length, .. } => {
             let len = array_sim(txn, sim, name)?;

@@ -134,7 +134,8 @@ impl Room {
                     .map_err(|e| EditError::Invalid(format!("invalid update: {e}")))
             }
             ServerEdit::Ops(ops) => {
-                crate::docjson::apply_ops(doc, &ops).map_err(|e| EditError::Invalid(e.to_string()))
+                crate::docjson::apply_ops_limited(doc, &ops, depth.max() as usize)
+                    .map_err(|e| EditError::Invalid(e.to_string()))
             }
             ServerEdit::Restore(state) => {
                 let version = Doc::new();
