@@ -18,7 +18,11 @@ export declare function freshToken(getToken: (room: string) => string | Promise<
 /** One pending renewal of a session's token. */
 export declare class RenewalTimer {
     private timer;
-    /** Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any earlier one. */
+    /**
+     * Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any
+     * earlier one. Nothing for a token already expired: the hub refuses it (4401), and that
+     * refresh is the one that counts.
+     */
     schedule(token: string | undefined, renew: () => void): void;
     /** Drops the pending renewal. */
     cancel(): void;

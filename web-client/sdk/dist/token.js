@@ -69,11 +69,15 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** One pending renewal of a session's token. */
 export class RenewalTimer {
     timer;
-    /** Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any earlier one. */
+    /**
+     * Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any
+     * earlier one. Nothing for a token already expired: the hub refuses it (4401), and that
+     * refresh is the one that counts.
+     */
     schedule(token, renew) {
         this.cancel();
         const exp = token !== undefined ? tokenClaims(token).exp : undefined;
-        if (exp === undefined)
+        if (exp === undefined || exp * 1000 <= Date.now())
             return;
         this.timer = setTimeout(() => {
             this.timer = undefined;

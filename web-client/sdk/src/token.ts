@@ -73,11 +73,15 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 export class RenewalTimer {
   private timer: ReturnType<typeof setTimeout> | undefined
 
-  /** Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any earlier one. */
+  /**
+   * Calls `renew` a while before `token` expires (see {@link renewalDelay}); replaces any
+   * earlier one. Nothing for a token already expired: the hub refuses it (4401), and that
+   * refresh is the one that counts.
+   */
   schedule(token: string | undefined, renew: () => void): void {
     this.cancel()
     const exp = token !== undefined ? tokenClaims(token).exp : undefined
-    if (exp === undefined) return
+    if (exp === undefined || exp * 1000 <= Date.now()) return
     this.timer = setTimeout(() => {
       this.timer = undefined
       renew()

@@ -45,6 +45,18 @@ describe('the session reconnects by close code', () => {
     room.leave()
   })
 
+  it('asks for one token, not two, when it starts with an expired one', async () => {
+    const getToken = vi.fn(async () => 'fresh')
+    const room = fakeClient({ token: jwt({ exp: Math.floor(Date.now() / 1000) - 60 }), getToken }).join('r')
+    await vi.advanceTimersByTimeAsync(10)
+    expect(getToken).not.toHaveBeenCalled()
+    FakeSocket.last().open()
+    FakeSocket.last().serverClose(4401, 'token expired')
+    await vi.advanceTimersByTimeAsync(10)
+    expect(getToken).toHaveBeenCalledTimes(1)
+    room.leave()
+  })
+
   it('stops with an unauthenticated error on 4401 when it has no way to get a token', async () => {
     const room = fakeClient().join('r')
     const errors: ChorusError[] = []
