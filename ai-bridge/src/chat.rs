@@ -117,6 +117,29 @@ impl ChatWriter {
     }
 }
 
+/// Appends a complete message written by a person or a bot (`role` `user`, `status` `done`).
+pub fn push_user(
+    txn: &mut TransactionMut,
+    chat: &ArrayRef,
+    id: &str,
+    author: &str,
+    text: &str,
+    time: u64,
+) {
+    let mut prelim = MapPrelim::default();
+    let mut put = |k: &str, v: Any| {
+        prelim.insert(Arc::from(k), yrs::In::Any(v));
+    };
+    put("id", Any::from(id));
+    put("author", Any::from(author));
+    put("role", Any::from("user"));
+    put("status", Any::from(Status::Done.as_str()));
+    put("time", Any::from(time as f64));
+    let len = chat.len(txn);
+    let message = chat.insert(txn, len, prelim);
+    message.insert(txn, "text", TextPrelim::new(text));
+}
+
 /// A chat message as read back (for the assistant's context and for tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -65,6 +65,9 @@ pub struct PeerOptions {
     /// Edits and awareness changes per second (bursts of twice that), as for a socket: pass
     /// the tenant's `messages_per_second`. `None`: unlimited.
     pub messages_per_second: Option<u32>,
+    /// Keep the other members' awareness states ([`Peer::presence`]); off for peers that do
+    /// not look at who is here (the assistant).
+    pub presence: bool,
 }
 
 impl PeerOptions {
@@ -75,9 +78,14 @@ impl PeerOptions {
             color: None,
             user: None,
             messages_per_second: None,
+            presence: false,
         }
     }
 }
+
+/// The awareness states of a room's members as a peer sees them: client id -> (clock,
+/// state). Removed states are dropped.
+pub type Presence = std::collections::BTreeMap<u64, (u64, serde_json::Value)>;
 
 /// What happened in the peer's room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +128,7 @@ pub struct Peer {
     synced: watch::Receiver<bool>,
     saved: watch::Receiver<u64>,
     closed: watch::Receiver<bool>,
+    presence: Option<watch::Receiver<Presence>>,
     sent: u64,
     awareness_clock: u64,
     rate: Option<RateLimit>,
@@ -178,6 +187,12 @@ impl Registry {
         let (synced_tx, synced) = watch::channel(false);
         let (saved_tx, saved) = watch::channel(0);
         let (closed_tx, closed) = watch::channel(false);
+        let (presence_tx, presence) = if opts.presence {
+            let (tx, rx) = watch::channel(Presence::new());
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let reader = tokio::spawn(read(
             queue,
             doc.clone(),
@@ -186,6 +201,7 @@ impl Registry {
                 synced: synced_tx,
                 saved: saved_tx,
                 closed: closed_tx,
+                presence: presence_tx,
             },
         ));
         // Ask for the document: the room answers with a SyncStep2 of all of it.
@@ -198,6 +214,7 @@ impl Registry {
             synced,
             saved,
             closed,
+            presence,
             sent: 0,
             awareness_clock: 0,
             rate: opts.messages_per_second.map(RateLimit::new),
@@ -279,6 +296,22 @@ impl Peer {
         Ok(out)
     }
 
+    /// Edits sent so far (those that changed something).
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// How many of the peer's edits are durable, as it changes.
+    pub fn saved(&self) -> watch::Receiver<u64> {
+        self.saved.clone()
+    }
+
+    /// The other members' awareness states, as they change; `None` unless the peer was
+    /// joined with [`PeerOptions::presence`].
+    pub fn presence(&self) -> Option<watch::Receiver<Presence>> {
+        self.presence.clone()
+    }
+
     /// Waits until every edit sent so far is durable in the store.
     pub async fn durable(&mut self, patience: Duration) -> Result<(), PeerError> {
         let sent = self.sent;
@@ -342,6 +375,7 @@ struct Watchers {
     synced: watch::Sender<bool>,
     saved: watch::Sender<u64>,
     closed: watch::Sender<bool>,
+    presence: Option<watch::Sender<Presence>>,
 }
 
 /// Reads what the room queues for the peer: updates go into the replica, `saved` into the
@@ -379,6 +413,11 @@ async fn read(queue: ConnQueue, doc: Doc, w: Watchers) {
                                 let _ = w.synced.send(true);
                             }
                         }
+                        Message::Awareness(payload) => {
+                            if let Some(tx) = &w.presence {
+                                record_presence(tx, payload);
+                            }
+                        }
                         // The room's SyncStep1 asks for what the peer has and it lacks: the
                         // peer sends every edit as it makes it, so there is nothing.
                         _ => {}
@@ -396,6 +435,31 @@ async fn read(queue: ConnQueue, doc: Doc, w: Watchers) {
             Outbound::Prefixed { .. } | Outbound::Statuses { .. } => {}
         }
     }
+}
+
+/// Folds an awareness update into the presence map (newer clocks win, `null` removes).
+fn record_presence(tx: &watch::Sender<Presence>, payload: Bytes) {
+    let Ok(entries) = chorus_protocol::awareness::decode_update(payload) else {
+        return;
+    };
+    tx.send_if_modified(|map| {
+        let mut changed = false;
+        for e in entries {
+            let newer = map
+                .get(&e.client_id)
+                .is_none_or(|(clock, _)| e.clock >= *clock);
+            if !newer {
+                continue;
+            }
+            if e.is_removal() {
+                changed |= map.remove(&e.client_id).is_some();
+            } else if let Ok(state) = serde_json::from_slice(&e.state) {
+                map.insert(e.client_id, (e.clock, state));
+                changed = true;
+            }
+        }
+        changed
+    });
 }
 
 /// Applies an update from the room to the replica; whether it carried anything (the room

@@ -141,6 +141,7 @@ impl Assistant {
             color: Some(COLOR.into()),
             user: (!plan.record.user.is_empty()).then(|| plan.record.user.clone()),
             messages_per_second: None,
+            presence: false,
         };
         let mut peer = match registry
             .peer_with_client_id(&active.key, opts, plan.record.client_id)

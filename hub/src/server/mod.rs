@@ -132,6 +132,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub struct WsParams {
     token: Option<String>,
     ext: Option<String>,
+    /// `json`: the JSON mode for bots (session/json.rs).
+    format: Option<String>,
+    /// The JSON mode's delta interval, in milliseconds.
+    interval: Option<u64>,
 }
 
 /// Longest room name accepted, in bytes.
@@ -268,6 +272,21 @@ async fn ws_handler(
     let protocol = select_protocol(&ws);
     let ext_protocol = protocol.as_deref() == Some(SUBPROTOCOL);
     let ext = ext_protocol || matches!(params.ext.as_deref(), Some("1" | "true"));
+    let json_mode = protocol.as_deref() == Some(session::json::SUBPROTOCOL)
+        || params.format.as_deref() == Some("json");
+    let interval = match params.interval {
+        None => session::json::DEFAULT_INTERVAL,
+        Some(ms) => {
+            let d = std::time::Duration::from_millis(ms);
+            if !(session::json::MIN_INTERVAL..=session::json::MAX_INTERVAL).contains(&d) {
+                return refused(
+                    "bad_request",
+                    ApiError::BadRequest("interval must be 50 to 10000 milliseconds".into()),
+                );
+            }
+            d
+        }
+    };
     let (handle, queue) = outbound::channel(
         outbound::next_conn_id(),
         ext,
@@ -286,6 +305,30 @@ async fn ws_handler(
         .as_deref()
         .and_then(|dir| crate::session::recording::Recorder::open(dir, &key, conn_id))
         .map(Box::new);
+    let rate_limit = admitted.tenant.settings.messages_per_second.or((app
+        .config
+        .messages_per_second
+        > 0)
+    .then_some(app.config.messages_per_second));
+    if json_mode {
+        let session = session::json::JsonSession {
+            key,
+            identity,
+            // The JSON mode's frames are text: the handle sends them whatever `ext` says.
+            conn: handle,
+            queue,
+            registry: app.registry.clone(),
+            verifier: app.verifier.clone(),
+            ping_interval: app.config.ping_interval,
+            rate_limit,
+            interval,
+            max_awareness_bytes: app.config.max_awareness_bytes,
+            guard: Box::new((slot, admitted.slot)),
+        };
+        return ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
+            session::json::run(socket, session)
+        });
+    }
     let session = Session {
         recorder,
         key,
@@ -296,11 +339,7 @@ async fn ws_handler(
         limits: session::FrameLimits::of(&app.config),
         verifier: app.verifier.clone(),
         ping_interval: app.config.ping_interval,
-        rate_limit: admitted.tenant.settings.messages_per_second.or((app
-            .config
-            .messages_per_second
-            > 0)
-        .then_some(app.config.messages_per_second)),
+        rate_limit,
         guard: Box::new((slot, admitted.slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
@@ -404,8 +443,10 @@ pub(crate) fn reserve_connection(app: &AppState) -> Result<outbound::Slot, ApiEr
 /// Selects chorus.v1 when offered; otherwise echoes the client's first subprotocol, as the
 /// reference server does, since browsers fail a handshake that ignores their request.
 fn select_protocol(ws: &Upgrade) -> Option<String> {
-    if ws.requested_protocols().any(|p| p == SUBPROTOCOL) {
-        return Some(SUBPROTOCOL.to_string());
+    for wanted in [session::json::SUBPROTOCOL, SUBPROTOCOL] {
+        if ws.requested_protocols().any(|p| p == wanted) {
+            return Some(wanted.to_string());
+        }
     }
     ws.requested_protocols().next().map(str::to_string)
 }

@@ -6,6 +6,7 @@
 mod ai;
 mod frames;
 pub mod hocuspocus;
+pub mod json;
 mod limits;
 pub mod recording;
 pub mod websocket;
@@ -316,30 +317,57 @@ struct YWebsocket<'a> {
 }
 
 impl YWebsocket<'_> {
-    /// A fresh token for this session: it must name the same tenant, still grant the room, and
-    /// give the same role (a new role needs a new session); the session then runs until the new
-    /// token's expiry, under its key.
+    /// A fresh token for this session (see [`refresh_token`]).
     async fn refresh(&mut self, token: &str) -> Result<ServerMessage, Closing> {
-        let identity = self
-            .verifier
-            .verify(Some(token))
-            .await
-            .map_err(|e| (CloseCode::Unauthenticated, format!("refresh refused: {e}")))?;
-        if identity.tenant != *self.key.tenant
-            || !identity.may_open(&self.key.room)
-            || identity.role != self.role
-        {
-            return Err((
-                CloseCode::Forbidden,
-                "the new token does not grant this session".into(),
-            ));
-        }
-        self.expires = identity.expires.unwrap_or(u64::MAX);
-        self.kid = identity.kid;
-        Ok(ServerMessage::Authenticated {
-            expires: self.expires,
-        })
+        let (expires, kid) = refresh_token(self.verifier, self.key, self.role, token).await?;
+        self.expires = expires;
+        self.kid = kid;
+        Ok(ServerMessage::Authenticated { expires })
     }
+}
+
+/// Checks a fresh token for a session: it must name the same tenant, still grant the room,
+/// and give the same role (a new role needs a new session). The session then runs until the
+/// new token's expiry (returned), under its key.
+pub async fn refresh_token(
+    verifier: &crate::auth::Verifier,
+    key: &RoomKey,
+    role: Role,
+    token: &str,
+) -> Result<(u64, Option<Arc<str>>), Closing> {
+    let identity = verifier
+        .verify(Some(token))
+        .await
+        .map_err(|e| (CloseCode::Unauthenticated, format!("refresh refused: {e}")))?;
+    if identity.tenant != *key.tenant || !identity.may_open(&key.room) || identity.role != role {
+        return Err((
+            CloseCode::Forbidden,
+            "the new token does not grant this session".into(),
+        ));
+    }
+    Ok((identity.expires.unwrap_or(u64::MAX), identity.kid))
+}
+
+/// The keepalive tick's check of a session's token: expired, or its tenant key revoked (on
+/// every node: revocations invalidate every node's tenant cache), closes with 4401.
+pub async fn check_token(
+    registry: &Registry,
+    key: &RoomKey,
+    expires: u64,
+    kid: Option<&str>,
+) -> Result<(), Closing> {
+    if expires <= crate::auth::now_secs() {
+        metrics::counter!("chorus_sessions_expired_total").increment(1);
+        return Err((CloseCode::Unauthenticated, "token expired".into()));
+    }
+    if let Some(kid) = kid
+        && let Ok(tenant) = registry.tenants().get(&key.tenant).await
+        && !tenant.keys.contains_key(kid)
+    {
+        metrics::counter!("chorus_sessions_expired_total").increment(1);
+        return Err((CloseCode::Unauthenticated, "token key revoked".into()));
+    }
+    Ok(())
 }
 
 impl Dialect for YWebsocket<'_> {
@@ -365,18 +393,7 @@ impl Dialect for YWebsocket<'_> {
     }
 
     async fn tick(&mut self) -> Result<(), Closing> {
-        if self.expires <= crate::auth::now_secs() {
-            metrics::counter!("chorus_sessions_expired_total").increment(1);
-            return Err((CloseCode::Unauthenticated, "token expired".into()));
-        }
-        if let Some(kid) = &self.kid
-            && let Ok(tenant) = self.registry.tenants().get(&self.key.tenant).await
-            && !tenant.keys.contains_key(&**kid)
-        {
-            metrics::counter!("chorus_sessions_expired_total").increment(1);
-            return Err((CloseCode::Unauthenticated, "token key revoked".into()));
-        }
-        Ok(())
+        check_token(self.registry, self.key, self.expires, self.kid.as_deref()).await
     }
 
     async fn text(&mut self, text: &str) -> Result<(), Closing> {
