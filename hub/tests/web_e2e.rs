@@ -27,7 +27,13 @@ async fn web_client() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-client");
     npm_ci(
         &dir,
-        &["playwright-core", "axe-core"],
+        &[
+            "playwright-core",
+            "axe-core",
+            "ws",
+            "y-websocket",
+            "@chorus/client",
+        ],
         &["--no-audit", "--no-fund"],
     )
     .await;

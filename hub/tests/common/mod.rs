@@ -357,9 +357,20 @@ pub fn sync_request_from_ahead(origin: &str) -> chorus_hub::cluster::envelope::E
 pub async fn npm_ci(dir: &Path, installed: &[&str], args: &[&str]) {
     static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _installing = INSTALL.lock().await;
-    if installed
-        .iter()
-        .all(|p| dir.join("node_modules").join(p).exists())
+    // Installed, and from the current lockfile: npm writes node_modules/.package-lock.json on
+    // every install, so one older than package-lock.json means the packages changed since.
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let current = match (
+        modified(dir.join("node_modules/.package-lock.json")),
+        modified(dir.join("package-lock.json")),
+    ) {
+        (Some(installed), Some(lock)) => installed >= lock,
+        _ => false,
+    };
+    if current
+        && installed
+            .iter()
+            .all(|p| dir.join("node_modules").join(p).exists())
     {
         return;
     }
