@@ -424,6 +424,27 @@ async fn ops_on_a_stale_view_are_rebased_or_refused() {
         )
         .await;
     assert_eq!(r["code"], "stale", "{r}");
+
+    // Rebasing is bounded: 1000 ops over 101 changes is more than one frame may cost.
+    let m = alice.doc().get_or_insert_map("many");
+    yrs::Map::insert(&m, &mut alice.doc().transact_mut(), "start", 0);
+    bot.until_view(|v| v["many"]["start"] == 0).await;
+    let seen = bot.version;
+    {
+        let mut txn = alice.doc().transact_mut();
+        for i in 0..101 {
+            yrs::Map::insert(&m, &mut txn, format!("k{i}"), i);
+        }
+    }
+    bot.until_view(|v| v["many"].as_object().map(|m| m.len()) == Some(102))
+        .await;
+    let ops: Vec<Value> = (0..1000)
+        .map(|i| json!({"op": "set", "path": ["other", format!("k{i}")], "value": i}))
+        .collect();
+    let r = bot.ops_on("costly", seen, Value::Array(ops.clone())).await;
+    assert_eq!(r["code"], "stale", "{r}");
+    let r = bot.ops("cheap", Value::Array(ops)).await;
+    assert_eq!(r["type"], "ack", "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

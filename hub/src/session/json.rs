@@ -46,6 +46,11 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(10);
 const HISTORY_VERSIONS: usize = 256;
 /// Ops kept in those deltas, at most.
 const HISTORY_OPS: usize = 20_000;
+/// Bytes of those deltas (as sent), at most: a paste of a large text is not kept 256 times.
+const HISTORY_BYTES: usize = 4 << 20;
+/// Op-and-change pairs one frame may rebase (each compares two paths): past it the bot is
+/// told its view is `stale`, so one frame costs the worker a bounded amount of CPU.
+const MAX_REBASE_PAIRS: usize = 100_000;
 /// Longest request id, in bytes.
 const MAX_ID: usize = 128;
 /// Longest chat message, in bytes.
@@ -179,6 +184,7 @@ pub async fn run(mut socket: super::websocket::WebSocket, mut s: JsonSession) {
         history: VecDeque::new(),
         floor: 0,
         history_ops: 0,
+        history_bytes: 0,
         dirty: false,
         acks: VecDeque::new(),
         own_chat: HashSet::new(),
@@ -404,9 +410,10 @@ struct Worker {
     version: u64,
     /// Deltas sent, by version (each turns version - 1 into version), for rebasing; ops
     /// built on `floor` or later can be rebased.
-    history: VecDeque<(u64, Vec<Op>)>,
+    history: VecDeque<(u64, Vec<Op>, usize)>,
     floor: u64,
     history_ops: usize,
+    history_bytes: usize,
     /// The replica changed since the last delta.
     dirty: bool,
     /// Acks waiting for durability: the peer's edit count they need, and the frame.
@@ -555,9 +562,23 @@ impl Worker {
         let since: Vec<&Op> = self
             .history
             .iter()
-            .filter(|(v, _)| *v > base)
-            .flat_map(|(_, ops)| ops)
+            .filter(|(v, _, _)| *v > base)
+            .flat_map(|(_, ops, _)| ops)
             .collect();
+        if since.len().saturating_mul(ops.len()) > MAX_REBASE_PAIRS {
+            error(
+                &self.out,
+                id_ref,
+                "stale",
+                &format!(
+                    "{} changes since view version {base}: too many to rebase {} ops over; build them on version {}",
+                    since.len(),
+                    ops.len(),
+                    self.version
+                ),
+            );
+            return true;
+        }
         let rebased = !since.is_empty();
         for (i, op) in ops.iter_mut().enumerate() {
             for change in &since {
@@ -648,6 +669,7 @@ impl Worker {
         // A snapshot starts the history over: ops must be built on it or later.
         self.history.clear();
         self.history_ops = 0;
+        self.history_bytes = 0;
         self.floor = self.version;
         self.note_chat(false);
         send(
@@ -670,19 +692,23 @@ impl Worker {
         let chat = ops
             .iter()
             .any(|op| op.path().and_then(|p| p.first()) == Some(&docjson::Seg::Key("chat".into())));
-        send(
-            &self.out,
-            &json!({"v": 1, "type": "delta", "version": self.version, "ops": &ops}),
-        );
+        let frame =
+            json!({"v": 1, "type": "delta", "version": self.version, "ops": &ops}).to_string();
+        let bytes = frame.len();
+        self.out.send(Outbound::Text(frame));
         self.history_ops += ops.len();
-        self.history.push_back((self.version, ops));
+        self.history_bytes += bytes;
+        self.history.push_back((self.version, ops, bytes));
         while self.history.len() > HISTORY_VERSIONS
-            || (self.history_ops > HISTORY_OPS && self.history.len() > 1)
+            || self.history_ops > HISTORY_OPS
+            || self.history_bytes > HISTORY_BYTES
         {
-            if let Some((v, old)) = self.history.pop_front() {
-                self.history_ops -= old.len();
-                self.floor = v;
-            }
+            let Some((v, old, bytes)) = self.history.pop_front() else {
+                break;
+            };
+            self.history_ops -= old.len();
+            self.history_bytes -= bytes;
+            self.floor = v;
         }
         if chat {
             self.note_chat(true);
