@@ -154,6 +154,36 @@ fn checked_in(c: &chorus_protocol::client::Client, i: u32) -> Option<Any> {
     }
 }
 
+/// Edits Alice's checklist (the first element of `default`) in one transaction.
+fn edit_list(
+    c: &chorus_protocol::client::Client,
+    edit: impl FnOnce(&mut yrs::TransactionMut, &yrs::XmlElementRef),
+) {
+    let doc = c.doc();
+    let f = doc.get_or_insert_xml_fragment("default");
+    let mut txn = doc.transact_mut();
+    let list = f
+        .get(&txn, 0)
+        .and_then(|n| n.into_xml_element())
+        .expect("list");
+    edit(&mut txn, &list);
+}
+
+/// Inserts `s` at `at` in the text of item `i` of Alice's checklist.
+fn type_in_item(c: &chorus_protocol::client::Client, i: u32, at: u32, s: &str) {
+    edit_list(c, |txn, list| {
+        let text = list
+            .get(txn, i)
+            .and_then(|n| n.into_xml_element())
+            .and_then(|li| li.get(txn, 0))
+            .and_then(|n| n.into_xml_element())
+            .and_then(|p| p.get(txn, 0))
+            .and_then(|n| n.into_xml_text())
+            .expect("the item's text");
+        yrs::Text::insert(&text, txn, at, s);
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_reads_writes_and_follows_the_room_as_json() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -168,28 +198,7 @@ async fn a_bot_reads_writes_and_follows_the_room_as_json() {
     assert_eq!(item(&bot.view, 0)["attrs"]["checked"], false);
 
     // Alice types: the bot gets a delta, not the document again.
-    {
-        let doc = alice.doc();
-        let f = doc.get_or_insert_xml_fragment("default");
-        let mut txn = doc.transact_mut();
-        let list = f
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("list");
-        let li = list
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("item");
-        let p = li
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("p");
-        let t = p
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_text())
-            .expect("text");
-        yrs::Text::insert(&t, &mut txn, 7, " (2)");
-    }
+    type_in_item(&alice, 0, 7, " (2)");
     let delta = bot.until(|f| f["type"] == "delta").await;
     assert_eq!(
         delta["ops"],
@@ -314,19 +323,12 @@ async fn ops_on_a_stale_view_are_rebased_or_refused() {
 
     // Alice inserts an item at the top; the bot, still thinking in its older view, ticks "b"
     // (index 1 then, index 2 now).
-    {
-        let doc = alice.doc();
-        let f = doc.get_or_insert_xml_fragment("default");
-        let mut txn = doc.transact_mut();
-        let list = f
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("list");
-        let li = list.insert(&mut txn, 0, XmlElementPrelim::empty("taskItem"));
-        li.insert_attribute(&mut txn, "checked", Any::Bool(false));
-        let p = li.insert(&mut txn, 0, XmlElementPrelim::empty("paragraph"));
-        p.insert(&mut txn, 0, XmlTextPrelim::new("new"));
-    }
+    edit_list(&alice, |txn, list| {
+        let li = list.insert(txn, 0, XmlElementPrelim::empty("taskItem"));
+        li.insert_attribute(txn, "checked", Any::Bool(false));
+        let p = li.insert(txn, 0, XmlElementPrelim::empty("paragraph"));
+        p.insert(txn, 0, XmlTextPrelim::new("new"));
+    });
     bot.until_view(|v| item_text(v, 0) == "new").await;
     let ack = bot
         .ops_on(
@@ -348,16 +350,7 @@ async fn ops_on_a_stale_view_are_rebased_or_refused() {
 
     // Alice deletes "c"; an op on it from before is a conflict, and nothing changes.
     let before_delete = bot.version;
-    {
-        let doc = alice.doc();
-        let f = doc.get_or_insert_xml_fragment("default");
-        let mut txn = doc.transact_mut();
-        let list = f
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("list");
-        list.remove_range(&mut txn, 3, 1);
-    }
+    edit_list(&alice, |txn, list| list.remove_range(txn, 3, 1));
     bot.until_view(|v| v["default"][0]["content"].as_array().map(Vec::len) == Some(3))
         .await;
     let refused = bot
@@ -371,28 +364,7 @@ async fn ops_on_a_stale_view_are_rebased_or_refused() {
     assert_eq!(refused["code"], "conflict", "{refused}");
     // Text typed at a stale position lands where the bot meant it.
     let typed_on = bot.version;
-    {
-        let doc = alice.doc();
-        let f = doc.get_or_insert_xml_fragment("default");
-        let mut txn = doc.transact_mut();
-        let list = f
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("list");
-        let li = list
-            .get(&txn, 2)
-            .and_then(|n| n.into_xml_element())
-            .expect("b");
-        let p = li
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_element())
-            .expect("p");
-        let t = p
-            .get(&txn, 0)
-            .and_then(|n| n.into_xml_text())
-            .expect("text");
-        yrs::Text::insert(&t, &mut txn, 0, ">> ");
-    }
+    type_in_item(&alice, 2, 0, ">> ");
     bot.until_view(|v| item_text(v, 2) == ">> b").await;
     let ack = bot
         .ops_on(
