@@ -454,6 +454,11 @@ async fn bad_frames_and_readers_get_clear_answers() {
             "bad_request",
             "object",
         ),
+        (
+            json!({"v": 1, "type": "ping", "id": {"big": [1, 2, 3]}}).to_string(),
+            "bad_request",
+            "ping id",
+        ),
     ] {
         bot.send_raw(frame).await;
         let e = bot.until(|f| f["type"] == "error").await;

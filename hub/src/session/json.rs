@@ -298,7 +298,22 @@ impl Dialect for JsonBot<'_> {
         let writer = self.role == Role::Write;
         match frame {
             ClientFrame::Ping { id } => {
-                send(self.conn, &json!({"v": 1, "type": "pong", "id": id}));
+                // Echoed back: a number or a short string, not a large value to reflect.
+                let small = match &id {
+                    Value::Null | Value::Number(_) => true,
+                    Value::String(s) => s.len() <= MAX_ID,
+                    _ => false,
+                };
+                if small {
+                    send(self.conn, &json!({"v": 1, "type": "pong", "id": id}));
+                } else {
+                    error(
+                        self.conn,
+                        None,
+                        "bad_request",
+                        "a ping id is a number or a string of at most 128 bytes",
+                    );
+                }
             }
             ClientFrame::Auth { token } => {
                 let (expires, kid) =
