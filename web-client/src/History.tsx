@@ -2,12 +2,11 @@
 // (read-only, from its Yjs update) and restore it (a new edit every member receives).
 import Collaboration from '@tiptap/extension-collaboration'
 import { EditorContent, useEditor } from '@tiptap/react'
-import StarterKit from '@tiptap/starter-kit'
 import { useCallback, useEffect, useMemo, useState } from 'react'
 import * as Y from 'yjs'
 
 import type { Api, Version } from './api'
-import { AiSuggestion } from './suggestion'
+import { schemaExtensions } from './schema'
 
 function Preview({ update }: { update: Uint8Array }) {
   const doc = useMemo(() => {
@@ -19,8 +18,7 @@ function Preview({ update }: { update: Uint8Array }) {
     {
       editable: false,
       extensions: [
-        StarterKit.configure({ undoRedo: false }),
-        AiSuggestion,
+        ...schemaExtensions(),
         Collaboration.configure({ document: doc, field: 'default' }),
       ],
       editorProps: { attributes: { class: 'doc preview', 'aria-label': 'Version preview' } },

@@ -4,7 +4,6 @@ import { HocuspocusProvider } from '@hocuspocus/provider'
 import Collaboration from '@tiptap/extension-collaboration'
 import CollaborationCaret from '@tiptap/extension-collaboration-caret'
 import { EditorContent, useEditor } from '@tiptap/react'
-import StarterKit from '@tiptap/starter-kit'
 import { useEffect, useMemo, useState } from 'react'
 import { IndexeddbPersistence } from 'y-indexeddb'
 import * as Y from 'yjs'
@@ -13,7 +12,7 @@ import { type AiEvent, askMessage, parseEvent, runMessage, selectionPositions } 
 import { Api } from './api'
 import { type ChatMessage, messages, send } from './chat'
 import { History } from './History'
-import { AiSuggestion } from './suggestion'
+import { schemaExtensions } from './schema'
 import type { Identity } from './identity'
 import { socketUrl } from './url'
 
@@ -109,10 +108,7 @@ export function Room({ room, token, identity }: { room: string; token: string | 
   const editor = useEditor(
     {
       extensions: [
-        // The document's history is Yjs's (Collaboration): undo takes back only this tab's
-        // own changes, never another person's or the assistant's.
-        StarterKit.configure({ undoRedo: false }),
-        AiSuggestion,
+        ...schemaExtensions(),
         Collaboration.configure({ document: doc, field: 'default' }),
         CollaborationCaret.configure({ provider, user: identity }),
       ],
