@@ -73,6 +73,46 @@ async function waitText (p, want) {
   await doc(p).filter({ hasText: want }).waitFor(WAIT)
 }
 
+/** Path ops on the room's document over REST (docs/API.md), as a bot or a backend sends them. */
+async function postOps (room, ops) {
+  const res = await fetch(`${HUB}/v1/rooms/${encodeURIComponent(room)}/document`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${WRITE}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ops }),
+  })
+  assert.equal(res.status, 200, await res.text())
+}
+
+/** The room's document as the hub holds it, XML as nodes (`?view=tree`). */
+async function tree (room) {
+  const res = await fetch(`${HUB}/v1/rooms/${encodeURIComponent(room)}/document?view=tree`, {
+    headers: { authorization: `Bearer ${WRITE}` },
+  })
+  assert.equal(res.status, 200)
+  return res.json()
+}
+
+/** Polls `probe` until it returns something truthy (bounded: WAIT's patience). */
+async function eventually (what, probe) {
+  const end = Date.now() + WAIT.timeout
+  let last
+  while (Date.now() < end) {
+    last = await probe()
+    if (last) return last
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  assert.fail(`${what}: never happened`)
+}
+
+const checklist = (...items) => ({
+  type: 'taskList',
+  content: items.map((text) => ({
+    type: 'taskItem',
+    attrs: { checked: false },
+    content: [{ type: 'paragraph', content: [{ type: 'text', text }] }],
+  })),
+})
+
 test('two people type into one room and see each other, their carets and the chat', async () => {
   const room = `e2e-${Date.now()}`
   const a = await open('a', room, WRITE)
@@ -189,8 +229,48 @@ test('an answer streams in formatted, for both, and is reverted in one step', as
   await b.context.close()
 })
 
+test('a checklist written over REST shows in the editor, and ticks go both ways', async () => {
+  const room = `e2e-checklist-${Date.now()}`
+  const a = await open('a-checklist', room, WRITE)
+  // A bot's checklist (examples/python-bot): task list > task item {checked} > paragraph.
+  await postOps(room, [{ op: 'splice', path: ['default'], index: 0, xml: true, insert: [checklist('passport')] }])
+  const item = a.page.locator('.doc li.task-item', { hasText: 'passport' })
+  const box = a.page.getByRole('checkbox', { name: 'passport' })
+  await item.waitFor(WAIT)
+  assert.equal(await box.isChecked(), false)
+  // Ticked by the hub: the page's checkbox follows.
+  await postOps(room, [{ op: 'set', path: ['default', 0, 'content', 0, 'attrs', 'checked'], value: true }])
+  await a.page.locator('.doc li.task-item[data-checked="true"]', { hasText: 'passport' }).waitFor(WAIT)
+  assert.equal(await box.isChecked(), true)
+  // Unticked, then ticked again in the page: the hub's document follows.
+  const checked = async () => (await tree(room)).default?.[0]?.content?.[0]?.attrs?.checked
+  await box.uncheck()
+  await eventually('checked: false in the tree view', async () => (await checked()) === false)
+  await box.check()
+  await eventually('checked: true in the tree view', async () => (await checked()) === true)
+  assert.equal((await tree(room)).default[0].content[0].content[0].content[0].text, 'passport')
+  // And typed: `[ ] ` starts a checklist; Tab nests an item under the one above.
+  await doc(a).click()
+  await a.page.keyboard.press('Control+End')
+  await a.page.keyboard.press('Enter')
+  await a.page.keyboard.press('Enter')
+  await a.page.keyboard.type('[ ] tickets')
+  await a.page.keyboard.press('Enter')
+  await a.page.keyboard.press('Tab')
+  await a.page.keyboard.type('train')
+  await a.page.locator('.doc li.task-item li.task-item', { hasText: 'train' }).waitFor(WAIT)
+  await a.page.getByRole('checkbox', { name: 'tickets' }).waitFor(WAIT)
+  await a.context.close()
+})
+
 test('the layout works 360 px wide', async () => {
-  const m = await open('mobile', `e2e-narrow-${Date.now()}`, WRITE, { width: 360, height: 740 })
+  const room = `e2e-narrow-${Date.now()}`
+  const m = await open('mobile', room, WRITE, { width: 360, height: 740 })
+  // A nested checklist with a long unbroken line must fit too.
+  const nested = checklist('pack', 'a-very-long-item-name-without-any-space-to-break-it-at-all-anywhere')
+  nested.content[0].content.push(checklist('socks', 'charger'))
+  await postOps(room, [{ op: 'splice', path: ['default'], index: 0, xml: true, insert: [nested] }])
+  await m.page.getByRole('checkbox', { name: 'charger' }).waitFor(WAIT)
   const overflow = await m.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`)
   await doc(m).click()
@@ -263,7 +343,11 @@ test('edits made without the hub survive a reload and reach the others once it i
 test('no serious accessibility violations (axe-core)', async () => {
   const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
   // (The page's policy forbids inline scripts, axe's included: this context may inject it.)
-  const a = await open('a11y', `e2e-a11y-${Date.now()}`, WRITE, undefined, { bypassCSP: true })
+  const room = `e2e-a11y-${Date.now()}`
+  const a = await open('a11y', room, WRITE, undefined, { bypassCSP: true })
+  // With a checklist, so its checkboxes are checked too.
+  await postOps(room, [{ op: 'splice', path: ['default'], index: 0, xml: true, insert: [checklist('milk', 'bread')] }])
+  await a.page.getByRole('checkbox', { name: 'bread' }).waitFor(WAIT)
   const pages = [['room', a.page]]
   const picker = await a.context.newPage()
   await picker.goto(`${HUB}/`)
