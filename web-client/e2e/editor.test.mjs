@@ -41,9 +41,13 @@ after(async () => {
   }
 })
 
-/** Opens `room` in a new browser context (its own storage: another person). */
-async function open (name, room, token, viewport = { width: 1100, height: 760 }, options = {}) {
+/**
+ * Opens `room` in a new browser context (its own storage: another person); `prepare(context)`
+ * runs before the page loads.
+ */
+async function open (name, room, token, viewport = { width: 1100, height: 760 }, options = {}, prepare = async () => {}) {
   const context = await browser.newContext({ viewport, ...options })
+  await prepare(context)
   const page = await context.newPage()
   const errors = []
   page.on('pageerror', (e) => errors.push(String(e)))
@@ -53,6 +57,33 @@ async function open (name, room, token, viewport = { width: 1100, height: 760 },
   await page.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
   const who = await page.evaluate(() => JSON.parse(localStorage.getItem('chorus.identity')).name)
   return { context, page, who }
+}
+
+/**
+ * A switch on a context's sockets to the hub (they go through a proxy): `cut()` closes the
+ * open ones and refuses new ones, as a lost connection ends once TCP gives up; `mend()` lets
+ * new ones through again.
+ */
+function socketSwitch () {
+  let up = true
+  const live = new Set()
+  return {
+    async install (context) {
+      await context.routeWebSocket(/\/hocuspocus/, (ws) => {
+        if (!up) return ws.close({ code: 4000, reason: 'cut by the test' })
+        live.add({ ws, server: ws.connectToServer() })
+      })
+    },
+    async cut () {
+      up = false
+      for (const { ws, server } of live) {
+        await server.close()
+        await ws.close({ code: 4000, reason: 'cut by the test' })
+      }
+      live.clear()
+    },
+    mend () { up = true },
+  }
 }
 
 /** Both tabs, side by side, in one picture (for the README). */
@@ -68,6 +99,12 @@ async function screenshotSideBySide (left, right, path) {
 
 const doc = (p) => p.page.locator('.doc')
 const text = (p) => doc(p).innerText()
+/** The document's text alone, without the others' caret labels. */
+const docText = (p) => doc(p).evaluate((el) => {
+  const copy = el.cloneNode(true)
+  for (const caret of copy.querySelectorAll('.collaboration-carets__caret')) caret.remove()
+  return [...copy.children].map((c) => c.textContent).join('\n')
+})
 
 async function waitText (p, want) {
   await doc(p).filter({ hasText: want }).waitFor(WAIT)
@@ -135,11 +172,64 @@ test('two people type into one room and see each other, their carets and the cha
   await a.page.getByLabel('Message').fill('Shall we start?')
   await a.page.getByRole('button', { name: 'Send' }).click()
   await b.page.getByTestId('chat').filter({ hasText: 'Shall we start?' }).waitFor(WAIT)
+  await a.page.getByTestId('chat').filter({ hasText: 'Shall we start?' }).waitFor(WAIT)
+  await b.page.getByLabel('Message').fill('Yes.')
+  await b.page.getByRole('button', { name: 'Send' }).click()
+  await a.page.getByTestId('chat').filter({ hasText: 'Yes.' }).waitFor(WAIT)
   // A reload keeps everything.
   await b.page.reload()
   await waitText(b, 'Hello from A.')
   await waitText(b, 'And from B.')
   await b.page.getByTestId('chat').filter({ hasText: 'Shall we start?' }).waitFor(WAIT)
+  await a.context.close()
+  await b.context.close()
+})
+
+test('one goes offline, both type, and both catch up once it is back', async () => {
+  const room = `e2e-catchup-${Date.now()}`
+  const sockets = socketSwitch()
+  const a = await open('a-catchup', room, WRITE)
+  const b = await open('b-catchup', room, WRITE, undefined, {}, sockets.install)
+  const typeAtEnd = async (p, s, newLine = false) => {
+    await doc(p).click()
+    await p.page.keyboard.press('Control+End')
+    if (newLine) await p.page.keyboard.press('Enter')
+    await p.page.keyboard.type(s)
+  }
+  await typeAtEnd(a, 'Before.')
+  await waitText(b, 'Before.')
+
+  // A short outage: B's network goes (Chromium's offline emulation holds the open socket's
+  // frames, as TCP does until it gives up); both type meanwhile.
+  await b.context.setOffline(true)
+  await typeAtEnd(a, ' A meanwhile.')
+  await typeAtEnd(b, 'B meanwhile.', true)
+  // Nothing crosses while B is away: its change waits for the hub's acknowledgement.
+  await b.page.getByTestId('state').filter({ hasText: /^saving$/ }).waitFor(WAIT)
+  assert.doesNotMatch(await docText(a), /B meanwhile/)
+  assert.doesNotMatch(await docText(b), /A meanwhile/)
+  await b.context.setOffline(false)
+  await waitText(a, 'B meanwhile.')
+  await waitText(b, 'A meanwhile.')
+  for (const p of [a, b]) await p.page.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
+  assert.equal(await docText(a), await docText(b))
+  assert.equal(await docText(a), 'Before. A meanwhile.\nB meanwhile.')
+
+  // A long one: the connection is lost too, so catching up takes a new connection and the
+  // sync protocol (each side sends what the other lacks).
+  await b.context.setOffline(true)
+  await sockets.cut()
+  await b.page.getByTestId('state').filter({ hasText: /connecting|disconnected/ }).waitFor(WAIT)
+  await typeAtEnd(a, 'A again.', true)
+  await typeAtEnd(b, ' B again.')
+  assert.doesNotMatch(await docText(b), /A again/)
+  await b.context.setOffline(false)
+  sockets.mend()
+  await waitText(a, 'B again.')
+  await waitText(b, 'A again.')
+  for (const p of [a, b]) await p.page.getByTestId('state').filter({ hasText: /^saved$/ }).waitFor(WAIT)
+  assert.equal(await docText(a), await docText(b))
+  assert.match(await docText(a), /^Before\. A meanwhile\.\nB meanwhile\. B again\.\nA again\.$/)
   await a.context.close()
   await b.context.close()
 })
@@ -196,12 +286,22 @@ test('an answer streams in formatted, for both, and is reverted in one step', as
   await doc(a).click()
   await a.page.keyboard.type('Notes:')
   await waitText(b, 'Notes:')
+  // B keeps every text its document shows while the answer arrives.
+  await b.page.evaluate(() => {
+    const seen = (window.__seen = [])
+    const el = document.querySelector('.doc')
+    new MutationObserver(() => seen.push(el.textContent)).observe(el, { subtree: true, childList: true, characterData: true })
+  })
   await a.page.getByLabel('Ask the assistant').fill('Write our plan')
   await a.page.getByRole('button', { name: 'Ask AI' }).click()
   // Formatted: a heading and bold text, never the markdown symbols.
   await b.page.locator('.doc h2', { hasText: 'Plan' }).waitFor(WAIT)
   await b.page.locator('.doc strong', { hasText: 'editor' }).waitFor(WAIT)
+  await doc(b).filter({ hasText: 'first.' }).waitFor(WAIT)
   assert.doesNotMatch(await text(b), /\*\*|##/)
+  // Streamed: B saw the answer grow, in several steps, before it was whole.
+  const partial = new Set(await b.page.evaluate(() => window.__seen.filter((t) => /Plan|Ship/.test(t) && !t.includes('first.'))))
+  assert.ok(partial.size >= 2, `the answer arrived in ${partial.size} partial step(s), not streamed`)
   await a.page.locator('[data-testid="run"][data-status="done"]').waitFor(WAIT)
   await a.page.getByRole('button', { name: 'Revert' }).click()
   await b.page.locator('.doc h2').waitFor({ state: 'detached', ...WAIT })
