@@ -33,6 +33,7 @@ async fn web_client() -> Option<PathBuf> {
             "ws",
             "y-websocket",
             "@chorus/client",
+            "lighthouse",
         ],
         &["--no-audit", "--no-fund"],
     )
@@ -61,6 +62,9 @@ async fn the_editor_works_in_chromium_for_two_people() {
     config.ai.ai_model = Some("standin".into());
     let server = TestServer::start(config).await;
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("two-tabs.png");
+    // Page-load figures (measured, never asserted): the e2e run prints Lighthouse's table
+    // and writes its summary here.
+    let lighthouse = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lighthouse.json");
     let out = tokio::process::Command::new("node")
         .args(["--test", "--test-concurrency=1", "e2e/"])
         .current_dir(&dir)
@@ -73,6 +77,7 @@ async fn the_editor_works_in_chromium_for_two_people() {
         )
         .env("CHROMIUM", browser)
         .env("SCREENSHOT", &screenshot)
+        .env("LIGHTHOUSE_OUT", &lighthouse)
         .output()
         .await
         .expect("node --test");
@@ -82,6 +87,13 @@ async fn the_editor_works_in_chromium_for_two_people() {
         "the e2e tests failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `cargo test -- --nocapture` shows the measurements with the test.
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("lighthouse") || l.contains("LCP"))
+    {
+        println!("{line}");
+    }
     assert!(
         screenshot.exists(),
         "no screenshot at {}",
