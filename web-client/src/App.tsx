@@ -38,6 +38,6 @@ export function App() {
     if (room && token === undefined) void devToken(room).then(setToken)
   }, [room, token])
   if (!room) return <Picker />
-  if (token === undefined) return <p className="loading">Connecting…</p>
+  // (The room's frame paints while a development token is on its way.)
   return <Room key={room} room={room} token={token} identity={identity} />
 }

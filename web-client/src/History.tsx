@@ -1,32 +1,11 @@
 // Version history: save the document as a named version, list versions, view one
 // (read-only, from its Yjs update) and restore it (a new edit every member receives).
-import Collaboration from '@tiptap/extension-collaboration'
-import { EditorContent, useEditor } from '@tiptap/react'
-import { useCallback, useEffect, useMemo, useState } from 'react'
-import * as Y from 'yjs'
+import { lazy, Suspense, useCallback, useEffect, useState } from 'react'
 
 import type { Api, Version } from './api'
-import { schemaExtensions } from './schema'
 
-function Preview({ update }: { update: Uint8Array }) {
-  const doc = useMemo(() => {
-    const d = new Y.Doc()
-    Y.applyUpdate(d, update)
-    return d
-  }, [update])
-  const editor = useEditor(
-    {
-      editable: false,
-      extensions: [
-        ...schemaExtensions(),
-        Collaboration.configure({ document: doc, field: 'default' }),
-      ],
-      editorProps: { attributes: { class: 'doc preview', 'aria-label': 'Version preview' } },
-    },
-    [doc],
-  )
-  return <EditorContent editor={editor} />
-}
+// The preview is an editor: it comes with the editor's chunk (EditorPane.tsx).
+const Preview = lazy(() => import('./EditorPane').then((m) => ({ default: m.Preview })))
 
 /** `ready`: the room exists (this page has joined it), so its versions can be listed. */
 export function History({ api, readOnly, ready }: { api: Api; readOnly: boolean; ready: boolean }) {
@@ -79,7 +58,9 @@ export function History({ api, readOnly, ready }: { api: Api; readOnly: boolean;
             <b>Version {versions.find((v) => v.id === viewing.id)?.name}</b>
             <button type="button" onClick={() => setViewing(null)}>Close</button>
           </div>
-          <Preview update={viewing.update} />
+          <Suspense fallback={<p className="loading">Loading…</p>}>
+            <Preview update={viewing.update} />
+          </Suspense>
         </div>
       )}
     </section>

@@ -1,20 +1,31 @@
 // One room: the shared document in a Tiptap editor (Collaboration + carets), who is here,
-// the connection and "saved" state, the chat, and the assistant.
-import { HocuspocusProvider } from '@hocuspocus/provider'
-import Collaboration from '@tiptap/extension-collaboration'
-import CollaborationCaret from '@tiptap/extension-collaboration-caret'
-import { EditorContent, useEditor } from '@tiptap/react'
-import { useEffect, useMemo, useState } from 'react'
-import { IndexeddbPersistence } from 'y-indexeddb'
-import * as Y from 'yjs'
+// the connection and "saved" state, the chat, the assistant and the history. This file is
+// the room's frame, in the page's first script; the live part (Yjs and the connection,
+// live.ts) and the editor (EditorPane.tsx) are chunks of their own (chunks.ts), so the frame
+// paints without waiting for them.
+import { Component, lazy, type ReactNode, Suspense, useCallback, useEffect, useMemo, useState } from 'react'
 
-import { type AiEvent, askMessage, parseEvent, runMessage, selectionPositions } from './ai'
+import { type AiEvent, askMessage, parseEvent, runMessage } from './ai'
 import { Api } from './api'
-import { type ChatMessage, messages, send } from './chat'
+import type { ChatMessage } from './chat'
+import { editorChunk, liveChunk } from './chunks'
+import type { EditorHandle } from './EditorPane'
 import { History } from './History'
-import { schemaExtensions } from './schema'
 import type { Identity } from './identity'
-import { socketUrl } from './url'
+import type { AwarenessState, Live } from './live'
+
+const EditorPane = lazy(editorChunk)
+
+/** Where the editor's chunk failed to load (a lost network, a page older than the hub's build). */
+class EditorFailed extends Component<{ children: ReactNode }, { failed: boolean }> {
+  override state = { failed: false }
+  static getDerivedStateFromError() {
+    return { failed: true }
+  }
+  override render() {
+    return this.state.failed ? <p className="error" role="alert">The editor could not load: reload the page.</p> : this.props.children
+  }
+}
 
 interface Peer {
   clientId: number
@@ -24,7 +35,7 @@ interface Peer {
 }
 
 /** Who is here, from the awareness states (the assistant shows as itself). */
-function peersOf(states: { clientId: number; [key: string]: unknown }[]): Peer[] {
+function peersOf(states: AwarenessState[]): Peer[] {
   const out: Peer[] = []
   for (const s of states) {
     const user = s.user as { name?: unknown; color?: unknown } | undefined
@@ -39,24 +50,19 @@ function peersOf(states: { clientId: number; [key: string]: unknown }[]): Peer[]
   return out
 }
 
-export function Room({ room, token, identity }: { room: string; token: string | null; identity: Identity }) {
-  const doc = useMemo(() => new Y.Doc(), [])
-  const provider = useMemo(
-    () =>
-      new HocuspocusProvider({
-        url: socketUrl(window.location),
-        name: room,
-        document: doc,
-        token: token ?? '',
-      }),
-    [doc, room, token],
-  )
-  const api = useMemo(() => new Api(room, token), [room, token])
+/**
+ * `token`: the page's token, null for none, undefined while the page is still asking the hub
+ * for a development token (the frame paints meanwhile; the connection waits for it).
+ */
+export function Room({ room, token, identity }: { room: string; token: string | null | undefined; identity: Identity }) {
+  const [live, setLive] = useState<Live | null>(null)
+  const api = useMemo(() => new Api(room, token ?? null), [room, token])
   const [status, setStatus] = useState<string>('connecting')
   const [synced, setSynced] = useState(false)
   const [unsynced, setUnsynced] = useState(0)
   const [readOnly, setReadOnly] = useState(false)
   const [denied, setDenied] = useState<string | null>(null)
+  const [loadError, setLoadError] = useState<string | null>(null)
   const [peers, setPeers] = useState<Peer[]>([])
   const [chat, setChat] = useState<ChatMessage[]>([])
   // Runs asked here: status, and whether each is a suggestion (by the request's id first).
@@ -64,15 +70,15 @@ export function Room({ room, token, identity }: { room: string; token: string | 
   const [asked] = useState(() => new Map<string, boolean>())
   const [aiError, setAiError] = useState<string | null>(null)
 
+  // Both chunks at once, before the token is known.
   useEffect(() => {
-    const onStatus = ({ status }: { status: string }) => setStatus(status)
-    const onSynced = ({ state }: { state: boolean }) => setSynced(state)
-    const onUnsynced = ({ number }: { number: number }) => setUnsynced(number)
-    const onAuthenticated = ({ scope }: { scope: string }) => setReadOnly(scope === 'readonly')
-    const onFailed = ({ reason }: { reason: string }) => setDenied(reason || 'permission denied')
-    const onAwareness = ({ states }: { states: { clientId: number; [key: string]: unknown }[] }) =>
-      setPeers(peersOf(states))
-    const onStateless = ({ payload }: { payload: string }) => {
+    editorChunk().catch(() => {}) // (a failure shows where the editor would be: EditorFailed)
+    liveChunk().catch((e: unknown) => setLoadError(String(e)))
+  }, [])
+
+  useEffect(() => {
+    if (token === undefined) return
+    const onStateless = (payload: string) => {
       const e: AiEvent | null = parseEvent(payload)
       if (!e) return
       if (e.type === 'ai.error') {
@@ -85,66 +91,56 @@ export function Room({ room, token, identity }: { room: string; token: string | 
         return new Map(old).set(e.run, { status: e.status, suggest: was?.suggest || suggest })
       })
     }
-    provider.on('status', onStatus)
-    provider.on('synced', onSynced)
-    provider.on('unsyncedChanges', onUnsynced)
-    provider.on('authenticated', onAuthenticated)
-    provider.on('authenticationFailed', onFailed)
-    provider.on('awarenessChange', onAwareness)
-    provider.on('stateless', onStateless)
-    provider.setAwarenessField('user', identity)
-    // Edits made while the hub is out of reach survive a reload; they sync once it is back.
-    const local = new IndexeddbPersistence(`chorus:${room}`, doc)
-    const refreshChat = () => setChat(messages(doc))
-    doc.getArray('chat').observeDeep(refreshChat)
-    refreshChat()
+    let made: Live | null = null
+    let gone = false
+    void liveChunk().then(({ connect }) => {
+      if (gone) return
+      made = connect(room, token, identity, {
+        status: setStatus,
+        synced: setSynced,
+        unsynced: setUnsynced,
+        authenticated: (scope) => setReadOnly(scope === 'readonly'),
+        failed: (reason) => setDenied(reason || 'permission denied'),
+        peers: (states) => setPeers(peersOf(states)),
+        stateless: onStateless,
+        chat: setChat,
+      })
+      setLive(made)
+    }, () => {})
     return () => {
-      doc.getArray('chat').unobserveDeep(refreshChat)
-      provider.destroy()
-      void local.destroy()
+      gone = true
+      made?.destroy()
+      setLive(null)
     }
-  }, [provider, doc, identity, asked, room])
+  }, [room, token, identity, asked])
 
-  const editor = useEditor(
-    {
-      extensions: [
-        ...schemaExtensions(),
-        Collaboration.configure({ document: doc, field: 'default' }),
-        CollaborationCaret.configure({ provider, user: identity }),
-      ],
-      editorProps: { attributes: { class: 'doc', 'aria-label': 'Document', role: 'textbox', 'aria-multiline': 'true' } },
-    },
-    [provider],
-  )
-
-  useEffect(() => {
-    editor?.setEditable(!readOnly && !denied)
-  }, [editor, readOnly, denied])
+  const [editor, setEditor] = useState<EditorHandle | null>(null)
+  const onEditor = useCallback((handle: EditorHandle) => setEditor(handle), [])
 
   const [prompt, setPrompt] = useState('')
   const [apply, setApply] = useState<'direct' | 'suggest'>('direct')
   const [message, setMessage] = useState('')
   const ask = (target: 'document' | 'chat') => {
-    if (!editor || !prompt.trim()) return
+    if (!live || !editor || !prompt.trim()) return
     setAiError(null)
     const request = `q${Date.now().toString(36)}`
     asked.set(request, target === 'document' && apply === 'suggest')
-    provider.sendStateless(
+    live.provider.sendStateless(
       askMessage({
         prompt: prompt.trim(),
         target,
         apply,
-        positions: target === 'document' ? selectionPositions(editor) : null,
+        positions: target === 'document' ? editor.positions() : null,
         request,
       }),
     )
     setPrompt('')
   }
   const act = (type: 'ai.cancel' | 'ai.revert' | 'ai.accept' | 'ai.reject', run: string) =>
-    provider.sendStateless(runMessage(type, run))
+    live?.provider.sendStateless(runMessage(type, run))
 
   const saved = status === 'connected' && synced && unsynced === 0
-  const state = denied ? `refused: ${denied}` : status !== 'connected' ? status : !synced ? 'loading' : saved ? 'saved' : 'saving'
+  const state = loadError ? `error: could not load the page (${loadError}); reload` : denied ? `refused: ${denied}` : status !== 'connected' ? status : !synced ? 'loading' : saved ? 'saved' : 'saving'
   const lastRuns = [...runs.entries()].slice(-3).reverse()
 
   return (
@@ -167,7 +163,15 @@ export function Room({ room, token, identity }: { room: string; token: string | 
       </header>
       <main className="layout">
         <section className="editor" aria-label="Editor">
-          <EditorContent editor={editor} />
+          {live ? (
+            <EditorFailed>
+              <Suspense fallback={<p className="loading">Loading the editor…</p>}>
+                <EditorPane doc={live.doc} provider={live.provider} identity={identity} editable={!readOnly && !denied} onReady={onEditor} />
+              </Suspense>
+            </EditorFailed>
+          ) : (
+            <p className="loading">Loading the editor…</p>
+          )}
         </section>
         <aside className="side">
           <section aria-label="Assistant" className="panel">
@@ -223,8 +227,8 @@ export function Room({ room, token, identity }: { room: string; token: string | 
             <form
               onSubmit={(e) => {
                 e.preventDefault()
-                if (message.trim() && !readOnly) {
-                  send(doc, identity.name, message.trim())
+                if (live && message.trim() && !readOnly) {
+                  live.send(identity.name, message.trim())
                   setMessage('')
                 }
               }}

@@ -1,29 +1,10 @@
-// Asking the hub's assistant from the editor: the cursor (or the selection) becomes a Yjs
-// relative position, as the hub expects (docs/AI.md), sent in a Hocuspocus stateless message.
-import type { Editor } from '@tiptap/core'
-import { absolutePositionToRelativePosition, ySyncPluginKey } from '@tiptap/y-tiptap'
-import * as Y from 'yjs'
+// Asking the hub's assistant from the editor, in Hocuspocus stateless messages (docs/AI.md);
+// the cursor or the selection goes as Yjs relative positions (EditorPane.tsx computes them).
 
 export type AiEvent =
   | { type: 'ai.run'; run: string; status: string; request?: string; queued_behind?: number }
   | { type: 'ai.done'; run: string; status: string }
   | { type: 'ai.error'; run?: string; request?: string; code: string; message: string }
-
-function base64(bytes: Uint8Array): string {
-  let s = ''
-  for (const b of bytes) s += String.fromCharCode(b)
-  return btoa(s)
-}
-
-/** The editor's selection as relative positions: `[head]` at a cursor, `[from, to]` over a range. */
-export function selectionPositions(editor: Editor): string[] | null {
-  const state = ySyncPluginKey.getState(editor.state)
-  if (!state?.binding) return null
-  const { from, to } = editor.state.selection
-  const rel = (pos: number) =>
-    base64(Y.encodeRelativePosition(absolutePositionToRelativePosition(pos, state.type, state.binding.mapping)))
-  return from === to ? [rel(from)] : [rel(from), rel(to)]
-}
 
 export interface Ask {
   prompt: string
