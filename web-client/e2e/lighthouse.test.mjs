@@ -34,10 +34,12 @@ test('page load under Lighthouse: mobile profile and unthrottled (measured, not 
     await chrome.kill()
   }
 
-  console.log(`Lighthouse ${results.mobile.lighthouse}, ${url.replace(/#.*/, '')}`)
-  console.log(table(rows(results)))
+  // (Every line starts with "lighthouse": hub/tests/web_e2e.rs shows those lines with --nocapture.)
+  const say = (line) => console.log(`lighthouse ${line}`)
+  say(`${results.mobile.lighthouse}, ${url.replace(/#.*/, '')}`)
+  for (const line of table(rows(results)).split('\n')) say(`| ${line}`)
   for (const [name, r] of Object.entries(results)) {
-    console.log(`${name}: LCP element ${r.lcpElement}; scripts: ${r.scripts.join(', ')}`)
+    say(`${name}: LCP element ${r.lcpElement}; scripts: ${r.scripts.join(', ')}`)
   }
   if (process.env.LIGHTHOUSE_OUT) writeFileSync(process.env.LIGHTHOUSE_OUT, JSON.stringify(results, null, 2))
 
