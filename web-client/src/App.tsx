@@ -1,5 +1,5 @@
 // The page: a room picker, or the room the URL names.
-import { useEffect, useState } from 'react'
+import { useState } from 'react'
 
 import { devToken } from './api'
 import { loadIdentity } from './identity'
@@ -32,12 +32,12 @@ function Picker() {
 export function App() {
   const room = roomFromUrl(window.location.href)
   const [identity] = useState(() => loadIdentity(window.localStorage))
-  // The embedding app's token, or else a local hub's development token (null: none).
-  const [token, setToken] = useState<string | null | undefined>(() => tokenFromUrl(window.location.href) ?? undefined)
-  useEffect(() => {
-    if (room && token === undefined) void devToken(room).then(setToken)
-  }, [room, token])
+  // The embedding app's token, or else a local hub's development token (null: none). A
+  // promise: the room paints, loads its editor and opens its socket meanwhile.
+  const [token] = useState<Promise<string | null>>(() => {
+    const given = tokenFromUrl(window.location.href)
+    return given || !room ? Promise.resolve(given) : devToken(room)
+  })
   if (!room) return <Picker />
-  // (The room's frame paints while a development token is on its way.)
   return <Room key={room} room={room} token={token} identity={identity} />
 }

@@ -51,12 +51,12 @@ function peersOf(states: AwarenessState[]): Peer[] {
 }
 
 /**
- * `token`: the page's token, null for none, undefined while the page is still asking the hub
- * for a development token (the frame paints meanwhile; the connection waits for it).
+ * `token`: the page's token (null: none), a promise while a development token is on its way:
+ * the frame, the editor and the socket do not wait for it, only the socket's authentication.
  */
-export function Room({ room, token, identity }: { room: string; token: string | null | undefined; identity: Identity }) {
+export function Room({ room, token, identity }: { room: string; token: Promise<string | null>; identity: Identity }) {
   const [live, setLive] = useState<Live | null>(null)
-  const api = useMemo(() => new Api(room, token ?? null), [room, token])
+  const api = useMemo(() => new Api(room, token), [room, token])
   const [status, setStatus] = useState<string>('connecting')
   const [synced, setSynced] = useState(false)
   const [unsynced, setUnsynced] = useState(0)
@@ -70,14 +70,13 @@ export function Room({ room, token, identity }: { room: string; token: string | 
   const [asked] = useState(() => new Map<string, boolean>())
   const [aiError, setAiError] = useState<string | null>(null)
 
-  // Both chunks at once, before the token is known.
+  // Both chunks at once.
   useEffect(() => {
     editorChunk().catch(() => {}) // (a failure shows where the editor would be: EditorFailed)
     liveChunk().catch((e: unknown) => setLoadError(String(e)))
   }, [])
 
   useEffect(() => {
-    if (token === undefined) return
     const onStateless = (payload: string) => {
       const e: AiEvent | null = parseEvent(payload)
       if (!e) return

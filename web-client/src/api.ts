@@ -21,13 +21,15 @@ export class ApiError extends Error {
 export class Api {
   constructor(
     private readonly room: string,
-    private readonly token: string | null,
+    /** The page's token, or the promise of one (a development token on its way). */
+    private readonly token: string | null | Promise<string | null>,
     private readonly fetcher: typeof fetch = (...a) => fetch(...a),
   ) {}
 
   private async call(method: string, path: string, body?: unknown): Promise<Response> {
     const headers: Record<string, string> = {}
-    if (this.token) headers.authorization = `Bearer ${this.token}`
+    const token = await this.token
+    if (token) headers.authorization = `Bearer ${token}`
     if (body !== undefined) headers['content-type'] = 'application/json'
     const res = await this.fetcher(`/v1/rooms/${encodeURIComponent(this.room)}${path}`, {
       method,

@@ -38,9 +38,15 @@ export interface Live {
   destroy(): void
 }
 
-export function connect(room: string, token: string | null, identity: Identity, on: Handlers): Live {
+/** `token`: none is anonymous; the socket opens at once and authenticates once it is there. */
+export function connect(room: string, token: Promise<string | null>, identity: Identity, on: Handlers): Live {
   const doc = new Y.Doc()
-  const provider = new HocuspocusProvider({ url: socketUrl(window.location), name: room, document: doc, token: token ?? '' })
+  const provider = new HocuspocusProvider({
+    url: socketUrl(window.location),
+    name: room,
+    document: doc,
+    token: async () => (await token) ?? '',
+  })
   provider.on('status', ({ status }: { status: string }) => on.status(status))
   provider.on('synced', ({ state }: { state: boolean }) => on.synced(state))
   provider.on('unsyncedChanges', ({ number }: { number: number }) => on.unsynced(number))

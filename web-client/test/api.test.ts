@@ -24,6 +24,17 @@ describe('api', () => {
     expect((calls[0]?.init?.headers as Record<string, string>).authorization).toBe('Bearer tok')
   })
 
+  it('waits for a token still on its way (a development token)', async () => {
+    const { calls, fetcher } = fake([new Response(JSON.stringify({ versions: [] }))])
+    let give: (t: string | null) => void = () => {}
+    const api = new Api('r', new Promise<string | null>((resolve) => (give = resolve)), fetcher)
+    const listed = api.versions()
+    expect(calls).toHaveLength(0)
+    give('dev.jwt')
+    expect(await listed).toEqual([])
+    expect((calls[0]?.init?.headers as Record<string, string>).authorization).toBe('Bearer dev.jwt')
+  })
+
   it('is anonymous without a token, and reports the problem detail of a refusal', async () => {
     const { calls, fetcher } = fake([
       new Response(JSON.stringify({ detail: 'this token may not write' }), { status: 403 }),
