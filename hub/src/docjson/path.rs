@@ -481,15 +481,7 @@ fn resolve(txn: &TransactionMut, sim: &PathSim, path: &[Seg]) -> Result<Resolved
     let Some((Seg::Key(name), rest)) = path.split_first() else {
         return Err(bad_path(path, "must start with a root name"));
     };
-    if name.is_empty() {
-        return Err(InvalidOp::EmptyName);
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(InvalidOp::NameTooLong {
-            len: name.len(),
-            max: MAX_NAME_BYTES,
-        });
-    }
+    super::plan::check_root_name(name)?;
     let root_target = match sim.typed.get(name) {
         Some(t) => *t,
         None => match txn.get(name).as_ref().and_then(ptr_of) {

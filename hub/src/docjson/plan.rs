@@ -169,15 +169,7 @@ fn plan_op<'a>(
     op: &'a Op,
 ) -> Result<Option<Step<'a>>, InvalidOp> {
     let name = op.name().unwrap_or_default();
-    if name.is_empty() {
-        return Err(InvalidOp::EmptyName);
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(InvalidOp::NameTooLong {
-            len: name.len(),
-            max: MAX_NAME_BYTES,
-        });
-    }
+    check_root_name(name)?;
     let sim = roots.entry(name).or_insert_with(|| load_root(txn, name));
     match op {
         Op::InsertText { index, text, .. } => {
@@ -240,6 +232,20 @@ fn plan_op<'a>(
             }))
         }
     }
+}
+
+/// A root name: not empty, at most [`MAX_NAME_BYTES`].
+pub(super) fn check_root_name(name: &str) -> Result<(), InvalidOp> {
+    if name.is_empty() {
+        return Err(InvalidOp::EmptyName);
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(InvalidOp::NameTooLong {
+            len: name.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn load_root(txn: &TransactionMut, name: &str) -> Sim {

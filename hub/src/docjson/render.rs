@@ -32,7 +32,7 @@ pub fn doc_to_json(txn: &impl ReadTxn) -> Value {
     Value::Object(roots)
 }
 
-fn is_empty_json(value: &Value) -> bool {
+pub(super) fn is_empty_json(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) => s.is_empty(),

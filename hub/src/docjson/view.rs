@@ -19,7 +19,7 @@ use yrs::types::TypeRef;
 use yrs::{Array, ArrayRef, GetString, Map, MapRef, Out, ReadTxn, TextRef};
 
 use super::kinds::{kind_of, ptr_of};
-use super::render::any_to_json;
+use super::render::{any_to_json, is_empty_json};
 use super::{MAX_DEPTH, RootKind};
 
 /// The type name of a text node in the view; no element may take it.
@@ -30,14 +30,7 @@ pub fn doc_to_view(txn: &impl ReadTxn) -> Value {
     let mut roots = JsonMap::new();
     for (name, out) in txn.root_refs() {
         let value = out_to_view(txn, &out, MAX_DEPTH);
-        let empty = match &value {
-            Value::Null => true,
-            Value::String(s) => s.is_empty(),
-            Value::Array(a) => a.is_empty(),
-            Value::Object(o) => o.is_empty(),
-            Value::Bool(_) | Value::Number(_) => false,
-        };
-        if !empty {
+        if !is_empty_json(&value) {
             roots.insert(name.to_owned(), value);
         }
     }
