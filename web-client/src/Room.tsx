@@ -13,6 +13,9 @@ import type { EditorHandle } from './EditorPane'
 import { History } from './History'
 import type { Identity } from './identity'
 import type { AwarenessState, Live } from './live'
+import { EDITOR_FIELD, type SearchHit } from './search'
+import { Search } from './Search'
+import { positionFromUrl, urlForHit, withoutPosition } from './url'
 
 const EditorPane = lazy(editorChunk)
 
@@ -116,6 +119,27 @@ export function Room({ room, token, identity }: { room: string; token: Promise<s
   const [editor, setEditor] = useState<EditorHandle | null>(null)
   const onEditor = useCallback((handle: EditorHandle) => setEditor(handle), [])
 
+  // A search hit to show (a relative position, base64): from `#at=` when a hit in another room
+  // opened this page, or chosen here. Placed once the document has synced, then forgotten.
+  const [at, setAt] = useState(() => positionFromUrl(window.location.href))
+  useEffect(() => {
+    if (!at || !editor || !synced) return
+    editor.reveal(at)
+    setAt(null)
+    const plain = withoutPosition(window.location.href)
+    if (plain) window.history.replaceState(window.history.state, '', plain)
+  }, [at, editor, synced])
+  const openHit = (hit: SearchHit) => {
+    // Only the editor's own fragment can hold a cursor: a hit elsewhere opens the room at the top.
+    const place = hit.field === null || hit.field === EDITOR_FIELD ? hit.relative : null
+    if (hit.room === room) {
+      if (place) setAt(place)
+    } else {
+      // As the picker opens a room: a new page (the token in the fragment stays).
+      window.location.assign(urlForHit(window.location.href, hit.room, place))
+    }
+  }
+
   const [prompt, setPrompt] = useState('')
   const [apply, setApply] = useState<'direct' | 'suggest'>('direct')
   const [message, setMessage] = useState('')
@@ -151,6 +175,7 @@ export function Room({ room, token, identity }: { room: string; token: Promise<s
           {state}
         </span>
         {readOnly && <span className="badge" data-testid="read-only">read only</span>}
+        <Search token={token} room={room} onOpen={openHit} />
         <ul className="presence" aria-label="Who is here">
           {peers.map((p) => (
             <li key={p.clientId} title={p.assistant ? 'assistant' : p.name} style={{ borderColor: p.color }}>

@@ -22,6 +22,38 @@ export function urlForRoom(href: string, room: string): string {
   return url.pathname + url.search + url.hash
 }
 
+/**
+ * The page's URL for a search hit: `room`, with `#at=<relative position, base64>` beside the
+ * fragment's other parameters (the token stays) when the hit can be placed. The fragment,
+ * like the token's, never reaches a server; the room reads it once its editor has synced.
+ */
+export function urlForHit(href: string, room: string, at: string | null): string {
+  const url = new URL(href)
+  url.search = ''
+  url.searchParams.set('room', room)
+  const hash = new URLSearchParams(url.hash.replace(/^#/, ''))
+  hash.delete('at')
+  if (at) hash.set('at', at)
+  url.hash = hash.toString()
+  return url.pathname + url.search + url.hash
+}
+
+/** The position a search hit left in `#at=...`, if any. */
+export function positionFromUrl(href: string): string | null {
+  const at = new URLSearchParams(new URL(href).hash.replace(/^#/, '')).get('at')
+  return at && at.length <= 4096 ? at : null
+}
+
+/** `href` without `#at=...` (once used, a reload or a copied link opens the room as usual), or null if it has none. */
+export function withoutPosition(href: string): string | null {
+  const url = new URL(href)
+  const hash = new URLSearchParams(url.hash.replace(/^#/, ''))
+  if (!hash.has('at')) return null
+  hash.delete('at')
+  url.hash = hash.toString()
+  return url.pathname + url.search + url.hash
+}
+
 /** A token from `#token=...`, if any. */
 export function tokenFromUrl(href: string): string | null {
   const hash = new URL(href).hash.replace(/^#/, '')
