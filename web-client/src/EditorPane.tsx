@@ -21,8 +21,9 @@ export interface EditorHandle {
   /**
    * Puts the cursor at a search hit's relative position (base64) and scrolls it into view;
    * where it no longer resolves (its text or block deleted, another root's), nothing moves.
+   * False if this editor is gone (the position is for the next one).
    */
-  reveal(at: string): void
+  reveal(at: string): boolean
 }
 
 function base64(bytes: Uint8Array): string {
@@ -77,7 +78,8 @@ function place(editor: Editor, pos: number) {
   ;(node instanceof Element ? node : node.parentElement)?.scrollIntoView({ block: 'center' })
 }
 
-function reveal(editor: Editor, at: string) {
+function reveal(editor: Editor, at: string): boolean {
+  if (editor.isDestroyed) return false
   const attempt = () => {
     if (editor.isDestroyed) return true
     const pos = resolveHit(editor, at)
@@ -85,10 +87,10 @@ function reveal(editor: Editor, at: string) {
     if (pos !== null) place(editor, pos)
     return true
   }
-  if (attempt()) return
+  if (attempt()) return true
   // Synced, yet the hit's update may trail (the hub indexed a change this page has not seen).
   const doc = ySyncPluginKey.getState(editor.state)?.doc
-  if (!doc) return
+  if (!doc) return true
   let done = false
   const stop = () => {
     done = true
@@ -103,6 +105,7 @@ function reveal(editor: Editor, at: string) {
     })
   doc.on('afterTransaction', onChange)
   const timer = setTimeout(stop, REVEAL_WAIT_MS)
+  return true
 }
 
 export default function EditorPane({
@@ -134,7 +137,9 @@ export default function EditorPane({
     editor?.setEditable(editable)
   }, [editor, editable])
   useEffect(() => {
-    if (!editor) return
+    // (useEditor may replace its first editor when its effects run late, a slow page's first
+    // render: that one is destroyed by now, and the new one comes with the next render.)
+    if (!editor || editor.isDestroyed) return
     // When the editor is on screen (bench/lighthouse.mjs reports it beside Lighthouse's metrics).
     if (performance.getEntriesByName('chorus:editor-ready').length === 0) performance.mark('chorus:editor-ready')
     onReady({ positions: () => selectionPositions(editor), reveal: (at) => reveal(editor, at) })

@@ -123,8 +123,7 @@ export function Room({ room, token, identity }: { room: string; token: Promise<s
   // opened this page, or chosen here. Placed once the document has synced, then forgotten.
   const [at, setAt] = useState(() => positionFromUrl(window.location.href))
   useEffect(() => {
-    if (!at || !editor || !synced) return
-    editor.reveal(at)
+    if (!at || !editor || !synced || !editor.reveal(at)) return
     setAt(null)
     const plain = withoutPosition(window.location.href)
     if (plain) window.history.replaceState(window.history.state, '', plain)
