@@ -295,6 +295,6 @@ pub struct Attempt {
 }
 
 /// A store that keeps documents and the catalog: what the hub runs on.
-pub trait Store: crate::DocStore + Catalog + crate::AiRuns {}
+pub trait Store: crate::DocStore + Catalog + crate::AiRuns + crate::SearchIndex {}
 
-impl<T: crate::DocStore + Catalog + crate::AiRuns> Store for T {}
+impl<T: crate::DocStore + Catalog + crate::AiRuns + crate::SearchIndex> Store for T {}

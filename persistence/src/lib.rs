@@ -11,6 +11,8 @@
 //! - [`PostgresStore`] (in `postgres`): production; row-level security confines every
 //!   transaction to the tenant it sets, and queries run as the role `chorus_app` that the
 //!   policies apply to (schema and roles in `migrations/postgres`, docs/OPERATIONS.md).
+//! - [`SearchIndex`] (in [`search`]): the search indexing queue, indexed chunks with full-text
+//!   indexes (Postgres tsvector, SQLite FTS5) and embeddings, and the change feed nodes follow.
 //! - [`Persister`] (in `writer`): one task per store that group-commits append requests from all
 //!   rooms, so a thousand rooms flushing at once cost one transaction, not a thousand.
 //! - [`compact`] (in `compact`): merges a room's snapshot and log into a new snapshot with yrs.
@@ -31,6 +33,7 @@ mod compact;
 mod error;
 pub mod nesting;
 mod postgres;
+pub mod search;
 mod sqlite;
 mod store;
 #[cfg(feature = "testing")]
@@ -48,6 +51,7 @@ pub use compact::{CompactStats, compact, merge_into_doc};
 pub use error::StoreError;
 pub use nesting::{DepthIndex, HARD_MAX_NESTING_DEPTH};
 pub use postgres::{COMPACTION_LOCK, PostgresStore};
+pub use search::SearchIndex;
 pub use sqlite::SqliteStore;
 pub use store::{AppendBatch, DocStore, LoadedDoc, LogSummary, RoomKey};
 pub use writer::{PersistRequest, Persister};

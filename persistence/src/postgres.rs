@@ -19,6 +19,7 @@ use crate::{AppendBatch, DocStore, LoadedDoc, LogSummary, NewEvent, RoomKey, Sto
 
 mod ai_runs;
 mod catalog;
+mod search;
 
 /// Schema migrations, embedded at compile time (`build.rs` reruns on changes).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -341,7 +342,10 @@ impl DocStore for PostgresStore {
                 .extend(b.updates.iter().map(|u| (&*b.key.room, &u[..])));
         }
         let events: Vec<&NewEvent> = batches.iter().flat_map(|b| &b.events).collect();
-        if by_tenant.is_empty() && events.is_empty() {
+        if by_tenant.is_empty()
+            && events.is_empty()
+            && batches.iter().all(|b| b.search_due.is_none())
+        {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
@@ -364,6 +368,13 @@ impl DocStore for PostgresStore {
             }
         }
         insert_events_in_order(&mut tx, &events, None).await?;
+        let queued: Vec<(&str, &str, i64)> = batches
+            .iter()
+            .filter_map(|b| b.search_due.map(|due| (&*b.key.tenant, &*b.key.room, due)))
+            .collect();
+        if !queued.is_empty() {
+            search::enqueue(&mut tx, &queued).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::{AppendBatch, DocStore, LoadedDoc, LogSummary, NewEvent, RoomKey, Sto
 
 mod ai_runs;
 mod catalog;
+mod search;
 
 /// The embedded store: one SQLite file in WAL mode, holding documents and the catalog.
 ///
@@ -136,6 +137,13 @@ impl DocStore for SqliteStore {
         }
         let events: Vec<&NewEvent> = batches.iter().flat_map(|b| &b.events).collect();
         insert_events(&mut tx, &events, None).await?;
+        let queued: Vec<(&str, &str, i64)> = batches
+            .iter()
+            .filter_map(|b| b.search_due.map(|due| (&*b.key.tenant, &*b.key.room, due)))
+            .collect();
+        if !queued.is_empty() {
+            search::enqueue(&mut tx, &queued).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -67,6 +67,10 @@ pub struct AppendBatch {
     /// Webhook events written to the outbox in the same transaction as the updates, so a
     /// crash never keeps the change and loses its event (or the reverse).
     pub events: Vec<crate::NewEvent>,
+    /// Queues the room for search indexing, due at this time (milliseconds since the epoch),
+    /// in the same transaction: a crash never keeps the change and loses its indexing.
+    /// `None` where search is off.
+    pub search_due: Option<i64>,
 }
 
 /// What a room's log holds now: what a compaction of the document the room already has in

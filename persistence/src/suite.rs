@@ -5,6 +5,7 @@
 
 pub mod ai_runs;
 pub mod catalog;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -76,6 +77,7 @@ pub async fn append_then_load_in_order(store: Arc<dyn DocStore>) {
             key: key.clone(),
             updates: updates[..2].to_vec(),
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .expect("append");
@@ -84,6 +86,7 @@ pub async fn append_then_load_in_order(store: Arc<dyn DocStore>) {
             key: key.clone(),
             updates: updates[2..].to_vec(),
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .expect("append");
@@ -112,6 +115,7 @@ pub async fn large_batch_keeps_order(store: Arc<dyn DocStore>) {
             key: key.clone(),
             updates: updates.clone(),
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .expect("append");
@@ -135,11 +139,13 @@ pub async fn rooms_and_tenants_are_separate(store: Arc<dyn DocStore>) {
                 key: a.clone(),
                 updates: vec![text_update(1, &ma, "alpha")],
                 events: Vec::new(),
+                search_due: None,
             },
             AppendBatch {
                 key: b.clone(),
                 updates: vec![text_update(2, &mb, "beta")],
                 events: Vec::new(),
+                search_due: None,
             },
         ])
         .await
@@ -165,6 +171,7 @@ pub async fn compaction_keeps_everything(store: Arc<dyn DocStore>) {
                 key: key.clone(),
                 updates: vec![text_update(3, &mirror, &word)],
                 events: Vec::new(),
+                search_due: None,
             }])
             .await
             .expect("append");
@@ -193,6 +200,7 @@ pub async fn compaction_keeps_everything(store: Arc<dyn DocStore>) {
             key: key.clone(),
             updates: vec![text_update(3, &mirror, "late")],
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .expect("append");
@@ -236,6 +244,7 @@ pub async fn persister_commits_concurrent_rooms(store: Arc<dyn DocStore>) {
                     key: key.clone(),
                     updates: vec![u],
                     events: Vec::new(),
+                    search_due: None,
                 })
                 .await
                 .expect("persist");
@@ -265,6 +274,7 @@ pub async fn map_content_roundtrips(store: Arc<dyn DocStore>) {
             key: key.clone(),
             updates: vec![Bytes::from(update)],
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .expect("append");
@@ -310,6 +320,7 @@ pub async fn concurrent_appends_survive_compaction(store: Arc<dyn DocStore>) {
                         key: key.clone(),
                         updates: vec![Bytes::from(update)],
                         events: Vec::new(),
+                        search_due: None,
                     }])
                     .await
                     .expect("append");
@@ -345,6 +356,7 @@ pub async fn compaction_keeps_held_back_updates(store: Arc<dyn DocStore>) {
                 key: key.clone(),
                 updates: vec![u],
                 events: Vec::new(),
+                search_due: None,
             }])
             .await
             .expect("append");
@@ -388,6 +400,7 @@ pub async fn log_summary_counts_the_log_after_the_snapshot(store: Arc<dyn DocSto
                     key,
                     updates,
                     events: Vec::new(),
+                    search_due: None,
                 }])
                 .await
                 .expect("append");
@@ -459,6 +472,7 @@ pub async fn exclusive_compaction_compacts(store: Arc<dyn DocStore>) {
             key: key.clone(),
             updates,
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .expect("append");

@@ -46,6 +46,17 @@ mod ai_runs {
     );
 }
 
+mod search {
+    use super::*;
+
+    suite_tests!(suite::search:
+        queue_is_durable_and_coalesces,
+        full_text_finds_ranked_marked_and_filtered,
+        replace_delete_and_change_feed,
+        embedding_tokens_count_toward_the_day,
+    );
+}
+
 mod catalog {
     use super::*;
 
@@ -70,7 +81,7 @@ mod catalog {
 
 /// Every table of the schema, with an INSERT of one row for tenant `$1`. A new table must be
 /// added here, which puts it under the RLS checks below.
-const TABLES: [(&str, &str); 10] = [
+const TABLES: [(&str, &str); 14] = [
     (
         "tenants",
         "INSERT INTO tenants (tenant_id, name, created) VALUES ($1, 'n', 1)",
@@ -115,6 +126,23 @@ const TABLES: [(&str, &str); 10] = [
         "INSERT INTO ai_runs (tenant_id, id, room, provider, model, target, mode, status,
                               client_id, node, created)
          VALUES ($1, 'x', 'r', 'p', 'm', 'chat', 'direct', 'done', 1, 'n', 1)",
+    ),
+    (
+        "search_queue",
+        "INSERT INTO search_queue (tenant_id, room, due_ms) VALUES ($1, 'r', 0)",
+    ),
+    (
+        "search_rooms",
+        "INSERT INTO search_rooms (tenant_id, room, seq, chunks, indexed) VALUES ($1, 'r', 1, 1, 1)",
+    ),
+    (
+        "search_chunks",
+        "INSERT INTO search_chunks (tenant_id, room, hash, ord, start_offset, field, body)
+         VALUES ($1, 'r', 'h', 0, 0, 'default', 'secret words')",
+    ),
+    (
+        "ai_usage",
+        "INSERT INTO ai_usage (tenant_id, day, tokens) VALUES ($1, 0, 1)",
     ),
 ];
 
@@ -500,6 +528,7 @@ async fn a_compaction_running_elsewhere_makes_exclusive_compaction_skip() {
                 key: key.clone(),
                 updates: vec![a, b],
                 events: Vec::new(),
+                search_due: None,
             }])
             .await
             .expect("append");

@@ -48,6 +48,17 @@ mod ai_runs {
     );
 }
 
+mod search {
+    use super::*;
+
+    suite_tests!(suite::search:
+        queue_is_durable_and_coalesces,
+        full_text_finds_ranked_marked_and_filtered,
+        replace_delete_and_change_feed,
+        embedding_tokens_count_toward_the_day,
+    );
+}
+
 mod catalog {
     use super::*;
 
@@ -82,6 +93,7 @@ async fn reopening_the_file_keeps_the_data() {
                 key: key.clone(),
                 updates: vec![bytes::Bytes::from_static(&[0, 0])],
                 events: Vec::new(),
+                search_due: None,
             }])
             .await
             .expect("append");

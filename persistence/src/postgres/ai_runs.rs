@@ -150,8 +150,10 @@ impl AiRuns for PostgresStore {
     async fn ai_tokens_since(&self, tenant: &str, since: i64) -> Result<u64, StoreError> {
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(
-            "SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0)::bigint AS n FROM ai_runs
-             WHERE tenant_id = $1 AND created >= $2",
+            "SELECT (COALESCE((SELECT sum(prompt_tokens + completion_tokens) FROM ai_runs
+                                WHERE tenant_id = $1 AND created >= $2), 0)
+                   + COALESCE((SELECT sum(tokens) FROM ai_usage
+                                WHERE tenant_id = $1 AND day >= $2 - 86399), 0))::bigint AS n",
         )
         .bind(tenant)
         .bind(since)

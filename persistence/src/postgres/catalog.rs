@@ -35,7 +35,7 @@ const ROOM_COLUMNS: &str = "SELECT r.room, r.meta, r.created,
      FROM rooms r";
 
 /// Every table holding rows of a tenant besides `tenants` itself.
-const OWNED_TABLES: [&str; 9] = [
+const OWNED_TABLES: [&str; 13] = [
     "updates",
     "snapshots",
     "versions",
@@ -45,6 +45,10 @@ const OWNED_TABLES: [&str; 9] = [
     "webhooks",
     "outbox",
     "ai_runs",
+    "search_queue",
+    "search_rooms",
+    "search_chunks",
+    "ai_usage",
 ];
 
 fn tenant(row: &PgRow) -> Result<Tenant, StoreError> {
@@ -420,6 +424,8 @@ impl Catalog for PostgresStore {
                 .await?
                 .rows_affected();
         }
+        // The index goes with the room, in the same transaction.
+        super::search::forget_room(&mut tx, tenant, room).await?;
         tx.commit().await?;
         Ok(deleted > 0)
     }

@@ -142,8 +142,10 @@ impl AiRuns for SqliteStore {
 
     async fn ai_tokens_since(&self, tenant: &str, since: i64) -> Result<u64, StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0) AS n FROM ai_runs
-             WHERE tenant_id = ? AND created >= ?",
+            "SELECT COALESCE((SELECT sum(prompt_tokens + completion_tokens) FROM ai_runs
+                               WHERE tenant_id = ?1 AND created >= ?2), 0)
+                  + COALESCE((SELECT sum(tokens) FROM ai_usage
+                               WHERE tenant_id = ?1 AND day >= ?2 - 86399), 0) AS n",
         )
         .bind(tenant)
         .bind(since)

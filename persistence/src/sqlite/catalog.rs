@@ -191,6 +191,10 @@ impl Catalog for SqliteStore {
             "webhooks",
             "outbox",
             "ai_runs",
+            "search_queue",
+            "search_rooms",
+            "search_chunks",
+            "ai_usage",
         ] {
             delete_all_of(&mut tx, table, id).await?;
         }
@@ -397,6 +401,8 @@ impl Catalog for SqliteStore {
                 .await?
                 .rows_affected();
         }
+        // The index goes with the room, in the same transaction.
+        super::search::forget_room(&mut tx, tenant, room).await?;
         tx.commit().await?;
         Ok(deleted > 0)
     }

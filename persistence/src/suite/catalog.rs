@@ -81,6 +81,7 @@ fn batch(
         key: RoomKey::new(tenant, room),
         updates: updates.iter().map(|u| Bytes::from_static(u)).collect(),
         events,
+        search_due: None,
     }
 }
 
