@@ -106,6 +106,24 @@ impl ChatWriter {
         ChatWriter { message, text }
     }
 
+    /// Sets the message's citations: `(room, passage)` pairs of other rooms the answer drew
+    /// on, as a `citations` list of `{room, snippet}` maps.
+    pub fn cite(&self, txn: &mut TransactionMut, citations: &[(String, String)]) {
+        if citations.is_empty() {
+            return;
+        }
+        let list: Vec<Any> = citations
+            .iter()
+            .map(|(room, snippet)| {
+                let mut m = std::collections::HashMap::new();
+                m.insert("room".to_owned(), Any::from(room.as_str()));
+                m.insert("snippet".to_owned(), Any::from(snippet.as_str()));
+                Any::from(m)
+            })
+            .collect();
+        self.message.insert(txn, "citations", Any::from(list));
+    }
+
     /// Appends a piece of the answer.
     pub fn push(&self, txn: &mut TransactionMut, piece: &str) {
         self.text.push(txn, piece);

@@ -12,16 +12,21 @@ use async_openai::Client;
 use async_openai::config::{AzureConfig, Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestUserMessage,
-    ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest,
+    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
+    ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions, ChatCompletionTool,
+    ChatCompletionTools, CreateChatCompletionRequest, FunctionCall, FunctionObject,
 };
+use async_openai::types::embeddings::{CreateEmbeddingRequest, EmbeddingInput};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::provider::{ChatRequest, Chunk, ChunkStream, Provider, ProviderError, Role};
+use crate::provider::{
+    ChatRequest, Chunk, ChunkStream, Embeddings, Provider, ProviderError, Role, Tool,
+};
 
 /// A secret that never prints.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -186,13 +191,49 @@ fn message(m: &crate::provider::ChatMessage) -> ChatCompletionRequestMessage {
             content: ChatCompletionRequestUserMessageContent::Text(text),
             name: None,
         }),
+        Role::Assistant if !m.tool_calls.is_empty() => {
+            ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
+                tool_calls: Some(
+                    m.tool_calls
+                        .iter()
+                        .map(|c| {
+                            ChatCompletionMessageToolCalls::Function(
+                                ChatCompletionMessageToolCall {
+                                    id: c.id.clone(),
+                                    function: FunctionCall {
+                                        name: c.name.clone(),
+                                        arguments: c.arguments.clone(),
+                                    },
+                                },
+                            )
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            })
+        }
         Role::Assistant => {
             ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
                 content: Some(ChatCompletionRequestAssistantMessageContent::Text(text)),
                 ..Default::default()
             })
         }
+        Role::Tool => ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
+            content: ChatCompletionRequestToolMessageContent::Text(text),
+            tool_call_id: m.tool_call_id.clone().unwrap_or_default(),
+        }),
     }
+}
+
+fn tool(t: &Tool) -> ChatCompletionTools {
+    ChatCompletionTools::Function(ChatCompletionTool {
+        function: FunctionObject {
+            name: t.name.clone(),
+            description: Some(t.description.clone()),
+            parameters: Some(t.parameters.clone()),
+            strict: None,
+        },
+    })
 }
 
 /// Maps the client's errors to ours, keeping secrets out: only statuses and the provider's
@@ -323,6 +364,7 @@ impl Provider for OpenAiProvider {
                 include_usage: Some(true),
                 ..Default::default()
             }),
+            tools: (!request.tools.is_empty()).then(|| request.tools.iter().map(tool).collect()),
             ..Default::default()
         };
         let key = self.config.api_key.clone();
@@ -335,14 +377,24 @@ impl Provider for OpenAiProvider {
         let mapped = stream.flat_map(move |item| {
             let out: Vec<Result<Chunk, ProviderError>> = match item {
                 Ok(chunk) => {
-                    let mut v: Vec<Result<Chunk, ProviderError>> = chunk
-                        .choices
-                        .into_iter()
-                        .filter(|c| c.index == 0)
-                        .filter_map(|c| c.delta.content)
-                        .filter(|t| !t.is_empty())
-                        .map(|t| Ok(Chunk::Text(t)))
-                        .collect();
+                    let mut v: Vec<Result<Chunk, ProviderError>> = Vec::new();
+                    for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                        if let Some(t) = choice.delta.content.filter(|t| !t.is_empty()) {
+                            v.push(Ok(Chunk::Text(t)));
+                        }
+                        for call in choice.delta.tool_calls.into_iter().flatten() {
+                            let (name, arguments) = call
+                                .function
+                                .map(|f| (f.name, f.arguments.unwrap_or_default()))
+                                .unwrap_or_default();
+                            v.push(Ok(Chunk::ToolCall {
+                                index: call.index,
+                                id: call.id,
+                                name,
+                                arguments,
+                            }));
+                        }
+                    }
                     if let Some(u) = chunk.usage {
                         v.push(Ok(Chunk::Usage {
                             prompt: u64::from(u.prompt_tokens),
@@ -356,6 +408,40 @@ impl Provider for OpenAiProvider {
             futures_util::stream::iter(out)
         });
         Ok(Box::pin(mapped))
+    }
+
+    async fn embed(
+        &self,
+        model: &str,
+        inputs: &[String],
+        dimensions: Option<u32>,
+    ) -> Result<Embeddings, ProviderError> {
+        let req = CreateEmbeddingRequest {
+            model: model.to_owned(),
+            input: EmbeddingInput::StringArray(inputs.to_vec()),
+            dimensions,
+            ..Default::default()
+        };
+        let key = self.config.api_key.clone();
+        let response = self
+            .client
+            .embeddings()
+            .create(req)
+            .await
+            .map_err(|e| redacted(error(e), &key))?;
+        // In input order, whatever order the provider listed them in; every input needs one.
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        for e in response.data {
+            if let Some(slot) = vectors.get_mut(e.index as usize) {
+                *slot = Some(e.embedding);
+            }
+        }
+        let vectors: Option<Vec<Vec<f32>>> = vectors.into_iter().collect();
+        let vectors = vectors.ok_or_else(|| {
+            ProviderError::Stream("the provider returned fewer embeddings than inputs".into())
+        })?;
+        let tokens = u64::from(response.usage.total_tokens);
+        Ok(Embeddings { vectors, tokens })
     }
 }
 

@@ -12,10 +12,75 @@ use tokio_util::sync::CancellationToken;
 /// One message of the conversation sent to the model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: Role,
     /// Its text.
     pub content: String,
+    /// The functions an assistant message called (its answer was these calls).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of `role` with `content`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// The assistant's turn that called `calls`.
+    pub fn calls(calls: Vec<ToolCall>) -> Self {
+        ChatMessage {
+            tool_calls: calls,
+            ..ChatMessage::new(Role::Assistant, "")
+        }
+    }
+
+    /// A function's result, for the call `id`.
+    pub fn tool_result(id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            tool_call_id: Some(id.into()),
+            ..ChatMessage::new(Role::Tool, content)
+        }
+    }
+}
+
+/// A function call the model made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ToolCall {
+    /// The provider's id of the call (echoed with the result).
+    pub id: String,
+    /// The function.
+    pub name: String,
+    /// Its arguments: JSON text as the model wrote it (untrusted: check before use).
+    pub arguments: String,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// Its name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// Its parameters, a JSON Schema object.
+    pub parameters: serde_json::Value,
+}
+
+/// Embeddings of some texts, in their order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens the provider counted (or estimated).
+    pub tokens: u64,
 }
 
 /// Who said a message.
@@ -28,6 +93,8 @@ pub enum Role {
     User,
     /// Earlier answers.
     Assistant,
+    /// A function's result.
+    Tool,
 }
 
 /// A streaming chat request.
@@ -39,6 +106,8 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     /// Most tokens to generate.
     pub max_tokens: Option<u32>,
+    /// Functions the model may call instead of answering.
+    pub tools: Vec<Tool>,
 }
 
 /// A piece of a streamed answer.
@@ -46,6 +115,18 @@ pub struct ChatRequest {
 pub enum Chunk {
     /// Text of the answer.
     Text(String),
+    /// A piece of a function call: calls stream as pieces by `index`; the first piece of a
+    /// call has its id and name, and the arguments' text arrives in parts.
+    ToolCall {
+        /// Which call of the answer.
+        index: u32,
+        /// The call's id (first piece).
+        id: Option<String>,
+        /// The function (first piece).
+        name: Option<String>,
+        /// More of the arguments' text.
+        arguments: String,
+    },
     /// Token counts, when the provider reports them.
     Usage {
         /// Prompt tokens.
@@ -119,6 +200,68 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn default_model(&self) -> &str;
     /// Starts a streaming completion. Dropping the stream drops the HTTP request.
     async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, ProviderError>;
+    /// Embeds `inputs` with `model` (`dimensions`: ask for shorter vectors where the model
+    /// can). Providers without embeddings refuse.
+    async fn embed(
+        &self,
+        model: &str,
+        inputs: &[String],
+        dimensions: Option<u32>,
+    ) -> Result<Embeddings, ProviderError> {
+        let _ = (model, inputs, dimensions);
+        Err(ProviderError::Refused(format!(
+            "provider {} has no embeddings",
+            self.name()
+        )))
+    }
+}
+
+/// Collects streamed [`Chunk::ToolCall`] pieces into whole calls.
+#[derive(Debug, Default)]
+pub struct ToolCalls {
+    calls: std::collections::BTreeMap<u32, ToolCall>,
+    bytes: usize,
+}
+
+impl ToolCalls {
+    /// Most argument text kept over all calls of one answer: a model cannot make the node
+    /// hold more.
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    /// Adds a piece; `false` once the calls exceed [`Self::MAX_BYTES`] or 16 calls.
+    pub fn push(
+        &mut self,
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: &str,
+    ) -> bool {
+        self.bytes += arguments.len();
+        if self.bytes > Self::MAX_BYTES
+            || (self.calls.len() >= 16 && !self.calls.contains_key(&index))
+        {
+            return false;
+        }
+        let call = self.calls.entry(index).or_default();
+        if let Some(id) = id {
+            call.id = id;
+        }
+        if let Some(name) = name {
+            call.name.push_str(&name);
+        }
+        call.arguments.push_str(arguments);
+        true
+    }
+
+    /// Whether no call arrived.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls, in order.
+    pub fn into_calls(self) -> Vec<ToolCall> {
+        self.calls.into_values().collect()
+    }
 }
 
 /// Timeouts and retries applied to every run.
@@ -218,12 +361,14 @@ async fn first_piece(
     let limit = (Instant::now() + policy.first_token).min(deadline);
     let work = async {
         let mut stream = provider.stream(request).await?;
-        // Usage or empty pieces may come first; the first text counts.
+        // Usage or empty pieces may come first; the first text (or function call) counts.
         let mut held = None;
         loop {
             match stream.next().await {
                 Some(Ok(Chunk::Text(t))) if t.is_empty() => continue,
-                Some(Ok(chunk @ Chunk::Text(_))) => return Ok((stream, Some(chunk))),
+                Some(Ok(chunk @ (Chunk::Text(_) | Chunk::ToolCall { .. }))) => {
+                    return Ok((stream, Some(chunk)));
+                }
                 Some(Ok(usage @ Chunk::Usage { .. })) => held = Some(usage),
                 // Broken before any text arrived: as good as a failed connection, and retried
                 // like one (nothing was written yet, so nothing can be duplicated).
@@ -244,6 +389,11 @@ async fn first_piece(
 }
 
 impl Answer {
+    /// Whether the model answered with a function call rather than text.
+    pub fn is_call(&self) -> bool {
+        matches!(self.first, Some(Chunk::ToolCall { .. }))
+    }
+
     /// The next piece; `Ok(None)` when the answer is complete. Never waits past the
     /// between-tokens timeout or the run's deadline; cancellation returns at once.
     pub async fn next(&mut self) -> Result<Option<Chunk>, ProviderError> {

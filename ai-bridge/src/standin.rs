@@ -6,6 +6,8 @@
 //! - `POST /v1/chat/completions`: streaming (SSE, `data: {chunk}` lines, `data: [DONE]`) or
 //!   not; reports usage when asked (`stream_options.include_usage`).
 //! - `POST /v1/embeddings`: deterministic vectors (a hash of the text), for search tests.
+//! - Function calling: a scripted behaviour may call functions (`tool_calls`) instead of
+//!   answering; the next request then carries the results, which `/_standin/requests` shows.
 //! - `GET /v1/models`.
 //! - `POST /_standin/script`: queues [`Behavior`]s, one consumed per chat request (then the
 //!   default); `GET /_standin/requests` returns the chat requests received (to check what
@@ -56,6 +58,19 @@ pub struct Behavior {
     /// Instead of `answer`, this many tokens `t<send time in µs since the epoch> `: a load
     /// tester reads when each token left the provider from the text that arrives.
     pub stamped: Option<usize>,
+    /// Instead of an answer, call these functions (streamed as `tool_calls` deltas, the
+    /// arguments in pieces, ending with `finish_reason: "tool_calls"`).
+    pub tool_calls: Vec<ScriptedCall>,
+}
+
+/// A function call the stand-in makes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedCall {
+    /// The function.
+    pub name: String,
+    /// Its arguments (JSON text, sent as is: a test may send broken JSON).
+    pub arguments: String,
 }
 
 impl Default for Behavior {
@@ -70,6 +85,7 @@ impl Default for Behavior {
             disconnect_after: None,
             usage: true,
             stamped: None,
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -283,6 +299,33 @@ async fn chat(State(shared): State<Arc<Mutex<Shared>>>, body: Bytes) -> Response
         ))
         .await
         {
+            return;
+        }
+        if !behavior.tool_calls.is_empty() {
+            for (i, call) in behavior.tool_calls.iter().enumerate() {
+                let id = format!("call_{i}");
+                let first = json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}]});
+                if !send(chunk(first, Value::Null)).await {
+                    return;
+                }
+                for piece in tokenize(&call.arguments, behavior.token_chars.max(1)) {
+                    let delta = json!({"tool_calls": [{"index": i,
+                        "function": {"arguments": piece}}]});
+                    if !send(chunk(delta, Value::Null)).await {
+                        return;
+                    }
+                }
+            }
+            if send(chunk(json!({}), json!("tool_calls"))).await && include_usage {
+                let _ = send(
+                    json!({"id": "chatcmpl-standin", "object": "chat.completion.chunk",
+                           "created": now(), "model": model, "choices": [],
+                           "usage": usage(prompt_chars, behavior.tool_calls.len())}),
+                )
+                .await;
+            }
+            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
             return;
         }
         for (i, token) in tokens.iter().enumerate() {

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use chorus_ai_bridge::openai::{OpenAiProvider, ProviderConfig, Secret};
 use chorus_ai_bridge::provider::{
-    self, ChatMessage, ChatRequest, Chunk, Policy, ProviderError, Role,
+    self, ChatMessage, ChatRequest, Chunk, Policy, Provider, ProviderError, Role, Tool, ToolCall,
+    ToolCalls,
 };
-use chorus_ai_bridge::standin::{Behavior, SAMPLE_ANSWER, StandIn};
+use chorus_ai_bridge::standin::{Behavior, SAMPLE_ANSWER, ScriptedCall, StandIn};
 use tokio_util::sync::CancellationToken;
 
 fn provider(standin: &StandIn) -> OpenAiProvider {
@@ -28,16 +29,11 @@ fn request() -> ChatRequest {
     ChatRequest {
         model: "standin-1".into(),
         messages: vec![
-            ChatMessage {
-                role: Role::System,
-                content: "be brief".into(),
-            },
-            ChatMessage {
-                role: Role::User,
-                content: "hello".into(),
-            },
+            ChatMessage::new(Role::System, "be brief"),
+            ChatMessage::new(Role::User, "hello"),
         ],
         max_tokens: Some(100),
+        tools: Vec::new(),
     }
 }
 
@@ -60,6 +56,7 @@ async fn collect(
         match answer.next().await {
             Ok(Some(Chunk::Text(t))) => text.push_str(&t),
             Ok(Some(Chunk::Usage { prompt, completion })) => usage = Some((prompt, completion)),
+            Ok(Some(Chunk::ToolCall { .. })) => panic!("a function call where text was expected"),
             Ok(None) => return (text, usage, None),
             Err(e) => return (text, usage, Some(e)),
         }
@@ -268,4 +265,113 @@ async fn keys_never_show_and_unknown_models_are_refused() {
         .expect_err("nothing listens");
     assert!(matches!(err, ProviderError::Connection(_)), "{err:?}");
     assert!(!err.to_string().contains("sk-"), "{err}");
+}
+
+/// Function calling over the wire: the tools go out with the request, the call streams back in
+/// pieces and is put together, and the next request carries the call and its result.
+#[tokio::test]
+async fn function_calls_stream_in_pieces_and_results_go_back() {
+    let standin = StandIn::start(Behavior::default()).await.expect("standin");
+    standin.script([Behavior {
+        tool_calls: vec![ScriptedCall {
+            name: "search_documents".into(),
+            arguments: r#"{"query":"pricing decision","limit":3}"#.into(),
+        }],
+        token_chars: 5,
+        ..Behavior::default()
+    }]);
+    let p = provider(&standin);
+    let mut req = request();
+    req.tools = vec![Tool {
+        name: "search_documents".into(),
+        description: "search".into(),
+        parameters: serde_json::json!({"type": "object",
+            "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+    }];
+    let mut answer = provider::start(&p, &req, fast(), CancellationToken::new())
+        .await
+        .expect("start");
+    let mut calls = ToolCalls::default();
+    let mut pieces = 0;
+    while let Some(chunk) = answer.next().await.expect("next") {
+        if let Chunk::ToolCall {
+            index,
+            id,
+            name,
+            arguments,
+        } = chunk
+        {
+            pieces += 1;
+            assert!(calls.push(index, id, name, &arguments));
+        }
+    }
+    assert!(pieces > 2, "the arguments arrive in pieces");
+    let calls = calls.into_calls();
+    assert_eq!(
+        calls,
+        [ToolCall {
+            id: "call_0".into(),
+            name: "search_documents".into(),
+            arguments: r#"{"query":"pricing decision","limit":3}"#.into(),
+        }]
+    );
+    let sent = standin.requests();
+    assert_eq!(sent[0]["tools"][0]["function"]["name"], "search_documents");
+    // The second turn: the call and its result, then a text answer.
+    req.messages.push(ChatMessage::calls(calls));
+    req.messages
+        .push(ChatMessage::tool_result("call_0", "team/plan: ten euros"));
+    let mut answer = provider::start(&p, &req, fast(), CancellationToken::new())
+        .await
+        .expect("start");
+    let (text, _, err) = collect(&mut answer).await;
+    assert_eq!((text.as_str(), err), (SAMPLE_ANSWER, None));
+    let sent = standin.requests();
+    let messages = &sent[1]["messages"];
+    assert_eq!(messages[2]["role"], "assistant");
+    assert_eq!(messages[2]["tool_calls"][0]["id"], "call_0");
+    assert_eq!(messages[3]["role"], "tool");
+    assert_eq!(messages[3]["tool_call_id"], "call_0");
+    assert_eq!(messages[3]["content"], "team/plan: ten euros");
+}
+
+/// Argument text a model streams is bounded.
+#[test]
+fn tool_call_pieces_are_bounded() {
+    let mut calls = ToolCalls::default();
+    let big = "x".repeat(ToolCalls::MAX_BYTES / 2);
+    assert!(calls.push(0, Some("a".into()), Some("f".into()), &big));
+    assert!(calls.push(0, None, None, &big));
+    assert!(!calls.push(0, None, None, "more"));
+    let mut many = ToolCalls::default();
+    for i in 0..16 {
+        assert!(many.push(i, None, None, ""));
+    }
+    assert!(!many.push(16, None, None, ""));
+}
+
+/// Embeddings through the real client: one unit vector per input, in order, with usage.
+#[tokio::test]
+async fn embeddings_come_back_in_input_order() {
+    let standin = StandIn::start(Behavior::default()).await.expect("standin");
+    let p = provider(&standin);
+    let inputs = vec!["pricing decision".to_owned(), "holiday plans".to_owned()];
+    let out = p
+        .embed("standin-embed", &inputs, Some(64))
+        .await
+        .expect("embed");
+    assert_eq!(out.vectors.len(), 2);
+    assert_eq!(
+        out.vectors[0],
+        chorus_ai_bridge::standin::embed("pricing decision", 64)
+    );
+    assert_eq!(
+        out.vectors[1],
+        chorus_ai_bridge::standin::embed("holiday plans", 64)
+    );
+    assert!(out.tokens > 0);
+    // An unreachable provider is an error, not a panic.
+    standin.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(p.embed("standin-embed", &inputs, None).await.is_err());
 }
