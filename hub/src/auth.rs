@@ -114,6 +114,11 @@ impl Identity {
         }
     }
 
+    /// The room patterns it may open (`name`, `prefix*`, `*`).
+    pub fn rooms(&self) -> &[String] {
+        &self.rooms
+    }
+
     /// Whether this identity may open `room`.
     pub fn may_open(&self, room: &str) -> bool {
         self.rooms.iter().any(|p| pattern_matches(p, room))

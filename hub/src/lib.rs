@@ -56,6 +56,7 @@ pub mod outbound;
 pub mod peer;
 pub mod registry;
 pub mod room;
+pub mod search;
 pub mod server;
 pub mod session;
 pub mod tenants;
@@ -247,6 +248,10 @@ pub async fn run_on(
         }),
         applied: Default::default(),
         faults: Default::default(),
+        search_debounce: config
+            .search
+            .search_enabled
+            .then_some(config.search.search_debounce),
     });
     let grace = config.shutdown_grace;
     let preauth_places = config
@@ -276,6 +281,16 @@ pub async fn run_on(
     } else {
         app.config.node_id.clone().unwrap_or_else(|| "local".into())
     };
+    let stop_search = CancellationToken::new();
+    if let Some(search) = search::Search::new(
+        app.store.clone(),
+        app.tenants.clone(),
+        &app.config,
+        ai::providers(&app.config.ai)?,
+    ) {
+        search.start(stop_search.clone());
+        app.registry.set_search(search);
+    }
     if let Some(assistant) = ai::Assistant::new(
         &app.registry,
         app.store.clone(),
@@ -399,6 +414,7 @@ pub async fn run_on(
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     // Events not delivered yet stay in the outbox for the next start (or another node).
     stop_webhooks.cancel();
+    stop_search.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), pruner).await;
     Ok(())

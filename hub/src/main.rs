@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         },
         Some(CliCommand::Serve(config)) => serve(config),
         Some(CliCommand::Migrate(args)) => migrate(&args.database_url),
+        Some(CliCommand::Reindex(args)) => reindex(args.tenant.as_deref(), &args.config),
         None => serve(cli.serve),
     }
 }
@@ -60,6 +61,36 @@ fn migrate(url: &str) -> ExitCode {
         }
         Err(e) => {
             tracing::error!("migration failed: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reindex(tenant: Option<&str>, config: &Config) -> ExitCode {
+    init_tracing(false);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let queued = runtime.block_on(async {
+        let store = chorus_hub::open_store(config).await?;
+        chorus_hub::search::Search::queue_all(&*store, tenant)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match queued {
+        Ok(n) => {
+            tracing::info!(rooms = n, "queued for search indexing");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("reindex failed: {}", describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -35,6 +35,66 @@ pub(crate) fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(
+        "chorus_search_indexed_total",
+        "Rooms indexed for search (each a whole room, after a debounced burst of edits)"
+    );
+    describe_counter!(
+        "chorus_search_index_errors_total",
+        "Indexings that failed (the room stays queued and is tried again)"
+    );
+    describe_counter!(
+        "chorus_search_embedded_chunks_total",
+        "Chunks embedded (changed text, or a new embedding model)"
+    );
+    describe_counter!(
+        "chorus_search_embed_errors_total",
+        "Embedding requests that failed or timed out"
+    );
+    describe_counter!(
+        "chorus_search_embed_skipped_total",
+        "Chunks left without an embedding because the tenant's daily AI tokens were used up"
+    );
+    describe_counter!(
+        "chorus_search_queries_total",
+        "Search queries answered, by mode"
+    );
+    describe_counter!(
+        "chorus_ai_tool_calls_total",
+        "Functions the assistant's model called (search_documents)"
+    );
+    describe_gauge!(
+        "chorus_search_queue_rooms",
+        "Rooms in the search indexing queue (all nodes)"
+    );
+    describe_gauge!(
+        "chorus_search_queue_due_rooms",
+        "Queued rooms due for indexing now"
+    );
+    describe_gauge!(
+        "chorus_search_vectors",
+        "Chunk vectors in this node's vector index"
+    );
+    describe_gauge!(
+        "chorus_search_vector_bytes",
+        Unit::Bytes,
+        "Estimated memory of this node's vector index"
+    );
+    describe_histogram!(
+        "chorus_search_index_seconds",
+        Unit::Seconds,
+        "Time to index one room"
+    );
+    describe_histogram!(
+        "chorus_search_embed_seconds",
+        Unit::Seconds,
+        "Time of one embeddings request"
+    );
+    describe_histogram!(
+        "chorus_search_query_seconds",
+        Unit::Seconds,
+        "Time to answer a search"
+    );
     describe_counter!("chorus_connections_total", "WebSocket connections accepted");
     describe_counter!(
         "chorus_ai_runs_total",
@@ -177,6 +237,7 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
         &["run", "claimed", "dropped"],
     ),
     ("chorus_ai_provider_errors_total", "", &[]),
+    ("chorus_ai_tool_calls_total", "", &[]),
     (
         "chorus_ai_runs_total",
         "outcome",
@@ -255,6 +316,16 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
     ("chorus_resyncs_total", "", &[]),
     ("chorus_room_load_failures_total", "", &[]),
     ("chorus_room_panics_total", "", &[]),
+    ("chorus_search_embed_errors_total", "", &[]),
+    ("chorus_search_embed_skipped_total", "", &[]),
+    ("chorus_search_embedded_chunks_total", "", &[]),
+    ("chorus_search_index_errors_total", "", &[]),
+    ("chorus_search_indexed_total", "", &[]),
+    (
+        "chorus_search_queries_total",
+        "mode",
+        &["text", "semantic", "hybrid"],
+    ),
     ("chorus_sessions_expired_total", "", &[]),
     ("chorus_slow_consumer_closes_total", "", &[]),
     (
@@ -270,6 +341,10 @@ const GAUGES: &[&str] = &[
     "chorus_cluster_nodes",
     "chorus_connections_active",
     "chorus_rooms_open",
+    "chorus_search_queue_due_rooms",
+    "chorus_search_queue_rooms",
+    "chorus_search_vector_bytes",
+    "chorus_search_vectors",
 ];
 
 /// Histograms (none has a label).
@@ -279,6 +354,9 @@ const HISTOGRAMS: &[&str] = &[
     "chorus_persist_batch_seconds",
     "chorus_redis_publish_seconds",
     "chorus_webhook_delivery_seconds",
+    "chorus_search_embed_seconds",
+    "chorus_search_index_seconds",
+    "chorus_search_query_seconds",
 ];
 
 fn publish_zeros() {

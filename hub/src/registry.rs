@@ -48,6 +48,7 @@ pub struct Registry {
     generation: AtomicU64,
     // The AI assistant, once the node has built it (it holds the registry weakly).
     ai: std::sync::OnceLock<Arc<crate::ai::Assistant>>,
+    search: std::sync::OnceLock<Arc<crate::search::Search>>,
 }
 
 /// Commands a room's queue holds before joiners and readers wait (backpressure).
@@ -64,6 +65,7 @@ impl Registry {
             ctx,
             generation: AtomicU64::new(1),
             ai: std::sync::OnceLock::new(),
+            search: std::sync::OnceLock::new(),
         })
     }
 
@@ -74,6 +76,15 @@ impl Registry {
 
     pub(crate) fn set_assistant(&self, ai: Arc<crate::ai::Assistant>) {
         let _ = self.ai.set(ai);
+    }
+
+    /// Search, when it is on (`--search`).
+    pub fn search(&self) -> Option<&Arc<crate::search::Search>> {
+        self.search.get()
+    }
+
+    pub(crate) fn set_search(&self, search: Arc<crate::search::Search>) {
+        let _ = self.search.set(search);
     }
 
     /// Webhook events of the node (shared by rooms and connections).

@@ -51,7 +51,47 @@ pub struct TenantSettings {
     /// The AI assistant: on or off, provider, models, prompt, limits (docs/AI.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai: Option<TenantAi>,
+    /// Search: on or off, the full-text language, the embedding model (docs/SEARCH.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<TenantSearch>,
 }
+
+/// A tenant's search settings. Absent values fall back to the node's flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSearch {
+    /// Whether the tenant's rooms are indexed and searchable (default: as the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The full-text language (a Postgres text search configuration among
+    /// [`SEARCH_LANGUAGES`]; default `english`). SQLite stems English whatever it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The embedding model, among the node's `--search-embedding-model` (default: its first);
+    /// `""` turns search by meaning off for the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
+}
+
+/// The full-text languages a tenant may pick: Postgres' built-in text search configurations.
+pub const SEARCH_LANGUAGES: [&str; 16] = [
+    "simple",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "hungarian",
+    "italian",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "spanish",
+    "swedish",
+    "turkish",
+];
 
 /// A tenant's AI settings. Absent values fall back to the node's flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +198,22 @@ impl TenantSettings {
             if zero.contains(&Some(0)) {
                 return Err("settings.ai limits must be at least 1".into());
             }
+        }
+        if let Some(search) = &s.search
+            && let Some(lang) = &search.language
+            && !SEARCH_LANGUAGES.contains(&lang.as_str())
+        {
+            return Err(format!(
+                "settings.search.language must be one of {}",
+                SEARCH_LANGUAGES.join(", ")
+            ));
+        }
+        if s.search
+            .as_ref()
+            .and_then(|x| x.embedding_model.as_ref())
+            .is_some_and(|m| m.len() > 128)
+        {
+            return Err("settings.search.embedding_model is at most 128 bytes".into());
         }
         Ok(s)
     }

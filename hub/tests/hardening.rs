@@ -203,6 +203,7 @@ async fn a_deep_update_already_in_the_store_is_skipped_at_load() {
                     deep_value(21, 6_500),
                 ],
                 events: Vec::new(),
+                search_due: None,
             }])
             .await
             .expect("append");

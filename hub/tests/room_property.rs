@@ -339,6 +339,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
         }),
         applied: Default::default(),
         faults: Default::default(),
+        search_debounce: None,
     });
     let registry = Registry::new(ctx);
     // The node's state routes what the broker receives; here the registry does it directly.
@@ -518,6 +519,7 @@ async fn remote_edit(
             key: key.clone(),
             updates: vec![raw.clone()],
             events: Vec::new(),
+            search_due: None,
         }])
         .await
         .map_err(|e| e.to_string())?;

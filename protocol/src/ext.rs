@@ -117,6 +117,26 @@ pub enum ServerMessage {
         /// Human-readable explanation (never provider keys or internal error text).
         message: String,
     },
+    /// The answer to a [`ClientMessage::Search`]: the same body as `GET /v1/search`.
+    #[serde(rename = "search.results")]
+    SearchResults {
+        /// The request's `id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// `{query, mode, semantic, took_ms, results}` (docs/SEARCH.md).
+        answer: serde_json::Value,
+    },
+    /// A search was refused or failed.
+    #[serde(rename = "search.error")]
+    SearchError {
+        /// The request's `id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// `bad_request`, `unavailable`, `rate_limited`, `internal`.
+        code: String,
+        /// Human-readable explanation.
+        message: String,
+    },
 }
 
 /// Where an AI answer goes.
@@ -190,6 +210,26 @@ pub struct AiAsk {
     pub revert_on_cancel: bool,
 }
 
+/// A search of the rooms the session's token grants (docs/SEARCH.md): the same query as
+/// `GET /v1/search`, answered with `search.results` or `search.error`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    /// The client's id for this request, echoed in the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The words (1-256 characters).
+    pub q: String,
+    /// `text`, `semantic` or `hybrid` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Most results, 1-50 (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only rooms whose name starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_prefix: Option<String>,
+}
+
 /// Messages opted-in connections may send as text frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -233,6 +273,8 @@ pub enum ClientMessage {
         /// The run.
         run: String,
     },
+    /// Search the rooms the session's token grants (read access is enough).
+    Search(SearchRequest),
 }
 
 /// A versioned envelope around a message.

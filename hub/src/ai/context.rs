@@ -190,14 +190,8 @@ impl Context<'_> {
         user.push_str("Request: ");
         user.push_str(self.prompt);
         vec![
-            ChatMessage {
-                role: Role::System,
-                content: system,
-            },
-            ChatMessage {
-                role: Role::User,
-                content: user,
-            },
+            ChatMessage::new(Role::System, system),
+            ChatMessage::new(Role::User, user),
         ]
     }
 }

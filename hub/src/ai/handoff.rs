@@ -68,6 +68,9 @@ pub(super) struct Job {
     pub max_output_tokens: u32,
     /// The tenant's runs at once per node.
     pub tenant_limit: u32,
+    /// The asker's rooms, for the run's searches (none from a node that sends none).
+    #[serde(default)]
+    pub grants: Vec<String>,
 }
 
 /// Where a handed run's status changes go: to the asking node, in order.
@@ -407,6 +410,7 @@ impl Assistant {
             range,
             conn: None,
             teller: Some(teller),
+            grants: job.grants,
         };
         self.clone().execute(active, plan, slot).await;
     }

@@ -62,6 +62,9 @@ pub struct Asker {
     pub role: Role,
     /// The socket to tell about the run (`ai.run`, `ai.done`, `ai.error`).
     pub conn: Option<ConnHandle>,
+    /// The rooms the asker's token grants: the run's searches (`search_documents`) see no
+    /// others.
+    pub grants: Vec<String>,
 }
 
 /// Why a request was refused: an `ai.error` code and a message for the asker.
@@ -130,6 +133,8 @@ pub(crate) struct Plan {
     pub conn: Option<ConnHandle>,
     /// A run handed over from another node: its status changes go back there.
     pub teller: Option<handoff::Teller>,
+    /// The asker's rooms (see [`Asker::grants`]).
+    pub grants: Vec<String>,
 }
 
 /// Where a run writes: a position, and a range to replace.
@@ -425,6 +430,7 @@ impl Assistant {
                 max_output_tokens,
                 tenant_limit: limit,
                 ask,
+                grants: who.grants.clone(),
             };
             return match self.hand_over(queue, home, active, job, who.conn).await {
                 Ok(()) => Ok(record),
@@ -450,6 +456,7 @@ impl Assistant {
             max_output_tokens,
             conn: who.conn,
             teller: None,
+            grants: who.grants,
         };
         let this = self.clone();
         tokio::spawn(async move {

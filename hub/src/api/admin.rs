@@ -210,6 +210,9 @@ pub(super) async fn delete_tenant(
         guards.push(super::rooms::close_room(&app, &key, "tenant deleted").await?);
     }
     let existed = app.store.delete_tenant(&id).await?;
+    if let Some(search) = app.registry.search() {
+        search.forget_tenant(&id);
+    }
     drop(guards);
     app.changed(crate::cluster::Change {
         all_api_keys: true,

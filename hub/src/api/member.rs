@@ -45,6 +45,14 @@ impl Member {
         }
     }
 
+    /// The rooms it may open, as token patterns (`*` for API keys and the operator).
+    pub(crate) fn grants(&self) -> Vec<String> {
+        match &self.identity {
+            Some(id) => id.rooms().to_vec(),
+            None => vec!["*".to_owned()],
+        }
+    }
+
     pub(crate) fn may_see(&self, room: &str) -> bool {
         self.identity.as_ref().is_none_or(|id| id.may_open(room))
     }
@@ -55,6 +63,7 @@ impl Member {
             user: self.user.clone(),
             role: self.role,
             conn: None,
+            grants: self.grants(),
         }
     }
 }

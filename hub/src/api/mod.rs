@@ -17,6 +17,7 @@ mod keys;
 mod member;
 mod openapi;
 mod rooms;
+mod search;
 mod webhooks;
 
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         )
         .route("/rooms/{room}/presence", get(rooms::presence))
         .route("/ai/runs", get(ai::list))
+        .route("/search", get(search::search))
         .route("/rooms/{room}/ai/runs", get(ai::list_room).post(ai::create))
         .route("/rooms/{room}/ai/runs/{id}", get(ai::get))
         .route("/rooms/{room}/ai/runs/{id}/cancel", post(ai::cancel))

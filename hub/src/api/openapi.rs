@@ -452,7 +452,26 @@ fn ai_schemas() -> Value {
             "ttft_ms": {"type": ["integer", "null"]}, "duration_ms": {"type": ["integer", "null"]},
             "error": {"type": ["string", "null"]}, "created": {"type": "integer"}, "finished": {"type": ["integer", "null"]}
         }), &["id", "room", "status", "model", "target", "mode", "client_id", "created"]),
-        "AiRunList": obj(json!({"runs": {"type": "array", "items": {"$ref": "#/components/schemas/AiRun"}}, "next_before": {"type": ["integer", "null"]}}), &["runs"])
+        "AiRunList": obj(json!({"runs": {"type": "array", "items": {"$ref": "#/components/schemas/AiRun"}}, "next_before": {"type": ["integer", "null"]}}), &["runs"]),
+        "SearchAnswer": obj(json!({
+            "query": {"type": "string"},
+            "mode": {"enum": ["text", "semantic", "hybrid"]},
+            "semantic": {"type": "boolean", "description": "whether search by meaning took part"},
+            "took_ms": {"type": "integer"},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/SearchHit"}}
+        }), &["query", "mode", "semantic", "took_ms", "results"]),
+        "SearchHit": obj(json!({
+            "room": {"type": "string"},
+            "score": {"type": "number", "description": "higher is better, within one answer"},
+            "snippet": {"type": "string", "description": "plain text"},
+            "highlights": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}, "description": "[start, end) of matches in the snippet, in Unicode code points"},
+            "position": obj(json!({
+                "field": {"type": "string"},
+                "offset": {"type": "integer", "description": "characters into the room's plain text"},
+                "relative": {"type": "string", "description": "base64 of Y.encodeRelativePosition at the passage's start"}
+            }), &["field", "offset"]),
+            "matched": {"type": "array", "items": {"enum": ["text", "semantic"]}}
+        }), &["room", "score", "snippet", "highlights", "position", "matched"])
     })
 }
 
@@ -518,6 +537,23 @@ pub(super) fn document() -> Value {
                 "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object", "properties": {
                     "token": { "type": "string" }, "room": { "type": "string" }, "role": { "type": "string" }, "expires": { "type": "integer" } },
                     "required": ["token", "room", "role", "expires"] } } } },
+                "default": problem.clone()
+            }
+        } }),
+    );
+    paths.insert(
+        "/v1/search".into(),
+        json!({ "get": {
+            "summary": "Search the tenant's rooms that the caller may open (a client JWT: its rooms claim; an API key: every room), by words, by meaning, or both fused (docs/SEARCH.md)",
+            "security": [ { "member": [] } ],
+            "parameters": [
+                { "name": "q", "in": "query", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": 256 } },
+                { "name": "mode", "in": "query", "schema": { "enum": ["text", "semantic", "hybrid"], "default": "hybrid" } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 50, "default": 10 } },
+                { "name": "room_prefix", "in": "query", "schema": { "type": "string", "maxLength": 256 } }
+            ],
+            "responses": {
+                "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SearchAnswer" } } } },
                 "default": problem.clone()
             }
         } }),

@@ -34,6 +34,20 @@ pub enum CliCommand {
     Token(TokenArgs),
     /// Apply the database schema migrations and exit (run with the schema owner's URL).
     Migrate(MigrateArgs),
+    /// Queue every room (of one tenant, or of all) for search indexing and exit; running hubs
+    /// index them (docs/SEARCH.md). Takes the hub's database flags.
+    Reindex(ReindexArgs),
+}
+
+/// Options of `chorus reindex`.
+#[derive(Debug, Clone, Args)]
+pub struct ReindexArgs {
+    /// Only this tenant's rooms. Default: every tenant's.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The hub's options (its `--database-url` or `--data-dir` say which store).
+    #[command(flatten)]
+    pub config: Config,
 }
 
 /// Options of `chorus migrate`.

@@ -9,8 +9,10 @@ use clap::{Args, Parser};
 
 mod ai;
 mod cli;
+mod search;
 pub use ai::AiConfig;
-pub use cli::{Cli, CliCommand, MigrateArgs, TokenArgs};
+pub use cli::{Cli, CliCommand, MigrateArgs, ReindexArgs, TokenArgs};
+pub use search::SearchConfig;
 
 /// Options of the server.
 #[derive(Debug, Clone, Args)]
@@ -244,6 +246,10 @@ pub struct Config {
     /// The AI assistant (docs/AI.md).
     #[command(flatten)]
     pub ai: AiConfig,
+
+    /// Search (docs/SEARCH.md).
+    #[command(flatten)]
+    pub search: SearchConfig,
 }
 
 /// A listen address: `host:port` with an IP address or a host name (`localhost:8080`); a
@@ -285,6 +291,7 @@ impl Config {
     /// Rejects values that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         self.ai.validate()?;
+        self.search.validate()?;
         let hour = Duration::from_secs(3600);
         let checks: [(bool, &str); 22] = [
             (

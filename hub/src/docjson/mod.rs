@@ -37,6 +37,7 @@ mod kinds;
 mod ops;
 mod patch;
 mod path;
+mod plain;
 mod plan;
 pub mod rebase;
 mod render;
@@ -48,6 +49,7 @@ mod view;
 
 pub use ops::{Op, apply_ops, apply_ops_in, apply_ops_limited};
 pub use path::{Seg, ShowPath};
+pub use plain::{Line, plain_lines};
 pub use render::doc_to_json;
 pub use restore::{restore_in, restore_to};
 pub use view::doc_to_view;

@@ -164,6 +164,11 @@ impl Room {
                     .persister
                     .submit(AppendBatch {
                         key: self.key().clone(),
+                        search_due: self
+                            .ctx
+                            .search_debounce
+                            .filter(|_| !updates.is_empty())
+                            .map(|d| crate::search::due_ms(d)),
                         updates,
                         events,
                     })

@@ -111,6 +111,8 @@ pub struct RoomContext {
     pub applied: Applied,
     /// Faults tests inject.
     pub faults: Faults,
+    /// Search on: each flush queues the room for indexing, due this long after it.
+    pub search_debounce: Option<Duration>,
 }
 
 /// How a room reaches the other nodes.

@@ -39,6 +39,7 @@ pub(super) async fn handle(
     key: &RoomKey,
     conn: &ConnHandle,
     role: Role,
+    grants: &[String],
     msg: ClientMessage,
     reply: impl Fn(&ServerMessage) + Send + Sync + 'static,
 ) {
@@ -65,6 +66,7 @@ pub(super) async fn handle(
         user: conn.user.as_deref().map(str::to_owned),
         role,
         conn: (!stateless).then(|| conn.clone()),
+        grants: grants.to_vec(),
     };
     match msg {
         ClientMessage::AiAsk(ask) => {

@@ -58,6 +58,8 @@ struct OpenDoc {
     room: RoomHandle,
     // When its token expires: the document is closed then (4401's meaning, per document).
     expires: Option<u64>,
+    // The rooms its token grants: the assistant's searches for this document see no others.
+    grants: Vec<String>,
     // Counts against the tenant's connection limit while the document is open.
     _slot: TenantSlot,
 }
@@ -260,6 +262,7 @@ impl Hocuspocus {
                         conn,
                         room,
                         expires: identity.expires,
+                        grants: identity.rooms().to_vec(),
                         _slot: slot,
                     },
                 );
@@ -354,8 +357,9 @@ impl Dialect for Hocuspocus {
                         };
                         let registry = self.app.registry.clone();
                         let (key, conn, role) = (doc.key.clone(), doc.conn.clone(), doc.conn.role);
+                        let grants = doc.grants.clone();
                         Box::pin(crate::session::ai::handle(
-                            &registry, &key, &conn, role, msg, reply,
+                            &registry, &key, &conn, role, &grants, msg, reply,
                         ))
                         .await;
                         Ok(())

@@ -316,7 +316,8 @@ impl Dialect for JsonBot<'_> {
                 }
             }
             ClientFrame::Auth { token } => {
-                let (expires, kid) =
+                // A JSON-mode session does not search: the token's rooms are not kept.
+                let (expires, kid, _rooms) =
                     Box::pin(refresh_token(self.verifier, self.key, self.role, &token)).await?;
                 self.expires = expires;
                 self.kid = kid;

@@ -106,6 +106,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             }
         };
         emit_presence(s.registry.events(), &s.key, &s.conn, true);
+        let kid = s.identity.kid.take();
         let mut dialect = YWebsocket {
             key: &s.key,
             role: s.identity.role,
@@ -114,7 +115,9 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             limits: s.limits,
             awareness: None,
             expires: s.identity.expires.unwrap_or(u64::MAX),
-            kid: s.identity.kid.take(),
+            kid,
+            grants: s.identity.rooms(),
+            regranted: None,
             registry: &s.registry,
             verifier: &s.verifier,
             recorder: s.recorder.take(),
@@ -314,27 +317,36 @@ struct YWebsocket<'a> {
     // Boxed: most connections have no limit, and this struct lives in every connection's
     // future.
     rate: Option<RateLimit>,
+    // The rooms the session's token grants (its searches see no others), borrowed from the
+    // session; a refreshed token that grants others replaces them (boxed: rare).
+    grants: &'a [String],
+    regranted: Option<Box<Vec<String>>>,
 }
 
 impl YWebsocket<'_> {
     /// A fresh token for this session (see [`refresh_token`]).
     async fn refresh(&mut self, token: &str) -> Result<ServerMessage, Closing> {
-        let (expires, kid) = refresh_token(self.verifier, self.key, self.role, token).await?;
+        let (expires, kid, rooms) =
+            refresh_token(self.verifier, self.key, self.role, token).await?;
         self.expires = expires;
         self.kid = kid;
+        if rooms.as_slice() != self.grants {
+            self.regranted = Some(Box::new(rooms));
+        }
         Ok(ServerMessage::Authenticated { expires })
     }
 }
 
 /// Checks a fresh token for a session: it must name the same tenant, still grant the room,
 /// and give the same role (a new role needs a new session). The session then runs until the
-/// new token's expiry (returned), under its key.
+/// new token's expiry (returned), under its key; its searches see the new token's rooms
+/// (returned).
 pub async fn refresh_token(
     verifier: &crate::auth::Verifier,
     key: &RoomKey,
     role: Role,
     token: &str,
-) -> Result<(u64, Option<Arc<str>>), Closing> {
+) -> Result<(u64, Option<Arc<str>>, Vec<String>), Closing> {
     let identity = verifier
         .verify(Some(token))
         .await
@@ -345,7 +357,8 @@ pub async fn refresh_token(
             "the new token does not grant this session".into(),
         ));
     }
-    Ok((identity.expires.unwrap_or(u64::MAX), identity.kid))
+    let rooms = identity.rooms().to_vec();
+    Ok((identity.expires.unwrap_or(u64::MAX), identity.kid, rooms))
 }
 
 /// The keepalive tick's check of a session's token: expired, or its tenant key revoked (on
@@ -411,6 +424,7 @@ impl Dialect for YWebsocket<'_> {
         }
         let reply = match ext::decode_client(text) {
             Ok(msg) if ai::is_ai(&msg) => {
+                let grants = self.regranted.as_deref().map_or(self.grants, Vec::as_slice);
                 let conn = self.conn.clone();
                 let reply = move |m: &ServerMessage| {
                     conn.send_ext(m);
@@ -420,6 +434,7 @@ impl Dialect for YWebsocket<'_> {
                     self.key,
                     self.conn,
                     self.role,
+                    grants,
                     msg,
                     reply,
                 ))
@@ -428,6 +443,10 @@ impl Dialect for YWebsocket<'_> {
             }
             Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
             Ok(ClientMessage::Auth { token }) => Box::pin(self.refresh(&token)).await?,
+            Ok(ClientMessage::Search(request)) => {
+                let grants = self.regranted.as_deref().map_or(self.grants, Vec::as_slice);
+                Box::pin(search_frame(self.registry, self.key, grants, request)).await
+            }
             // The assistant's messages were handled above.
             Ok(_) => return Ok(()),
             Err(e) => ServerMessage::Error {
@@ -618,4 +637,55 @@ pub async fn close(socket: &mut WebSocket, queue: &mut ConnQueue, code: CloseCod
 
 fn deny(conn: &ConnHandle) {
     conn.update_refused("read-only: updates are not accepted");
+}
+
+/// Answers a `search` frame: the session's tenant, the rooms its token grants. The frame is
+/// answered before the next one is read, so a connection runs one search at a time.
+pub async fn search_frame(
+    registry: &Registry,
+    key: &RoomKey,
+    grants: &[String],
+    request: ext::SearchRequest,
+) -> ServerMessage {
+    let id = request.id.clone();
+    let refuse = |code: &str, message: String| ServerMessage::SearchError {
+        id: id.clone(),
+        code: code.to_owned(),
+        message,
+    };
+    let Some(search) = registry.search() else {
+        return refuse("unavailable", "search is off on this hub".into());
+    };
+    let mode = match request.mode.as_deref() {
+        None => crate::search::Mode::Hybrid,
+        Some(m) => match crate::search::Mode::parse(m) {
+            Some(m) => m,
+            None => {
+                return refuse(
+                    "bad_request",
+                    "mode must be text, semantic or hybrid".into(),
+                );
+            }
+        },
+    };
+    let query =
+        match crate::search::Query::new(&request.q, mode, request.limit, request.room_prefix) {
+            Ok(q) => q,
+            Err(e) => return refuse("bad_request", e.to_string()),
+        };
+    match search.query(&key.tenant, &query, grants).await {
+        Ok(answer) => ServerMessage::SearchResults {
+            id,
+            answer: serde_json::to_value(&answer).unwrap_or_default(),
+        },
+        Err(e) => {
+            let code = match e {
+                crate::search::SearchError::BadRequest(_) => "bad_request",
+                crate::search::SearchError::Unavailable(_) => "unavailable",
+                crate::search::SearchError::Budget => "rate_limited",
+                crate::search::SearchError::Internal => "internal",
+            };
+            refuse(code, e.to_string())
+        }
+    }
 }
