@@ -256,7 +256,7 @@ pub fn vector_bytes(v: &[f32]) -> Vec<u8> {
 
 /// A stored vector back; `None` for a length that is not whole `f32`s or too long.
 pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
-    if b.len() % 4 != 0 || b.len() / 4 > MAX_DIMENSIONS {
+    if !b.len().is_multiple_of(4) || b.len() / 4 > MAX_DIMENSIONS {
         return None;
     }
     Some(

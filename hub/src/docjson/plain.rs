@@ -149,14 +149,16 @@ impl Lines {
             };
             match child.type_ref() {
                 TypeRef::XmlText => self.text(txn, field, child),
-                TypeRef::XmlElement(_) | TypeRef::XmlFragment | TypeRef::Undefined => {
+                TypeRef::XmlElement(_) | TypeRef::XmlFragment => {
+                    self.children(txn, field, child, depth);
+                }
+                TypeRef::Undefined
                     if matches!(
                         kind_of(txn, child),
                         RootKind::XmlElement | RootKind::XmlFragment | RootKind::XmlText
-                    ) || matches!(child.type_ref(), TypeRef::XmlElement(_))
-                    {
-                        self.children(txn, field, child, depth);
-                    }
+                    ) =>
+                {
+                    self.children(txn, field, child, depth);
                 }
                 _ => {}
             }

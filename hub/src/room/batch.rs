@@ -168,7 +168,7 @@ impl Room {
                             .ctx
                             .search_debounce
                             .filter(|_| !updates.is_empty())
-                            .map(|d| crate::search::due_ms(d)),
+                            .map(crate::search::due_ms),
                         updates,
                         events,
                     })

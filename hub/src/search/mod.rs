@@ -723,7 +723,7 @@ impl Search {
                     Vec::new()
                 } else {
                     match self
-                        .embed(tenant, provider, model, &[query.q.clone()])
+                        .embed(tenant, provider, model, std::slice::from_ref(&query.q))
                         .await
                     {
                         Some(mut v) if !v.is_empty() => {

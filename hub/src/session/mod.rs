@@ -320,7 +320,7 @@ struct YWebsocket<'a> {
     // The rooms the session's token grants (its searches see no others), borrowed from the
     // session; a refreshed token that grants others replaces them (boxed: rare).
     grants: &'a [String],
-    regranted: Option<Box<Vec<String>>>,
+    regranted: Option<Box<[String]>>,
 }
 
 impl YWebsocket<'_> {
@@ -331,7 +331,7 @@ impl YWebsocket<'_> {
         self.expires = expires;
         self.kid = kid;
         if rooms.as_slice() != self.grants {
-            self.regranted = Some(Box::new(rooms));
+            self.regranted = Some(rooms.into_boxed_slice());
         }
         Ok(ServerMessage::Authenticated { expires })
     }
@@ -424,7 +424,7 @@ impl Dialect for YWebsocket<'_> {
         }
         let reply = match ext::decode_client(text) {
             Ok(msg) if ai::is_ai(&msg) => {
-                let grants = self.regranted.as_deref().map_or(self.grants, Vec::as_slice);
+                let grants = self.regranted.as_deref().unwrap_or(self.grants);
                 let conn = self.conn.clone();
                 let reply = move |m: &ServerMessage| {
                     conn.send_ext(m);
@@ -444,7 +444,7 @@ impl Dialect for YWebsocket<'_> {
             Ok(ClientMessage::Ping { id }) => ServerMessage::Pong { id },
             Ok(ClientMessage::Auth { token }) => Box::pin(self.refresh(&token)).await?,
             Ok(ClientMessage::Search(request)) => {
-                let grants = self.regranted.as_deref().map_or(self.grants, Vec::as_slice);
+                let grants = self.regranted.as_deref().unwrap_or(self.grants);
                 Box::pin(search_frame(self.registry, self.key, grants, request)).await
             }
             // The assistant's messages were handled above.
