@@ -282,11 +282,11 @@ test('what the hub answers is shown as text: marks, the text-only note, no match
   await results.filter({ hasText: 'No matches' }).waitFor(WAIT)
   assert.doesNotMatch(await results.innerText(), /text matches only/)
 
-  answer = { status: 503, body: { error: 'unavailable', message: 'search is disabled' } }
+  answer = { status: 503, body: { code: 'unavailable', detail: 'search is disabled' } }
   await search('switched off')
   await results.getByRole('alert').filter({ hasText: 'Search is off on this hub' }).waitFor(WAIT)
 
-  answer = { status: 403, body: { error: 'forbidden', message: 'no' } }
+  answer = { status: 403, body: { code: 'forbidden', detail: 'no' } }
   await search('not mine')
   await results.getByRole('alert').filter({ hasText: 'Not allowed' }).waitFor(WAIT)
   await context.close()

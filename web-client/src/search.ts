@@ -49,10 +49,13 @@ const MAX_RELATIVE = 4096
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
-/** What the page says for a refused search (`body`: the parsed error body, if any). */
+/**
+ * What the page says for a refused search (`body`: the parsed error body, if any): the hub
+ * answers with an RFC 9457 problem, `{status, title, detail, code}`.
+ */
 export function searchErrorMessage(status: number, body: unknown): string {
-  const code = isObject(body) && typeof body.error === 'string' ? body.error : null
-  const message = isObject(body) && typeof body.message === 'string' ? body.message.trim().slice(0, MAX_MESSAGE) : ''
+  const code = isObject(body) && typeof body.code === 'string' ? body.code : null
+  const message = isObject(body) && typeof body.detail === 'string' ? body.detail.trim().slice(0, MAX_MESSAGE) : ''
   if (status === 503 && code === 'unavailable') return 'Search is off on this hub'
   if (status === 401 || status === 403) return 'Not allowed'
   if (message) return message

@@ -125,14 +125,14 @@ describe('search answers', () => {
 
 describe('search errors', () => {
   it('says what went wrong', () => {
-    expect(searchErrorMessage(503, { error: 'unavailable', message: 'search is disabled' })).toBe('Search is off on this hub')
-    expect(searchErrorMessage(503, { error: 'overloaded', message: 'try later' })).toBe('try later')
-    expect(searchErrorMessage(401, { error: 'unauthorized', message: 'token expired' })).toBe('Not allowed')
+    expect(searchErrorMessage(503, { code: 'unavailable', detail: 'search is disabled' })).toBe('Search is off on this hub')
+    expect(searchErrorMessage(503, { code: 'overloaded', detail: 'try later' })).toBe('try later')
+    expect(searchErrorMessage(401, { code: 'unauthenticated', detail: 'token expired' })).toBe('Not allowed')
     expect(searchErrorMessage(403, null)).toBe('Not allowed')
-    expect(searchErrorMessage(400, { error: 'bad_request', message: 'q is required' })).toBe('q is required')
+    expect(searchErrorMessage(400, { code: 'bad_request', detail: 'q is required' })).toBe('q is required')
     expect(searchErrorMessage(429, null)).toBe('Too many searches: try again in a moment')
     expect(searchErrorMessage(500, 'oops')).toBe('Search failed (HTTP 500)')
-    expect(searchErrorMessage(400, { message: 'x'.repeat(5000) })).toHaveLength(300)
+    expect(searchErrorMessage(400, { detail: 'x'.repeat(5000) })).toHaveLength(300)
   })
 })
 
@@ -156,7 +156,7 @@ describe('searching', () => {
   })
 
   it('is anonymous without a token, and throws the message to show', async () => {
-    const off = fake(new Response(JSON.stringify({ error: 'unavailable', message: 'off' }), { status: 503 }))
+    const off = fake(new Response(JSON.stringify({ code: 'unavailable', detail: 'off' }), { status: 503 }))
     const refused = await searchRooms('pricing', null, { fetcher: off.fetcher }).catch((e: unknown) => e)
     expect(refused).toBeInstanceOf(SearchError)
     expect(refused).toMatchObject({ status: 503, message: 'Search is off on this hub' })
