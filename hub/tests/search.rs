@@ -619,3 +619,96 @@ async fn a_hub_killed_before_indexing_loses_nothing_of_the_queue() {
     }
     second.kill().await.expect("kill");
 }
+
+/// Two nodes sharing one Postgres (as a cluster's nodes do): edits made on one are indexed
+/// there (or by either node's workers: the queue is shared) and found on the other, by words
+/// from the shared full-text index and by meaning from the other node's own vector index,
+/// which follows the store's change feed. Rows stay under row-level security throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_postgres_agree_on_the_index() {
+    let Some(db) = chorus_persistence::testing::TestDatabase::create().await else {
+        return;
+    };
+    let standin = StandIn::start(Behavior::default()).await.expect("standin");
+    let (da, dbb) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let node = |dir: &std::path::Path| {
+        let mut c = chorus_hub::Config {
+            jwt_secret: Some(SECRET.into()),
+            database_url: Some(db.url().to_owned()),
+            ..test_config(dir)
+        };
+        c.ai.ai_base_url = Some(standin.base_url());
+        c.ai.ai_model = Some("standin-1".into());
+        c.search.search_embedding_model = Some("standin-embed".into());
+        c.search.search_debounce = Duration::from_millis(200);
+        c
+    };
+    let a = TestServer::start(node(da.path())).await;
+    let b = TestServer::start(node(dbb.path())).await;
+    for (room, text) in CORPUS {
+        drop(write(&a, room, text).await);
+    }
+    for (room, _) in CORPUS {
+        until(&b, "q=minutes&mode=text&limit=50", room, false).await;
+    }
+    let tok = all_rooms();
+    let started = Instant::now();
+    loop {
+        let (_, found) = search(&b, Some(&tok), "q=seat+cost+in+euros&mode=semantic").await;
+        if rooms(&found).first().map(String::as_str) == Some("team/pricing") {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "node b never found it by meaning: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The language of the tenant's full text is Postgres' English: stems match.
+    let (_, stemmed) = search(&b, Some(&tok), "q=decide&mode=text").await;
+    assert_eq!(rooms(&stemmed), ["team/pricing"], "{stemmed}");
+    let team = token(json!({"rooms": ["team/*"], "role": "read"}));
+    let (_, a_team) = search(&a, Some(&team), "q=pricing+bonuses&mode=hybrid&limit=50").await;
+    assert!(
+        rooms(&a_team).iter().all(|r| r.starts_with("team/")),
+        "{a_team}"
+    );
+    // A room deleted through one node leaves the other's answers too.
+    let res = reqwest::Client::new()
+        .delete(format!("http://{}/v1/rooms/team%2Fpricing", a.addr))
+        .bearer_auth(OPERATOR)
+        .header("chorus-tenant", "default")
+        .send()
+        .await
+        .expect("delete");
+    // Without an operator key configured the delete is refused: then delete through the store.
+    if !res.status().is_success() {
+        assert!(
+            a.app
+                .store
+                .delete_room_everything("default", "team/pricing")
+                .await
+                .expect("delete")
+        );
+    }
+    for mode in ["text", "semantic"] {
+        let started = Instant::now();
+        loop {
+            let (_, found) =
+                search(&b, Some(&tok), &format!("q=pricing+euros+seat&mode={mode}")).await;
+            if !rooms(&found).contains(&"team/pricing".to_owned()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{mode}: still found on b: {found}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+}

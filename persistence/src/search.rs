@@ -53,6 +53,9 @@ pub struct Chunk {
     pub field: String,
     /// A Yjs relative position (base64 of `Y.encodeRelativePosition`) where it starts.
     pub position: Option<String>,
+    /// Where each of its lines starts (offsets and relative positions, JSON written and read
+    /// by the hub), so that a hit inside the chunk opens at its own line.
+    pub lines: Option<String>,
     /// Its text.
     pub text: String,
     /// The embedding model, empty without an embedding.
@@ -120,6 +123,10 @@ pub struct TextHit {
     pub field: String,
     /// Its relative position.
     pub position: Option<String>,
+    /// Its lines' offsets and positions (see [`Chunk::lines`]).
+    pub lines: Option<String>,
+    /// Its text.
+    pub body: String,
     /// An excerpt around the matches, which are between [`HIT_START`] and [`HIT_END`].
     pub snippet: String,
     /// The engine's score (higher is better).

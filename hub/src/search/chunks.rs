@@ -30,6 +30,9 @@ pub(super) struct Piece {
     pub field: String,
     /// A relative position of its start.
     pub position: Option<String>,
+    /// Each line of `text` (overlap included): where it starts in the plain text, and a
+    /// relative position there.
+    pub lines: Vec<(usize, Option<String>)>,
     /// Its text, overlap included.
     pub text: String,
 }
@@ -48,7 +51,8 @@ pub(super) fn chunk(lines: &[crate::docjson::Line], max_chunks: usize) -> Vec<Pi
     let mut seen = std::collections::HashSet::new();
     let mut offset = 0usize; // of the current line in the plain text
     let mut current: Option<(Piece, usize)> = None; // the piece and its length in characters
-    let mut previous_last: Option<String> = None;
+    // The end of the previous chunk's last line, with that line's start and position.
+    let mut previous_last: Option<(String, usize, Option<String>)> = None;
     for line in &lines {
         let len = line.text.chars().count();
         if let Some((piece, n)) = &current
@@ -56,7 +60,7 @@ pub(super) fn chunk(lines: &[crate::docjson::Line], max_chunks: usize) -> Vec<Pi
         {
             let _ = n;
             let done = piece.clone();
-            previous_last = last_line(&done.text);
+            previous_last = last_line(&done);
             finish(&mut out, &mut seen, done);
             current = None;
         }
@@ -64,21 +68,26 @@ pub(super) fn chunk(lines: &[crate::docjson::Line], max_chunks: usize) -> Vec<Pi
             Some((piece, n)) => {
                 piece.text.push('\n');
                 piece.text.push_str(&line.text);
+                piece.lines.push((offset, line.position.clone()));
                 *n += 1 + len;
             }
             None => {
                 let mut text = String::new();
-                if let Some(prev) = previous_last.take() {
+                let mut lines = Vec::new();
+                if let Some((prev, at, position)) = previous_last.take() {
                     text.push_str(&prev);
                     text.push('\n');
+                    lines.push((at, position));
                 }
                 text.push_str(&line.text);
+                lines.push((offset, line.position.clone()));
                 current = Some((
                     Piece {
                         hash: String::new(),
                         start: offset,
                         field: line.field.clone(),
                         position: line.position.clone(),
+                        lines,
                         text,
                     },
                     len,
@@ -91,7 +100,7 @@ pub(super) fn chunk(lines: &[crate::docjson::Line], max_chunks: usize) -> Vec<Pi
             && cut_after(&line.text)
         {
             let done = piece.clone();
-            previous_last = last_line(&done.text);
+            previous_last = last_line(&done);
             finish(&mut out, &mut seen, done);
             current = None;
         }
@@ -119,10 +128,15 @@ fn cut_after(line: &str) -> bool {
     digest[0] % 4 == 0
 }
 
-fn last_line(text: &str) -> Option<String> {
-    let last = text.rsplit('\n').next()?;
+fn last_line(piece: &Piece) -> Option<(String, usize, Option<String>)> {
+    let last = piece.text.rsplit('\n').next()?;
     let n = last.chars().count();
-    Some(last.chars().skip(n.saturating_sub(OVERLAP_CHARS)).collect())
+    let (at, position) = piece.lines.last().cloned()?;
+    Some((
+        last.chars().skip(n.saturating_sub(OVERLAP_CHARS)).collect(),
+        at,
+        position,
+    ))
 }
 
 /// Lines longer than [`MAX_CHARS`] cut at spaces (or anywhere, without one); the parts after
@@ -185,6 +199,11 @@ mod tests {
         let pieces = chunk(&lines(&texts), 10_000);
         assert!(pieces.len() > 5);
         for p in &pieces {
+            assert_eq!(
+                p.lines.len(),
+                p.text.split('\n').count(),
+                "a place for every line"
+            );
             assert!(
                 p.text.chars().count() <= MAX_CHARS + OVERLAP_CHARS + 1,
                 "{}",

@@ -481,6 +481,7 @@ impl Search {
                 start: i64::try_from(p.start).unwrap_or(i64::MAX),
                 field: p.field,
                 position: p.position,
+                lines: serde_json::to_string(&p.lines).ok(),
                 text: p.text,
                 model: String::new(),
                 vector: None,
@@ -823,6 +824,13 @@ fn fuse(
     let mut index: HashMap<String, usize> = HashMap::new();
     for (rank, t) in text.into_iter().enumerate() {
         let (snippet, highlights) = marked(&t.snippet);
+        let chars: Vec<char> = snippet.chars().collect();
+        let words: Vec<String> = highlights
+            .iter()
+            .map(|[a, b]| chars[*a..*b].iter().collect::<String>().to_lowercase())
+            .collect();
+        let (offset, relative) =
+            locate(&t.body, t.lines.as_deref(), &words).unwrap_or((t.start, t.position.clone()));
         let score = match mode {
             Mode::Hybrid => 1.0 / (RRF_K + rank as f64 + 1.0),
             _ => t.score,
@@ -835,8 +843,8 @@ fn fuse(
             highlights,
             position: Position {
                 field: t.field,
-                offset: t.start,
-                relative: t.position,
+                offset,
+                relative,
             },
             matched: vec!["text"],
         });
@@ -850,6 +858,9 @@ fn fuse(
             }
             None => {
                 let (snippet, highlights) = excerpt(&chunk.text, &query.q);
+                let (offset, relative) =
+                    locate(&chunk.text, chunk.lines.as_deref(), &query_words(&query.q))
+                        .unwrap_or((chunk.start, chunk.position.clone()));
                 index.insert(room.clone(), hits.len());
                 hits.push(Hit {
                     room,
@@ -862,8 +873,8 @@ fn fuse(
                     highlights,
                     position: Position {
                         field: chunk.field,
-                        offset: chunk.start,
-                        relative: chunk.position,
+                        offset,
+                        relative,
                     },
                     matched: vec!["semantic"],
                 });
@@ -876,6 +887,31 @@ fn fuse(
             .then_with(|| a.room.cmp(&b.room))
     });
     hits
+}
+
+/// The query's words worth finding in a passage (lower case, more than two characters).
+fn query_words(q: &str) -> Vec<String> {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() > 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The line of a chunk where the first of `words` appears: its offset in the room's plain
+/// text and its relative position. `None` when no word is found or the chunk has no lines.
+fn locate(body: &str, lines: Option<&str>, words: &[String]) -> Option<(i64, Option<String>)> {
+    let lines: Vec<(usize, Option<String>)> = serde_json::from_str(lines?).ok()?;
+    let lower = body.to_lowercase();
+    // Byte index of the earliest word (stemmed matches: the word's start is enough).
+    let at = words
+        .iter()
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| lower.find(w.as_str()))
+        .min()?;
+    // Lower-casing may change lengths: count the lines before it in the lower-cased text.
+    let line = lower.get(..at)?.matches('\n').count();
+    let (offset, position) = lines.get(line)?.clone();
+    Some((i64::try_from(offset).ok()?, position))
 }
 
 /// A snippet with the store's match markers, as plain text and code-point ranges.
@@ -966,6 +1002,8 @@ mod tests {
             start: 0,
             field: "default".into(),
             position: None,
+            lines: None,
+            body: String::new(),
             snippet: format!("\u{2}pricing\u{3} of {room}"),
             score: 1.0,
         };
@@ -975,6 +1013,7 @@ mod tests {
             start: 5,
             field: "default".into(),
             position: Some("p".into()),
+            lines: None,
             text: text.into(),
             model: "m".into(),
             vector: None,
@@ -991,6 +1030,24 @@ mod tests {
         assert_eq!(fused[2].matched, ["semantic"]);
         assert_eq!(fused[2].snippet, "the plan for costs");
         assert_eq!(fused[2].highlights, [[4, 8]]);
+    }
+
+    #[test]
+    fn a_hit_opens_at_its_own_line() {
+        let lines = serde_json::to_string(&[(10usize, Some("a")), (40, Some("b")), (90, None)])
+            .expect("json");
+        let body = "First line\nThe Pricing line\nlast";
+        assert_eq!(
+            locate(body, Some(&lines), &["pricing".into()]),
+            Some((40, Some("b".into())))
+        );
+        assert_eq!(
+            locate(body, Some(&lines), &["last".into()]),
+            Some((90, None))
+        );
+        assert_eq!(locate(body, Some(&lines), &["absent".into()]), None);
+        assert_eq!(locate(body, Some("not json"), &["last".into()]), None);
+        assert_eq!(locate(body, None, &["last".into()]), None);
     }
 
     #[test]

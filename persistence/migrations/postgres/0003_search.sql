@@ -29,7 +29,8 @@ CREATE TABLE search_rooms (
 );
 CREATE INDEX search_rooms_seq ON search_rooms (seq);
 
--- One chunk of a room's plain text. `hash`: hex of its content hash (the key). `tsv` is
+-- One chunk of a room's plain text. `hash`: hex of its content hash (the key). `position`: a
+-- Yjs relative position of its start; `lines`: its lines' offsets and positions (JSON). `tsv` is
 -- generated with the tenant's text search configuration (`lang`); `embedding`: little-endian
 -- float4s of the model in `model` (empty without one).
 CREATE TABLE search_chunks (
@@ -40,6 +41,7 @@ CREATE TABLE search_chunks (
     start_offset BIGINT    NOT NULL,
     field        TEXT      NOT NULL,
     position     TEXT,
+    lines        TEXT,
     body         TEXT      NOT NULL,
     lang         REGCONFIG NOT NULL DEFAULT 'simple',
     tsv          TSVECTOR  GENERATED ALWAYS AS (to_tsvector(lang, body)) STORED,

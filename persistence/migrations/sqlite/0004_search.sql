@@ -32,6 +32,7 @@ CREATE TABLE search_chunks (
     start_offset INTEGER NOT NULL,
     field        TEXT    NOT NULL,
     position     TEXT,
+    lines        TEXT,
     body         TEXT    NOT NULL,
     model        TEXT    NOT NULL DEFAULT '',
     embedding    BLOB,

@@ -107,6 +107,7 @@ fn chunk(row: &PgRow) -> Result<Chunk, StoreError> {
         start: row.try_get("start_offset")?,
         field: row.try_get("field")?,
         position: row.try_get("position")?,
+        lines: row.try_get("lines")?,
         text: row.try_get("body")?,
         model: row.try_get("model")?,
         vector: embedding.as_deref().and_then(vector_from_bytes),
@@ -255,7 +256,7 @@ impl SearchIndex for PostgresStore {
     async fn room_chunks(&self, tenant: &str, room: &str) -> Result<Vec<Chunk>, StoreError> {
         let mut tx = self.scoped(tenant).await?;
         let rows = sqlx::query(
-            "SELECT hash, ord, start_offset, field, position, body, model, embedding
+            "SELECT hash, ord, start_offset, field, position, lines, body, model, embedding
                FROM search_chunks WHERE tenant_id = $1 AND room = $2 ORDER BY ord",
         )
         .bind(tenant)
@@ -288,11 +289,11 @@ impl SearchIndex for PostgresStore {
         for c in chunks {
             sqlx::query(
                 "INSERT INTO search_chunks (tenant_id, room, hash, ord, start_offset, field,
-                                            position, body, lang, model, embedding)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::regconfig, $10, $11)
+                                            position, lines, body, lang, model, embedding)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::regconfig, $11, $12)
                  ON CONFLICT (tenant_id, room, hash) DO UPDATE SET ord = excluded.ord,
                      start_offset = excluded.start_offset, field = excluded.field,
-                     position = excluded.position, lang = excluded.lang,
+                     position = excluded.position, lines = excluded.lines, lang = excluded.lang,
                      model = CASE WHEN excluded.embedding IS NULL THEN search_chunks.model
                                   ELSE excluded.model END,
                      embedding = COALESCE(excluded.embedding, search_chunks.embedding)",
@@ -304,6 +305,7 @@ impl SearchIndex for PostgresStore {
             .bind(c.start)
             .bind(&c.field)
             .bind(&c.position)
+            .bind(&c.lines)
             .bind(&c.text)
             .bind(language)
             .bind(&c.model)
@@ -356,7 +358,7 @@ impl SearchIndex for PostgresStore {
             .push(
                 ") AS query),
              best AS (
-               SELECT DISTINCT ON (room) room, hash, start_offset, field, position, body,
+               SELECT DISTINCT ON (room) room, hash, start_offset, field, position, lines, body,
                       ts_rank_cd(tsv, q.query) AS score
                  FROM search_chunks, q
                 WHERE tenant_id = ",
@@ -371,7 +373,7 @@ impl SearchIndex for PostgresStore {
         .push_bind(i64::from(limit))
         .push(
             ")
-             SELECT room, hash, start_offset, field, position, score::float8 AS score,
+             SELECT room, hash, start_offset, field, position, lines, body, score::float8 AS score,
                     ts_headline(",
         )
         .push_bind(language.to_owned())
@@ -392,6 +394,8 @@ impl SearchIndex for PostgresStore {
                     start: r.try_get("start_offset")?,
                     field: r.try_get("field")?,
                     position: r.try_get("position")?,
+                    lines: r.try_get("lines")?,
+                    body: r.try_get("body")?,
                     snippet: r.try_get("snippet")?,
                     score: r.try_get("score")?,
                 })
@@ -408,7 +412,7 @@ impl SearchIndex for PostgresStore {
         let hashes: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
         let mut tx = self.scoped(tenant).await?;
         let rows = sqlx::query(
-            "SELECT c.room, c.hash, c.ord, c.start_offset, c.field, c.position, c.body, c.model,
+            "SELECT c.room, c.hash, c.ord, c.start_offset, c.field, c.position, c.lines, c.body, c.model,
                     NULL::bytea AS embedding
                FROM search_chunks c
                JOIN unnest($2::text[], $3::text[]) AS k(room, hash)

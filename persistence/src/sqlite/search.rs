@@ -77,6 +77,7 @@ fn chunk(row: &SqliteRow) -> Result<Chunk, StoreError> {
         start: row.try_get("start_offset")?,
         field: row.try_get("field")?,
         position: row.try_get("position")?,
+        lines: row.try_get("lines")?,
         text: row.try_get("body")?,
         model: row.try_get("model")?,
         vector: embedding.as_deref().and_then(vector_from_bytes),
@@ -237,7 +238,7 @@ impl SearchIndex for SqliteStore {
 
     async fn room_chunks(&self, tenant: &str, room: &str) -> Result<Vec<Chunk>, StoreError> {
         let rows = sqlx::query(
-            "SELECT hash, ord, start_offset, field, position, body, model, embedding
+            "SELECT hash, ord, start_offset, field, position, lines, body, model, embedding
                FROM search_chunks WHERE tenant_id = ? AND room = ? ORDER BY ord",
         )
         .bind(tenant)
@@ -276,11 +277,11 @@ impl SearchIndex for SqliteStore {
             // is given, its embedding change.
             sqlx::query(
                 "INSERT INTO search_chunks (tenant_id, room, hash, ord, start_offset, field,
-                                            position, body, model, embedding)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                            position, lines, body, model, embedding)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (tenant_id, room, hash) DO UPDATE SET ord = excluded.ord,
                      start_offset = excluded.start_offset, field = excluded.field,
-                     position = excluded.position,
+                     position = excluded.position, lines = excluded.lines,
                      model = CASE WHEN excluded.embedding IS NULL THEN model
                                   ELSE excluded.model END,
                      embedding = COALESCE(excluded.embedding, embedding)",
@@ -292,6 +293,7 @@ impl SearchIndex for SqliteStore {
             .bind(c.start)
             .bind(&c.field)
             .bind(&c.position)
+            .bind(&c.lines)
             .bind(&c.text)
             .bind(&c.model)
             .bind(c.vector.as_deref().map(vector_bytes))
@@ -359,7 +361,7 @@ impl SearchIndex for SqliteStore {
             let id: i64 = row.try_get("id")?;
             let rank: f64 = row.try_get("rank")?;
             let r = sqlx::query(
-                "SELECT c.room, c.hash, c.start_offset, c.field, c.position,
+                "SELECT c.room, c.hash, c.start_offset, c.field, c.position, c.lines, c.body,
                         snippet(search_fts, 0, char(2), char(3), '…', 24) AS snip
                    FROM search_fts JOIN search_chunks c ON c.id = search_fts.rowid
                   WHERE search_fts MATCH ? AND search_fts.rowid = ? AND c.tenant_id = ?",
@@ -376,6 +378,8 @@ impl SearchIndex for SqliteStore {
                     start: r.try_get("start_offset")?,
                     field: r.try_get("field")?,
                     position: r.try_get("position")?,
+                    lines: r.try_get("lines")?,
+                    body: r.try_get("body")?,
                     snippet: r.try_get("snip")?,
                     // bm25 is lower for better matches.
                     score: -rank,
@@ -393,7 +397,7 @@ impl SearchIndex for SqliteStore {
         let mut out = Vec::with_capacity(keys.len());
         for part in keys.chunks(200) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT room, hash, ord, start_offset, field, position, body, model, NULL AS embedding
+                "SELECT room, hash, ord, start_offset, field, position, lines, body, model, NULL AS embedding
                    FROM search_chunks WHERE tenant_id = ",
             );
             q.push_bind(tenant.to_owned()).push(" AND (0");

@@ -15,6 +15,7 @@ fn chunk(hash: &str, ord: i32, text: &str, vector: Option<Vec<f32>>) -> Chunk {
         start: i64::from(ord) * 100,
         field: "default".into(),
         position: Some(format!("pos-{hash}")),
+        lines: Some(format!("[[0, \"pos-{hash}\"]]")),
         text: text.into(),
         model: if vector.is_some() {
             "m".into()
