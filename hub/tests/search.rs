@@ -712,3 +712,45 @@ async fn nodes_sharing_postgres_agree_on_the_index() {
     a.stop().await.expect("stop");
     b.stop().await.expect("stop");
 }
+
+/// `chorus reindex` queues every stored room (of one tenant, or all) for running hubs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chorus_reindex_queues_every_stored_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = chorus_hub::Config {
+        jwt_secret: Some(SECRET.into()),
+        ..test_config(dir.path())
+    };
+    config.search.search_enabled = false;
+    let hub = TestServer::start(config.clone()).await;
+    for (room, text) in CORPUS {
+        drop(write(&hub, room, text).await);
+    }
+    hub.stop().await.expect("stop");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .arg("reindex")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("chorus reindex")
+    };
+    let other = run(&["--tenant", "other"]);
+    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+    let store = chorus_hub::open_store(&config).await.expect("store");
+    assert_eq!(store.search_queue_depth(i64::MAX).await.expect("depth").0, 0);
+    drop(store);
+    let all = run(&[]);
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    let store = chorus_hub::open_store(&config).await.expect("store");
+    assert_eq!(
+        store.search_queue_depth(i64::MAX).await.expect("depth").0,
+        CORPUS.len() as u64
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["reindex", "--database-url", "mysql://nowhere"])
+        .output()
+        .expect("chorus reindex");
+    assert!(!bad.status.success());
+}

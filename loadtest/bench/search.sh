@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Search figures (docs/BENCHMARKS.md, "Search"), on release binaries, loopback only, bounded:
-#   1. the edit path with search on and off, side by side: CPU per delivery (1,000 users in
-#      rooms of 10 at 5 edits/s for 10 s; the hub pinned to core 0, the load tester to core 1),
-#      ROUNDS interleaved rounds, each on a fresh hub and data directory; with search on, each
-#      room is indexed (and embedded through the stand-in model server) while it is edited;
+#   1. the edit path with search off, queued and on, side by side: CPU per delivery (1,000
+#      users in rooms of 10 at 5 edits/s for 10 s; the hub pinned to core 0, the load tester
+#      to core 1), ROUNDS interleaved rounds, each on a fresh hub and data directory. Queued:
+#      every flush queues its room, indexing waits 60 s (the edit path's own cost). On: each
+#      room is also indexed (and embedded through the stand-in model server) while edited;
 #   2. the corpus: ROOMS rooms of generated text written by members, the time until all are
 #      indexed, queries of each mode at RATE/s, the vector index's size
 #      (chorus-search-bench).
@@ -22,10 +23,12 @@ trap 'kill $SI 2>/dev/null || true' EXIT
 sleep 0.5
 field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['metrics'].get(sys.argv[2],-1),2))" "$@"; }
 hub_with() {
-  # start_hub with the search flags: $1 = on|off
-  local flags=(--search "$([ "$1" = on ] && echo true || echo false)"
+  # start_hub with the search flags: $1 = off (no search), queued (every flush queues its
+  # room, but no indexing runs within the 10 s: the edit path alone), on (indexing too).
+  local flags=(--search "$([ "$1" = off ] && echo false || echo true)"
     --ai-base-url "http://127.0.0.1:$STANDIN/v1" --ai-model standin
     --search-embedding-model standin-embed)
+  [ "$1" = queued ] && flags+=(--search-debounce 60s)
   rm -rf "$OUT/data"
   $R/chorus --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" "${flags[@]}" > "$OUT/hub-$1.log" 2>&1 &
   HUB=$!
@@ -36,7 +39,7 @@ hub_with() {
   taskset -p -c 0 "$HUB" > /dev/null
 }
 for i in $(seq 1 "${ROUNDS:-3}"); do
-  for which in off on; do
+  for which in off queued on; do
     hub_with "$which"
     taskset -c 1 $R/chorus-loadtest edit --url "ws://127.0.0.1:$PORT/ws" --users 1000 --room-size 10 \
       --rate 5 --duration 10s --server-pid "$HUB" --json "$OUT/edit-$which-$i.json" > /dev/null

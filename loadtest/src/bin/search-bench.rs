@@ -46,6 +46,9 @@ struct Args {
     /// Room name prefix.
     #[arg(long, default_value = "corpus/")]
     prefix: String,
+    /// Edits timed from written to searchable.
+    #[arg(long, default_value_t = 40)]
+    probes: usize,
     /// Longest wait for the indexing to finish.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     patience: Duration,
@@ -272,7 +275,59 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // 3. Queries at a steady rate, each mode in turn.
+    // 3. Edit to searchable: a new word written into a room of the corpus, then full-text
+    //    queries every 50 ms until it is found; one probe at a time.
+    let mut lag = Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
+    let mut rng = Rng(0x5eed);
+    for i in 0..args.probes {
+        let n = rng.below(args.rooms);
+        let marker = format!("probe{i}x{}", rng.next() % 1_000_000);
+        let room = format!("{}{n}", args.prefix);
+        let url = format!("{ws}/ws/{}", room.replace('/', "%2F"));
+        let c = Client::connect(
+            &url,
+            ClientOptions {
+                ext: true,
+                token: token.clone(),
+                ..ClientOptions::default()
+            },
+        )
+        .await?;
+        c.synced(Duration::from_secs(30)).await?;
+        {
+            let body = c.doc().get_or_insert_text("body");
+            let mut txn = c.doc().transact_mut();
+            body.push(&mut txn, &format!("\n{marker}"));
+        }
+        let written = Instant::now();
+        loop {
+            let mut req = http
+                .get(format!("{}/v1/search", args.hub))
+                .query(&[("q", marker.as_str()), ("mode", "text")]);
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let body = req.send().await?.text().await?;
+            if body.contains(&format!("\"room\":\"{room}\"")) {
+                break;
+            }
+            if written.elapsed() > Duration::from_secs(60) {
+                bail!("{marker} not searchable after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = lag.record(written.elapsed().as_millis() as u64);
+        c.close().await;
+    }
+    println!(
+        "edit to searchable ({} probes, one at a time, 50 ms polls): p50 {} ms, p95 {} ms, max {} ms",
+        lag.len(),
+        lag.value_at_quantile(0.5),
+        lag.value_at_quantile(0.95),
+        lag.max()
+    );
+
+    // 4. Queries at a steady rate, each mode in turn.
     for mode in ["text", "semantic", "hybrid"] {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();

@@ -341,10 +341,13 @@ impl SearchIndex for SqliteStore {
         // of the few rows returned.
         // bm25() only works in the FTS query itself: materialise the matches first. SQLite
         // takes a bare column of a `min()` aggregate from the row holding the minimum.
+        // CROSS JOIN keeps the full-text index as the outer loop: left to itself the planner
+        // walks the tenant's chunks and evaluates the MATCH once per chunk (measured: 1.4 s
+        // instead of 3 ms over 27,600 chunks).
         let mut q = QueryBuilder::<Sqlite>::new(
             "WITH m AS MATERIALIZED (
                SELECT c.id AS id, c.room AS room, bm25(search_fts) AS rank
-                 FROM search_fts JOIN search_chunks c ON c.id = search_fts.rowid
+                 FROM search_fts CROSS JOIN search_chunks c ON c.id = search_fts.rowid
                 WHERE search_fts MATCH ",
         );
         q.push_bind(fts.clone())
@@ -363,7 +366,7 @@ impl SearchIndex for SqliteStore {
             let r = sqlx::query(
                 "SELECT c.room, c.hash, c.start_offset, c.field, c.position, c.lines, c.body,
                         snippet(search_fts, 0, char(2), char(3), '…', 24) AS snip
-                   FROM search_fts JOIN search_chunks c ON c.id = search_fts.rowid
+                   FROM search_fts CROSS JOIN search_chunks c ON c.id = search_fts.rowid
                   WHERE search_fts MATCH ? AND search_fts.rowid = ? AND c.tenant_id = ?",
             )
             .bind(&fts)
