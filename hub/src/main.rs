@@ -42,17 +42,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn migrate(url: &str) -> ExitCode {
-    init_tracing(false);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// A runtime for the one-shot subcommands (`migrate`, `reindex`).
+fn one_thread_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn migrate(url: &str) -> ExitCode {
+    init_tracing(false);
+    let Some(runtime) = one_thread_runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(chorus_hub::migrate(url)) {
         Ok(()) => {
@@ -68,15 +75,8 @@ fn migrate(url: &str) -> ExitCode {
 
 fn reindex(tenant: Option<&str>, config: &Config) -> ExitCode {
     init_tracing(false);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = one_thread_runtime() else {
+        return ExitCode::FAILURE;
     };
     let queued = runtime.block_on(async {
         let store = chorus_hub::open_store(config).await?;

@@ -737,12 +737,23 @@ async fn chorus_reindex_queues_every_stored_room() {
             .expect("chorus reindex")
     };
     let other = run(&["--tenant", "other"]);
-    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     let store = chorus_hub::open_store(&config).await.expect("store");
-    assert_eq!(store.search_queue_depth(i64::MAX).await.expect("depth").0, 0);
+    assert_eq!(
+        store.search_queue_depth(i64::MAX).await.expect("depth").0,
+        0
+    );
     drop(store);
     let all = run(&[]);
-    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
     let store = chorus_hub::open_store(&config).await.expect("store");
     assert_eq!(
         store.search_queue_depth(i64::MAX).await.expect("depth").0,

@@ -368,10 +368,7 @@ impl DocStore for PostgresStore {
             }
         }
         insert_events_in_order(&mut tx, &events, None).await?;
-        let queued: Vec<(&str, &str, i64)> = batches
-            .iter()
-            .filter_map(|b| b.search_due.map(|due| (&*b.key.tenant, &*b.key.room, due)))
-            .collect();
+        let queued = AppendBatch::search_keys(batches);
         if !queued.is_empty() {
             search::enqueue(&mut tx, &queued).await?;
         }

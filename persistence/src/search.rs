@@ -256,6 +256,50 @@ pub trait SearchIndex: Send + Sync + 'static {
     async fn record_ai_usage(&self, tenant: &str, at: i64, tokens: u64) -> Result<(), StoreError>;
 }
 
+/// Reads a chunk row (columns `hash, ord, start_offset, field, position, lines, body, model,
+/// embedding`) from either database.
+pub(crate) fn chunk_from_row<R>(row: &R) -> Result<Chunk, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i32: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Vec<u8>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let embedding: Option<Vec<u8>> = row.try_get("embedding")?;
+    Ok(Chunk {
+        hash: row.try_get("hash")?,
+        ord: row.try_get("ord")?,
+        start: row.try_get("start_offset")?,
+        field: row.try_get("field")?,
+        position: row.try_get("position")?,
+        lines: row.try_get("lines")?,
+        text: row.try_get("body")?,
+        model: row.try_get("model")?,
+        vector: embedding.as_deref().and_then(vector_from_bytes),
+    })
+}
+
+/// Reads a vector row (`room, hash, model, embedding`) from either database; a corrupt vector
+/// reads as empty (the caller skips it, and pages on past it).
+pub(crate) fn vector_from_row<R>(row: &R) -> Result<StoredVector, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Vec<u8>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let bytes: Vec<u8> = row.try_get("embedding")?;
+    Ok(StoredVector {
+        room: row.try_get("room")?,
+        hash: row.try_get("hash")?,
+        model: row.try_get("model")?,
+        vector: vector_from_bytes(&bytes).unwrap_or_default(),
+    })
+}
+
 /// A vector as stored: little-endian `f32`s.
 pub fn vector_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -137,10 +137,7 @@ impl DocStore for SqliteStore {
         }
         let events: Vec<&NewEvent> = batches.iter().flat_map(|b| &b.events).collect();
         insert_events(&mut tx, &events, None).await?;
-        let queued: Vec<(&str, &str, i64)> = batches
-            .iter()
-            .filter_map(|b| b.search_due.map(|due| (&*b.key.tenant, &*b.key.room, due)))
-            .collect();
+        let queued = AppendBatch::search_keys(batches);
         if !queued.is_empty() {
             search::enqueue(&mut tx, &queued).await?;
         }

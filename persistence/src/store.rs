@@ -73,6 +73,16 @@ pub struct AppendBatch {
     pub search_due: Option<i64>,
 }
 
+impl AppendBatch {
+    /// The rooms of `batches` to queue for search, with their due times.
+    pub(crate) fn search_keys(batches: &[AppendBatch]) -> Vec<(&str, &str, i64)> {
+        batches
+            .iter()
+            .filter_map(|b| b.search_due.map(|due| (&*b.key.tenant, &*b.key.room, due)))
+            .collect()
+    }
+}
+
 /// What a room's log holds now: what a compaction of the document the room already has in
 /// memory merges and deletes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,15 +5,14 @@
 use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::{PostgresStore, set_tenant};
 use crate::StoreError;
 use crate::ai_runs::int;
 use crate::search::{
-    Chunk, RoomFilter, SearchChange, SearchIndex, SearchJob, StoredVector, TextHit, utc_day,
-    vector_bytes, vector_from_bytes,
+    Chunk, RoomFilter, SearchChange, SearchIndex, SearchJob, StoredVector, TextHit, chunk_from_row,
+    utc_day, vector_bytes, vector_from_row,
 };
 
 /// The advisory lock every change-number writer holds until commit ('Chor', 'Sear'), so change
@@ -97,32 +96,6 @@ pub(super) async fn forget_room(
         .await?;
     }
     Ok(())
-}
-
-fn chunk(row: &PgRow) -> Result<Chunk, StoreError> {
-    let embedding: Option<Vec<u8>> = row.try_get("embedding")?;
-    Ok(Chunk {
-        hash: row.try_get("hash")?,
-        ord: row.try_get("ord")?,
-        start: row.try_get("start_offset")?,
-        field: row.try_get("field")?,
-        position: row.try_get("position")?,
-        lines: row.try_get("lines")?,
-        text: row.try_get("body")?,
-        model: row.try_get("model")?,
-        vector: embedding.as_deref().and_then(vector_from_bytes),
-    })
-}
-
-/// A stored vector; a corrupt one reads as empty (the caller skips it, and pages on past it).
-fn stored_vector(row: &PgRow) -> Result<StoredVector, StoreError> {
-    let bytes: Vec<u8> = row.try_get("embedding")?;
-    Ok(StoredVector {
-        room: row.try_get("room")?,
-        hash: row.try_get("hash")?,
-        model: row.try_get("model")?,
-        vector: vector_from_bytes(&bytes).unwrap_or_default(),
-    })
 }
 
 /// Appends the room conditions of `filter` (column `room`).
@@ -264,7 +237,7 @@ impl SearchIndex for PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter().map(chunk).collect()
+        rows.iter().map(chunk_from_row).collect()
     }
 
     async fn replace_room_chunks(
@@ -426,7 +399,7 @@ impl SearchIndex for PostgresStore {
         .await?;
         tx.commit().await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("room")?, chunk(r)?)))
+            .map(|r| Ok((r.try_get("room")?, chunk_from_row(r)?)))
             .collect()
     }
 
@@ -468,7 +441,7 @@ impl SearchIndex for PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter().map(stored_vector).collect()
+        rows.iter().map(vector_from_row).collect()
     }
 
     async fn tenant_vectors(
@@ -490,7 +463,7 @@ impl SearchIndex for PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter().map(stored_vector).collect()
+        rows.iter().map(vector_from_row).collect()
     }
 
     async fn record_ai_usage(&self, tenant: &str, at: i64, tokens: u64) -> Result<(), StoreError> {

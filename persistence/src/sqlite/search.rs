@@ -3,15 +3,14 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::SqliteStore;
 use crate::StoreError;
 use crate::ai_runs::int;
 use crate::search::{
-    Chunk, RoomFilter, SearchChange, SearchIndex, SearchJob, StoredVector, TextHit, utc_day,
-    vector_bytes, vector_from_bytes,
+    Chunk, RoomFilter, SearchChange, SearchIndex, SearchJob, StoredVector, TextHit, chunk_from_row,
+    utc_day, vector_bytes, vector_from_row,
 };
 
 /// Queues `rooms` of `tenant` (in the caller's transaction): a queued room keeps its due time
@@ -67,32 +66,6 @@ pub(super) async fn forget_room(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-fn chunk(row: &SqliteRow) -> Result<Chunk, StoreError> {
-    let embedding: Option<Vec<u8>> = row.try_get("embedding")?;
-    Ok(Chunk {
-        hash: row.try_get("hash")?,
-        ord: row.try_get("ord")?,
-        start: row.try_get("start_offset")?,
-        field: row.try_get("field")?,
-        position: row.try_get("position")?,
-        lines: row.try_get("lines")?,
-        text: row.try_get("body")?,
-        model: row.try_get("model")?,
-        vector: embedding.as_deref().and_then(vector_from_bytes),
-    })
-}
-
-/// A stored vector; a corrupt one reads as empty (the caller skips it, and pages on past it).
-fn stored_vector(row: &SqliteRow) -> Result<StoredVector, StoreError> {
-    let bytes: Vec<u8> = row.try_get("embedding")?;
-    Ok(StoredVector {
-        room: row.try_get("room")?,
-        hash: row.try_get("hash")?,
-        model: row.try_get("model")?,
-        vector: vector_from_bytes(&bytes).unwrap_or_default(),
-    })
 }
 
 /// FTS5 query syntax from free text: each word quoted (so no operator or column filter a user
@@ -245,7 +218,7 @@ impl SearchIndex for SqliteStore {
         .bind(room)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(chunk).collect()
+        rows.iter().map(chunk_from_row).collect()
     }
 
     async fn replace_room_chunks(
@@ -413,7 +386,7 @@ impl SearchIndex for SqliteStore {
             }
             q.push(")");
             for row in q.build().fetch_all(&self.pool).await? {
-                out.push((row.try_get("room")?, chunk(&row)?));
+                out.push((row.try_get("room")?, chunk_from_row(&row)?));
             }
         }
         Ok(out)
@@ -463,7 +436,7 @@ impl SearchIndex for SqliteStore {
         .bind(room)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(stored_vector).collect()
+        rows.iter().map(vector_from_row).collect()
     }
 
     async fn tenant_vectors(
@@ -483,7 +456,7 @@ impl SearchIndex for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(stored_vector).collect()
+        rows.iter().map(vector_from_row).collect()
     }
 
     async fn record_ai_usage(&self, tenant: &str, at: i64, tokens: u64) -> Result<(), StoreError> {
