@@ -60,6 +60,10 @@ fn describe() {
         "Search queries answered, by mode"
     );
     describe_counter!(
+        "chorus_search_refused_total",
+        "Searches refused because too many were in progress (node or tenant)"
+    );
+    describe_counter!(
         "chorus_ai_tool_calls_total",
         "Functions the assistant's model called (search_documents)"
     );
@@ -321,6 +325,7 @@ const COUNTERS: &[(&str, &str, &[&str])] = &[
     ("chorus_search_embedded_chunks_total", "", &[]),
     ("chorus_search_index_errors_total", "", &[]),
     ("chorus_search_indexed_total", "", &[]),
+    ("chorus_search_refused_total", "", &[]),
     (
         "chorus_search_queries_total",
         "mode",

@@ -765,3 +765,63 @@ async fn chorus_reindex_queues_every_stored_room() {
         .expect("chorus reindex");
     assert!(!bad.status.success());
 }
+
+/// Searches in progress are bounded per node and per tenant: past the bound a search is
+/// refused at once (429), not queued, so a flood of queries behind a provider that never
+/// answers holds a bounded part of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_searches_is_refused_past_the_bound_not_queued() {
+    // A "provider" that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let held = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = silent.accept().await {
+            keep.lock().await.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = chorus_hub::Config {
+        jwt_secret: Some(SECRET.into()),
+        ..test_config(dir.path())
+    };
+    config.ai.ai_base_url = Some(format!("http://{silent_addr}/v1"));
+    config.ai.ai_model = Some("m".into());
+    config.search.search_embedding_model = Some("e".into());
+    let server = TestServer::start(config).await;
+    let tok = all_rooms();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (http, tok, addr) = (http.clone(), tok.clone(), server.addr);
+        tasks.push(tokio::spawn(async move {
+            let res = http
+                .get(format!("http://{addr}/v1/search?q=word{i}&mode=semantic"))
+                .bearer_auth(tok)
+                .send()
+                .await;
+            res.map(|r| r.status().as_u16()).ok()
+        }));
+    }
+    let mut refused = 0;
+    let mut hung = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Some(429) => refused += 1,
+            None => hung += 1,
+            Some(other) => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(hung, 16, "one tenant holds at most 16 searches");
+    assert_eq!(refused, 24, "the rest are refused at once");
+    // Another tenant still searches meanwhile: one tenant's flood leaves the others room.
+    let other = token(json!({"rooms": ["*"], "tenant": "other", "role": "read"}));
+    let (status, body) = search(&server, Some(&other), "q=anything&mode=text").await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -50,7 +50,7 @@ pub(crate) fn problem(e: SearchError) -> Problem {
     match e {
         SearchError::BadRequest(m) => Problem::bad_request(m),
         SearchError::Unavailable(m) => Problem::unavailable(m),
-        SearchError::Budget => Problem::quota(e.to_string()),
+        SearchError::Budget | SearchError::Busy => Problem::quota(e.to_string()),
         SearchError::Internal => Problem::internal("search failed"),
     }
 }

@@ -47,6 +47,11 @@ const POLL: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(10);
 /// Chunks per embeddings request.
 const EMBED_BATCH: usize = 64;
+/// Longest embeddings request while indexing.
+const EMBED_PATIENCE: Duration = Duration::from_secs(60);
+/// Longest embeddings request of a query: a person is waiting, and the query holds one of the
+/// node's search slots meanwhile.
+const QUERY_EMBED_PATIENCE: Duration = Duration::from_secs(10);
 /// Most chunks of one room (about 2 MB of text).
 const MAX_CHUNKS: usize = 2_500;
 /// Longest query, in characters.
@@ -58,6 +63,13 @@ pub const MAX_LIMIT: u32 = 50;
 const RRF_K: f64 = 60.0;
 /// Characters of a semantic hit's chunk shown as its snippet.
 const SNIPPET_CHARS: usize = 240;
+/// Queries answered at once on a node; more are refused at once (429), never queued: a flood
+/// of searches (each may cost an embeddings request and a blocking-pool task) holds at most
+/// this much of the node.
+const MAX_QUERIES: usize = 64;
+/// Queries of one tenant at once on a node (a quarter of [`MAX_QUERIES`]): one tenant's flood
+/// leaves the others room.
+const MAX_TENANT_QUERIES: usize = MAX_QUERIES / 4;
 
 /// Milliseconds since the epoch, `after` from now.
 pub fn due_ms(after: Duration) -> i64 {
@@ -165,6 +177,9 @@ pub enum SearchError {
     /// The tenant's AI tokens for today are used up (429, semantic queries).
     #[error("the tenant's AI tokens for today are used up")]
     Budget,
+    /// Too many searches in progress on this node, or of this tenant (429; retry shortly).
+    #[error("too many searches in progress; retry shortly")]
+    Busy,
     /// The store failed (500; details in the log).
     #[error("search failed")]
     Internal,
@@ -234,6 +249,9 @@ pub struct Search {
     changed: Notify,
     /// The change feed position this node's vector index has reached.
     seen: AtomicI64,
+    /// Queries in progress on this node, and per tenant.
+    running: Arc<tokio::sync::Semaphore>,
+    running_per_tenant: crate::counts::Counts<String>,
 }
 
 impl std::fmt::Debug for Search {
@@ -263,6 +281,8 @@ impl Search {
                 vectors: Arc::new(Vectors::new()),
                 changed: Notify::new(),
                 seen: AtomicI64::new(0),
+                running: Arc::new(tokio::sync::Semaphore::new(MAX_QUERIES)),
+                running_per_tenant: crate::counts::Counts::default(),
             })
         })
     }
@@ -348,10 +368,11 @@ impl Search {
         provider: &Arc<dyn Provider>,
         model: &str,
         inputs: &[String],
+        patience: Duration,
     ) -> Option<Vec<Vec<f32>>> {
         let started = Instant::now();
         let out = tokio::time::timeout(
-            Duration::from_secs(60),
+            patience,
             provider.embed(model, inputs, self.config.search_embedding_dimensions),
         )
         .await;
@@ -507,7 +528,10 @@ impl Search {
                     break;
                 }
                 let inputs: Vec<String> = batch.iter().map(|i| chunks[*i].text.clone()).collect();
-                let Some(vectors) = self.embed(&job.tenant, provider, model, &inputs).await else {
+                let Some(vectors) = self
+                    .embed(&job.tenant, provider, model, &inputs, EMBED_PATIENCE)
+                    .await
+                else {
                     break;
                 };
                 metrics::counter!("chorus_search_embedded_chunks_total")
@@ -682,6 +706,27 @@ impl Search {
         grant: &[String],
     ) -> Result<Answer, SearchError> {
         let started = Instant::now();
+        let Ok(_slot) = self.running.clone().try_acquire_owned() else {
+            metrics::counter!("chorus_search_refused_total").increment(1);
+            return Err(SearchError::Busy);
+        };
+        if self.running_per_tenant.count(tenant) >= MAX_TENANT_QUERIES {
+            metrics::counter!("chorus_search_refused_total").increment(1);
+            return Err(SearchError::Busy);
+        }
+        self.running_per_tenant.add(tenant.to_owned());
+        let answer = self.query_now(tenant, query, grant, started).await;
+        self.running_per_tenant.remove(tenant);
+        answer
+    }
+
+    async fn query_now(
+        &self,
+        tenant: &str,
+        query: &Query,
+        grant: &[String],
+        started: Instant,
+    ) -> Result<Answer, SearchError> {
         let resolved = self.resolve(tenant).await?;
         if !resolved.enabled {
             return Err(SearchError::Unavailable(
@@ -724,7 +769,13 @@ impl Search {
                     Vec::new()
                 } else {
                     match self
-                        .embed(tenant, provider, model, std::slice::from_ref(&query.q))
+                        .embed(
+                            tenant,
+                            provider,
+                            model,
+                            std::slice::from_ref(&query.q),
+                            QUERY_EMBED_PATIENCE,
+                        )
                         .await
                     {
                         Some(mut v) if !v.is_empty() => {

@@ -682,7 +682,9 @@ pub async fn search_frame(
             let code = match e {
                 crate::search::SearchError::BadRequest(_) => "bad_request",
                 crate::search::SearchError::Unavailable(_) => "unavailable",
-                crate::search::SearchError::Budget => "rate_limited",
+                crate::search::SearchError::Budget | crate::search::SearchError::Busy => {
+                    "rate_limited"
+                }
                 crate::search::SearchError::Internal => "internal",
             };
             refuse(code, e.to_string())
