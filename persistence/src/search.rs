@@ -178,8 +178,9 @@ pub trait SearchIndex: Send + Sync + 'static {
         due_ms: i64,
     ) -> Result<u64, StoreError>;
 
-    /// Claims up to `limit` rooms due at `now_ms`, of every tenant, oldest due first: their due
-    /// time moves to `now_ms + lease_ms`, so other nodes skip them until then.
+    /// Claims up to `limit` rooms due at `now_ms` and not leased, of every tenant, oldest due
+    /// first: each is leased until `now_ms + lease_ms`, so other nodes skip it until then (an
+    /// edit meanwhile moves its due time and generation, never its lease).
     async fn claim_search_jobs(
         &self,
         now_ms: i64,
@@ -187,8 +188,9 @@ pub trait SearchIndex: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<SearchJob>, StoreError>;
 
-    /// Ends a claimed job: the row goes unless the room changed since the claim; then it
-    /// stays, due at `again_ms`. Whether it went.
+    /// Ends a claimed job and its lease: the row goes unless the room changed since the claim
+    /// (its generation moved; generations only grow); then it stays, due at `again_ms`.
+    /// Whether it went.
     async fn finish_search_job(&self, job: &SearchJob, again_ms: i64) -> Result<bool, StoreError>;
 
     /// Rows in the queue (all tenants), and how many are due at `now_ms`.
@@ -200,6 +202,8 @@ pub trait SearchIndex: Send + Sync + 'static {
     /// Makes `chunks` the room's index: rows of other hashes go, new ones come, kept ones are
     /// updated (order, offsets, position; their embedding stays unless a new one is given).
     /// `language` is the full-text configuration (Postgres). Bumps the room's change number.
+    /// With `job`, only while the room is still queued (in the same transaction): an indexing
+    /// that overlaps the room's deletion writes nothing, instead of bringing it back.
     async fn replace_room_chunks(
         &self,
         tenant: &str,
@@ -207,6 +211,7 @@ pub trait SearchIndex: Send + Sync + 'static {
         chunks: &[Chunk],
         language: &str,
         now: i64,
+        job: Option<&SearchJob>,
     ) -> Result<(), StoreError>;
 
     /// Removes the room from the index (a deleted room): its chunks go, and its change number

@@ -39,8 +39,9 @@ use crate::tenants::{TenantSettings, Tenants};
 pub use chunks::{MAX_CHARS, hash};
 pub use vectors::Vectors;
 
-/// How long a claimed room is reserved for the node indexing it.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a claimed room is reserved for the node indexing it (far longer than an indexing
+/// takes; a node that dies holding one leaves it to the next claim after this).
+const LEASE: Duration = Duration::from_secs(300);
 /// How often idle workers look for due rooms (other nodes' edits queue rooms too).
 const POLL: Duration = Duration::from_millis(200);
 /// How soon a room whose indexing failed is tried again.
@@ -549,6 +550,7 @@ impl Search {
                 &chunks,
                 &resolved.language,
                 now_secs(),
+                Some(job),
             )
             .await
     }
@@ -649,9 +651,18 @@ impl Search {
     }
 
     async fn set_room(&self, tenant: &str, room: &str, vectors: Vec<(String, String, Vec<f32>)>) {
+        // The tenant's model now: only its vectors go in the index.
+        let model = match self.resolve(tenant).await {
+            Ok(r) => r.embedding.map(|(_, m)| m),
+            Err(_) => return,
+        };
         let index = self.vectors.clone();
         let (tenant, room) = (tenant.to_owned(), room.to_owned());
-        let _ = tokio::task::spawn_blocking(move || index.set_room(&tenant, &room, &vectors)).await;
+        let _ = tokio::task::spawn_blocking(move || match model {
+            Some(model) => index.set_room(&tenant, &room, &model, &vectors),
+            None => index.remove_room(&tenant, &room),
+        })
+        .await;
     }
 
     /// Applies the change feed since the last position.
@@ -715,9 +726,9 @@ impl Search {
             return Err(SearchError::Busy);
         }
         self.running_per_tenant.add(tenant.to_owned());
-        let answer = self.query_now(tenant, query, grant, started).await;
-        self.running_per_tenant.remove(tenant);
-        answer
+        // Released when the query ends or is dropped (a caller that went away).
+        let _tenant_slot = TenantSlot(&self.running_per_tenant, tenant);
+        self.query_now(tenant, query, grant, started).await
     }
 
     async fn query_now(
@@ -857,6 +868,15 @@ impl Search {
                     .map(|c| (c, room, n.similarity))
             })
             .collect())
+    }
+}
+
+/// One of a tenant's running searches, given back on drop.
+struct TenantSlot<'a>(&'a crate::counts::Counts<String>, &'a str);
+
+impl Drop for TenantSlot<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
     }
 }
 

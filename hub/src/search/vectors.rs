@@ -237,16 +237,27 @@ impl Vectors {
         Self::default()
     }
 
-    /// Makes `vectors` (hash, model, vector) the room's, replacing what it had. Vectors of
-    /// another model or length than the tenant's index are skipped (a model change rebuilds
-    /// the index as rooms are indexed again). Blocking: call it off the runtime's workers.
-    pub fn set_room(&self, tenant: &str, room: &str, vectors: &[(String, String, Vec<f32>)]) {
+    /// Makes `vectors` (hash, model, vector) the room's, replacing what it had. Only vectors of
+    /// `model`, the tenant's model now, are kept: rooms not embedded again since a model change
+    /// keep old vectors in the store, and they must not reset the index. An index of another
+    /// model (the tenant changed it) starts over. Blocking: call it off the runtime's workers.
+    pub fn set_room(
+        &self,
+        tenant: &str,
+        room: &str,
+        model: &str,
+        vectors: &[(String, String, Vec<f32>)],
+    ) {
+        let vectors: Vec<&(String, String, Vec<f32>)> = vectors
+            .iter()
+            .filter(|(_, m, v)| m == model && !v.is_empty())
+            .collect();
         let index = {
             let existing = self.tenants.read().get(tenant).cloned();
             match existing {
                 Some(i) => i,
                 None => {
-                    let Some((_, model, v)) = vectors.iter().find(|(_, _, v)| !v.is_empty()) else {
+                    let Some((_, _, v)) = vectors.first() else {
                         return;
                     };
                     let fresh = Arc::new(RwLock::new(TenantIndex::new(model, v.len(), 1024)));
@@ -259,16 +270,19 @@ impl Vectors {
             }
         };
         let mut index = index.write();
-        if let Some((_, model, v)) = vectors.iter().find(|(_, _, v)| !v.is_empty())
-            && (model != &index.model || v.len() != index.dims)
+        if index.model != model {
+            *index = TenantIndex::new(model, vectors.first().map_or(0, |v| v.2.len()), 1024);
+        }
+        if let Some((_, _, v)) = vectors.first()
+            && v.len() != index.dims
         {
-            // The tenant's model changed: start over with the new one.
+            // The model's length changed (new dimensions): start over.
             *index = TenantIndex::new(model, v.len(), 1024);
         }
         index.remove_room(room);
         let room: Arc<str> = Arc::from(room);
-        for (hash, model, v) in vectors {
-            if model == &index.model && v.len() == index.dims {
+        for (hash, _, v) in vectors {
+            if v.len() == index.dims {
                 index.add(&room, hash.clone(), v);
             }
         }
@@ -352,7 +366,7 @@ mod tests {
             let vectors: Vec<(String, String, Vec<f32>)> = (0..5)
                 .map(|c| (format!("h{r}-{c}"), "m".to_owned(), v(r * 10 + c, 32)))
                 .collect();
-            index.set_room("t", &room, &vectors);
+            index.set_room("t", &room, "m", &vectors);
         }
         let query = v(1234, 32); // room 123's chunk 4
         let near = index.search("t", "m", &query, 5, &all());
@@ -387,8 +401,8 @@ mod tests {
     fn replaced_and_removed_rooms_are_not_found_and_wear_is_rebuilt() {
         let index = Vectors::new();
         let q = v(7, 16);
-        index.set_room("t", "a", &[("old".into(), "m".into(), q.clone())]);
-        index.set_room("t", "a", &[("new".into(), "m".into(), v(8, 16))]);
+        index.set_room("t", "a", "m", &[("old".into(), "m".into(), q.clone())]);
+        index.set_room("t", "a", "m", &[("new".into(), "m".into(), v(8, 16))]);
         let near = index.search("t", "m", &q, 3, &all());
         assert!(near.iter().all(|n| n.hash != "old"));
         index.remove_room("t", "a");
@@ -398,6 +412,7 @@ mod tests {
                 index.set_room(
                     "t",
                     &format!("r{r}"),
+                    "m",
                     &[(format!("h{round}"), "m".into(), v(r + round * 1000, 16))],
                 );
             }
@@ -407,8 +422,11 @@ mod tests {
         assert!(bytes > 0);
         let near = index.search("t", "m", &v(599 + 2000, 16), 1, &all());
         assert_eq!(near[0].room.as_ref(), "r599");
+        // Vectors of a model that is not the tenant's now are ignored, not a reset.
+        index.set_room("t", "r1", "m", &[("old".into(), "m0".into(), v(1, 16))]);
+        assert_eq!(index.size().0, 599, "r1's old-model vector is not kept");
         // A new model starts the tenant's index over.
-        index.set_room("t", "r0", &[("x".into(), "m2".into(), v(1, 8))]);
+        index.set_room("t", "r0", "m2", &[("x".into(), "m2".into(), v(1, 8))]);
         assert_eq!(index.size().0, 1);
         assert!(index.search("t", "m2", &v(1, 8), 1, &all())[0].hash == "x");
         index.remove_tenant("t");

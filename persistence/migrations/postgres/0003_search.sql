@@ -4,13 +4,14 @@
 -- (0001_initial.sql).
 
 -- A room waiting to be indexed. `due_ms`: when it may be claimed (milliseconds since the
--- epoch); a claim leases the row by moving it ahead. `generation` counts changes since the row
--- was written: the indexer deletes the row only if it is unchanged since its claim.
+-- epoch). `leased_until`: a claim's lease (edits never move it). `generation` counts changes
+-- and only grows: the indexer deletes the row only if it is unchanged since its claim.
 CREATE TABLE search_queue (
-    tenant_id  TEXT   NOT NULL CHECK (tenant_id <> ''),
-    room       TEXT   NOT NULL,
-    due_ms     BIGINT NOT NULL,
-    generation BIGINT NOT NULL DEFAULT 0,
+    tenant_id    TEXT   NOT NULL CHECK (tenant_id <> ''),
+    room         TEXT   NOT NULL,
+    due_ms       BIGINT NOT NULL,
+    generation   BIGINT NOT NULL DEFAULT 0,
+    leased_until BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, room)
 );
 CREATE INDEX search_queue_due ON search_queue (due_ms);
@@ -88,14 +89,15 @@ GRANT USAGE ON SEQUENCE search_change_seq TO chorus_app;
 --     caller claims each under its tenant's policy.
 --   chorus_search_changes: rooms whose change number is above `after`, in order.
 --   chorus_search_depth: rows queued, and how many are due at `due_at`.
---   chorus_search_last_change: the highest change number.
+--   chorus_search_last_change: the last change number given (the sequence's: it never falls
+--     back, even when the rows holding the highest go with their tenant).
 CREATE FUNCTION chorus_search_due(due_at BIGINT, max_rows INT)
     RETURNS TABLE (tenant_id TEXT, room TEXT)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
         SELECT q.tenant_id, q.room FROM public.search_queue q
-         WHERE q.due_ms <= due_at ORDER BY q.due_ms LIMIT max_rows
+         WHERE q.due_ms <= due_at AND q.leased_until <= due_at ORDER BY q.due_ms LIMIT max_rows
     $$;
 CREATE FUNCTION chorus_search_changes(after BIGINT, max_rows INT)
     RETURNS TABLE (tenant_id TEXT, room TEXT, seq BIGINT)
@@ -117,10 +119,11 @@ CREATE FUNCTION chorus_search_last_change()
     RETURNS BIGINT
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT COALESCE(max(r.seq), 0)::bigint FROM public.search_rooms r $$;
+    AS $$ SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM public.search_change_seq s $$;
 
-GRANT SELECT (tenant_id, room, due_ms) ON search_queue TO chorus_definer;
+GRANT SELECT (tenant_id, room, due_ms, leased_until) ON search_queue TO chorus_definer;
 GRANT SELECT (tenant_id, room, seq) ON search_rooms TO chorus_definer;
+GRANT SELECT ON SEQUENCE search_change_seq TO chorus_definer;
 CREATE POLICY definer_reads ON search_queue FOR SELECT TO chorus_definer
     USING (current_user = 'chorus_definer');
 CREATE POLICY definer_reads ON search_rooms FOR SELECT TO chorus_definer

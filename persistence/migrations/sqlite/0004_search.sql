@@ -8,9 +8,15 @@ CREATE TABLE search_queue (
     room       TEXT    NOT NULL,
     due_ms     INTEGER NOT NULL,
     generation INTEGER NOT NULL DEFAULT 0,
+    leased_until INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, room)
 );
 CREATE INDEX search_queue_due ON search_queue (due_ms);
+
+-- The last change number given: it only grows (a MAX over `search_rooms` would fall back when
+-- a tenant's rows go, and a follower would then skip the numbers given again).
+CREATE TABLE search_seq (n INTEGER NOT NULL);
+INSERT INTO search_seq (n) VALUES (0);
 
 -- Change numbers of indexed rooms (one writer at a time: numbers commit in order).
 CREATE TABLE search_rooms (

@@ -68,9 +68,11 @@ pub(super) async fn forget_room(
     tenant: &str,
     room: &str,
 ) -> Result<(), StoreError> {
+    // The queue row first: an indexing of the room holds it locked until it commits, so the
+    // chunks are deleted after that indexing's, never before.
     for sql in [
-        "DELETE FROM search_chunks WHERE tenant_id = $1 AND room = $2",
         "DELETE FROM search_queue WHERE tenant_id = $1 AND room = $2",
+        "DELETE FROM search_chunks WHERE tenant_id = $1 AND room = $2",
     ] {
         sqlx::query(sql)
             .bind(tenant)
@@ -162,8 +164,8 @@ impl SearchIndex for PostgresStore {
             // SKIP LOCKED and the due check again: another node claiming the same row right
             // now keeps it.
             let generation: Option<i64> = sqlx::query_scalar(
-                "UPDATE search_queue SET due_ms = $1
-                  WHERE tenant_id = $2 AND room = $3 AND due_ms <= $4
+                "UPDATE search_queue SET leased_until = $1
+                  WHERE tenant_id = $2 AND room = $3 AND due_ms <= $4 AND leased_until <= $4
                     AND ctid IN (SELECT ctid FROM search_queue
                                   WHERE tenant_id = $2 AND room = $3
                                   FOR UPDATE SKIP LOCKED)
@@ -201,7 +203,7 @@ impl SearchIndex for PostgresStore {
             > 0;
         if !gone {
             sqlx::query(
-                "UPDATE search_queue SET due_ms = $1, generation = 0
+                "UPDATE search_queue SET due_ms = $1, leased_until = 0
                   WHERE tenant_id = $2 AND room = $3",
             )
             .bind(again_ms)
@@ -247,8 +249,25 @@ impl SearchIndex for PostgresStore {
         chunks: &[Chunk],
         language: &str,
         now: i64,
+        job: Option<&SearchJob>,
     ) -> Result<(), StoreError> {
         let mut tx = self.scoped(tenant).await?;
+        if job.is_some() {
+            // Locked until commit: a deletion of the room waits for this write, or this one
+            // sees the row gone and writes nothing.
+            let queued: Option<i64> = sqlx::query_scalar(
+                "SELECT generation FROM search_queue WHERE tenant_id = $1 AND room = $2
+                    FOR UPDATE",
+            )
+            .bind(tenant)
+            .bind(room)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if queued.is_none() {
+                tx.commit().await?;
+                return Ok(());
+            }
+        }
         let hashes: Vec<&str> = chunks.iter().map(|c| c.hash.as_str()).collect();
         sqlx::query(
             "DELETE FROM search_chunks WHERE tenant_id = $1 AND room = $2

@@ -56,16 +56,32 @@ pub(super) async fn forget_room(
         .bind(room)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "UPDATE search_rooms SET chunks = 0,
-             seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM search_rooms)
-         WHERE tenant_id = ? AND room = ?",
-    )
-    .bind(tenant)
-    .bind(room)
-    .execute(&mut *conn)
-    .await?;
+    let indexed: Option<i64> =
+        sqlx::query_scalar("SELECT chunks FROM search_rooms WHERE tenant_id = ? AND room = ?")
+            .bind(tenant)
+            .bind(room)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if indexed.is_some() {
+        let seq = next_change(conn).await?;
+        sqlx::query("UPDATE search_rooms SET chunks = 0, seq = ? WHERE tenant_id = ? AND room = ?")
+            .bind(seq)
+            .bind(tenant)
+            .bind(room)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
+}
+
+/// The next change number (in the caller's write transaction: one writer at a time, so
+/// numbers commit in order).
+async fn next_change(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("UPDATE search_seq SET n = n + 1 RETURNING n")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// FTS5 query syntax from free text: each word quoted (so no operator or column filter a user
@@ -149,8 +165,9 @@ impl SearchIndex for SqliteStore {
     ) -> Result<Vec<SearchJob>, StoreError> {
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
-            "UPDATE search_queue SET due_ms = ?1
-              WHERE rowid IN (SELECT rowid FROM search_queue WHERE due_ms <= ?2
+            "UPDATE search_queue SET leased_until = ?1
+              WHERE rowid IN (SELECT rowid FROM search_queue
+                               WHERE due_ms <= ?2 AND leased_until <= ?2
                                ORDER BY due_ms LIMIT ?3)
               RETURNING tenant_id, room, generation",
         )
@@ -185,7 +202,7 @@ impl SearchIndex for SqliteStore {
             > 0;
         if !gone {
             sqlx::query(
-                "UPDATE search_queue SET due_ms = ?, generation = 0
+                "UPDATE search_queue SET due_ms = ?, leased_until = 0
                   WHERE tenant_id = ? AND room = ?",
             )
             .bind(again_ms)
@@ -228,8 +245,22 @@ impl SearchIndex for SqliteStore {
         chunks: &[Chunk],
         _language: &str,
         now: i64,
+        job: Option<&SearchJob>,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        if job.is_some() {
+            let queued: Option<i64> = sqlx::query_scalar(
+                "SELECT generation FROM search_queue WHERE tenant_id = ? AND room = ?",
+            )
+            .bind(tenant)
+            .bind(room)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if queued.is_none() {
+                // Deleted meanwhile: write nothing.
+                return Ok(());
+            }
+        }
         let existing: Vec<String> =
             sqlx::query_scalar("SELECT hash FROM search_chunks WHERE tenant_id = ? AND room = ?")
                 .bind(tenant)
@@ -273,9 +304,10 @@ impl SearchIndex for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        let seq = next_change(&mut tx).await?;
         sqlx::query(
             "INSERT INTO search_rooms (tenant_id, room, seq, chunks, indexed)
-             VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM search_rooms), ?3, ?4)
+             VALUES (?1, ?2, ?5, ?3, ?4)
              ON CONFLICT (tenant_id, room) DO UPDATE SET seq = excluded.seq,
                  chunks = excluded.chunks, indexed = excluded.indexed",
         )
@@ -283,6 +315,7 @@ impl SearchIndex for SqliteStore {
         .bind(room)
         .bind(i64::try_from(chunks.len()).unwrap_or(i64::MAX))
         .bind(now)
+        .bind(seq)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -416,11 +449,9 @@ impl SearchIndex for SqliteStore {
     }
 
     async fn last_search_change(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM search_rooms")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT n FROM search_seq")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn room_vectors(
