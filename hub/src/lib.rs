@@ -50,6 +50,8 @@ pub mod config;
 mod counts;
 pub mod docjson;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod http;
 mod metrics;
 pub mod outbound;

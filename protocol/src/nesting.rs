@@ -402,20 +402,11 @@ fn content(r: &mut Reader<'_>, kind: u8, max: u32) -> Result<(u32, u32, bool), N
     match kind {
         // Deleted
         1 => Ok((r.var_u32()?, 0, false)),
-        // JSON: yrs reads one string more than the count says.
-        2 => {
-            let n = r.var_u32()? as i32;
-            let mut depth = 0;
-            let mut count = 0u32;
-            let mut remaining = n;
-            while remaining >= 0 {
-                let s = r.string()?;
-                depth = depth.max(json_depth(s.as_bytes(), max)?);
-                count += 1;
-                remaining -= 1;
-            }
-            Ok((count, depth, false))
-        }
+        // JSON (Yjs' legacy content, which no Yjs client writes since v13): refused. yrs 0.28
+        // reads one string more than the count says but writes the count it holds, so once
+        // in a document such an item makes every later encode of it unreadable: the answer
+        // to joiners, the compacted snapshot, and (held back) a panic (found by fuzzing).
+        2 => Err(NestingError::Malformed),
         // Binary
         3 => {
             r.buf_bytes()?;
@@ -691,6 +682,19 @@ mod tests {
         let mut want = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
         want.extend_from_slice(&[0x75, 0x01, 0x75, 0x01, 0x7f, 0x00]);
         assert_eq!(nested_value_update(7, "t", 2), want);
+    }
+
+    #[test]
+    fn legacy_json_content_is_refused() {
+        // Found by fuzzing (fuzz/regressions/sync_frame/json-content-held-back): one item of
+        // JSON content (kind 2) with a count of 0, which yrs reads as one string and writes
+        // back as a count of 1 it then reads as two, so every later encode of the document
+        // fails to decode (held back: a panic in the next encode).
+        let update = [1, 1, 137, 0, 1, 130, 5, 104, 0, 0, 0, 0, 1, 111, 0];
+        assert_eq!(scan_update(&update, 64), Err(NestingError::Malformed));
+        // The same item as Any content (8) is fine.
+        let any = [1, 1, 9, 1, 136, 5, 104, 1, 119, 0, 0];
+        assert!(scan_update(&any, 64).is_ok());
     }
 
     #[test]

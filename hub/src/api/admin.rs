@@ -506,6 +506,32 @@ pub(super) async fn mint_token(
     ))
 }
 
+/// For the fuzz targets: the operator's bodies, parsed and checked as the handlers do (no
+/// store: what a handler checks before it writes).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) fn fuzz(raw: &[u8]) {
+    if let Ok(t) = super::parse_json::<NewTenant>(raw) {
+        let _ = check_name(&t.id, "id");
+        if let Some(n) = &t.name {
+            let _ = check_name(n, "name");
+        }
+        if let Some(s) = &t.settings {
+            let _ = TenantSettings::parse_submitted(s).map(|s| s.to_value());
+        }
+    }
+    if let Ok(TenantPatch {
+        settings: Some(s), ..
+    }) = super::parse_json::<TenantPatch>(raw)
+    {
+        let mut merged = serde_json::json!({});
+        merge_patch(&mut merged, &s);
+        let _ = TenantSettings::parse_submitted(&merged).map(|s| s.to_value());
+    }
+    let _ = super::parse_json::<NewApiKey>(raw);
+    let _ = super::parse_json::<NewKey>(raw);
+    let _ = super::parse_json::<TokenRequest>(raw);
+}
+
 #[cfg(test)]
 mod tests {
     use super::merge_patch;

@@ -483,3 +483,12 @@ async fn route(
         "url": home.url,
     })))
 }
+
+/// For the fuzz targets: every JSON request body the REST API takes, parsed and checked as
+/// its handler does before touching the store; an edit's operations are applied to `doc`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_bodies(raw: &[u8], doc: &yrs::Doc, max_depth: u32) {
+    admin::fuzz(raw);
+    webhooks::fuzz(raw);
+    rooms::fuzz(raw, doc, max_depth);
+}

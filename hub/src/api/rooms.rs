@@ -523,3 +523,19 @@ pub(super) async fn presence(
     let members = app.registry.members(&key).await;
     Ok(Json(json!({ "room": &*key.room, "members": members })))
 }
+
+/// For the fuzz targets: the rooms' bodies as the handlers parse them, and an `ops` body
+/// applied to `doc` as a REST edit would be (depth bounded before serde walks it).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) fn fuzz(raw: &[u8], doc: &yrs::Doc, max_depth: u32) {
+    if let Ok(r) = super::parse_json::<NewRoom>(raw) {
+        let _ = validate_room(&r.name);
+    }
+    let _ = super::parse_json::<NewVersion>(raw);
+    if chorus_protocol::nesting::json_depth(raw, max_depth + 2).is_err() {
+        return;
+    }
+    if let Ok(body) = super::parse_json::<OpsBody>(raw) {
+        let _ = crate::docjson::apply_ops_limited(doc, &body.ops, max_depth as usize);
+    }
+}

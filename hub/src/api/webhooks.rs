@@ -140,3 +140,11 @@ pub(super) async fn list_events(
         .collect();
     Ok(Json(json!({ "events": list })))
 }
+
+/// For the fuzz targets: a webhook body, parsed and its target checked as the handler does.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) fn fuzz(raw: &[u8]) {
+    if let Ok(w) = super::parse_json::<PutWebhook>(raw) {
+        let _ = crate::webhooks::check_target(&w.url, false);
+    }
+}

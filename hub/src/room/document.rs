@@ -197,7 +197,10 @@ impl Room {
         if self.encode_is_long() {
             return Some(Answer::Encode(sv));
         }
-        let u = self.document.diff(&sv);
+        let Some(u) = self.document.diff(&sv) else {
+            self.restart_after_panic("encode");
+            return None;
+        };
         Some(Answer::Ready(self.document.state_encoded(&sv, u)))
     }
 

@@ -52,6 +52,8 @@ mod command;
 mod compaction;
 mod doc;
 mod document;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod handle;
 mod members;
 mod presence;
@@ -459,8 +461,13 @@ impl Room {
                 if self.encode_is_long() {
                     self.deferred = Some(Box::new(Deferred::State(reply)));
                 } else {
-                    let state = self.document.diff(&StateVector::default());
-                    let _ = reply.send(Bytes::from(state));
+                    match self.document.diff(&StateVector::default()) {
+                        Some(state) => {
+                            let _ = reply.send(Bytes::from(state));
+                        }
+                        // The reply is dropped: the caller sees the room fail.
+                        None => self.restart_after_panic("encode"),
+                    }
                 }
             }
             Command::Edit { id, edit, reply } => {

@@ -87,7 +87,11 @@ impl Room {
                     tracing::debug!(room = %self.key(), "dropping a malformed sync request");
                     return;
                 };
-                let (diff, ours) = (self.document.diff(&sv), self.document.state_vector());
+                let Some(diff) = self.document.diff(&sv) else {
+                    self.restart_after_panic("encode");
+                    return;
+                };
+                let ours = self.document.state_vector();
                 // Two bytes is the empty update: the asker has everything we have.
                 if diff.len() > 2 {
                     self.publish(Payload::SyncReply {

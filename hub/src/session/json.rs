@@ -88,6 +88,33 @@ enum ClientFrame {
     },
 }
 
+/// Parses a bot's frame; `Err` is the error frame's code and message.
+fn parse_frame(text: &str, max_depth: u32) -> Result<ClientFrame, (&'static str, String)> {
+    // Nesting is bounded before serde walks it (ops nest values three levels into the
+    // frame, `{"ops":[{"value":...}]}`, and a path adds its length; the op check bounds
+    // the result against the document).
+    if chorus_protocol::nesting::json_depth(text.as_bytes(), max_depth + 4).is_err() {
+        return Err(("too_large", "the frame nests too deeply".into()));
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ("bad_request", format!("not JSON: {e}")))?;
+    if value.get("v") != Some(&json!(1)) {
+        return Err(("bad_request", "frames carry \"v\": 1".into()));
+    }
+    serde_json::from_value(value).map_err(|e| ("bad_request", e.to_string()))
+}
+
+/// For the fuzz targets: parses a bot's frame as the session does, and returns its edit
+/// operations if it is an `ops` frame.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_parse(text: &str, max_depth: u32) -> Result<Option<Vec<Op>>, String> {
+    match parse_frame(text, max_depth) {
+        Ok(ClientFrame::Ops { ops, .. }) => Ok(Some(ops)),
+        Ok(_) => Ok(None),
+        Err((code, msg)) => Err(format!("{code}: {msg}")),
+    }
+}
+
 /// What the socket side hands the worker.
 #[derive(Debug)]
 enum Command {
@@ -242,18 +269,7 @@ struct JsonBot<'a> {
 impl JsonBot<'_> {
     /// Parses a frame; `Err` is the error frame's code and message.
     fn parse(&self, text: &str) -> Result<ClientFrame, (&'static str, String)> {
-        // Nesting is bounded before serde walks it (ops nest values three levels into the
-        // frame, `{"ops":[{"value":...}]}`, and a path adds its length; the op check bounds
-        // the result against the document).
-        if chorus_protocol::nesting::json_depth(text.as_bytes(), self.max_depth + 4).is_err() {
-            return Err(("too_large", "the frame nests too deeply".into()));
-        }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ("bad_request", format!("not JSON: {e}")))?;
-        if value.get("v") != Some(&json!(1)) {
-            return Err(("bad_request", "frames carry \"v\": 1".into()));
-        }
-        serde_json::from_value(value).map_err(|e| ("bad_request", e.to_string()))
+        parse_frame(text, self.max_depth)
     }
 
     fn id_ok(&self, id: Option<&String>) -> bool {
