@@ -123,7 +123,9 @@ fn serve(config: Config) -> ExitCode {
     let result = runtime.block_on(async move {
         let listener = listen(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        chorus_hub::run(listener, config, shutdown_signal()).await
+        // Boxed: the whole node's start-up and serve state (11 KiB) lives on the heap, not in
+        // the runtime's root future (clippy::large_futures).
+        Box::pin(chorus_hub::run(listener, config, shutdown_signal())).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -280,6 +280,8 @@ pub fn node_share(tenant: &str, node_limit: usize, percent: u8) -> Option<usize>
         .then(|| (node_limit * usize::from(percent) / 100).max(1))
 }
 
+/// Whether `id` is a valid tenant id: 1-63 bytes of lowercase ASCII letters, digits, `_` and
+/// `-`, starting with a letter or a digit.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 63

@@ -208,7 +208,10 @@ async fn join(
     (conn, room, saved)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one read step of the model, every part of it named"
+)]
 async fn read(
     queue: ConnQueue,
     doc: yrs::Doc,

@@ -29,7 +29,7 @@ pub const DONE: &str = "chorus-loadtest-worker-done";
 /// Flags the parent handles itself and does not pass on.
 const PARENT_ONLY: [&str; 2] = ["--workers", "--json"];
 
-/// The parent's arguments minus [`PARENT_ONLY`] (in `--flag value` or `--flag=value` form).
+/// The parent's arguments minus `PARENT_ONLY` (in `--flag value` or `--flag=value` form).
 pub fn worker_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut skip_value = false;

@@ -121,7 +121,7 @@ impl LogSummary {
     }
 }
 
-/// A document store. Implementations must pass [`crate::suite`].
+/// A document store. Implementations must pass the shared suite (`suite`, feature `testing`).
 #[async_trait]
 pub trait DocStore: Send + Sync + 'static {
     /// Loads a room's snapshot and the log after it. An unknown room loads as empty.

@@ -24,8 +24,6 @@ pub struct Cli {
 }
 
 /// Subcommands.
-// Parsed once at start-up: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run the hub (the default).

@@ -105,6 +105,10 @@ impl fmt::Display for RootKind {
 }
 
 /// Why an edit or a restore was refused. Nothing was changed when one is returned.
+#[expect(
+    missing_docs,
+    reason = "each field is named by its variant's documentation and error message"
+)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
     /// More than [`MAX_OPS`] operations.
@@ -139,6 +143,10 @@ pub enum OpError {
 }
 
 /// What is wrong with one operation.
+#[expect(
+    missing_docs,
+    reason = "each field is named by its variant's documentation and error message"
+)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidOp {
     /// The root name is empty.

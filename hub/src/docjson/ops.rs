@@ -14,6 +14,10 @@ use super::{MAX_DEPTH, OpError};
 
 /// One JSON edit. Text indexes and lengths are UTF-16 code units (see the [module doc](super)); array
 /// indexes count elements.
+#[expect(
+    missing_docs,
+    reason = "each variant's documentation names its fields, as docs/API.md does"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {

@@ -229,7 +229,10 @@ impl Room {
     /// or rare steps (load, flush, close, finish) are boxed so the idle state reserves no slot
     /// for them
     /// (`-Zprint-type-sizes`, see ARCHITECTURE.md).
-    #[allow(clippy::manual_async_fn)] // deliberate, see above
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in every open room's state"
+    )]
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) -> impl Future<Output = ()> + Send {
         async move { self.serve(&mut rx).await }
     }

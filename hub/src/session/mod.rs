@@ -80,7 +80,10 @@ const CLOSE_WRITE_GRACE: Duration = Duration::from_secs(2);
 /// For the same reason this is a function returning an `async move` block rather than an
 /// `async fn`: an `async fn` keeps its arguments twice (as captured and as bound locals),
 /// 648 bytes per connection here (`-Zprint-type-sizes`).
-#[allow(clippy::manual_async_fn)] // deliberate, see above
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in every connection's state"
+)]
 pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + Send {
     async move {
         metrics::counter!("chorus_connections_total").increment(1);

@@ -1,6 +1,12 @@
 //! Shared test harness: a real hub on 127.0.0.1:0 with its own data directory, token helpers,
 //! raw HTTP, and bounded waits (never fixed sleeps as assertions).
-#![allow(dead_code, unreachable_pub)]
+// Each test crate uses a different part of this module, so `expect` (which fails where
+// nothing is unused) cannot name them: the one `allow` of the workspace.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test crate uses a different part of this module"
+)]
 
 pub mod services;
 

@@ -78,8 +78,10 @@ async fn serve(stream: tokio::net::TcpStream, id: u64, rooms: Rooms) {
         .read_buffer_size(256)
         .write_buffer_size(0);
     let mut path = String::new();
-    // The signature is tungstenite's (its error type is an HTTP response).
-    #[allow(clippy::result_large_err)]
+    #[expect(
+        clippy::result_large_err,
+        reason = "the signature is tungstenite's (its error type is an HTTP response)"
+    )]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_string();
         Ok(resp)
