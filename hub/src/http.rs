@@ -54,7 +54,7 @@ pub(crate) async fn serve(
             () = stop.cancelled() => return,
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "pending_connections")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_connections")
                 .increment(1);
             drop(tcp);
             continue;

@@ -526,7 +526,8 @@ async fn drain(app: &AppState, grace: Duration) {
     );
     app.draining.store(true, Ordering::Release);
     app.shutdown.cancel();
-    ::metrics::counter!("chorus_drained_sessions_total").increment(app.connections.count() as u64);
+    ::metrics::counter!(crate::metrics::names::DRAINED_SESSIONS_TOTAL)
+        .increment(app.connections.count() as u64);
     // In a cluster each room's members learn where the room goes next: its home in the ring
     // without this node (the close reason, at most 123 bytes, or the plain reason if longer).
     if app.cluster.clustered() {

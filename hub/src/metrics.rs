@@ -1,10 +1,13 @@
 //! Prometheus metrics. One recorder per process (the `metrics` facade is global), shared by
-//! every server a process runs (tests run several). No metric carries a per-room label: room
-//! names are unbounded and would blow up the series count.
+//! every server a process runs (tests run several). The metrics themselves (names, kinds,
+//! descriptions, label values) are in one table, `chorus_persistence::metric_names`, which
+//! the store's own recordings use too.
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+pub(crate) use chorus_persistence::metric_names as names;
+use chorus_persistence::metric_names::Kind;
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -34,352 +37,38 @@ pub(crate) fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Describes every metric (name, unit, HELP text) from the one table.
 fn describe() {
-    describe_counter!(
-        "chorus_search_indexed_total",
-        "Rooms indexed for search (each a whole room, after a debounced burst of edits)"
-    );
-    describe_counter!(
-        "chorus_search_index_errors_total",
-        "Indexings that failed (the room stays queued and is tried again)"
-    );
-    describe_counter!(
-        "chorus_search_embedded_chunks_total",
-        "Chunks embedded (changed text, or a new embedding model)"
-    );
-    describe_counter!(
-        "chorus_search_embed_errors_total",
-        "Embedding requests that failed or timed out"
-    );
-    describe_counter!(
-        "chorus_search_embed_skipped_total",
-        "Chunks left without an embedding because the tenant's daily AI tokens were used up"
-    );
-    describe_counter!(
-        "chorus_search_queries_total",
-        "Search queries answered, by mode"
-    );
-    describe_counter!(
-        "chorus_search_refused_total",
-        "Searches refused because too many were in progress (node or tenant)"
-    );
-    describe_counter!(
-        "chorus_ai_tool_calls_total",
-        "Functions the assistant's model called (search_documents)"
-    );
-    describe_gauge!(
-        "chorus_search_queue_rooms",
-        "Rooms in the search indexing queue (all nodes)"
-    );
-    describe_gauge!(
-        "chorus_search_queue_due_rooms",
-        "Queued rooms due for indexing now"
-    );
-    describe_gauge!(
-        "chorus_search_vectors",
-        "Chunk vectors in this node's vector index"
-    );
-    describe_gauge!(
-        "chorus_search_vector_bytes",
-        Unit::Bytes,
-        "Estimated memory of this node's vector index"
-    );
-    describe_histogram!(
-        "chorus_search_index_seconds",
-        Unit::Seconds,
-        "Time to index one room"
-    );
-    describe_histogram!(
-        "chorus_search_embed_seconds",
-        Unit::Seconds,
-        "Time of one embeddings request"
-    );
-    describe_histogram!(
-        "chorus_search_query_seconds",
-        Unit::Seconds,
-        "Time to answer a search"
-    );
-    describe_counter!("chorus_connections_total", "WebSocket connections accepted");
-    describe_counter!(
-        "chorus_ai_runs_total",
-        "AI runs ended, by outcome (done, cancelled, failed, interrupted)"
-    );
-    describe_counter!(
-        "chorus_ai_tokens_total",
-        "AI tokens (kind=prompt|completion), reported by the provider or estimated"
-    );
-    describe_histogram!(
-        "chorus_ai_first_token_seconds",
-        Unit::Seconds,
-        "time from asking the provider to the first token, retries included"
-    );
-    describe_gauge!(
-        "chorus_ai_active_runs",
-        "AI runs queued or executing on this node"
-    );
-    describe_counter!(
-        "chorus_ai_handoffs_total",
-        "cluster run hand-offs: runs handed to their room's home (run), a departed node's runs claimed by this node (claimed), queue entries dropped as foreign (dropped)"
-    );
-    describe_counter!(
-        "chorus_ai_provider_errors_total",
-        "provider failures (status, connection, stream, timeout) that ended a run"
-    );
-    describe_gauge!(
-        "chorus_connections_active",
-        "WebSocket connections open now"
-    );
-    describe_counter!(
-        "chorus_connections_refused_total",
-        Unit::Count,
-        "connections refused, by reason: before the upgrade, or (no or bad token, room not granted, page not allowed) closed at once with 4401/4403"
-    );
-    describe_gauge!("chorus_rooms_open", "rooms loaded in memory");
-    describe_gauge!(
-        "chorus_cluster_nodes",
-        "live nodes in the ring as of the last heartbeat (cluster mode)"
-    );
-    describe_counter!(
-        "chorus_messages_in_total",
-        "binary frames received from clients"
-    );
-    describe_counter!("chorus_messages_out_total", "messages queued to clients");
-    describe_histogram!(
-        "chorus_fanout_seconds",
-        Unit::Seconds,
-        "time to queue one update to every member of its room"
-    );
-    describe_counter!(
-        "chorus_slow_consumer_closes_total",
-        "connections closed with 1013 because their send queue overflowed"
-    );
-    describe_counter!(
-        "chorus_bad_frames_total",
-        "frames refused as malformed or too large (connection closed)"
-    );
-    describe_counter!(
-        "chorus_limit_rejections_total",
-        "inputs refused by a configured limit, by limit"
-    );
-    describe_histogram!(
-        "chorus_persist_batch_seconds",
-        Unit::Seconds,
-        "time to commit one group of update batches"
-    );
-    describe_counter!(
-        "chorus_persisted_updates_total",
-        "updates committed to the store"
-    );
-    describe_counter!(
-        "chorus_persist_errors_total",
-        "failed group commits (retried)"
-    );
-    describe_counter!("chorus_compactions_total", "log compactions completed");
-    describe_counter!(
-        "chorus_compactions_skipped_total",
-        "compactions skipped: another node held the room's compaction lock"
-    );
-    describe_counter!(
-        "chorus_redis_published_total",
-        "bus messages published to other nodes"
-    );
-    describe_counter!(
-        "chorus_redis_publish_errors_total",
-        "bus messages that failed to publish or were dropped before it"
-    );
-    describe_histogram!(
-        "chorus_redis_publish_seconds",
-        Unit::Seconds,
-        "one PUBLISH to Redis"
-    );
-    describe_counter!(
-        "chorus_redis_received_total",
-        "bus messages received from Redis"
-    );
-    describe_counter!(
-        "chorus_redis_dropped_total",
-        "bus messages dropped because their room's queue was full"
-    );
-    describe_counter!(
-        "chorus_redis_reconnects_total",
-        "bus reconnections or lags after which every room resyncs"
-    );
-    describe_counter!("chorus_resyncs_total", "sync requests rooms published");
-    describe_counter!(
-        "chorus_drained_sessions_total",
-        "sessions open when the node began draining (closed with 1012)"
-    );
-    describe_counter!(
-        "chorus_edit_retries_total",
-        "server edits retried after their room died before answering (applied once)"
-    );
-    describe_counter!(
-        "chorus_catch_ups_total",
-        "rooms reloaded from the store after a node left the ring"
-    );
-    describe_counter!(
-        "chorus_compaction_failures_total",
-        "log compactions that failed"
-    );
-    describe_counter!(
-        "chorus_room_load_failures_total",
-        "rooms that failed to load from the store"
-    );
-    describe_counter!(
-        "chorus_room_panics_total",
-        "rooms restarted after yrs panicked on an update"
-    );
+    for m in names::ALL {
+        let (name, help) = (m.name, m.help);
+        match (m.kind, m.unit) {
+            (Kind::Counter, Some(unit)) => describe_counter!(name, unit, help),
+            (Kind::Counter, None) => describe_counter!(name, help),
+            (Kind::Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+            (Kind::Gauge, None) => describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => describe_histogram!(name, help),
+        }
+    }
 }
 
-/// Counters and the values of their label, if they have one: every series is published at
-/// zero from the start, so a dashboard or an alert on a fresh node sees a series and not a
-/// gap (`rate()` of a series that appears only at its first event misses that event).
-const COUNTERS: &[(&str, &str, &[&str])] = &[
-    (
-        "chorus_ai_handoffs_total",
-        "kind",
-        &["run", "claimed", "dropped"],
-    ),
-    ("chorus_ai_provider_errors_total", "", &[]),
-    ("chorus_ai_tool_calls_total", "", &[]),
-    (
-        "chorus_ai_runs_total",
-        "outcome",
-        &["done", "cancelled", "failed", "interrupted"],
-    ),
-    ("chorus_ai_tokens_total", "kind", &["prompt", "completion"]),
-    ("chorus_api_key_failures_cached_total", "", &[]),
-    ("chorus_awareness_dropped_total", "", &[]),
-    ("chorus_awareness_foreign_ids_total", "", &[]),
-    ("chorus_bad_frames_total", "", &[]),
-    ("chorus_bus_unsigned_dropped_total", "", &[]),
-    ("chorus_catch_ups_total", "", &[]),
-    ("chorus_compaction_failures_total", "", &[]),
-    ("chorus_compactions_skipped_total", "", &[]),
-    ("chorus_compactions_total", "", &[]),
-    ("chorus_edit_retries_total", "", &[]),
-    (
-        "chorus_connections_refused_total",
-        "reason",
-        &[
-            "bad_request",
-            "connections",
-            "deleted",
-            "draining",
-            "forbidden",
-            "hocuspocus_auth",
-            "origin",
-            "preauth",
-            "rooms",
-            "store",
-            "tenant_connections",
-            "tenant_rooms",
-            "unauthenticated",
-        ],
-    ),
-    ("chorus_connections_total", "", &[]),
-    ("chorus_drained_sessions_total", "", &[]),
-    ("chorus_encodes_off_worker_total", "", &[]),
-    ("chorus_hocuspocus_dropped_total", "", &[]),
-    (
-        "chorus_limit_rejections_total",
-        "limit",
-        &[
-            "api_key_verifications",
-            "auth_timeout",
-            "document_bytes",
-            "frame_bytes",
-            "hocuspocus_opens",
-            "messages_per_frame",
-            "messages_per_second",
-            "nesting_depth",
-            "pending_connections",
-            "tenant_room_share",
-        ],
-    ),
-    ("chorus_messages_in_total", "", &[]),
-    ("chorus_messages_out_total", "", &[]),
-    (
-        "chorus_nesting_refusals_total",
-        "source",
-        &["client", "remote", "store"],
-    ),
-    ("chorus_persist_errors_total", "", &[]),
-    ("chorus_persisted_updates_total", "", &[]),
-    ("chorus_redis_dropped_total", "", &[]),
-    ("chorus_redis_publish_errors_total", "", &[]),
-    ("chorus_redis_published_total", "", &[]),
-    ("chorus_redis_received_total", "", &[]),
-    ("chorus_redis_reconnects_total", "", &[]),
-    (
-        "chorus_replies_coalesced_total",
-        "kind",
-        &["state", "step1", "awareness"],
-    ),
-    ("chorus_replies_skipped_total", "", &[]),
-    ("chorus_resyncs_total", "", &[]),
-    ("chorus_room_load_failures_total", "", &[]),
-    ("chorus_room_panics_total", "", &[]),
-    ("chorus_search_embed_errors_total", "", &[]),
-    ("chorus_search_embed_skipped_total", "", &[]),
-    ("chorus_search_embedded_chunks_total", "", &[]),
-    ("chorus_search_index_errors_total", "", &[]),
-    ("chorus_search_indexed_total", "", &[]),
-    ("chorus_search_refused_total", "", &[]),
-    (
-        "chorus_search_queries_total",
-        "mode",
-        &["text", "semantic", "hybrid"],
-    ),
-    ("chorus_sessions_expired_total", "", &[]),
-    ("chorus_slow_consumer_closes_total", "", &[]),
-    (
-        "chorus_webhook_deliveries_total",
-        "result",
-        &["delivered", "retry", "failed", "filtered"],
-    ),
-];
-
-/// Gauges (none has a label).
-const GAUGES: &[&str] = &[
-    "chorus_ai_active_runs",
-    "chorus_cluster_nodes",
-    "chorus_connections_active",
-    "chorus_rooms_open",
-    "chorus_search_queue_due_rooms",
-    "chorus_search_queue_rooms",
-    "chorus_search_vector_bytes",
-    "chorus_search_vectors",
-];
-
-/// Histograms (none has a label).
-const HISTOGRAMS: &[&str] = &[
-    "chorus_ai_first_token_seconds",
-    "chorus_fanout_seconds",
-    "chorus_persist_batch_seconds",
-    "chorus_redis_publish_seconds",
-    "chorus_webhook_delivery_seconds",
-    "chorus_search_embed_seconds",
-    "chorus_search_index_seconds",
-    "chorus_search_query_seconds",
-];
-
+/// Publishes every series at zero: dashboards and alerts see it before its first event.
 fn publish_zeros() {
-    for (name, label, values) in COUNTERS {
-        if values.is_empty() {
-            metrics::counter!(*name).increment(0);
+    for m in names::ALL {
+        match m.kind {
+            Kind::Counter if m.values.is_empty() => metrics::counter!(m.name).increment(0),
+            Kind::Counter => {
+                for value in m.values {
+                    metrics::counter!(m.name, m.label => *value).increment(0);
+                }
+            }
+            // Registers the series without touching a value another server of this process set.
+            Kind::Gauge => metrics::gauge!(m.name).increment(0.0),
+            // Registering is enough for the exporter to render empty buckets.
+            Kind::Histogram => {
+                let _ = metrics::histogram!(m.name);
+            }
         }
-        for value in *values {
-            metrics::counter!(*name, *label => *value).increment(0);
-        }
-    }
-    for name in GAUGES {
-        // Registers the series without touching a value another server of this process set.
-        metrics::gauge!(*name).increment(0.0);
-    }
-    for name in HISTOGRAMS {
-        // Registering is enough for the exporter to render empty buckets.
-        let _ = metrics::histogram!(*name);
     }
 }
 
@@ -387,17 +76,32 @@ fn publish_zeros() {
 mod tests {
     use super::*;
 
-    /// Every metric the code records is in the lists above, so a new one cannot be forgotten:
-    /// the sources are scanned for the recording macros and the names they are given.
+    /// Every recording names its metric by a constant of the table (never a string), every
+    /// constant is in the table once, and every metric is described.
     #[test]
-    fn every_recorded_metric_is_published_at_zero() {
-        let known: Vec<&str> = COUNTERS
-            .iter()
-            .map(|(n, _, _)| *n)
-            .chain(GAUGES.iter().copied())
-            .chain(HISTOGRAMS.iter().copied())
-            .collect();
+    fn every_metric_is_a_described_constant_of_the_table() {
+        let mut seen = std::collections::HashSet::new();
+        for m in names::ALL {
+            assert!(seen.insert(m.name), "{} is in the table twice", m.name);
+            assert!(m.name.starts_with("chorus_"), "{}", m.name);
+            assert!(m.help.len() > 10, "{} has no real description", m.name);
+            assert_eq!(m.label.is_empty(), m.values.is_empty(), "{}", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                m.name
+            );
+        }
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let table = std::fs::read_to_string(root.join("../persistence/src/metric_names.rs"))
+            .expect("read the table");
+        let constants = table.matches("pub const ").count() - 1; // ALL itself
+        assert_eq!(
+            constants,
+            names::ALL.len(),
+            "a constant is missing from ALL"
+        );
         let mut files = vec![root.join("src"), root.join("../persistence/src")];
         let mut found = 0;
         while let Some(path) = files.pop() {
@@ -411,28 +115,39 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("read source");
-            // Unit tests (this one included) record nothing the server publishes.
-            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            // This test names the macros itself.
+            let text = text.split("mod tests {").next().unwrap_or_default();
             for macro_name in ["counter!(", "gauge!(", "histogram!("] {
                 for (at, _) in text.match_indices(macro_name) {
-                    // `describe_counter!(` is a description, not a recording.
-                    if text[..at].ends_with("describe_") {
+                    let rest = text[at + macro_name.len()..].trim_start();
+                    if text[..at].ends_with("describe_") || rest.starts_with("m.name") {
                         continue;
                     }
-                    let rest = text[at + macro_name.len()..].trim_start();
-                    let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
-                    else {
-                        continue;
-                    };
                     found += 1;
                     assert!(
-                        known.contains(&name),
-                        "{name} ({}) is not published at zero: add it to metrics.rs",
+                        !rest.starts_with('"'),
+                        "{}: a metric named by a string; use a constant of metric_names",
                         path.display()
                     );
                 }
             }
         }
         assert!(found > 40, "the scan found only {found} recordings");
+    }
+
+    /// The operators' dashboard shows every metric.
+    #[test]
+    fn the_grafana_dashboard_shows_every_metric() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dashboard =
+            std::fs::read_to_string(root.join("../deploy/grafana/dashboards/chorus.json"))
+                .expect("read the dashboard");
+        for m in names::ALL {
+            assert!(
+                dashboard.contains(m.name),
+                "{} is not on deploy/grafana/dashboards/chorus.json",
+                m.name
+            );
+        }
     }
 }

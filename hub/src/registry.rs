@@ -163,7 +163,7 @@ impl Registry {
             self.ctx.limits.tenant_share_percent,
         ) && self.per_tenant.count(&key.tenant) >= share
         {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "tenant_room_share")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "tenant_room_share")
                 .increment(1);
             return Err(JoinError::TenantShare);
         }
@@ -193,7 +193,7 @@ impl Registry {
                     registry.tasks.remove(&task_key);
                     registry.per_tenant.remove(&task_key.tenant);
                 });
-                metrics::gauge!("chorus_rooms_open").increment(1.0);
+                metrics::gauge!(crate::metrics::names::ROOMS_OPEN).increment(1.0);
                 e.insert(handle.clone());
                 Ok(handle)
             }
@@ -217,7 +217,7 @@ impl Registry {
             .remove_if(key, |_, h| h.generation == generation)
             .is_some()
         {
-            metrics::gauge!("chorus_rooms_open").decrement(1.0);
+            metrics::gauge!(crate::metrics::names::ROOMS_OPEN).decrement(1.0);
         }
     }
 
@@ -373,7 +373,7 @@ impl Registry {
             if !room.try_offer(Command::Remote {
                 envelope: Box::new(envelope),
             }) {
-                metrics::counter!("chorus_redis_dropped_total").increment(1);
+                metrics::counter!(crate::metrics::names::REDIS_DROPPED_TOTAL).increment(1);
             }
         }
     }

@@ -31,6 +31,7 @@ pub mod ai_runs;
 mod catalog;
 mod compact;
 mod error;
+pub mod metric_names;
 pub mod nesting;
 mod postgres;
 pub mod search;

@@ -84,11 +84,13 @@ async fn run(
         let started = Instant::now();
         let result = store.append(&batches).await.map_err(Arc::new);
         let elapsed = started.elapsed();
-        metrics::histogram!("chorus_persist_batch_seconds").record(elapsed.as_secs_f64());
+        metrics::histogram!(crate::metric_names::PERSIST_BATCH_SECONDS)
+            .record(elapsed.as_secs_f64());
         match &result {
-            Ok(()) => metrics::counter!("chorus_persisted_updates_total").increment(updates as u64),
+            Ok(()) => metrics::counter!(crate::metric_names::PERSISTED_UPDATES_TOTAL)
+                .increment(updates as u64),
             Err(e) => {
-                metrics::counter!("chorus_persist_errors_total").increment(1);
+                metrics::counter!(crate::metric_names::PERSIST_ERRORS_TOTAL).increment(1);
                 tracing::error!(error = %e, rooms = batches.len(), updates, "persist batch failed");
             }
         }

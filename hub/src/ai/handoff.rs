@@ -138,7 +138,7 @@ impl Assistant {
                 .await;
             return Err(());
         }
-        metrics::counter!("chorus_ai_handoffs_total", "kind" => "run").increment(1);
+        metrics::counter!(crate::metrics::names::AI_HANDOFFS_TOTAL, "kind" => "run").increment(1);
         let this = self.clone();
         tokio::spawn(async move { this.stand_in(queue, home, active).await });
         Ok(())
@@ -302,7 +302,8 @@ impl Assistant {
         let me = self.node.clone();
         match decode(&entry) {
             None => {
-                metrics::counter!("chorus_ai_handoffs_total", "kind" => "dropped").increment(1);
+                metrics::counter!(crate::metrics::names::AI_HANDOFFS_TOTAL, "kind" => "dropped")
+                    .increment(1);
                 tracing::warn!(id = %entry.id, "dropping an ai queue entry that is not ours");
                 let _ = queue.ack(&me, &entry.id).await;
             }
@@ -398,7 +399,7 @@ impl Assistant {
             }
         };
         self.runs.insert(record.id.clone(), active.clone());
-        metrics::gauge!("chorus_ai_active_runs").set(self.runs.len() as f64);
+        metrics::gauge!(crate::metrics::names::AI_ACTIVE_RUNS).set(self.runs.len() as f64);
         let plan = Plan {
             request: job.ask.id.clone(),
             system_prompt: job.system_prompt,
@@ -428,7 +429,7 @@ impl Assistant {
         if let Err(e) = self.store.update_ai_run(tenant, run, &update).await {
             tracing::warn!(%run, error = %e, "cannot record the end of an ai run");
         }
-        metrics::counter!("chorus_ai_runs_total", "outcome" => "failed").increment(1);
+        metrics::counter!(crate::metrics::names::AI_RUNS_TOTAL, "outcome" => "failed").increment(1);
     }
 
     /// Tells `origin` about `run`'s status changes, in order (nothing when it is this node).
@@ -493,7 +494,8 @@ impl Assistant {
         e: QueueEntry,
     ) {
         if let Some(Handoff::Run(job)) = decode(&e) {
-            metrics::counter!("chorus_ai_handoffs_total", "kind" => "claimed").increment(1);
+            metrics::counter!(crate::metrics::names::AI_HANDOFFS_TOTAL, "kind" => "claimed")
+                .increment(1);
             match self
                 .store
                 .interrupt_ai_runs(&job.tenant, node, now_secs())

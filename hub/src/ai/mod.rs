@@ -444,7 +444,7 @@ impl Assistant {
             return Err(Refusal::new("unavailable", "no place for the run"));
         };
         self.runs.insert(record.id.clone(), active.clone());
-        metrics::gauge!("chorus_ai_active_runs").set(self.runs.len() as f64);
+        metrics::gauge!(crate::metrics::names::AI_ACTIVE_RUNS).set(self.runs.len() as f64);
         let plan = Plan {
             record: record.clone(),
             request: ask.id.clone(),
@@ -663,7 +663,8 @@ impl Assistant {
     /// Counts runs just marked interrupted, and marks each in its document.
     fn settle_all_interrupted(self: &Arc<Self>, runs: Vec<AiRun>) {
         for run in runs {
-            metrics::counter!("chorus_ai_runs_total", "outcome" => "interrupted").increment(1);
+            metrics::counter!(crate::metrics::names::AI_RUNS_TOTAL, "outcome" => "interrupted")
+                .increment(1);
             let this = self.clone();
             tokio::spawn(async move { this.settle_interrupted(run).await });
         }

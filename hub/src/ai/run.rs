@@ -300,7 +300,8 @@ impl Assistant {
                     Ok(a) => a,
                     Err(e) => {
                         if !matches!(e, ProviderError::Cancelled) {
-                            metrics::counter!("chorus_ai_provider_errors_total").increment(1);
+                            metrics::counter!(crate::metrics::names::AI_PROVIDER_ERRORS_TOTAL)
+                                .increment(1);
                             tracing::info!(run = %active.id, error = %e, "ai provider failed");
                         }
                         let mut o = Outcome::failed(e.code(), refusal_text(&e));
@@ -329,7 +330,8 @@ impl Assistant {
             }
         };
         let ttft = asked.elapsed();
-        metrics::histogram!("chorus_ai_first_token_seconds").record(ttft.as_secs_f64());
+        metrics::histogram!(crate::metrics::names::AI_FIRST_TOKEN_SECONDS)
+            .record(ttft.as_secs_f64());
         self.status(active, plan, "writing", None);
 
         // The writer, made in the run's first transaction with the provenance entry.
@@ -529,7 +531,7 @@ impl Assistant {
                         end = Some(Outcome::failed("cancelled", "cancelled"));
                     }
                     Err(e) => {
-                        metrics::counter!("chorus_ai_provider_errors_total").increment(1);
+                        metrics::counter!(crate::metrics::names::AI_PROVIDER_ERRORS_TOTAL).increment(1);
                         tracing::info!(run = %active.id, error = %e, "ai stream failed");
                         // The partial text stays, marked failed.
                         end = Some(Outcome::failed(e.code(), refusal_text(&e)));
@@ -633,7 +635,7 @@ impl Assistant {
             Ok(q) => q,
             Err(e) => return error(&e.to_string()),
         };
-        metrics::counter!("chorus_ai_tool_calls_total").increment(1);
+        metrics::counter!(crate::metrics::names::AI_TOOL_CALLS_TOTAL).increment(1);
         match search
             .query(&plan.record.tenant, &query, &plan.grants)
             .await
@@ -719,9 +721,10 @@ impl Assistant {
             tracing::warn!(run = %active.id, error = %e, "cannot record the end of an ai run");
         }
         self.count_tokens(&active.key.tenant, o.prompt_tokens + o.completion_tokens);
-        metrics::counter!("chorus_ai_runs_total", "outcome" => o.status).increment(1);
-        metrics::counter!("chorus_ai_tokens_total", "kind" => "prompt").increment(o.prompt_tokens);
-        metrics::counter!("chorus_ai_tokens_total", "kind" => "completion")
+        metrics::counter!(crate::metrics::names::AI_RUNS_TOTAL, "outcome" => o.status).increment(1);
+        metrics::counter!(crate::metrics::names::AI_TOKENS_TOTAL, "kind" => "prompt")
+            .increment(o.prompt_tokens);
+        metrics::counter!(crate::metrics::names::AI_TOKENS_TOTAL, "kind" => "completion")
             .increment(o.completion_tokens);
         if let (Some(code), Some(message)) = (o.error, &o.message)
             && o.status == "failed"
@@ -763,7 +766,7 @@ impl Assistant {
             }),
         );
         self.runs.remove(&active.id);
-        metrics::gauge!("chorus_ai_active_runs").set(self.runs.len() as f64);
+        metrics::gauge!(crate::metrics::names::AI_ACTIVE_RUNS).set(self.runs.len() as f64);
         let _ = active.ended.send(true);
         self.positions.retain(|_, turn| Arc::strong_count(turn) > 1);
         self.room_rates.retain(|_, r| Arc::strong_count(r) > 1);

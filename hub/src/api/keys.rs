@@ -71,7 +71,7 @@ pub(super) async fn verify_api_key(app: &AppState, key: &str) -> ApiResult<Strin
         .get(&d)
         .is_some_and(|t| t.elapsed() < API_KEY_CACHE_TTL)
     {
-        metrics::counter!("chorus_api_key_failures_cached_total").increment(1);
+        metrics::counter!(crate::metrics::names::API_KEY_FAILURES_CACHED_TOTAL).increment(1);
         return Err(invalid());
     }
     let (tenant, key_id, secret) = parse_api_key(key).ok_or_else(invalid)?;
@@ -95,14 +95,14 @@ pub(super) async fn verify_api_key(app: &AppState, key: &str) -> ApiResult<Strin
             .take()
     };
     if !allowed {
-        metrics::counter!("chorus_limit_rejections_total", "limit" => "api_key_verifications")
+        metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "api_key_verifications")
             .increment(1);
         return Err(Problem::quota(
             "too many attempts with this API key id; retry in a few seconds",
         ));
     }
     let Ok(Ok(permit)) = tokio::time::timeout(ARGON2_WAIT, ARGON2.acquire()).await else {
-        metrics::counter!("chorus_limit_rejections_total", "limit" => "api_key_verifications")
+        metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "api_key_verifications")
             .increment(1);
         return Err(Problem::quota("too many API key verifications; retry"));
     };

@@ -280,7 +280,7 @@ impl Cluster {
 
     /// Makes `ring` the current one, and says so on `departures` when a node left.
     fn install(&self, ring: Ring) {
-        metrics::gauge!("chorus_cluster_nodes").set(ring.len() as f64);
+        metrics::gauge!(crate::metrics::names::CLUSTER_NODES).set(ring.len() as f64);
         let old = std::mem::replace(
             &mut *self.ring.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(ring.clone()),

@@ -394,18 +394,19 @@ impl RedisBroker {
         if self.sent.try_send(fut).is_err() {
             // Its answer cannot be awaited: count it failed, and have the rooms resync in
             // case it was lost.
-            metrics::counter!("chorus_redis_publish_errors_total").increment(1);
+            metrics::counter!(crate::metrics::names::REDIS_PUBLISH_ERRORS_TOTAL).increment(1);
             self.resync_all();
         }
     }
 
     fn dispatch(&self, channel: &str, raw: Option<Bytes>) {
-        metrics::counter!("chorus_redis_received_total").increment(1);
+        metrics::counter!(crate::metrics::names::REDIS_RECEIVED_TOTAL).increment(1);
         let raw = match (&self.secret, raw) {
             (Some(secret), Some(raw)) => {
                 let opened = open(secret, channel, raw);
                 if opened.is_none() {
-                    metrics::counter!("chorus_bus_unsigned_dropped_total").increment(1);
+                    metrics::counter!(crate::metrics::names::BUS_UNSIGNED_DROPPED_TOTAL)
+                        .increment(1);
                     tracing::debug!(channel, "dropping a message without a valid signature");
                     return;
                 }
@@ -483,7 +484,7 @@ impl RedisBroker {
             return false;
         }
         self.last_resync.store(now.max(1), Ordering::Release);
-        metrics::counter!("chorus_redis_reconnects_total").increment(1);
+        metrics::counter!(crate::metrics::names::REDIS_RECONNECTS_TOTAL).increment(1);
         if let Some(handler) = handler_of(&self.handler) {
             handler.lost();
         }
@@ -582,13 +583,13 @@ async fn publish(publisher: WithOptions<Client>, channel: Str, body: Bytes, shar
     };
     match res {
         Ok(()) => {
-            metrics::counter!("chorus_redis_published_total").increment(1);
-            metrics::histogram!("chorus_redis_publish_seconds")
+            metrics::counter!(crate::metrics::names::REDIS_PUBLISHED_TOTAL).increment(1);
+            metrics::histogram!(crate::metrics::names::REDIS_PUBLISH_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             true
         }
         Err(e) => {
-            metrics::counter!("chorus_redis_publish_errors_total").increment(1);
+            metrics::counter!(crate::metrics::names::REDIS_PUBLISH_ERRORS_TOTAL).increment(1);
             tracing::debug!(error = %e, "publish failed");
             false
         }

@@ -23,7 +23,7 @@ impl Connections {
     /// were open before, for the caller's limit check.
     pub fn reserve(self: &Arc<Self>) -> (Slot, usize) {
         let before = self.count.fetch_add(1, Ordering::AcqRel);
-        metrics::gauge!("chorus_connections_active").increment(1.0);
+        metrics::gauge!(crate::metrics::names::CONNECTIONS_ACTIVE).increment(1.0);
         (
             Slot {
                 set: self.clone(),
@@ -78,7 +78,7 @@ impl Drop for Slot {
             self.set.lock().remove(&id);
         }
         self.set.count.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("chorus_connections_active").decrement(1.0);
+        metrics::gauge!(crate::metrics::names::CONNECTIONS_ACTIVE).decrement(1.0);
     }
 }
 

@@ -535,7 +535,7 @@ impl ConnHandle {
             Budget::Answer(kind) => match q.push(msg, Some((kind, self.id))) {
                 Ok(Some(old)) => {
                     q.queued.fetch_sub(old.len(), Ordering::Relaxed);
-                    metrics::counter!("chorus_replies_coalesced_total", "kind" => kind.label())
+                    metrics::counter!(crate::metrics::names::REPLIES_COALESCED_TOTAL, "kind" => kind.label())
                         .increment(1);
                     None
                 }
@@ -589,7 +589,7 @@ impl ConnHandle {
 
     fn overflow(&self) {
         if !self.is_closed() {
-            metrics::counter!("chorus_slow_consumer_closes_total").increment(1);
+            metrics::counter!(crate::metrics::names::SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
             tracing::info!(conn = self.id, "closing slow consumer");
         }
         self.close(CloseCode::Overloaded, "slow consumer: send queue full");

@@ -236,7 +236,7 @@ impl Room {
             // Another node emptied the log between our summary and our lock: nothing done.
             return;
         }
-        metrics::counter!("chorus_compactions_total").increment(1);
+        metrics::counter!(crate::metrics::names::COMPACTIONS_TOTAL).increment(1);
         let (gone, came) = self.log.compacted(&stats);
         self.doc_bytes = self.doc_bytes.saturating_add(came).saturating_sub(gone);
         // What was stored while this one ran may already call for the next: start it now,

@@ -42,7 +42,7 @@ impl Room {
         edit: Option<Box<ServerEdit>>,
     ) -> EditReply {
         if let Some(effect) = self.ctx.applied.get(id) {
-            metrics::counter!("chorus_edit_retries_total").increment(1);
+            metrics::counter!(crate::metrics::names::EDIT_RETRIES_TOTAL).increment(1);
             return EditReply::Applied(self.reapply(effect));
         }
         let Some(edit) = edit else {
@@ -227,7 +227,7 @@ impl Room {
     /// meanwhile, so the encode never contends with an update for the document's lock.
     pub(super) async fn encode_off_worker(&self, sv: StateVector) -> Option<Vec<u8>> {
         let _permit = ENCODES.acquire().await.ok()?;
-        metrics::counter!("chorus_encodes_off_worker_total").increment(1);
+        metrics::counter!(crate::metrics::names::ENCODES_OFF_WORKER_TOTAL).increment(1);
         let doc = self.document.doc().clone();
         tokio::task::spawn_blocking(move || doc.transact().encode_state_as_update_v1(&sv))
             .await
@@ -318,7 +318,7 @@ impl Room {
         // reconnect's SyncStep2 repeating known content must not). Checked only near the
         // limit: it builds the document's whole state vector.
         if self.doc_bytes + len > self.max_document_bytes && self.document.carries_new(&update) {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "document_bytes")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "document_bytes")
                 .increment(1);
             if let Some(m) = self.members.get(&conn) {
                 m.conn.send_ext(&ServerMessage::Error {
@@ -338,7 +338,7 @@ impl Room {
             Ok(outcome) => outcome,
             Err(NotApplied::Refused(refused)) => {
                 // Nothing was applied.
-                metrics::counter!("chorus_nesting_refusals_total", "source" => "client")
+                metrics::counter!(crate::metrics::names::NESTING_REFUSALS_TOTAL, "source" => "client")
                     .increment(1);
                 let (code, reason) = match refused {
                     Refused::Nesting(NestingError::TooDeep { .. }) => {
@@ -416,8 +416,9 @@ impl Room {
             let started = Instant::now();
             let except = (!echo_sender).then_some(from);
             let sent = self.members.fan_out(&frame, except, &mut dead);
-            metrics::counter!("chorus_messages_out_total").increment(sent);
-            metrics::histogram!("chorus_fanout_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::metrics::names::MESSAGES_OUT_TOTAL).increment(sent);
+            metrics::histogram!(crate::metrics::names::FANOUT_SECONDS)
+                .record(started.elapsed().as_secs_f64());
         }
         if !dead.is_empty() {
             dead.sort_unstable();

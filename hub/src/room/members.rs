@@ -183,7 +183,7 @@ impl Room {
             .get(&conn)
             .is_some_and(|m| !m.conn.is_closed() && !m.conn.is_gone());
         if !ok {
-            metrics::counter!("chorus_replies_skipped_total").increment(1);
+            metrics::counter!(crate::metrics::names::REPLIES_SKIPPED_TOTAL).increment(1);
         }
         ok
     }
@@ -208,7 +208,7 @@ impl Room {
             })
         });
         if entries.len() < before {
-            metrics::counter!("chorus_awareness_foreign_ids_total")
+            metrics::counter!(crate::metrics::names::AWARENESS_FOREIGN_IDS_TOTAL)
                 .increment((before - entries.len()) as u64);
         }
         // What the token says about the member wins over what its states claim.
@@ -262,7 +262,7 @@ impl Room {
         };
         let mut dead = Vec::new();
         let sent = self.members.fan_out(&frame, None, &mut dead);
-        metrics::counter!("chorus_messages_out_total").increment(sent);
+        metrics::counter!(crate::metrics::names::MESSAGES_OUT_TOTAL).increment(sent);
         dead
     }
 
@@ -273,7 +273,7 @@ impl Room {
             .get(&conn)
             .is_some_and(|m| m.conn.send_answer(kind, frame));
         if ok {
-            metrics::counter!("chorus_messages_out_total").increment(1);
+            metrics::counter!(crate::metrics::names::MESSAGES_OUT_TOTAL).increment(1);
         } else if self.members.contains_key(&conn) {
             self.leave(conn);
         }

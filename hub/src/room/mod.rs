@@ -240,7 +240,7 @@ impl Room {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Command>) {
         if let Err(e) = Box::pin(self.load()).await {
             tracing::error!(room = %self.key(), error = %e, "room load failed");
-            metrics::counter!("chorus_room_load_failures_total").increment(1);
+            metrics::counter!(crate::metrics::names::ROOM_LOAD_FAILURES_TOTAL).increment(1);
             (self.unlist)();
             rx.close();
             while let Some(cmd) = rx.recv().await {
@@ -287,11 +287,11 @@ impl Room {
                         Ok(CompactionStep::Summed(log)) => self.summed(log),
                         Ok(CompactionStep::Written(stats)) => self.compacted(stats),
                         Ok(CompactionStep::Skipped) => {
-                            metrics::counter!("chorus_compactions_skipped_total").increment(1);
+                            metrics::counter!(crate::metrics::names::COMPACTIONS_SKIPPED_TOTAL).increment(1);
                             self.compact_after = Some(Instant::now() + COMPACT_RETRY);
                         }
                         Err(e) => {
-                            metrics::counter!("chorus_compaction_failures_total").increment(1);
+                            metrics::counter!(crate::metrics::names::COMPACTION_FAILURES_TOTAL).increment(1);
                             tracing::warn!(room = %self.key(), error = %e, "compaction failed");
                             self.compact_after = Some(Instant::now() + COMPACT_RETRY);
                         }
@@ -426,7 +426,7 @@ impl Room {
             if matches!(e, StoreError::TooDeep { .. }) {
                 // Stored before the depth check existed (or written by hand): not served, and
                 // dropped by the next compaction.
-                metrics::counter!("chorus_nesting_refusals_total", "source" => "store")
+                metrics::counter!(crate::metrics::names::NESTING_REFUSALS_TOTAL, "source" => "store")
                     .increment(1);
             }
             tracing::error!(room = %self.key(), error = %e, "skipping corrupt stored update");
@@ -526,7 +526,7 @@ impl Room {
     /// reloads from the store.
     fn restart_after_panic(&mut self, what: &str) {
         tracing::error!(room = %self.key(), what, "applying panicked; restarting room");
-        metrics::counter!("chorus_room_panics_total").increment(1);
+        metrics::counter!(crate::metrics::names::ROOM_PANICS_TOTAL).increment(1);
         let ids: Vec<ConnId> = self.members.keys().copied().collect();
         for id in &ids {
             if let Some(m) = self.members.get(id) {

@@ -57,7 +57,7 @@ impl Room {
     /// our state vector.
     pub(super) fn request_sync(&mut self) {
         if self.remote.is_some() {
-            metrics::counter!("chorus_resyncs_total").increment(1);
+            metrics::counter!(crate::metrics::names::RESYNCS_TOTAL).increment(1);
             let sv = self.document.state_vector().encode_v1();
             self.publish(crate::cluster::envelope::Payload::SyncRequest(Bytes::from(
                 sv,
@@ -127,7 +127,7 @@ impl Room {
     /// Loads the room from the store in the background and merges it in (`Command::Stored`):
     /// a CRDT merge only adds what is missing.
     pub(super) fn catch_up(&mut self) {
-        metrics::counter!("chorus_catch_ups_total").increment(1);
+        metrics::counter!(crate::metrics::names::CATCH_UPS_TOTAL).increment(1);
         self.store_work.push(StoreWork::Load);
     }
 
@@ -143,7 +143,7 @@ impl Room {
         let mut resync = false;
         for e in refused {
             if let StoreError::TooDeep { detail, .. } = &e {
-                metrics::counter!("chorus_nesting_refusals_total", "source" => "remote")
+                metrics::counter!(crate::metrics::names::NESTING_REFUSALS_TOTAL, "source" => "remote")
                     .increment(1);
                 // Built on something that has not reached us yet: a resync brings both.
                 resync |= detail == &Refused::Unresolved.to_string();

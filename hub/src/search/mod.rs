@@ -377,16 +377,17 @@ impl Search {
             provider.embed(model, inputs, self.config.search_embedding_dimensions),
         )
         .await;
-        metrics::histogram!("chorus_search_embed_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::names::SEARCH_EMBED_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         let out = match out {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => {
-                metrics::counter!("chorus_search_embed_errors_total").increment(1);
+                metrics::counter!(crate::metrics::names::SEARCH_EMBED_ERRORS_TOTAL).increment(1);
                 tracing::info!(error = %e, "embedding failed");
                 return None;
             }
             Err(_) => {
-                metrics::counter!("chorus_search_embed_errors_total").increment(1);
+                metrics::counter!(crate::metrics::names::SEARCH_EMBED_ERRORS_TOTAL).increment(1);
                 tracing::info!("embedding timed out");
                 return None;
             }
@@ -438,13 +439,14 @@ impl Search {
                 let started = Instant::now();
                 let (job, again) = match self.index(&job).await {
                     Ok(()) => {
-                        metrics::counter!("chorus_search_indexed_total").increment(1);
-                        metrics::histogram!("chorus_search_index_seconds")
+                        metrics::counter!(crate::metrics::names::SEARCH_INDEXED_TOTAL).increment(1);
+                        metrics::histogram!(crate::metrics::names::SEARCH_INDEX_SECONDS)
                             .record(started.elapsed().as_secs_f64());
                         (job, due_ms(self.config.search_debounce))
                     }
                     Err(e) => {
-                        metrics::counter!("chorus_search_index_errors_total").increment(1);
+                        metrics::counter!(crate::metrics::names::SEARCH_INDEX_ERRORS_TOTAL)
+                            .increment(1);
                         tracing::warn!(tenant = %job.tenant, room = %job.room, error = %e, "indexing failed");
                         // It stays queued: finished with a generation it cannot have.
                         let failed = SearchJob {
@@ -524,7 +526,7 @@ impl Search {
                 .collect();
             for batch in todo.chunks(EMBED_BATCH) {
                 if !self.within_budget(&job.tenant, resolved.budget).await {
-                    metrics::counter!("chorus_search_embed_skipped_total")
+                    metrics::counter!(crate::metrics::names::SEARCH_EMBED_SKIPPED_TOTAL)
                         .increment(batch.len() as u64);
                     break;
                 }
@@ -535,7 +537,7 @@ impl Search {
                 else {
                     break;
                 };
-                metrics::counter!("chorus_search_embedded_chunks_total")
+                metrics::counter!(crate::metrics::names::SEARCH_EMBEDDED_CHUNKS_TOTAL)
                     .increment(batch.len() as u64);
                 for (i, v) in batch.iter().zip(vectors) {
                     chunks[*i].model = model.clone();
@@ -694,12 +696,12 @@ impl Search {
     async fn gauges(self: Arc<Self>, stop: CancellationToken) {
         loop {
             if let Ok((queued, due)) = self.store.search_queue_depth(now_ms()).await {
-                metrics::gauge!("chorus_search_queue_rooms").set(queued as f64);
-                metrics::gauge!("chorus_search_queue_due_rooms").set(due as f64);
+                metrics::gauge!(crate::metrics::names::SEARCH_QUEUE_ROOMS).set(queued as f64);
+                metrics::gauge!(crate::metrics::names::SEARCH_QUEUE_DUE_ROOMS).set(due as f64);
             }
             let (n, bytes) = self.vectors.size();
-            metrics::gauge!("chorus_search_vectors").set(n as f64);
-            metrics::gauge!("chorus_search_vector_bytes").set(bytes as f64);
+            metrics::gauge!(crate::metrics::names::SEARCH_VECTORS).set(n as f64);
+            metrics::gauge!(crate::metrics::names::SEARCH_VECTOR_BYTES).set(bytes as f64);
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -718,11 +720,11 @@ impl Search {
     ) -> Result<Answer, SearchError> {
         let started = Instant::now();
         let Ok(_slot) = self.running.clone().try_acquire_owned() else {
-            metrics::counter!("chorus_search_refused_total").increment(1);
+            metrics::counter!(crate::metrics::names::SEARCH_REFUSED_TOTAL).increment(1);
             return Err(SearchError::Busy);
         };
         if self.running_per_tenant.count(tenant) >= MAX_TENANT_QUERIES {
-            metrics::counter!("chorus_search_refused_total").increment(1);
+            metrics::counter!(crate::metrics::names::SEARCH_REFUSED_TOTAL).increment(1);
             return Err(SearchError::Busy);
         }
         self.running_per_tenant.add(tenant.to_owned());
@@ -807,9 +809,9 @@ impl Search {
         let mut results = fuse(query, text, meaning, query.mode);
         results.truncate(want);
         let took = started.elapsed();
-        metrics::counter!("chorus_search_queries_total", "mode" => query.mode.as_str())
+        metrics::counter!(crate::metrics::names::SEARCH_QUERIES_TOTAL, "mode" => query.mode.as_str())
             .increment(1);
-        metrics::histogram!("chorus_search_query_seconds").record(took.as_secs_f64());
+        metrics::histogram!(crate::metrics::names::SEARCH_QUERY_SECONDS).record(took.as_secs_f64());
         Ok(Answer {
             query: query.q.clone(),
             mode: query.mode,

@@ -4,7 +4,8 @@
 use super::*;
 
 pub(super) fn refused(reason: &'static str, e: ApiError) -> Response {
-    metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::names::CONNECTIONS_REFUSED_TOTAL, "reason" => reason)
+        .increment(1);
     log_refusal(reason, e.parts().0.as_u16(), &e.to_string());
     e.into_response()
 }
@@ -36,7 +37,8 @@ pub(super) fn refused_for_good(
     let (Ok(ws), Ok(permit)) = (ws, CLOSING_REFUSALS.try_acquire()) else {
         return refused(reason, e);
     };
-    metrics::counter!("chorus_connections_refused_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::names::CONNECTIONS_REFUSED_TOTAL, "reason" => reason)
+        .increment(1);
     let message = e.to_string();
     log_refusal(reason, code.code(), &message);
     let protocol = select_protocol(&ws);

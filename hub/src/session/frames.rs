@@ -52,7 +52,7 @@ pub fn decode_frame(
         // Counted before anything is decoded: a frame of thousands of tiny requests would
         // otherwise cost the room thousands of replies.
         if i >= limits.max_messages as usize {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "messages_per_frame")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "messages_per_frame")
                 .increment(1);
             return Err((CloseCode::Policy, "too many messages in one frame"));
         }
@@ -116,7 +116,7 @@ pub type Checked = (Update, Option<Box<Nesting>>);
 pub fn decode_update(u: &Bytes, max_depth: u32) -> Result<Checked, (CloseCode, &'static str)> {
     let nesting = scan_update(u, max_depth).map_err(|e| match e {
         NestingError::TooDeep { .. } => {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "nesting_depth")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "nesting_depth")
                 .increment(1);
             (CloseCode::TooDeep, "update nests deeper than the limit")
         }

@@ -138,7 +138,7 @@ impl Hocuspocus {
 
     /// Refuses a document; too many refusals close the socket.
     fn deny(&mut self, prefix: &[u8], reason: &str) -> Result<(), Closing> {
-        metrics::counter!("chorus_connections_refused_total", "reason" => "hocuspocus_auth")
+        metrics::counter!(crate::metrics::names::CONNECTIONS_REFUSED_TOTAL, "reason" => "hocuspocus_auth")
             .increment(1);
         crate::server::log_refusal("hocuspocus_auth", 4403, reason);
         self.root
@@ -155,7 +155,7 @@ impl Hocuspocus {
     async fn open(&mut self, address: String, token: &str) -> Result<(), Closing> {
         let prefix = hocuspocus::address_prefix(&address);
         if !self.opens.take() {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "hocuspocus_opens")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "hocuspocus_opens")
                 .increment(1);
             return self.deny(&prefix, "documents opened too fast on one connection");
         }
@@ -253,7 +253,7 @@ impl Hocuspocus {
         )));
         match tokio::time::timeout(JOIN_TIMEOUT, self.app.registry.join(&key, conn.clone())).await {
             Ok(Ok(room)) => {
-                metrics::counter!("chorus_connections_total").increment(1);
+                metrics::counter!(crate::metrics::names::CONNECTIONS_TOTAL).increment(1);
                 crate::session::emit_presence(&self.app.events, &key, &conn, true);
                 self.docs.insert(
                     address,
@@ -299,7 +299,7 @@ impl Dialect for Hocuspocus {
             r.hocuspocus_binary(&frame);
         }
         let incoming = Incoming::decode(frame).map_err(|_| {
-            metrics::counter!("chorus_bad_frames_total").increment(1);
+            metrics::counter!(crate::metrics::names::BAD_FRAMES_TOTAL).increment(1);
             (CloseCode::InvalidPayload, "malformed message".to_string())
         })?;
         let (address, body) = match incoming {
@@ -329,7 +329,7 @@ impl Dialect for Hocuspocus {
             }
             DocMessage::YSync(frame) => {
                 let Some(doc) = self.docs.get(&address) else {
-                    metrics::counter!("chorus_hocuspocus_dropped_total").increment(1);
+                    metrics::counter!(crate::metrics::names::HOCUSPOCUS_DROPPED_TOTAL).increment(1);
                     return Ok(());
                 };
                 forward(
@@ -372,7 +372,7 @@ impl Dialect for Hocuspocus {
                 Ok(())
             }
             DocMessage::Unsupported(kind) => {
-                metrics::counter!("chorus_bad_frames_total").increment(1);
+                metrics::counter!(crate::metrics::names::BAD_FRAMES_TOTAL).increment(1);
                 Err((
                     CloseCode::UnsupportedData,
                     format!("message type {kind} is not accepted from clients"),
@@ -397,7 +397,7 @@ impl Dialect for Hocuspocus {
             .as_ref()
             .is_some_and(|(_, since)| since.elapsed() >= self.app.config.auth_timeout)
         {
-            metrics::counter!("chorus_limit_rejections_total", "limit" => "auth_timeout")
+            metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "auth_timeout")
                 .increment(1);
             return Err((
                 CloseCode::Policy,
@@ -430,7 +430,7 @@ impl Dialect for Hocuspocus {
                     &prefix,
                     "token expired",
                 )));
-            metrics::counter!("chorus_sessions_expired_total").increment(1);
+            metrics::counter!(crate::metrics::names::SESSIONS_EXPIRED_TOTAL).increment(1);
             self.close_doc(&address).await;
         }
         if self.app_ping {

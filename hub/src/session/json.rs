@@ -159,7 +159,7 @@ pub struct JsonSession {
 
 /// Runs a JSON-mode connection until either side closes it.
 pub async fn run(mut socket: super::websocket::WebSocket, mut s: JsonSession) {
-    metrics::counter!("chorus_connections_total").increment(1);
+    metrics::counter!(crate::metrics::names::CONNECTIONS_TOTAL).increment(1);
     let user = s.identity.user.clone();
     send(
         &s.conn,

@@ -86,7 +86,7 @@ const CLOSE_WRITE_GRACE: Duration = Duration::from_secs(2);
 )]
 pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + Send {
     async move {
-        metrics::counter!("chorus_connections_total").increment(1);
+        metrics::counter!(crate::metrics::names::CONNECTIONS_TOTAL).increment(1);
         s.conn.send_ext(&ServerMessage::Welcome {
             room: s.key.room.to_string(),
             tenant: s.key.tenant.to_string(),
@@ -163,7 +163,7 @@ pub fn emit_presence(
 
 /// The close of a connection over its tenant's message rate.
 pub fn rate_exceeded() -> Closing {
-    metrics::counter!("chorus_limit_rejections_total", "limit" => "messages_per_second")
+    metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "messages_per_second")
         .increment(1);
     (
         CloseCode::QuotaExceeded,
@@ -260,7 +260,7 @@ pub async fn serve<D: Dialect>(
                 }
             }) {
                 Some(Ok(WsMessage::Binary(frame))) => {
-                    metrics::counter!("chorus_messages_in_total").increment(1);
+                    metrics::counter!(crate::metrics::names::MESSAGES_IN_TOTAL).increment(1);
                     // Boxed, like the write above: a frame's handling (decode, forward to the
                     // room) is a large future that idle connections need no slot for.
                     if let Err(closing) = Box::pin(dialect.binary(frame)).await {
@@ -279,7 +279,7 @@ pub async fn serve<D: Dialect>(
                 Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
                 Some(Err(e)) => {
                     if is_too_big(e) {
-                        metrics::counter!("chorus_limit_rejections_total", "limit" => "frame_bytes").increment(1);
+                        metrics::counter!(crate::metrics::names::LIMIT_REJECTIONS_TOTAL, "limit" => "frame_bytes").increment(1);
                         break (CloseCode::TooBig, "frame exceeds the size limit".into());
                     }
                     break (CloseCode::Normal, String::new());
@@ -373,14 +373,14 @@ pub async fn check_token(
     kid: Option<&str>,
 ) -> Result<(), Closing> {
     if expires <= crate::auth::now_secs() {
-        metrics::counter!("chorus_sessions_expired_total").increment(1);
+        metrics::counter!(crate::metrics::names::SESSIONS_EXPIRED_TOTAL).increment(1);
         return Err((CloseCode::Unauthenticated, "token expired".into()));
     }
     if let Some(kid) = kid
         && let Ok(tenant) = registry.tenants().get(&key.tenant).await
         && !tenant.keys.contains_key(kid)
     {
-        metrics::counter!("chorus_sessions_expired_total").increment(1);
+        metrics::counter!(crate::metrics::names::SESSIONS_EXPIRED_TOTAL).increment(1);
         return Err((CloseCode::Unauthenticated, "token key revoked".into()));
     }
     Ok(())
@@ -485,7 +485,8 @@ pub async fn forward(
                     let bytes = entries.iter().map(|e| e.state.len() + 16).sum();
                     let ok = awareness.spend(bytes);
                     if !ok {
-                        metrics::counter!("chorus_awareness_dropped_total").increment(1);
+                        metrics::counter!(crate::metrics::names::AWARENESS_DROPPED_TOTAL)
+                            .increment(1);
                     }
                     ok
                 }
@@ -500,7 +501,7 @@ pub async fn forward(
             Ok(())
         }
         Err((code, reason)) => {
-            metrics::counter!("chorus_bad_frames_total").increment(1);
+            metrics::counter!(crate::metrics::names::BAD_FRAMES_TOTAL).increment(1);
             tracing::info!(room = %key, conn = conn.id, code = code.code(), reason, "refusing frame");
             conn.send_ext(&ServerMessage::Error {
                 code: match code {

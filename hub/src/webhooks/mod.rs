@@ -139,7 +139,6 @@ pub fn spawn(
     options: WebhookOptions,
     shutdown: CancellationToken,
 ) -> (WebhookNotify, JoinHandle<()>) {
-    describe_metrics();
     match Dispatcher::new(store, options) {
         Ok(dispatcher) => {
             let wake = dispatcher.notifier();
@@ -379,7 +378,8 @@ impl Dispatcher {
             }
             Err(e) => (None, Some(request_error(&e))),
         };
-        metrics::histogram!("chorus_webhook_delivery_seconds").record(started.elapsed());
+        metrics::histogram!(crate::metrics::names::WEBHOOK_DELIVERY_SECONDS)
+            .record(started.elapsed());
         let attempts = u32::try_from(event.attempts).unwrap_or(0).saturating_add(1);
         let delivered = error.is_none();
         let next = if delivered || status == Some(410) || attempts >= self.options.max_attempts {
@@ -407,7 +407,8 @@ impl Dispatcher {
 
     /// Stores an outcome and counts it.
     async fn record(&self, event: &OutboxEvent, attempt: &Attempt, result: &'static str) {
-        metrics::counter!("chorus_webhook_deliveries_total", "result" => result).increment(1);
+        metrics::counter!(crate::metrics::names::WEBHOOK_DELIVERIES_TOTAL, "result" => result)
+            .increment(1);
         if let Err(e) = self
             .store
             .record_attempt(&event.tenant, event.id, attempt)
@@ -500,18 +501,6 @@ fn request_error(e: &reqwest::Error) -> String {
 
 fn truncate(s: &str) -> String {
     s.chars().take(MAX_ERROR_CHARS).collect()
-}
-
-fn describe_metrics() {
-    metrics::describe_counter!(
-        "chorus_webhook_deliveries_total",
-        "webhook outbox events handled, by result (delivered, retry, failed, filtered)"
-    );
-    metrics::describe_histogram!(
-        "chorus_webhook_delivery_seconds",
-        metrics::Unit::Seconds,
-        "time of one webhook request, to the response status or the failure"
-    );
 }
 
 #[cfg(test)]
