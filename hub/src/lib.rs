@@ -26,7 +26,10 @@
 //! - [`registry`]: live rooms, atomic get-or-spawn per `(tenant, room)`.
 //! - [`room`]: one actor per room owning the `yrs::Doc` and awareness; fan-out, persistence
 //!   batching, compaction, idle exit.
-//! - `metrics` (private): the Prometheus recorder.
+//! - `metrics` (private): the Prometheus recorder (the metrics' table is
+//!   `chorus_persistence::metric_names`).
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): the fuzz targets' bodies over the
+//!   session's decoders and a room's document without its actor (`fuzz/`, docs/SECURITY.md).
 //!
 //! A frame travels: socket -> `session` (decode, validate, role check) -> room command queue
 //! -> `room` (apply, encode once) -> every member's `outbound` queue -> their sockets; and

@@ -97,7 +97,7 @@ fn reindex(tenant: Option<&str>, config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    init_tracing(config.log_json);
+    init_tracing(config.log_json || config.log_format == chorus_hub::config::LogFormat::Json);
     // Checked before the runtime exists: the worker count sizes it.
     if let Err(e) = config.validate() {
         tracing::error!("chorus stopped: {e}");

@@ -103,6 +103,7 @@ fn help_documents_every_flag_with_its_env_var() {
         "record-dir",
         "shutdown-grace",
         "log-json",
+        "log-format",
     ] {
         assert!(
             help.contains(&format!("--{flag}")),
@@ -305,4 +306,56 @@ async fn postgres_problems_are_reported_once_with_what_to_do() {
         1,
         "said once: {stderr}"
     );
+}
+
+/// `--log-format json` writes one JSON object per line: a log pipeline can parse every line.
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chorus");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let listening = loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            break None;
+        };
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        seen.push(line);
+        if v["fields"]["message"] == "listening" {
+            break Some(v);
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = listening.unwrap_or_else(|| panic!("no `listening` line in {seen:?}"));
+    let addr = v["fields"]["addr"].as_str().expect("addr field");
+    assert!(addr.starts_with("127.0.0.1:"), "{v}");
 }

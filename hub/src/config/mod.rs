@@ -210,7 +210,12 @@ pub struct Config {
     #[arg(long, env = "CHORUS_RECORD_DIR")]
     pub record_dir: Option<PathBuf>,
 
-    /// Log as JSON lines instead of text. Default: false.
+    /// Log lines as `text` (for a terminal) or `json` (one object per line: level, target,
+    /// message, fields, and the spans around it, for a log pipeline).
+    #[arg(long, env = "CHORUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The same as `--log-format json` (kept for existing deployments). Default: false.
     #[arg(long, env = "CHORUS_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub log_json: bool,
 
@@ -565,4 +570,14 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["chorus", "--max-rooms", "lots"]).is_err());
     }
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }

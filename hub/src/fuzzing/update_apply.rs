@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use chorus_protocol::sync::Message;
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, ArrayPrelim, Doc, Map, MapPrelim, Options, ReadTxn, Text, Transact, Update,
-    WriteTxn, XmlElementPrelim, XmlFragment, XmlTextPrelim,
+    Any, Array, ArrayPrelim, Doc, GetString, Map, MapPrelim, Options, ReadTxn, Text, Transact,
+    Update, WriteTxn, XmlElementPrelim, XmlFragment, XmlTextPrelim,
 };
 
 use super::FuzzRoom;
@@ -148,31 +148,50 @@ fn any(v: &Value) -> Any {
     }
 }
 
+/// A byte offset into `s` (yrs' default offsets are bytes) at a character boundary: a client
+/// never edits inside a character.
+fn boundary(s: &str, i: usize) -> u32 {
+    let mut at = i % (s.len() + 1);
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    u32::try_from(at).unwrap_or(0)
+}
+
+/// A range of `s` from `index`, `len` bytes long at most, both ends at character boundaries.
+fn range(s: &str, index: u16, len: u8) -> (u32, u32) {
+    let at = boundary(s, usize::from(index));
+    let end = (at as usize + usize::from(len)).min(s.len());
+    let mut end = end;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (at, u32::try_from(end).unwrap_or(at).max(at))
+}
+
 fn edit(doc: &Doc, step: &Step) {
     let mut txn = doc.transact_mut();
     match step {
         Step::InsertText { index, text, .. } => {
             let t = txn.get_or_insert_text(ROOTS[0]);
-            let len = t.len(&txn);
-            t.insert(&mut txn, u32::from(*index) % (len + 1), text);
+            let at = boundary(&t.get_string(&txn), usize::from(*index));
+            t.insert(&mut txn, at, text);
         }
         Step::DeleteText { index, len, .. } => {
             let t = txn.get_or_insert_text(ROOTS[0]);
-            let size = t.len(&txn);
-            if size > 0 {
-                let at = u32::from(*index) % size;
-                t.remove_range(&mut txn, at, u32::from(*len).min(size - at));
+            let (at, end) = range(&t.get_string(&txn), *index, *len);
+            if end > at {
+                t.remove_range(&mut txn, at, end - at);
             }
         }
         Step::FormatText {
             index, len, bold, ..
         } => {
             let t = txn.get_or_insert_text(ROOTS[0]);
-            let size = t.len(&txn);
-            if size > 0 {
-                let at = u32::from(*index) % size;
+            let (at, end) = range(&t.get_string(&txn), *index, *len);
+            if end > at {
                 let attrs = yrs::types::Attrs::from([("bold".into(), Any::Bool(*bold))]);
-                t.format(&mut txn, at, u32::from(*len).min(size - at), attrs);
+                t.format(&mut txn, at, end - at, attrs);
             }
         }
         Step::MapSet { key, value, .. } => {
