@@ -124,11 +124,39 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
         let mut clock = r.var_u32()?;
         for _ in 0..blocks {
             let len = s.block(&mut r, client, clock)?;
-            clock = clock.wrapping_add(len);
+            // A block reaching past the last clock: yrs would wrap it around (or panic where
+            // it checks), and the room's own encodes of it would not read back.
+            clock = clock.checked_add(len).ok_or(NestingError::Malformed)?;
         }
     }
-    // The delete set that follows cannot nest: yrs reads it with loops.
+    // The delete set that follows cannot nest (yrs reads it with loops), but its ranges
+    // must not reach past the last clock either.
+    if delete_set_overflows(&mut r) {
+        return Err(NestingError::Malformed);
+    }
     s.resolve()
+}
+
+/// Whether a range of the delete set at `r` reaches past the last clock. A delete set that
+/// does not parse is left to yrs' decoder, which refuses it.
+fn delete_set_overflows(r: &mut Reader<'_>) -> bool {
+    let mut ranges = || -> Result<bool, NestingError> {
+        let clients = r.var_u32()?;
+        r.fits(u64::from(clients), 2)?;
+        for _ in 0..clients {
+            r.var_u64()?;
+            let n = r.var_u32()?;
+            r.fits(u64::from(n), 2)?;
+            for _ in 0..n {
+                let (clock, len) = (r.var_u32()?, r.var_u32()?);
+                if clock.checked_add(len).is_none() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    };
+    ranges().unwrap_or(false)
 }
 
 /// How an item names its parent.
@@ -682,6 +710,24 @@ mod tests {
         let mut want = vec![0x01, 0x01, 0x07, 0x00, 0x08, 0x01, 0x01, 0x74, 0x01];
         want.extend_from_slice(&[0x75, 0x01, 0x75, 0x01, 0x7f, 0x00]);
         assert_eq!(nested_value_update(7, "t", 2), want);
+    }
+
+    #[test]
+    fn blocks_and_deletions_past_the_last_clock_are_refused() {
+        // Blocks whose clock plus length passes u32::MAX (a class the fuzzing pointed at; its
+        // input, fuzz/findings/state-encode-overflows, still overflows another way).
+        let mut u = vec![1, 1, 7];
+        u.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]); // clock u32::MAX - 1
+        u.extend_from_slice(&[0x04, 0x01, 0x01, b't', 0x03, b'a', b'b', b'c', 0x00]);
+        assert_eq!(scan_update(&u, 64), Err(NestingError::Malformed));
+        // The same block at clock 0 is fine, and a deletion past the last clock is not.
+        let mut ok = vec![1, 1, 7, 0];
+        ok.extend_from_slice(&[0x04, 0x01, 0x01, b't', 0x03, b'a', b'b', b'c', 0x00]);
+        assert!(scan_update(&ok, 64).is_ok());
+        let mut del = vec![0, 1, 7, 1, 0xfe, 0xff, 0xff, 0xff, 0x0f, 5];
+        assert_eq!(scan_update(&del, 64), Err(NestingError::Malformed));
+        del[9] = 1;
+        assert!(scan_update(&del, 64).is_ok());
     }
 
     #[test]
