@@ -11,6 +11,19 @@ use crate::auth::Role;
 pub use crate::room::fuzz::FuzzRoom;
 pub use update_apply::{Script, run_script};
 
+/// The fuzz targets' panic hook. The room catches yrs' panics and restarts from its log;
+/// libFuzzer's own hook would abort on them, so this one only prints (yrs' own quietly, unless
+/// `FUZZ_VERBOSE` is set). A panic nothing catches still ends the run as a crash.
+pub fn panic_hook() {
+    let verbose = std::env::var_os("FUZZ_VERBOSE").is_some();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_yrs = info.location().is_some_and(|l| l.file().contains("/yrs-"));
+        if verbose || !in_yrs {
+            eprintln!("panic: {info}");
+        }
+    }));
+}
+
 /// Raw bytes as a y-websocket frame from a writer, then from a reader: the protocol's
 /// decoders (frame, state vector, awareness), the session's checks (nesting before yrs) and
 /// the room's apply, then the room's invariants (its log reloads to the same document).

@@ -263,10 +263,10 @@ fn client_of(step: &Step) -> u8 {
     }
 }
 
-fn frame(msg: Message, hocuspocus: bool) -> (Bytes, bool) {
+fn frame(msg: Message, hocuspocus: bool) -> Bytes {
     let inner = msg.encode();
     if !hocuspocus {
-        return (inner, false);
+        return inner;
     }
     // Through the Hocuspocus decoder, as a Hocuspocus provider's frame for document "doc".
     let wrapped = chorus_protocol::hocuspocus::wrap(
@@ -277,7 +277,7 @@ fn frame(msg: Message, hocuspocus: bool) -> (Bytes, bool) {
         Ok(chorus_protocol::hocuspocus::Incoming::Doc {
             body: chorus_protocol::hocuspocus::DocMessage::YSync(f),
             ..
-        }) => (f, true),
+        }) => f,
         other => panic!("a wrapped sync frame decodes as {other:?}"),
     }
 }
@@ -330,7 +330,7 @@ pub fn run_script(script: &Script) {
                 } else {
                     Message::Update(u)
                 };
-                room.frame(frame(msg, *hocuspocus).0, Role::Write);
+                room.frame(frame(msg, *hocuspocus), Role::Write);
             }
             Delivery::Merged { from, to } => {
                 if updates.is_empty() {
