@@ -964,6 +964,15 @@ async fn bad_input_gets_precise_problems(db: Option<String>) {
         )
         .await;
     assert_problem(&bad_op, 422, "explode");
+    let no_ops = api
+        .call(
+            "POST",
+            "/v1/rooms/x/document",
+            &key,
+            Some(json!({ "ops": [] })),
+        )
+        .await;
+    assert_problem(&no_ops, 422, "ops must not be empty");
     let bad_tenant = api
         .call(
             "POST",

@@ -326,6 +326,20 @@ struct OpsBody {
     ops: Vec<crate::docjson::Op>,
 }
 
+/// An edit's body (`{"ops": [...]}`), its nesting bounded before serde walks it.
+fn parse_ops(raw: &[u8], max_depth: u32) -> ApiResult<Vec<crate::docjson::Op>> {
+    // Values are stored below a root type (depth 1) and sit three levels into the body
+    // (`{"ops":[{"value":...}]}`): the body may nest two more than the limit.
+    if chorus_protocol::nesting::json_depth(raw, max_depth + 2).is_err() {
+        return Err(Problem::too_deep(max_depth));
+    }
+    let body: OpsBody = parse_json(raw)?;
+    if body.ops.is_empty() {
+        return Err(Problem::invalid("ops must not be empty"));
+    }
+    Ok(body.ops)
+}
+
 /// Applies an edit through the live room and waits until it is durable.
 async fn edit(app: &AppState, key: &RoomKey, edit: ServerEdit) -> ApiResult<Json<Value>> {
     let durable = app
@@ -387,17 +401,7 @@ pub(super) async fn edit_document(
         }
         "application/json" => {
             let raw = read_body(req, app.config.max_request_bytes).await?;
-            // Values are stored below a root type (depth 1) and sit three levels into the
-            // body (`{"ops":[{"value":...}]}`): the body may nest two more than the limit.
-            let max_depth = app.config.max_nesting_depth;
-            if chorus_protocol::nesting::json_depth(&raw, max_depth + 2).is_err() {
-                return Err(Problem::too_deep(max_depth));
-            }
-            let body: OpsBody = parse_json(&raw)?;
-            if body.ops.is_empty() {
-                return Err(Problem::invalid("ops must not be empty"));
-            }
-            ServerEdit::Ops(body.ops)
+            ServerEdit::Ops(parse_ops(&raw, app.config.max_nesting_depth)?)
         }
         _ => {
             return Err(Problem::unsupported_media(
@@ -532,10 +536,7 @@ pub(super) fn fuzz(raw: &[u8], doc: &yrs::Doc, max_depth: u32) {
         let _ = validate_room(&r.name);
     }
     let _ = super::parse_json::<NewVersion>(raw);
-    if chorus_protocol::nesting::json_depth(raw, max_depth + 2).is_err() {
-        return;
-    }
-    if let Ok(body) = super::parse_json::<OpsBody>(raw) {
-        let _ = crate::docjson::apply_ops_limited(doc, &body.ops, max_depth as usize);
+    if let Ok(ops) = parse_ops(raw, max_depth) {
+        let _ = crate::docjson::apply_ops_limited(doc, &ops, max_depth as usize);
     }
 }
