@@ -340,19 +340,28 @@ impl Room {
                 // Nothing was applied.
                 metrics::counter!(crate::metrics::names::NESTING_REFUSALS_TOTAL, "source" => "client")
                     .increment(1);
-                let (code, reason) = match refused {
-                    Refused::Nesting(NestingError::TooDeep { .. }) => {
-                        (CloseCode::TooDeep, "update nests deeper than the limit")
-                    }
+                let (code, reason, error) = match refused {
+                    Refused::Nesting(NestingError::TooDeep { .. }) => (
+                        CloseCode::TooDeep,
+                        "update nests deeper than the limit",
+                        ErrorCode::TooLarge,
+                    ),
+                    // No Yjs client sends this (it holds such blocks back itself).
+                    Refused::Gap => (
+                        CloseCode::InvalidPayload,
+                        "update skips clocks the room does not have",
+                        ErrorCode::BadRequest,
+                    ),
                     _ => (
                         CloseCode::InvalidPayload,
                         "update builds on content the room does not have",
+                        ErrorCode::TooLarge,
                     ),
                 };
                 self.members.unaccept(conn);
                 if let Some(m) = self.members.get(&conn) {
                     m.conn.send_ext(&ServerMessage::Error {
-                        code: ErrorCode::TooLarge,
+                        code: error,
                         message: reason.into(),
                     });
                 }
