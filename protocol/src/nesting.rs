@@ -136,24 +136,15 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
         gcs: Vec::new(),
         want_head: false,
         heads: Vec::new(),
-        runs: Vec::new(),
+        runs: Runs::default(),
     };
     let clients = r.var_u32()?;
     r.fits(clients as u64, 3)?;
-    // Where each client's blocks end so far. Encoders write a client once; yrs appends a
-    // client's second run to the first, so a run that starts anywhere but where the last one
-    // ended leaves its blocks out of clock order. yrs 0.28 trusts that order: overlapping
-    // runs free a block it still points to (a heap use-after-free in `integrate_item`,
-    // docs/SECURITY.md Z8) and a gap integrates blocks past a missing clock.
-    let mut ends: HashMap<u64, u32> = HashMap::new();
     for _ in 0..clients {
         let blocks = r.var_u64()? as usize;
         r.fits(blocks as u64, 1)?;
         let client = r.var_u64()?;
         let mut clock = r.var_u32()?;
-        if ends.get(&client).is_some_and(|end| *end != clock) {
-            return Err(NestingError::Malformed);
-        }
         s.want_head = true;
         let start = clock;
         for _ in 0..blocks {
@@ -162,10 +153,12 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
             // it checks), and the room's own encodes of it would not read back.
             clock = clock.checked_add(len).ok_or(NestingError::Malformed)?;
         }
-        ends.insert(client, clock);
         if clock > start {
             s.runs.push((client, start, clock));
         }
+    }
+    if !s.runs.continuous() {
+        return Err(NestingError::Malformed);
     }
     // The delete set that follows cannot nest (yrs reads it with loops), but its ranges
     // must not reach past the last clock either.
@@ -230,9 +223,47 @@ struct Scan {
     /// The next block yrs keeps begins a run (see [`Head`]).
     want_head: bool,
     heads: Vec<Head>,
-    /// Clock ranges this update carries, one per client's section, to leave out the
-    /// dependencies the update provides itself.
-    runs: Vec<(u64, u32, u32)>,
+    runs: Runs,
+}
+
+/// The clock ranges an update carries, one per client's section (client, from, to), in the
+/// order written: to leave out the dependencies the update provides itself, and to check
+/// that a client written twice continues where it ended. No allocation for the common update
+/// of one client.
+#[derive(Default)]
+struct Runs {
+    first: Option<(u64, u32, u32)>,
+    rest: Vec<(u64, u32, u32)>,
+}
+
+impl Runs {
+    fn push(&mut self, run: (u64, u32, u32)) {
+        if self.first.is_none() {
+            self.first = Some(run);
+        } else {
+            self.rest.push(run);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, u32, u32)> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    /// Whether each client's runs, in the order written, continue one another. Encoders write
+    /// a client once; yrs appends a client's second run to its first, so a run starting
+    /// anywhere but where the last one ended leaves its blocks out of clock order. yrs 0.28
+    /// trusts that order: overlapping runs free a block it still points to (a heap
+    /// use-after-free in `integrate_item`, docs/SECURITY.md Z8) and a gap integrates blocks
+    /// past a missing clock.
+    fn continuous(&self) -> bool {
+        if self.rest.is_empty() {
+            return true;
+        }
+        let mut all: Vec<_> = self.iter().copied().collect();
+        // Stable: each client's runs stay in the order written.
+        all.sort_by_key(|run| run.0);
+        all.windows(2).all(|w| w[0].0 != w[1].0 || w[0].2 == w[1].1)
+    }
 }
 
 impl Scan {
