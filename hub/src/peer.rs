@@ -23,6 +23,11 @@
 //! - 4404, the room was deleted: stop; there is nothing to write into.
 //! - 4413 (document too large), 4422 (nested too deep), 1007 (refused update): the last
 //!   edit was refused and the peer removed; do not repeat it.
+//!
+//! An edit refused before it is sent ([`PeerError::Refused`], nested too deep) removes the
+//! peer as well: the replica holds the refused content at clocks of its client the room will
+//! never have, so every later edit would start past that hole, which the room refuses (yrs
+//! would integrate it unsafely; docs/SECURITY.md, Z8). Join again for a fresh replica.
 //! - 1011 or 1013 (the room restarted, or the peer's queue overflowed): join again; the
 //!   replica syncs from the room and nothing acknowledged as durable is lost.
 
@@ -107,7 +112,8 @@ pub enum PeerError {
     /// Faster than `messages_per_second`: nothing was applied; try again later.
     #[error("message rate limit exceeded")]
     RateLimited,
-    /// The edit nests deeper than the limit: nothing was sent (the replica has it; leave).
+    /// The edit nests deeper than the limit: nothing was sent, and the peer has left the room
+    /// (its replica holds the refused content; join again for a fresh one).
     #[error("{0}")]
     Refused(&'static str),
     /// The peer is no longer a member of the room.
@@ -265,7 +271,7 @@ impl Peer {
         &mut self,
         edit: impl FnOnce(&mut TransactionMut) -> R,
     ) -> Result<R, PeerError> {
-        if *self.closed.borrow() {
+        if *self.closed.borrow() || self.left {
             return Err(PeerError::Closed);
         }
         if let Some(rate) = &mut self.rate
@@ -279,8 +285,16 @@ impl Peer {
             (out, Bytes::from(txn.encode_update_v1()))
         };
         // The same check as a socket's update, before yrs decodes it.
-        let (update, nesting) = crate::session::decode_update(&raw, self.max_depth)
-            .map_err(|(_, why)| PeerError::Refused(why))?;
+        let (update, nesting) = match crate::session::decode_update(&raw, self.max_depth) {
+            Ok(decoded) => decoded,
+            Err((_, why)) => {
+                // The replica now holds what the room will never have (see the module's
+                // docs): leave, as a socket refused for this is closed.
+                self.room.leave(self.conn.id).await;
+                self.left = true;
+                return Err(PeerError::Refused(why));
+            }
+        };
         if update.is_empty() {
             return Ok(out);
         }

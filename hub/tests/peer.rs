@@ -143,7 +143,7 @@ async fn a_peer_is_held_to_the_limits_and_told_when_the_room_goes() {
     }
     assert!(refused >= 1, "12 edits at once passed a limit of 5/s");
     // Nesting past --max-nesting-depth (64) is refused before the room sees it, as from a
-    // socket; the peer stays a member.
+    // socket.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let deep = (0..100).fold(yrs::Any::from("leaf"), |inner, _| {
         yrs::Any::Array(vec![inner].into())
@@ -156,9 +156,24 @@ async fn a_peer_is_held_to_the_limits_and_told_when_the_room_goes() {
         })
         .await;
     assert!(matches!(refusal, Err(PeerError::Refused(_))), "{refusal:?}");
+    // Its replica holds the refused value at a clock the room never gets: the peer has left,
+    // and joins again for a fresh replica.
+    assert_eq!(
+        peer.edit(|txn| text.insert(txn, 0, "no")).await,
+        Err(PeerError::Closed)
+    );
+    drop(peer);
+    let mut peer = server
+        .app
+        .registry
+        .peer(&key("limits"), options.clone())
+        .await
+        .expect("joined again");
+    peer.synced(PATIENCE).await.expect("synced");
+    let text = peer.doc().get_or_insert_text("t");
     peer.edit(|txn| text.insert(txn, 0, "ok"))
         .await
-        .expect("still a member");
+        .expect("a member again");
     // The document size: an edit past it is refused and the peer removed with 4413.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     peer.edit(|txn| text.insert(txn, 0, &"x".repeat(8192)))
