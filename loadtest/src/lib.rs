@@ -9,6 +9,8 @@
 //! - [`replay`]: plays back sessions the hub recorded with `--record-dir`.
 //! - [`trace`]: replays real editing traces and checks every replica ends with the trace's text.
 //! - [`report`]: HDR latency summaries, a human table and one JSON document per run.
+//! - [`chaos`]: a cluster of its own (three nodes, PostgreSQL, Redis) under faults in turn;
+//!   nothing acknowledged may be lost or duplicated.
 //! - [`attack`]: the attacks of the hardening review against one node, phase by phase,
 //!   while a probe keeps editing another room (the node must keep serving it).
 //! - [`proc`]: the server's resident memory and CPU time from `/proc/PID`, and the load
@@ -20,6 +22,7 @@
 pub mod ai;
 pub mod attack;
 pub mod auth;
+pub mod chaos;
 pub mod human;
 pub mod proc;
 pub mod progress;

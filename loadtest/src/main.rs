@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use chorus_loadtest::scenario::{self, ConnectParams, Dialect, EditParams, Target, Worker};
 use clap::{Args, Parser, Subcommand};
 
@@ -192,6 +193,36 @@ enum Scenario {
         /// included. Default: hub.
         #[arg(long, value_enum, default_value_t = chorus_loadtest::ai::Writer::Hub)]
         writer: chorus_loadtest::ai::Writer,
+    },
+    /// Clients edit across a cluster this scenario starts (three `chorus` nodes, its own
+    /// PostgreSQL from `initdb`, its own `redis-server`, all on 127.0.0.1) while faults strike
+    /// in turn; checks that every edit acknowledged with `saved` is in the final document
+    /// exactly once, that clients converge, and that a fresh node loads the same; reports how
+    /// long each fault stalled deliveries and acknowledgements. --url is not used.
+    Chaos {
+        /// The `chorus` binary. Default: `chorus` beside this program.
+        #[arg(long)]
+        chorus_bin: Option<PathBuf>,
+        /// Rooms. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        /// Editing clients per room, spread over the three nodes. Default: 3.
+        #[arg(long, default_value_t = 3)]
+        clients_per_room: usize,
+        /// Edits per second per client. Default: 5.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Editing before the first fault and after each one. Default: 5s.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        /// The faults, in order. Default: kill,redis,postgres,kill,join.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "kill,redis,postgres,kill,join"
+        )]
+        faults: Vec<chorus_loadtest::chaos::Fault>,
     },
     /// N users in rooms of K, each sending small edits at a rate; measures delivery latency.
     Edit {
@@ -434,6 +465,47 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     rooms,
                     observers,
                     batch,
+                },
+            ))
+        }
+        Scenario::Chaos {
+            chorus_bin,
+            rooms,
+            clients_per_room,
+            rate,
+            settle,
+            faults,
+        } => {
+            anyhow::ensure!(
+                rooms * clients_per_room <= 2_000,
+                "--rooms x --clients-per-room is capped at 2,000"
+            );
+            anyhow::ensure!(rate > 0.0 && rate <= 50.0, "--rate must be in (0, 50]");
+            anyhow::ensure!(
+                settle <= Duration::from_secs(120) && faults.len() <= 16,
+                "--settle is capped at 120s and --faults at 16"
+            );
+            let chorus_bin = match chorus_bin {
+                Some(b) => b,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("chorus"))
+                    .context("no directory beside this program")?,
+            };
+            if let Some(missing) = chorus_loadtest::chaos::tools_missing() {
+                anyhow::bail!(
+                    "chaos needs PostgreSQL's server programs and redis-server: {missing}"
+                );
+            }
+            runtime.block_on(chorus_loadtest::chaos::chaos(
+                &chorus_loadtest::chaos::ChaosParams {
+                    chorus_bin,
+                    rooms,
+                    clients_per_room,
+                    rate,
+                    settle,
+                    faults,
+                    patience: c.timeout,
                 },
             ))
         }
