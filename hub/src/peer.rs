@@ -26,8 +26,9 @@
 //!
 //! An edit refused before it is sent ([`PeerError::Refused`], nested too deep) removes the
 //! peer as well: the replica holds the refused content at clocks of its client the room will
-//! never have, so every later edit would start past that hole, which the room refuses (yrs
-//! would integrate it unsafely; docs/SECURITY.md, Z8). Join again for a fresh replica.
+//! never have, so every later edit would start past that hole, where yrs 0.28 integrates it
+//! as text no other member gets and a restart loses (docs/SECURITY.md, Z3). Join again for a
+//! fresh replica.
 //! - 1011 or 1013 (the room restarted, or the peer's queue overflowed): join again; the
 //!   replica syncs from the room and nothing acknowledged as durable is lost.
 

@@ -28,10 +28,6 @@ pub enum Refused {
     /// It builds on content this document does not have (yet), so its depth cannot be known.
     #[error("update builds on content the document does not have")]
     Unresolved,
-    /// It skips clocks of its client the document does not have, and nothing holds it back:
-    /// yrs would integrate it past a hole (see [`chorus_protocol::nesting::Head`]).
-    #[error("update skips clocks the document does not have")]
-    Gap,
 }
 
 /// Depths of a document's nested types.
@@ -86,18 +82,6 @@ impl DepthIndex {
     pub fn admit(&mut self, txn: &impl ReadTxn, nesting: &Nesting) -> Result<(), Refused> {
         if nesting.is_empty() {
             return Ok(());
-        }
-        if !nesting.heads.is_empty() {
-            // Rare (a run starting away from its client's previous clock): the state vector
-            // costs a pass over the document's clients.
-            let sv = txn.state_vector();
-            let has = |id: &ItemId| id.clock < sv.get(&yrs::block::ClientID::new(id.client));
-            for h in &nesting.heads {
-                let after_hole = h.id.clock > sv.get(&yrs::block::ClientID::new(h.id.client));
-                if after_hole && h.deps.iter().flatten().all(has) {
-                    return Err(Refused::Gap);
-                }
-            }
         }
         let mut cache: HashMap<Anchor, Option<u32>> = HashMap::new();
         let mut resolve = |anchor: Anchor| -> Result<Option<u32>, Refused> {

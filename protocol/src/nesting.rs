@@ -77,33 +77,13 @@ pub struct Nesting {
     /// Every shared type the update creates, with an upper bound of its depth: the largest of
     /// its terms once anchored terms are resolved.
     pub types: Vec<(ItemId, Vec<Term>)>,
-    /// Blocks that may start past a hole in their client's clocks (see [`Head`]).
-    pub heads: Vec<Head>,
 }
 
 impl Nesting {
     /// Nothing to check or record (the common case: text typed into an existing type).
     pub fn is_empty(&self) -> bool {
-        self.bounds.is_empty() && self.types.is_empty() && self.heads.is_empty()
+        self.bounds.is_empty() && self.types.is_empty()
     }
-}
-
-/// The first block of a run of one client's clocks (a client's blocks in an update, or those
-/// after a skip), where it could leave a hole: past clock 0 and not continuing its client's
-/// previous clock (typed text does; its left origin is that clock).
-///
-/// yrs 0.28 integrates a block whose client's earlier clocks it lacks, leaving a hole, when
-/// none of its dependencies is missing (Yjs would hold it back). A document with a hole
-/// advertises clocks it does not have, and a later update overlapping the hole makes yrs
-/// free a block it still points to (docs/SECURITY.md, Z8). Where the document lacks
-/// `id.clock - 1` of `id.client` and has every one of `deps`, the update must be refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    /// The block's id.
-    pub id: ItemId,
-    /// Its left origin, right origin and parent item, left out where this update itself
-    /// carries them (counted as present: refusing is the safe side).
-    pub deps: [Option<ItemId>; 3],
 }
 
 /// Why an update was refused.
@@ -134,8 +114,6 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
         max: max_depth,
         items: Vec::new(),
         gcs: Vec::new(),
-        want_head: false,
-        heads: Vec::new(),
         runs: Runs::default(),
     };
     let clients = r.var_u32()?;
@@ -145,7 +123,6 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
         r.fits(blocks as u64, 1)?;
         let client = r.var_u64()?;
         let mut clock = r.var_u32()?;
-        s.want_head = true;
         let start = clock;
         for _ in 0..blocks {
             let len = s.block(&mut r, client, clock)?;
@@ -165,10 +142,7 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
     if delete_set_overflows(&mut r) {
         return Err(NestingError::Malformed);
     }
-    let heads = s.take_heads();
-    let mut nesting = s.resolve()?;
-    nesting.heads = heads;
-    Ok(nesting)
+    s.resolve()
 }
 
 /// Whether a range of the delete set at `r` reaches past the last clock. A delete set that
@@ -220,16 +194,12 @@ struct Scan {
     items: Vec<ItemRec>,
     /// GC ranges: an item whose parent would be found through them is discarded by yrs.
     gcs: Vec<(ItemId, u32)>,
-    /// The next block yrs keeps begins a run (see [`Head`]).
-    want_head: bool,
-    heads: Vec<Head>,
     runs: Runs,
 }
 
 /// The clock ranges an update carries, one per client's section (client, from, to), in the
-/// order written: to leave out the dependencies the update provides itself, and to check
-/// that a client written twice continues where it ended. No allocation for the common update
-/// of one client.
+/// order written: to check that a client written twice continues where it ended. No
+/// allocation for the common update of one client.
 #[derive(Default)]
 struct Runs {
     first: Option<(u64, u32, u32)>,
@@ -267,38 +237,6 @@ impl Runs {
 }
 
 impl Scan {
-    /// Records `id` as a head if it begins a run and could leave a hole.
-    fn head(&mut self, id: ItemId, origin: Option<ItemId>, deps: [Option<ItemId>; 3]) {
-        if !std::mem::take(&mut self.want_head) || id.clock == 0 {
-            return;
-        }
-        let continues = origin
-            == Some(ItemId {
-                client: id.client,
-                clock: id.clock - 1,
-            });
-        if !continues {
-            self.heads.push(Head { id, deps });
-        }
-    }
-
-    /// The heads, their dependencies on this update's own runs left out.
-    fn take_heads(&mut self) -> Vec<Head> {
-        let mut heads = std::mem::take(&mut self.heads);
-        for h in &mut heads {
-            for d in &mut h.deps {
-                if d.is_some_and(|d| {
-                    self.runs
-                        .iter()
-                        .any(|&(c, from, to)| c == d.client && (from..to).contains(&d.clock))
-                }) {
-                    *d = None;
-                }
-            }
-        }
-        heads
-    }
-
     /// Reads one block; returns the clock length it takes (0 for a block yrs drops).
     fn block(&mut self, r: &mut Reader<'_>, client: u64, clock: u32) -> Result<u32, NestingError> {
         let info = r.u8()?;
@@ -309,8 +247,6 @@ impl Scan {
                 if len == 0 {
                     return Err(NestingError::Malformed);
                 }
-                // What follows a skip begins a run of its own.
-                self.want_head = true;
                 Ok(len)
             }
             0 => {
@@ -318,7 +254,6 @@ impl Scan {
                 if len == 0 {
                     return Err(NestingError::Malformed);
                 }
-                self.head(id, None, [None; 3]);
                 self.gcs.push((id, len));
                 Ok(len)
             }
@@ -344,11 +279,6 @@ impl Scan {
                 if len == 0 {
                     return Ok(0);
                 }
-                let parent_item = match parent {
-                    ParentRef::Type(p) => Some(p),
-                    _ => None,
-                };
-                self.head(id, origin, [origin, right, parent_item]);
                 self.items.push(ItemRec {
                     id,
                     len,
@@ -885,50 +815,6 @@ mod tests {
         assert!(scan_update(&between, 64).is_ok());
         between[21] = 0;
         assert_eq!(scan_update(&between, 64), Err(NestingError::Malformed));
-    }
-
-    #[test]
-    fn runs_that_could_start_past_a_hole_are_reported_with_their_dependencies() {
-        let head = |client, clock, deps| Head {
-            id: ItemId { client, clock },
-            deps,
-        };
-        let id = |client, clock| Some(ItemId { client, clock });
-        // Clock 0 never starts past a hole; typed text continues its previous clock.
-        let first = [1, 1, 3, 0, 0x04, 1, 1, b't', 1, b'a', 0];
-        assert!(scan_update(&first, 64).expect("scans").is_empty());
-        let typed = [1, 1, 3, 1, 0x84, 3, 0, 1, b'b', 0];
-        assert!(scan_update(&typed, 64).expect("scans").is_empty());
-        // No origin at clock 2, an origin elsewhere, a GC range: heads.
-        let bare = [1, 1, 3, 2, 0x04, 1, 1, b't', 1, b'a', 0];
-        assert_eq!(
-            scan_update(&bare, 64).expect("scans").heads,
-            [head(3, 2, [None; 3])]
-        );
-        let elsewhere = [1, 1, 3, 2, 0x84, 7, 5, 1, b'q', 0];
-        assert_eq!(
-            scan_update(&elsewhere, 64).expect("scans").heads,
-            [head(3, 2, [id(7, 5), None, None])]
-        );
-        let gc = [1, 1, 3, 4, 0, 2, 0];
-        assert_eq!(
-            scan_update(&gc, 64).expect("scans").heads,
-            [head(3, 4, [None; 3])]
-        );
-        // A dependency the update carries itself is left out (yrs integrates it first).
-        let carried = [
-            2, 1, 7, 5, 0x04, 1, 1, b't', 1, b'p', 1, 3, 2, 0x84, 7, 5, 1, b'q', 0,
-        ];
-        assert_eq!(
-            scan_update(&carried, 64).expect("scans").heads,
-            [head(7, 5, [None; 3]), head(3, 2, [None; 3])]
-        );
-        // What follows a skip begins a run of its own.
-        let skipped = [1, 2, 3, 0, 10, 2, 0x04, 1, 1, b't', 1, b'a', 0];
-        assert_eq!(
-            scan_update(&skipped, 64).expect("scans").heads,
-            [head(3, 2, [None; 3])]
-        );
     }
 
     #[test]

@@ -355,58 +355,6 @@ mod tests {
         assert_ne!(d.step1(), empty_step1);
     }
 
-    /// One string block of client 3 at `clock` in root text "t", without origins.
-    fn block_at(clock: u8, text: &str) -> Vec<u8> {
-        let mut u = vec![1, 1, 3, clock, 4, 1, 1, b't', text.len() as u8];
-        u.extend_from_slice(text.as_bytes());
-        u.push(0);
-        u
-    }
-
-    fn offer_scanned(d: &mut Document, u: &[u8]) -> Result<Outcome, NotApplied> {
-        let nesting = chorus_protocol::nesting::scan_update(u, 64).expect("scans");
-        d.apply(Update::decode_v1(u).expect("decode"), Some(&nesting))
-    }
-
-    #[test]
-    fn a_block_past_a_hole_is_refused_and_what_waits_for_predecessors_is_not() {
-        // Found by fuzzing (Z8, fuzz/regressions/hocuspocus_frame/yrs-use-after-free-past-a-hole):
-        // yrs 0.28 integrates "ab" at clock 2 of a client it has never seen (a hole at 0..2,
-        // phantom text), and "xyzw" over 0..4 then makes it read a block it has freed.
-        let mut d = document();
-        match offer_scanned(&mut d, &block_at(2, "ab")) {
-            Err(NotApplied::Refused(Refused::Gap)) => {}
-            other => panic!("not refused: {other:?}"),
-        }
-        assert_eq!(text(&d), "", "nothing applied");
-        // From clock 0 it applies, and so does a later block once the clocks before it are in.
-        offer_scanned(&mut d, &block_at(0, "xy")).expect("applied");
-        offer_scanned(&mut d, &block_at(2, "ab")).expect("applied");
-        assert_eq!(text(&d), "abxy");
-        // A block past a hole whose left origin is missing waits for it, as before: the
-        // second of two edits typed one after the other.
-        let mut d = document();
-        let (first, second) = edits();
-        let (first, second) = (first.encode_v1(), second.encode_v1());
-        let out = offer_scanned(&mut d, &second).expect("applied");
-        assert!(out.held_back);
-        offer_scanned(&mut d, &first).expect("applied");
-        assert_eq!(text(&d), "abcd");
-        // The same for a block whose origin is another client's missing item.
-        let mut d = document();
-        let mut waits = vec![1, 1, 3, 2, 0x84, 7, 5, 1, b'q', 0];
-        assert!(offer_scanned(&mut d, &waits).expect("applied").held_back);
-        // ... unless the document has that item: then nothing holds it back.
-        waits[5] = 3;
-        waits[6] = 0;
-        let mut d = document();
-        offer_scanned(&mut d, &block_at(0, "x")).expect("applied");
-        match offer_scanned(&mut d, &waits) {
-            Err(NotApplied::Refused(Refused::Gap)) => {}
-            other => panic!("not refused: {other:?}"),
-        }
-    }
-
     #[test]
     fn a_nesting_past_the_limit_is_refused_before_yrs_sees_it() {
         use chorus_protocol::nesting::{NestingError, scan_update};

@@ -346,12 +346,6 @@ impl Room {
                         "update nests deeper than the limit",
                         ErrorCode::TooLarge,
                     ),
-                    // No Yjs client sends this (it holds such blocks back itself).
-                    Refused::Gap => (
-                        CloseCode::InvalidPayload,
-                        "update skips clocks the room does not have",
-                        ErrorCode::BadRequest,
-                    ),
                     _ => (
                         CloseCode::InvalidPayload,
                         "update builds on content the room does not have",

@@ -157,7 +157,7 @@ impl FuzzRoom {
     pub fn check(&self) {
         // Without CHORUS_FUZZ_STRICT (CI's short runs) only the joiners' answers are checked
         // (in `frame`), and that nothing escapes the room's catching of yrs' panics: the other
-        // checks fail today on open findings (docs/SECURITY.md, Z4 to Z6), which the campaign
+        // checks fail today on open findings (docs/SECURITY.md, Z3 to Z6), which the campaign
         // and the replay of the regressions run strictly.
         if !strict() {
             return;

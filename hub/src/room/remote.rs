@@ -145,10 +145,8 @@ impl Room {
             if let StoreError::TooDeep { detail, .. } = &e {
                 metrics::counter!(crate::metrics::names::NESTING_REFUSALS_TOTAL, "source" => "remote")
                     .increment(1);
-                // Built on something that has not reached us yet, or skipping clocks we
-                // lack: a resync brings both.
-                resync |= detail == &Refused::Unresolved.to_string()
-                    || detail == &Refused::Gap.to_string();
+                // Built on something that has not reached us yet: a resync brings both.
+                resync |= detail == &Refused::Unresolved.to_string();
             }
             tracing::debug!(room = %self.key(), error = %e, "remote update refused");
         }
