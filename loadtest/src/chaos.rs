@@ -83,7 +83,8 @@ pub fn postgres_bin_dir() -> Option<PathBuf> {
     found.pop().map(|(_, bin)| bin)
 }
 
-/// Whether this machine can run the scenario: `initdb`, `pg_ctl` and `redis-server` are there.
+/// What this machine lacks to run the scenario (`initdb` or `redis-server` do not run), or
+/// `None` when it has both.
 pub fn tools_missing() -> Option<String> {
     let pg = postgres_bin_dir().map_or_else(|| PathBuf::from("initdb"), |d| d.join("initdb"));
     let runs = |cmd: &Path, arg: &str| {
