@@ -286,7 +286,7 @@ impl Peer {
             (out, Bytes::from(txn.encode_update_v1()))
         };
         // The same check as a socket's update, before yrs decodes it.
-        let (update, nesting) = match crate::session::decode_update(&raw, self.max_depth) {
+        let (update, nesting, clocks) = match crate::session::decode_update(&raw, self.max_depth) {
             Ok(decoded) => decoded,
             Err((_, why)) => {
                 // The replica now holds what the room will never have (see the module's
@@ -303,6 +303,7 @@ impl Peer {
             update,
             raw,
             nesting,
+            clocks,
         };
         if !self.room.inbound(self.conn.id, vec![msg]).await {
             return Err(PeerError::Closed);

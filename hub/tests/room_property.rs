@@ -393,7 +393,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
                 let clock = m.doc.transact().state_vector().get(&m.doc.client_id());
                 m.clocks.push(clock);
                 clocks.lock().expect("clocks").push(clock);
-                let (update, nesting) =
+                let (update, nesting, clocks) =
                     chorus_hub::session::decode_update(&raw, 64).expect("valid");
                 if !m
                     .room
@@ -403,6 +403,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), String> {
                             update,
                             raw,
                             nesting,
+                            clocks,
                         }],
                     )
                     .await

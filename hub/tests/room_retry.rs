@@ -41,6 +41,7 @@ async fn stored_text(server: &TestServer, key: &RoomKey) -> String {
         key,
         loaded.snapshot.iter().chain(loaded.updates.iter()),
         &mut depth,
+        &mut chorus_persistence::PastHoles::default(),
     );
     assert!(errors.is_empty(), "{errors:?}");
     text_of(&doc, "t")

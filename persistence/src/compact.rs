@@ -1,6 +1,9 @@
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
+use chorus_protocol::nesting::Clocks;
+
+use crate::holes::PastHoles;
 use crate::nesting::{DepthIndex, HARD_MAX_NESTING_DEPTH};
 use crate::{DocStore, LoadedDoc, RoomKey, StoreError};
 
@@ -11,48 +14,89 @@ impl LoadedDoc {
     /// Entries nesting deeper than [`HARD_MAX_NESTING_DEPTH`] are skipped and reported the
     /// same way: yrs would overflow the stack on them.
     pub fn into_doc(&self, key: &RoomKey) -> (Doc, Vec<StoreError>) {
+        let (doc, _, errors) = self.into_doc_holding(key);
+        (doc, errors)
+    }
+
+    /// [`LoadedDoc::into_doc`], with what waits for earlier clocks of its clients (which the
+    /// document does not show, and a snapshot must keep).
+    pub fn into_doc_holding(&self, key: &RoomKey) -> (Doc, PastHoles, Vec<StoreError>) {
         let doc = Doc::new();
         let mut depth = DepthIndex::new(HARD_MAX_NESTING_DEPTH);
+        let mut holes = PastHoles::default();
         let errors = merge_into_doc(
             &doc,
             key,
             self.snapshot.iter().chain(self.updates.iter()),
             &mut depth,
+            &mut holes,
         );
-        (doc, errors)
+        (doc, holes, errors)
     }
 }
 
 /// Applies encoded v1 updates to `doc` in one transaction, returning the ones that failed.
 /// Each is checked against `depth` (the index of `doc`) before yrs decodes it; one that nests
-/// too deeply is skipped and reported as [`StoreError::TooDeep`].
+/// too deeply is skipped and reported as [`StoreError::TooDeep`]. What would start past a hole
+/// in its client's clocks waits in `holes` (see [`PastHoles`]).
 pub fn merge_into_doc<'a>(
     doc: &Doc,
     key: &RoomKey,
     updates: impl IntoIterator<Item = &'a bytes::Bytes>,
     depth: &mut DepthIndex,
+    holes: &mut PastHoles,
 ) -> Vec<StoreError> {
     let mut errors = Vec::new();
     let mut txn = doc.transact_mut();
+    // The document's clocks, kept as updates apply while that is cheap to know (a log is
+    // mostly one client's runs), recomputed otherwise.
+    let mut have: Option<StateVector> = None;
     for bytes in updates {
         let corrupt = |detail: String| StoreError::Corrupt {
             room: key.to_string(),
             detail,
         };
-        if let Err(e) = depth.check(&txn, bytes) {
-            errors.push(StoreError::TooDeep {
-                room: key.to_string(),
-                detail: e.to_string(),
-            });
-            continue;
-        }
-        match Update::decode_v1(bytes) {
-            Ok(u) => {
-                if let Err(e) = txn.apply_update(u) {
-                    errors.push(corrupt(e.to_string()));
-                }
+        let clocks = match depth.check(&txn, bytes) {
+            Ok(clocks) => clocks,
+            Err(e) => {
+                errors.push(StoreError::TooDeep {
+                    room: key.to_string(),
+                    detail: e.to_string(),
+                });
+                continue;
             }
-            Err(e) => errors.push(corrupt(e.to_string())),
+        };
+        let u = match Update::decode_v1(bytes) {
+            Ok(u) => u,
+            Err(e) => {
+                errors.push(corrupt(e.to_string()));
+                continue;
+            }
+        };
+        let split = match clocks {
+            Clocks::Nothing => None,
+            _ => PastHoles::cut(
+                bytes,
+                clocks,
+                have.get_or_insert_with(|| txn.state_vector()),
+            ),
+        };
+        let simple = split.is_none() && holes.is_empty() && txn.store().pending_update().is_none();
+        let applied = holes.apply(&mut txn, u, split);
+        let integrated = applied.result.is_ok();
+        if let Err(e) = applied.result {
+            errors.push(corrupt(e));
+        }
+        // Given whole to yrs, with nothing waiting before or after: it all integrated, and
+        // released nothing.
+        let known =
+            simple && integrated && holes.is_empty() && txn.store().pending_update().is_none();
+        match (known, &mut have, clocks) {
+            (true, Some(sv), Clocks::One { client, to, .. }) => {
+                sv.set_max(yrs::block::ClientID::new(client), to);
+            }
+            (true, _, Clocks::Nothing) => {}
+            _ => have = None,
         }
     }
     errors
@@ -112,14 +156,16 @@ pub(crate) async fn merge_loaded(
     let k = key.clone();
     // Encoding a large document is CPU-bound; keep it off the async workers.
     let snapshot = tokio::task::spawn_blocking(move || {
-        let (doc, errors) = loaded.into_doc(&k);
+        let (doc, holes, errors) = loaded.into_doc_holding(&k);
         for e in errors {
             tracing::error!(room = %k, error = %e, "skipping corrupt stored update during compaction");
         }
-        doc.transact().encode_state_as_update_v1(&StateVector::default())
+        // What waits for earlier clocks is kept: the updates it came in are deleted.
+        holes.merged_into(doc.transact().encode_state_as_update_v1(&StateVector::default()))
     })
     .await
-    .map_err(|e| StoreError::Task(e.to_string()))?;
+    .map_err(|e| StoreError::Task(e.to_string()))?
+    .map_err(|e| StoreError::Task(format!("merging held-back updates: {e}")))?;
     stats.snapshot_bytes = snapshot.len();
     Ok(Some(Merged {
         upto,

@@ -31,6 +31,7 @@ pub mod ai_runs;
 mod catalog;
 mod compact;
 mod error;
+pub mod holes;
 pub mod metric_names;
 pub mod nesting;
 mod postgres;
@@ -50,6 +51,7 @@ pub use catalog::{
 };
 pub use compact::{CompactStats, compact, merge_into_doc};
 pub use error::StoreError;
+pub use holes::PastHoles;
 pub use nesting::{DepthIndex, HARD_MAX_NESTING_DEPTH};
 pub use postgres::{COMPACTION_LOCK, PostgresStore};
 pub use search::SearchIndex;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use chorus_protocol::nesting::{Anchor, ItemId, Nesting, NestingError, Term, scan_update};
+use chorus_protocol::nesting::{Anchor, Clocks, ItemId, Nesting, NestingError, Term, scan_update};
 use yrs::branch::BranchID;
 use yrs::{Assoc, ID, ReadTxn, StickyIndex};
 
@@ -70,10 +70,12 @@ impl DepthIndex {
         self.types.is_empty()
     }
 
-    /// Scans `update` and admits it (see [`DepthIndex::admit`]).
-    pub fn check(&mut self, txn: &impl ReadTxn, update: &[u8]) -> Result<(), Refused> {
+    /// Scans `update` and admits it (see [`DepthIndex::admit`]); returns where its content
+    /// sits in its clients' clocks.
+    pub fn check(&mut self, txn: &impl ReadTxn, update: &[u8]) -> Result<Clocks, Refused> {
         let nesting = scan_update(update, self.max)?;
-        self.admit(txn, &nesting)
+        self.admit(txn, &nesting)?;
+        Ok(nesting.clocks)
     }
 
     /// Checks what a scanned update adds against the document `txn` reads, and on success

@@ -77,6 +77,8 @@ pub struct Nesting {
     /// Every shared type the update creates, with an upper bound of its depth: the largest of
     /// its terms once anchored terms are resolved.
     pub types: Vec<(ItemId, Vec<Term>)>,
+    /// Where its content sits in its clients' clocks (not part of [`Nesting::is_empty`]).
+    pub clocks: Clocks,
 }
 
 impl Nesting {
@@ -85,6 +87,30 @@ impl Nesting {
         self.bounds.is_empty() && self.types.is_empty()
     }
 }
+
+/// Where an update's content (items and GC ranges, not skips) sits in its clients' clocks, in
+/// the one shape that needs no second pass: enough to tell whether it would start past a hole
+/// in a document's clocks (see [`holes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clocks {
+    /// No content at all (a delete set, or skips only).
+    #[default]
+    Nothing,
+    /// One client's content, without a skip inside it: clocks `from..to`.
+    One {
+        /// The client.
+        client: u64,
+        /// Its first clock with content.
+        from: u32,
+        /// One past its last clock with content.
+        to: u32,
+    },
+    /// Several clients, a client written in several runs, or a skip between content: only
+    /// [`holes::split_past_holes`] can tell.
+    Other,
+}
+
+pub mod holes;
 
 /// Why an update was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,20 +144,37 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
     };
     let clients = r.var_u32()?;
     r.fits(clients as u64, 3)?;
+    let mut clocks = Clocks::Nothing;
     for _ in 0..clients {
         let blocks = r.var_u64()? as usize;
         r.fits(blocks as u64, 1)?;
-        let client = r.var_u64()?;
+        let client = r.client()?;
         let mut clock = r.var_u32()?;
         let start = clock;
+        // This run's content (`from..to`), and whether a skip came after some of it and
+        // content after that skip.
+        let (mut content, mut skipped, mut hole) = (None::<(u32, u32)>, false, false);
         for _ in 0..blocks {
-            let len = s.block(&mut r, client, clock)?;
+            let (len, skip) = s.block(&mut r, client, clock)?;
             // A block reaching past the last clock: yrs would wrap it around (or panic where
             // it checks), and the room's own encodes of it would not read back.
-            clock = clock.checked_add(len).ok_or(NestingError::Malformed)?;
+            let end = clock.checked_add(len).ok_or(NestingError::Malformed)?;
+            if skip {
+                skipped |= content.is_some();
+            } else if len > 0 {
+                hole |= skipped;
+                content = Some(content.map_or((clock, end), |(from, _)| (from, end)));
+            }
+            clock = end;
         }
         if clock > start {
             s.runs.push((client, start, clock));
+        }
+        if let Some((from, to)) = content {
+            clocks = match clocks {
+                Clocks::Nothing if !hole => Clocks::One { client, from, to },
+                _ => Clocks::Other,
+            };
         }
     }
     if !s.runs.continuous() {
@@ -142,17 +185,22 @@ pub fn scan_update(update: &[u8], max_depth: u32) -> Result<Nesting, NestingErro
     if delete_set_overflows(&mut r) {
         return Err(NestingError::Malformed);
     }
-    s.resolve()
+    let mut nesting = s.resolve()?;
+    nesting.clocks = clocks;
+    Ok(nesting)
 }
 
-/// Whether a range of the delete set at `r` reaches past the last clock. A delete set that
-/// does not parse is left to yrs' decoder, which refuses it.
+/// Whether a range of the delete set at `r` reaches past the last clock, or names a client
+/// past 53 bits. A delete set that does not parse otherwise is left to yrs' decoder, which
+/// refuses it.
 fn delete_set_overflows(r: &mut Reader<'_>) -> bool {
     let mut ranges = || -> Result<bool, NestingError> {
         let clients = r.var_u32()?;
         r.fits(u64::from(clients), 2)?;
         for _ in 0..clients {
-            r.var_u64()?;
+            if r.client().is_err() {
+                return Ok(true);
+            }
             let n = r.var_u32()?;
             r.fits(u64::from(n), 2)?;
             for _ in 0..n {
@@ -237,8 +285,14 @@ impl Runs {
 }
 
 impl Scan {
-    /// Reads one block; returns the clock length it takes (0 for a block yrs drops).
-    fn block(&mut self, r: &mut Reader<'_>, client: u64, clock: u32) -> Result<u32, NestingError> {
+    /// Reads one block; returns the clock length it takes (0 for a block yrs drops) and
+    /// whether it is a skip.
+    fn block(
+        &mut self,
+        r: &mut Reader<'_>,
+        client: u64,
+        clock: u32,
+    ) -> Result<(u32, bool), NestingError> {
         let info = r.u8()?;
         let id = ItemId { client, clock };
         match info {
@@ -247,7 +301,7 @@ impl Scan {
                 if len == 0 {
                     return Err(NestingError::Malformed);
                 }
-                Ok(len)
+                Ok((len, true))
             }
             0 => {
                 let len = r.var_u32()?;
@@ -255,7 +309,7 @@ impl Scan {
                     return Err(NestingError::Malformed);
                 }
                 self.gcs.push((id, len));
-                Ok(len)
+                Ok((len, false))
             }
             info => {
                 let copies_parent = info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0;
@@ -277,7 +331,7 @@ impl Scan {
                 };
                 let (len, adds, is_type) = content(r, info & 0b1111, self.max)?;
                 if len == 0 {
-                    return Ok(0);
+                    return Ok((0, false));
                 }
                 self.items.push(ItemRec {
                     id,
@@ -286,7 +340,7 @@ impl Scan {
                     is_type,
                     adds,
                 });
-                Ok(len)
+                Ok((len, false))
             }
         }
     }
@@ -699,8 +753,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn id(&mut self) -> Result<ItemId, NestingError> {
+    /// A client id: Yjs' are 53 bits (JavaScript's safe integers). yrs keeps the low 53 bits
+    /// of a larger one in release builds, so two ids of one update could name one client
+    /// unseen by the checks here (a client written twice, docs/SECURITY.md Z8).
+    fn client(&mut self) -> Result<u64, NestingError> {
         let client = self.var_u64()?;
+        if client >> 53 != 0 {
+            return Err(NestingError::Malformed);
+        }
+        Ok(client)
+    }
+
+    fn id(&mut self) -> Result<ItemId, NestingError> {
+        let client = self.client()?;
         let clock = self.var_u32()?;
         Ok(ItemId { client, clock })
     }
@@ -815,6 +880,20 @@ mod tests {
         assert!(scan_update(&between, 64).is_ok());
         between[21] = 0;
         assert_eq!(scan_update(&between, 64), Err(NestingError::Malformed));
+    }
+
+    #[test]
+    fn client_ids_past_53_bits_are_refused_wherever_they_appear() {
+        let big = 1u64 << 53;
+        let block = nested_value_update(big, "t", 0);
+        assert_eq!(scan_update(&block, 64), Err(NestingError::Malformed));
+        assert!(scan_update(&nested_value_update(big - 1, "t", 0), 64).is_ok());
+        // In the delete set: no blocks, one client, one range.
+        let mut del = bytes::BytesMut::new();
+        for v in [0, 1, big, 1, 0, 1] {
+            crate::lib0::write_var_uint(&mut del, v);
+        }
+        assert_eq!(scan_update(&del, 64), Err(NestingError::Malformed));
     }
 
     #[test]

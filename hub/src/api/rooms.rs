@@ -386,7 +386,7 @@ pub(super) async fn edit_document(
             })
             .await
             .map_err(Problem::internal)?;
-            let (update, nesting) = decoded.map_err(|(code, _)| {
+            let (update, nesting, clocks) = decoded.map_err(|(code, _)| {
                 if code == chorus_protocol::CloseCode::TooDeep {
                     Problem::too_deep(max_depth)
                 } else {
@@ -397,6 +397,7 @@ pub(super) async fn edit_document(
                 update,
                 raw,
                 nesting,
+                clocks,
             }
         }
         "application/json" => {

@@ -17,6 +17,8 @@ pub enum Inbound {
         raw: Bytes,
         /// What its nesting needs from the document (`None`: nothing).
         nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
+        /// Where its content sits in its clients' clocks (held back past a hole).
+        clocks: chorus_protocol::nesting::Clocks,
     },
     /// A reader's SyncStep2: refused, but only reported if it holds something new.
     ReadOnlyStep2(Update),
@@ -120,6 +122,8 @@ pub enum ServerEdit {
         raw: Bytes,
         /// What its nesting needs from the document.
         nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
+        /// Where its content sits in its clients' clocks.
+        clocks: chorus_protocol::nesting::Clocks,
     },
     /// JSON operations.
     Ops(Vec<crate::docjson::Op>),

@@ -1,8 +1,10 @@
 //! The room's document without I/O: the yrs document, the index of its nesting depths that
 //! every update is checked against before yrs sees it (yrs recurses without a limit), the
 //! effective updates its observer captures (what a transaction actually added, which is what
-//! is relayed, stored and published), what yrs holds back for missing predecessors, and the
-//! answers to a state vector cached until the next change. `document.rs` is the room's glue
+//! is relayed, stored and published), what waits for missing predecessors (yrs' pending update
+//! for missing origins, and [`PastHoles`] for blocks past a hole in their client's clocks,
+//! which yrs must never see), and the answers to a state vector cached until the next
+//! change. `document.rs` is the room's glue
 //! around it: who may apply, limits, fan-out and the batch.
 
 use std::panic::AssertUnwindSafe;
@@ -10,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chorus_persistence::nesting::Refused;
-use chorus_persistence::{DepthIndex, RoomKey, StoreError};
+use chorus_persistence::{DepthIndex, PastHoles, RoomKey, StoreError};
+use chorus_protocol::nesting::Clocks;
 use chorus_protocol::sync::Message;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
@@ -42,6 +45,8 @@ pub(super) enum NotApplied {
 pub(super) struct Document {
     doc: Doc,
     depth: DepthIndex,
+    // What waits for earlier clocks of its clients.
+    holes: PastHoles,
     // Effective updates the doc observer captured during the last transaction.
     captured: Arc<Mutex<Vec<Vec<u8>>>>,
     // Our SyncStep1, shared by every joiner until the next change.
@@ -51,8 +56,9 @@ pub(super) struct Document {
 }
 
 impl Document {
-    /// `doc` with its depth index, observed from now on.
-    pub(super) fn new(doc: Doc, depth: DepthIndex) -> Result<Self, StoreError> {
+    /// `doc` with its depth index and what waits for earlier clocks (as loaded), observed
+    /// from now on.
+    pub(super) fn new(doc: Doc, depth: DepthIndex, holes: PastHoles) -> Result<Self, StoreError> {
         let captured = Arc::new(Mutex::new(Vec::new()));
         let sink = captured.clone();
         doc.observe_update_v1("chorus-room", move |_, e| {
@@ -64,6 +70,7 @@ impl Document {
         Ok(Self {
             doc,
             depth,
+            holes,
             captured,
             step1: None,
             full_state: None,
@@ -75,6 +82,7 @@ impl Document {
         Self {
             doc: Doc::new(),
             depth: DepthIndex::new(max_depth),
+            holes: PastHoles::default(),
             captured: Arc::default(),
             step1: None,
             full_state: None,
@@ -90,27 +98,44 @@ impl Document {
         std::mem::take(&mut *self.captured.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Applies a member's decoded update in one transaction, after checking what its nesting
-    /// needs from the document in that same transaction (the depths it is checked against
-    /// are the document's as it applies). Never panics: yrs may, on adversarial input that
-    /// decodes.
+    /// Applies a member's decoded update (`raw` as received, `clocks` from its scan) in one
+    /// transaction, after checking what its nesting needs from the document in that same
+    /// transaction (the depths it is checked against are the document's as it applies). What
+    /// would start past a hole in its client's clocks waits in [`PastHoles`] instead of
+    /// reaching yrs. Never panics: yrs may, on adversarial input that decodes.
     pub(super) fn apply(
         &mut self,
         update: Update,
+        raw: &[u8],
         nesting: Option<&chorus_protocol::nesting::Nesting>,
+        clocks: Clocks,
     ) -> Result<Outcome, NotApplied> {
-        let (doc, depth) = (&self.doc, &mut self.depth);
+        let (doc, depth, holes) = (&self.doc, &mut self.depth, &mut self.holes);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
+            // yrs' clocks as the transaction starts: its update event computes them at
+            // commit anyway, so asking now costs nothing.
+            let split = match clocks {
+                Clocks::Nothing => None,
+                _ => PastHoles::cut(raw, clocks, txn.before_state()),
+            };
+            if split.as_ref().is_some_and(|s| holes.would_overflow(s)) {
+                return Err(Refused::Unresolved);
+            }
             if let Some(n) = nesting {
                 depth.admit(&txn, n)?;
             }
             let before = held_back(&txn);
-            let res = txn.apply_update(update).map_err(|e| e.to_string());
+            let waited = !holes.is_empty();
+            let applied = holes.apply(&mut txn, update, split);
             let after = held_back(&txn);
-            // yrs holds back what lacks predecessors; if that set grew, part of this update
-            // lives only in memory.
-            Ok((res, after.is_some() && after != before, before.is_some()))
+            // yrs holds back what lacks predecessors; if that set grew, or part of the update
+            // waits past a hole, part of it lives only in memory.
+            Ok((
+                applied.result,
+                applied.held || (after.is_some() && after != before),
+                before.is_some() || waited,
+            ))
         }));
         let effective = self.take_effective();
         let (result, held_back, released) = match outcome {
@@ -159,9 +184,9 @@ impl Document {
         key: &RoomKey,
         updates: impl IntoIterator<Item = &'a Bytes>,
     ) -> Option<(Vec<StoreError>, Vec<Vec<u8>>)> {
-        let (doc, depth) = (&self.doc, &mut self.depth);
+        let (doc, depth, holes) = (&self.doc, &mut self.depth, &mut self.holes);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            chorus_persistence::merge_into_doc(doc, key, updates, depth)
+            chorus_persistence::merge_into_doc(doc, key, updates, depth, holes)
         }));
         let effective = self.take_effective();
         let refused = outcome.ok()?;
@@ -202,9 +227,10 @@ impl Document {
     /// there: the room must restart).
     pub(super) fn diff(&self, sv: &StateVector) -> Option<Vec<u8>> {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.doc.transact().encode_state_as_update_v1(sv)
+            encode_with_held(&self.doc, &self.holes, sv, false)
         }))
         .ok()
+        .flatten()
     }
 
     /// The SyncStep2 of an encoded state, cached if it is the full state.
@@ -228,13 +254,39 @@ impl Document {
                 .any(|(client, clock)| *clock >= ours.get(client))
     }
 
-    /// Whether `update` starts beyond what this document has (it would be held back).
-    pub(super) fn lacks_predecessors_of(&self, update: &Update) -> bool {
-        let ours = self.state_vector();
-        update
-            .state_vector_lower()
-            .iter()
-            .any(|(client, clock)| *clock > ours.get(client))
+    /// Whether part of update `raw` (with `clocks` from its scan) starts beyond what this
+    /// document has in its client's clocks (it would be held back).
+    pub(super) fn lacks_predecessors_of(&self, raw: &[u8], clocks: Clocks) -> bool {
+        clocks != Clocks::Nothing && PastHoles::cut(raw, clocks, &self.state_vector()).is_some()
+    }
+
+    /// What waits for earlier clocks of its clients.
+    pub(super) fn holes(&self) -> &PastHoles {
+        &self.holes
+    }
+}
+
+/// What `doc` lacks against `sv`, as a v1 update, with what waits in `holes` merged in (as yrs
+/// merges its own pending blocks): a peer then holds it back too, and a snapshot keeps it.
+/// If yrs cannot merge them (it decoded every part before, so it should), `strict` (a
+/// snapshot, which replaces the updates they came in) gives `None`; otherwise the document's
+/// part alone is answered.
+pub(super) fn encode_with_held(
+    doc: &Doc,
+    holes: &PastHoles,
+    sv: &StateVector,
+    strict: bool,
+) -> Option<Vec<u8>> {
+    let state = doc.transact().encode_state_as_update_v1(sv);
+    if holes.is_empty() {
+        return Some(state);
+    }
+    match holes.merged_into(state.clone()) {
+        Ok(all) => Some(all),
+        Err(e) => {
+            tracing::error!(error = %e, "held-back updates do not merge into the state");
+            (!strict).then_some(state)
+        }
     }
 }
 
@@ -255,11 +307,25 @@ pub(super) fn held_back(txn: &impl ReadTxn) -> Option<(Vec<u8>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_persistence::holes::MAX_HELD_RUNS;
     use yrs::updates::decoder::Decode;
     use yrs::{GetString, Text};
 
     fn document() -> Document {
-        Document::new(Doc::with_client_id(1), DepthIndex::new(64)).expect("observe")
+        Document::new(
+            Doc::with_client_id(1),
+            DepthIndex::new(64),
+            PastHoles::default(),
+        )
+        .expect("observe")
+    }
+
+    /// Applies `u` as the room does a member's: with its bytes and its scan's clocks.
+    fn apply(d: &mut Document, u: Update) -> Result<Outcome, NotApplied> {
+        let raw = u.encode_v1();
+        let nesting = chorus_protocol::nesting::scan_update(&raw, 64).expect("scans");
+        let n = (!nesting.is_empty()).then_some(&nesting);
+        d.apply(u, &raw, n, nesting.clocks)
     }
 
     /// Two consecutive edits of client 9 on text `t`, as updates.
@@ -289,14 +355,12 @@ mod tests {
         let mut d = document();
         let (first, _) = edits();
         let raw = first.encode_v1();
-        let out = d.apply(first, None).expect("applied");
+        let out = apply(&mut d, first).expect("applied");
         assert_eq!(out.result, Ok(()));
         assert_eq!(out.effective.len(), 1);
         assert!(!out.held_back && !out.released);
         assert_eq!(text(&d), "ab");
-        let again = d
-            .apply(Update::decode_v1(&raw).expect("decode"), None)
-            .expect("applied");
+        let again = apply(&mut d, Update::decode_v1(&raw).expect("decode")).expect("applied");
         assert!(
             again.effective.is_empty(),
             "nothing new: nothing to relay or store"
@@ -307,13 +371,17 @@ mod tests {
     fn an_update_without_its_predecessors_is_held_back_until_they_come() {
         let mut d = document();
         let (first, second) = edits();
-        assert!(d.lacks_predecessors_of(&second));
+        let raw = second.encode_v1();
+        let clocks = chorus_protocol::nesting::scan_update(&raw, 64)
+            .expect("scans")
+            .clocks;
+        assert!(d.lacks_predecessors_of(&raw, clocks));
         assert!(d.carries_new(&second));
-        let out = d.apply(second, None).expect("applied");
+        let out = apply(&mut d, second).expect("applied");
         assert!(out.held_back, "it lives only in memory");
         assert!(out.effective.is_empty());
         assert_eq!(text(&d), "");
-        let out = d.apply(first, None).expect("applied");
+        let out = apply(&mut d, first).expect("applied");
         assert!(out.released, "something was held back before");
         assert!(!out.held_back);
         assert_eq!(text(&d), "abcd", "the first released the second");
@@ -333,6 +401,79 @@ mod tests {
         );
     }
 
+    /// Client 4 types "ab" at clock 2 into text "t" (past a hole when clocks 0 and 1 are
+    /// missing), as bytes.
+    const PAST_A_HOLE: [u8; 12] = [1, 1, 4, 2, 4, 1, 1, b't', 2, b'a', b'b', 0];
+
+    #[test]
+    fn what_starts_past_a_hole_waits_outside_yrs_is_answered_and_counted() {
+        let mut d = document();
+        let out = apply(&mut d, Update::decode_v1(&PAST_A_HOLE).expect("decodes")).expect("ok");
+        assert!(out.held_back && out.effective.is_empty());
+        assert_eq!(d.holes().len(), 1);
+        assert!(
+            held_back(&d.doc().transact()).is_none(),
+            "yrs saw none of it"
+        );
+        assert_eq!(
+            d.state_vector(),
+            StateVector::default(),
+            "no skip in yrs' store"
+        );
+        // A joiner's answer carries it, as yrs' answers carry its pending blocks.
+        let answer = d.diff(&StateVector::default()).expect("encodes");
+        let joiner = Doc::new();
+        joiner
+            .transact_mut()
+            .apply_update(Update::decode_v1(&answer).expect("decodes"))
+            .expect("applies");
+        let carried = Update::decode_v1(&answer)
+            .expect("decodes")
+            .insertions(true);
+        assert!(carried.contains(&yrs::ID::new(yrs::block::ClientID::new(4), 3)));
+        // Client 4's first two clocks ("xy") fill the hole: both go in, in clock order.
+        let fill = [1, 1, 4, 0, 4, 1, 1, b't', 2, b'x', b'y', 0];
+        let out = apply(&mut d, Update::decode_v1(&fill).expect("decodes")).expect("ok");
+        assert!(out.released && !out.held_back);
+        assert!(d.holes().is_empty());
+        // As yrs has it when they come in order.
+        let reference = Doc::new();
+        for u in [&fill[..], &PAST_A_HOLE[..]] {
+            let u = Update::decode_v1(u).expect("decodes");
+            reference.transact_mut().apply_update(u).expect("applies");
+        }
+        let want = reference.get_or_insert_text("t");
+        assert_eq!(text(&d), want.get_string(&reference.transact()));
+        assert_eq!(text(&d).len(), 4);
+    }
+
+    #[test]
+    fn a_member_cannot_hold_back_more_than_the_bound() {
+        let mut d = document();
+        // Runs of one client with gaps between them: each waits on its own.
+        for i in 0..MAX_HELD_RUNS {
+            let mut u = PAST_A_HOLE.to_vec();
+            let clock = 2 + 3 * i as u64;
+            let mut var = bytes::BytesMut::new();
+            chorus_protocol::lib0::write_var_uint(&mut var, clock);
+            u.splice(3..4, var.iter().copied());
+            let out = apply(&mut d, Update::decode_v1(&u).expect("decodes")).expect("held");
+            assert!(out.held_back);
+            assert_eq!(d.holes().len(), i + 1);
+        }
+        let mut another = PAST_A_HOLE;
+        another[2] = 5;
+        match apply(&mut d, Update::decode_v1(&another).expect("decodes")) {
+            Err(NotApplied::Refused(Refused::Unresolved)) => {}
+            other => panic!("not refused: {other:?}"),
+        }
+        // What adds no run is taken: a repeat, and what fills a hole.
+        let repeat = apply(&mut d, Update::decode_v1(&PAST_A_HOLE).expect("decodes"));
+        assert!(repeat.is_ok());
+        let fill = [1, 1, 4, 0, 4, 1, 1, b't', 1, b'x', 0];
+        assert!(apply(&mut d, Update::decode_v1(&fill).expect("decodes")).is_ok());
+    }
+
     #[test]
     fn cached_answers_last_until_the_document_changes() {
         let mut d = document();
@@ -350,7 +491,7 @@ mod tests {
         assert_eq!(d.full_state(), Some(&frame));
 
         let (first, _) = edits();
-        d.apply(first, None).expect("applied");
+        apply(&mut d, first).expect("applied");
         assert!(d.full_state().is_none(), "stale after a change");
         assert_ne!(d.step1(), empty_step1);
     }
@@ -358,10 +499,20 @@ mod tests {
     #[test]
     fn a_nesting_past_the_limit_is_refused_before_yrs_sees_it() {
         use chorus_protocol::nesting::{NestingError, scan_update};
-        let mut d = Document::new(Doc::with_client_id(1), DepthIndex::new(8)).expect("observe");
+        let mut d = Document::new(
+            Doc::with_client_id(1),
+            DepthIndex::new(8),
+            PastHoles::default(),
+        )
+        .expect("observe");
         let offer = |d: &mut Document, u: Vec<u8>| {
             let nesting = scan_update(&u, 8).expect("each alone is shallow");
-            d.apply(Update::decode_v1(&u).expect("decode"), Some(&nesting))
+            d.apply(
+                Update::decode_v1(&u).expect("decode"),
+                &u,
+                Some(&nesting),
+                nesting.clocks,
+            )
         };
         // Maps nested one update at a time: the root is depth 1, the 7th nested map 8.
         let mut chain = chorus_persistence::testing::MapChain::new(7);

@@ -58,6 +58,15 @@ impl Room {
             let mut txn = doc.transact_mut();
             let before = held_back(&txn);
             for u in effect.updates.iter() {
+                // Past a hole, it builds on what died with the earlier incarnation; yrs
+                // must not see it (see `PastHoles`).
+                let sv = txn.state_vector();
+                let split = chorus_protocol::nesting::holes::split_past_holes(u, |c| {
+                    chorus_persistence::holes::clock_of(&sv, c)
+                });
+                if !matches!(split, Ok(None)) {
+                    return Err("it builds on changes that were lost with the room".to_owned());
+                }
                 let u = Update::decode_v1(u).map_err(|e| e.to_string())?;
                 txn.apply_update(u).map_err(|e| e.to_string())?;
             }
@@ -103,7 +112,13 @@ impl Room {
         if self.doc_bytes >= self.max_document_bytes {
             return Err(EditError::TooLarge);
         }
-        if let ServerEdit::Update { update, raw, .. } = &edit {
+        if let ServerEdit::Update {
+            update,
+            raw,
+            clocks,
+            ..
+        } = &edit
+        {
             if self.doc_bytes + raw.len() > self.max_document_bytes
                 && self.document.carries_new(update)
             {
@@ -111,7 +126,7 @@ impl Room {
             }
             // A server edit must apply completely now: an update whose predecessors this
             // document lacks would be held back, and "applied" would be a lie.
-            if self.document.lacks_predecessors_of(update) {
+            if self.document.lacks_predecessors_of(raw, *clocks) {
                 return Err(EditError::Invalid(
                     "the update depends on changes this document does not have".into(),
                 ));
@@ -140,15 +155,19 @@ impl Room {
             ServerEdit::Restore(state) => {
                 let version = Doc::new();
                 // Versions were saved from documents within the limit, but may predate it.
-                DepthIndex::new(depth.max())
+                let clocks = DepthIndex::new(depth.max())
                     .check(&version.transact(), &state)
                     .map_err(|e| EditError::Invalid(format!("stored version refused: {e}")))?;
                 let u = Update::decode_v1(&state)
                     .map_err(|e| EditError::Invalid(format!("stored version is corrupt: {e}")))?;
-                version
-                    .transact_mut()
-                    .apply_update(u)
+                // Like any update: what would start past a hole never reaches yrs.
+                let mut txn = version.transact_mut();
+                let split = PastHoles::cut(&state, clocks, &txn.state_vector());
+                PastHoles::default()
+                    .apply(&mut txn, u, split)
+                    .result
                     .map_err(|e| EditError::Invalid(format!("stored version is corrupt: {e}")))?;
+                drop(txn);
                 crate::docjson::restore_to(doc, &version)
                     .map_err(|e| EditError::Invalid(e.to_string()))
             }
@@ -225,13 +244,15 @@ impl Room {
     /// across the node, so a runtime worker never spends a large document's encode (tens of
     /// milliseconds for megabytes). The room waits: nothing else touches its document
     /// meanwhile, so the encode never contends with an update for the document's lock.
-    pub(super) async fn encode_off_worker(&self, sv: StateVector) -> Option<Vec<u8>> {
+    pub(super) async fn encode_off_worker(&self, sv: StateVector, strict: bool) -> Option<Vec<u8>> {
         let _permit = ENCODES.acquire().await.ok()?;
         metrics::counter!(crate::metrics::names::ENCODES_OFF_WORKER_TOTAL).increment(1);
         let doc = self.document.doc().clone();
-        tokio::task::spawn_blocking(move || doc.transact().encode_state_as_update_v1(&sv))
+        let holes = self.document.holes().clone();
+        tokio::task::spawn_blocking(move || super::doc::encode_with_held(&doc, &holes, &sv, strict))
             .await
             .ok()
+            .flatten()
     }
 
     /// Finishes what `handle` left for an encode off the workers.
@@ -239,7 +260,7 @@ impl Room {
         match work {
             Deferred::Answer { conn, sv, rest } => {
                 if self.answerable(conn)
-                    && let Some(u) = self.encode_off_worker(sv.clone()).await
+                    && let Some(u) = self.encode_off_worker(sv.clone(), false).await
                 {
                     let frame = self.document.state_encoded(&sv, u);
                     self.answer_state(conn, frame);
@@ -247,12 +268,14 @@ impl Room {
                 self.inbound_all(conn, rest);
             }
             Deferred::State(reply) => {
-                if let Some(u) = self.encode_off_worker(StateVector::default()).await {
+                if let Some(u) = self.encode_off_worker(StateVector::default(), false).await {
                     let _ = reply.send(Bytes::from(u));
                 }
             }
             Deferred::Snapshot(log) => {
-                if let Some(u) = self.encode_off_worker(StateVector::default()).await {
+                // What waits past a hole is in the snapshot, or it is not written: the log
+                // entries it came in are deleted with it.
+                if let Some(u) = self.encode_off_worker(StateVector::default(), true).await {
                     self.write_snapshot(log, u);
                 }
             }
@@ -267,7 +290,8 @@ impl Room {
                 update,
                 raw,
                 nesting,
-            } => self.apply(conn, update, raw, nesting),
+                clocks,
+            } => self.apply(conn, update, raw, nesting, clocks),
             Inbound::ReadOnlyStep2(update) => {
                 if self.document.carries_new(&update) {
                     self.deny(conn, "read-only: updates are not accepted");
@@ -301,6 +325,7 @@ impl Room {
         update: Update,
         raw: Bytes,
         nesting: Option<Box<chorus_protocol::nesting::Nesting>>,
+        clocks: chorus_protocol::nesting::Clocks,
     ) {
         let len = raw.len();
         // The connection already refused readers' updates; this is defence in depth. A
@@ -334,7 +359,10 @@ impl Room {
             return;
         }
         let accepted = self.members.accept(conn);
-        let outcome = match self.document.apply(update, nesting.as_deref()) {
+        let outcome = match self
+            .document
+            .apply(update, &raw, nesting.as_deref(), clocks)
+        {
             Ok(outcome) => outcome,
             Err(NotApplied::Refused(refused)) => {
                 // Nothing was applied.

@@ -43,7 +43,11 @@ impl FuzzRoom {
     /// An empty room with the node's default limits, at nesting depth `max_depth`.
     pub fn new(max_depth: u32) -> Self {
         // As a room that loaded (an empty store): observed from the start.
-        let document = match Document::new(Doc::new(), DepthIndex::new(max_depth)) {
+        let document = match Document::new(
+            Doc::new(),
+            DepthIndex::new(max_depth),
+            chorus_persistence::PastHoles::default(),
+        ) {
             Ok(d) => d,
             Err(e) => panic!("observing a new document failed: {e}"),
         };
@@ -72,7 +76,11 @@ impl FuzzRoom {
                     update,
                     nesting,
                     raw,
-                } => match self.document.apply(update, nesting.as_deref()) {
+                    clocks,
+                } => match self
+                    .document
+                    .apply(update, &raw, nesting.as_deref(), clocks)
+                {
                     Ok(outcome) => {
                         self.log
                             .extend(outcome.effective.into_iter().map(Bytes::from));
@@ -138,7 +146,11 @@ impl FuzzRoom {
 
     fn reload(&self) -> (Document, Vec<String>) {
         let max = self.limits.max_nesting_depth;
-        let mut document = match Document::new(Doc::new(), DepthIndex::new(max)) {
+        let mut document = match Document::new(
+            Doc::new(),
+            DepthIndex::new(max),
+            chorus_persistence::PastHoles::default(),
+        ) {
             Ok(d) => d,
             Err(e) => panic!("observing a new document failed: {e}"),
         };

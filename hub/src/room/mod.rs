@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_persistence::nesting::Refused;
 use chorus_persistence::{
-    AppendBatch, CompactStats, DepthIndex, DocStore, LogSummary, Persister, RoomKey, StoreError,
+    AppendBatch, CompactStats, DepthIndex, DocStore, LogSummary, PastHoles, Persister, RoomKey,
+    StoreError,
 };
 use chorus_protocol::CloseCode;
 use chorus_protocol::awareness::Entry;
@@ -403,7 +404,7 @@ impl Room {
         self.doc_bytes = loaded.stored_bytes();
         let key = self.key().clone();
         let mut depth = DepthIndex::new(self.ctx.limits.max_nesting_depth);
-        let (doc, errors, depth) = tokio::task::spawn_blocking(move || {
+        let (doc, errors, depth, holes) = tokio::task::spawn_blocking(move || {
             // Server edits (REST) index text like Yjs does (UTF-16) and carry a 32-bit client
             // id like browser clients, which every peer handles.
             let doc = Doc::with_options(yrs::Options {
@@ -412,13 +413,15 @@ impl Room {
                     rand::random::<u32>(),
                 )))
             });
+            let mut holes = PastHoles::default();
             let errors = chorus_persistence::merge_into_doc(
                 &doc,
                 &key,
                 loaded.snapshot.iter().chain(loaded.updates.iter()),
                 &mut depth,
+                &mut holes,
             );
-            (doc, errors, depth)
+            (doc, errors, depth, holes)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?;
@@ -431,7 +434,7 @@ impl Room {
             }
             tracing::error!(room = %self.key(), error = %e, "skipping corrupt stored update");
         }
-        self.document = Document::new(doc, depth)?;
+        self.document = Document::new(doc, depth, holes)?;
         if let Some(link) = &self.ctx.cluster {
             let topic = link.broker.topic(self.key());
             // Listen before asking: replies to our request must find us subscribed.

@@ -71,20 +71,21 @@ pub fn decode_frame(
                 // A reader's SyncStep2 usually repeats what the room has; only the room can
                 // tell whether it holds anything new, so the room decides whether to report.
                 // Empty ones too: Hocuspocus readers expect a sync status for each.
-                let (update, _) = decode_update(&u, limits.max_nesting_depth)?;
+                let (update, ..) = decode_update(&u, limits.max_nesting_depth)?;
                 out.msgs.push(Inbound::ReadOnlyStep2(update));
             }
             Message::Update(u) if role == Role::Read => {
-                let (update, _) = decode_update(&u, limits.max_nesting_depth)?;
+                let (update, ..) = decode_update(&u, limits.max_nesting_depth)?;
                 out.denied |= !update.is_empty();
             }
             Message::SyncStep2(u) | Message::Update(u) => {
                 // Empty updates go to the room too: `saved` counts every update message.
-                let (update, nesting) = decode_update(&u, limits.max_nesting_depth)?;
+                let (update, nesting, clocks) = decode_update(&u, limits.max_nesting_depth)?;
                 out.msgs.push(Inbound::Update {
                     update,
                     raw: u,
                     nesting,
+                    clocks,
                 });
             }
             Message::Awareness(p) => {
@@ -106,8 +107,9 @@ pub fn decode_frame(
     Ok(out)
 }
 
-/// A decoded update and what its nesting needs from the document (`None`: nothing).
-pub type Checked = (Update, Option<Box<Nesting>>);
+/// A decoded update, what its nesting needs from the document (`None`: nothing), and where its
+/// content sits in its clients' clocks.
+pub type Checked = (Update, Option<Box<Nesting>>, Clocks);
 
 /// Decodes an update from outside: its nesting is checked first by an iterative scan (yrs
 /// recurses without a limit and a stack overflow aborts the process), then the header, then
@@ -128,7 +130,12 @@ pub fn decode_update(u: &Bytes, max_depth: u32) -> Result<Checked, (CloseCode, &
         .map_err(|_| (CloseCode::InvalidPayload, "malformed update"))?;
     let update =
         guarded(|| Update::decode_v1(u)).ok_or((CloseCode::InvalidPayload, "malformed update"))?;
-    Ok((update, (!nesting.is_empty()).then(|| Box::new(nesting))))
+    let clocks = nesting.clocks;
+    Ok((
+        update,
+        (!nesting.is_empty()).then(|| Box::new(nesting)),
+        clocks,
+    ))
 }
 
 /// Runs a yrs decoder, turning both its errors and its panics into `None`.

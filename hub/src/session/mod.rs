@@ -29,7 +29,7 @@ use chorus_persistence::RoomKey;
 use chorus_protocol::CloseCode;
 use chorus_protocol::awareness;
 use chorus_protocol::ext::{self, ClientMessage, ErrorCode, ServerMessage};
-use chorus_protocol::nesting::{Nesting, NestingError, scan_update};
+use chorus_protocol::nesting::{Clocks, Nesting, NestingError, scan_update};
 use chorus_protocol::sync::Message;
 use futures_util::SinkExt;
 use yrs::StateVector;

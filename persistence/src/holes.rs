@@ -1,0 +1,300 @@
+//! What a document holds back because it would start past a hole in its clients' clocks: a
+//! queue of its own beside yrs' pending update, so that yrs never integrates a block past a
+//! hole (see `chorus_protocol::nesting::holes` for the use-after-free that follows when it
+//! does). Every path that hands updates to a room's document goes through it: members'
+//! updates, other nodes' updates, and the store's at load.
+
+use std::collections::BTreeMap;
+
+use chorus_protocol::nesting::Clocks;
+use chorus_protocol::nesting::holes::{Run, Split, split_past_holes};
+use yrs::block::ClientID;
+use yrs::updates::decoder::Decode;
+use yrs::{ReadTxn, StateVector, TransactionMut, Update};
+
+/// Most runs a document holds back for members' updates. A client typing ahead of a hole waits
+/// as one run (its updates continue one another), so only runs that leave gaps between them
+/// count up. Past it a member's update that would add one is refused: updates whose
+/// predecessors never come must not grow what every later update rechecks. What the store
+/// holds is always taken.
+pub const MAX_HELD_RUNS: usize = 1024;
+
+/// Runs of blocks waiting for earlier clocks of their clients.
+#[derive(Debug, Clone, Default)]
+pub struct PastHoles {
+    // Per client, its runs by first clock.
+    runs: BTreeMap<u64, Vec<Run>>,
+    count: usize,
+    bytes: usize,
+}
+
+/// What applying an update did.
+#[derive(Debug)]
+pub struct Applied {
+    /// Part of it now waits here.
+    pub held: bool,
+    /// yrs' verdict on what it was given (what it integrated before an error stays).
+    pub result: Result<(), String>,
+}
+
+/// The clock `sv` holds for `client`. Ids past 53 bits are refused by the scan before this is
+/// reached; they are masked here only so that this never panics.
+pub fn clock_of(sv: &StateVector, client: u64) -> u32 {
+    sv.get(&ClientID::new(client & ((1 << 53) - 1)))
+}
+
+impl PastHoles {
+    /// Nothing held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Runs held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Their encoded size.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Cuts update `raw` (with `clocks` from its scan) against a document's clocks `sv`:
+    /// `None` if nothing of it lies past a hole. The usual update (one client's run) is
+    /// decided from `clocks` alone; only one with several runs or a skip inside is walked.
+    pub fn cut(raw: &[u8], clocks: Clocks, sv: &StateVector) -> Option<Split> {
+        match clocks {
+            Clocks::Nothing => None,
+            Clocks::One { client, from, .. } if from <= clock_of(sv, client) => None,
+            // It passed the scan, so it walks; if it did not, yrs refuses it whole.
+            _ => split_past_holes(raw, |c| clock_of(sv, c)).ok().flatten(),
+        }
+    }
+
+    /// Whether holding `split` would pass [`MAX_HELD_RUNS`].
+    pub fn would_overflow(&self, split: &Split) -> bool {
+        self.count + split.held.len() > MAX_HELD_RUNS && split.held.iter().any(|r| !self.absorbs(r))
+    }
+
+    /// Applies in `txn` an update cut by [`PastHoles::cut`] (`decoded` whole if `split` is
+    /// `None`, else the ready part, holding the rest), then lets go on whatever waited for
+    /// what it brought.
+    pub fn apply(
+        &mut self,
+        txn: &mut TransactionMut,
+        decoded: Update,
+        split: Option<Split>,
+    ) -> Applied {
+        let (ready, held) = match split {
+            None => (Some(decoded), false),
+            Some(split) => {
+                for run in split.held {
+                    self.hold(run);
+                }
+                match split.ready.map(|r| Update::decode_v1(&r)) {
+                    Some(Err(e)) => {
+                        return Applied {
+                            held: true,
+                            result: Err(e.to_string()),
+                        };
+                    }
+                    Some(Ok(u)) => (Some(u), true),
+                    None => (None, true),
+                }
+            }
+        };
+        let result = match ready {
+            Some(u) => txn.apply_update(u).map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        self.release(txn);
+        Applied { held, result }
+    }
+
+    /// Whether `run` adds nothing to what is held: it repeats a held run, or continues one.
+    fn absorbs(&self, run: &Run) -> bool {
+        self.runs.get(&run.client).is_some_and(|list| {
+            list.iter()
+                .any(|r| (r.from <= run.from && run.to <= r.to) || r.to == run.from)
+        })
+    }
+
+    fn hold(&mut self, run: Run) {
+        let list = self.runs.entry(run.client).or_default();
+        // A repeat of what waits already (a client's resync): nothing to add.
+        if list.iter().any(|r| r.from <= run.from && run.to <= r.to) {
+            return;
+        }
+        self.bytes += run.len();
+        // Continuing a run: the two wait as one.
+        if let Some(r) = list.iter_mut().find(|r| r.to == run.from) {
+            r.append(run);
+            return;
+        }
+        let at = list.partition_point(|r| r.from <= run.from);
+        list.insert(at, run);
+        self.count += 1;
+    }
+
+    /// Applies every held run whose wait is over (or its ready part), until none is.
+    fn release(&mut self, txn: &mut TransactionMut) {
+        // Each round hands yrs at least one held block, so this ends.
+        while !self.is_empty() {
+            let sv = txn.state_vector();
+            let mut due = Vec::new();
+            for (client, list) in self.runs.iter_mut() {
+                let have = clock_of(&sv, *client);
+                let waiting = list.partition_point(|r| r.from <= have);
+                due.extend(list.drain(..waiting));
+            }
+            if due.is_empty() {
+                return;
+            }
+            self.runs.retain(|_, list| !list.is_empty());
+            self.count -= due.len();
+            self.bytes -= due.iter().map(Run::len).sum::<usize>();
+            for run in due {
+                let update = run.to_update();
+                // A run may hold a skip (from a merged update) with content past it.
+                let sv = txn.state_vector();
+                let ready = match split_past_holes(&update, |c| clock_of(&sv, c)) {
+                    Ok(None) => Some(update),
+                    Ok(Some(split)) => {
+                        for run in split.held {
+                            self.hold(run);
+                        }
+                        split.ready
+                    }
+                    // Cut from an update that walked: cannot happen.
+                    Err(_) => None,
+                };
+                let Some(ready) = ready else { continue };
+                match Update::decode_v1(&ready) {
+                    Ok(u) => {
+                        if let Err(e) = txn.apply_update(u) {
+                            tracing::warn!(error = %e, "a held-back update did not apply");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a held-back update does not decode"),
+                }
+            }
+        }
+    }
+
+    /// `state` (a v1 update of a whole document) with the held runs merged in, for a
+    /// snapshot that replaces the updates they came from. `Err` if yrs cannot merge them.
+    pub fn merged_into(&self, state: Vec<u8>) -> Result<Vec<u8>, String> {
+        if self.is_empty() {
+            return Ok(state);
+        }
+        let mut all = vec![state];
+        all.extend(self.runs.values().flatten().map(Run::to_update));
+        yrs::merge_updates_v1(&all).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{Doc, GetString, Text, Transact};
+
+    /// Client 5 types `parts` one after another: one update per part.
+    fn typing(parts: &[&str]) -> Vec<Vec<u8>> {
+        let doc = Doc::with_client_id(5);
+        let text = doc.get_or_insert_text("t");
+        let mut out = Vec::new();
+        for p in parts {
+            let before = doc.transact().state_vector();
+            let mut txn = doc.transact_mut();
+            let len = text.len(&txn);
+            text.insert(&mut txn, len, p);
+            drop(txn);
+            out.push(doc.transact().encode_state_as_update_v1(&before));
+        }
+        out
+    }
+
+    fn offer(doc: &Doc, holes: &mut PastHoles, u: &[u8]) -> Applied {
+        let clocks = chorus_protocol::nesting::scan_update(u, 64)
+            .expect("scans")
+            .clocks;
+        let mut txn = doc.transact_mut();
+        let split = PastHoles::cut(u, clocks, &txn.state_vector());
+        holes.apply(&mut txn, Update::decode_v1(u).expect("decodes"), split)
+    }
+
+    #[test]
+    fn updates_out_of_order_wait_here_and_yrs_never_holds_a_skip() {
+        let u = typing(&["ab", "cd", "ef"]);
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let mut holes = PastHoles::default();
+        assert!(offer(&doc, &mut holes, &u[2]).held);
+        assert!(offer(&doc, &mut holes, &u[1]).held);
+        assert_eq!(holes.len(), 2, "the second arrived first: two runs");
+        assert!(offer(&doc, &mut holes, &u[1]).held);
+        assert_eq!(holes.len(), 2, "a repeat adds nothing");
+        // Nothing reached yrs: its state names nothing of client 5 (with a skip it would).
+        assert_eq!(clock_of(&doc.transact().state_vector(), 5), 0);
+        let snapshot = holes
+            .merged_into(
+                doc.transact()
+                    .encode_state_as_update_v1(&StateVector::default()),
+            )
+            .expect("merges");
+        let first = offer(&doc, &mut holes, &u[0]);
+        assert!(!first.held && first.result.is_ok());
+        assert!(holes.is_empty());
+        assert_eq!(holes.bytes(), 0);
+        assert_eq!(text.get_string(&doc.transact()), "abcdef");
+        // The snapshot written while they waited holds them: loaded, then the first edit,
+        // it gives the same text.
+        let again = Doc::new();
+        let t2 = again.get_or_insert_text("t");
+        let mut h2 = PastHoles::default();
+        assert!(offer(&again, &mut h2, &snapshot).held);
+        offer(&again, &mut h2, &u[0]);
+        assert_eq!(t2.get_string(&again.transact()), "abcdef");
+    }
+
+    #[test]
+    fn a_client_typing_ahead_of_a_hole_waits_as_one_run() {
+        let u = typing(&["a", "b", "c", "d", "e"]);
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let mut holes = PastHoles::default();
+        for later in &u[1..] {
+            assert!(offer(&doc, &mut holes, later).held);
+        }
+        assert_eq!(holes.len(), 1);
+        assert_eq!(
+            holes.bytes(),
+            u[1..].iter().map(|u| u.len() - 5).sum::<usize>()
+        );
+        offer(&doc, &mut holes, &u[0]);
+        assert!(holes.is_empty());
+        assert_eq!(text.get_string(&doc.transact()), "abcde");
+    }
+
+    #[test]
+    fn the_use_after_free_input_no_longer_reaches_yrs_past_a_hole() {
+        // docs/SECURITY.md Z8 (b): client 3 writes "ab" at clock 2 into root text "t", then
+        // "xyzw" at clock 0. yrs alone integrates the first behind a skip, and splitting the
+        // second against it frees a block still pointed to.
+        let ab = [1, 1, 3, 2, 4, 1, 1, b't', 2, b'a', b'b', 0];
+        let xyzw = [1, 1, 3, 0, 4, 1, 1, b't', 4, b'x', b'y', b'z', b'w', 0];
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let mut holes = PastHoles::default();
+        assert!(offer(&doc, &mut holes, &ab).held);
+        assert_eq!(
+            clock_of(&doc.transact().state_vector(), 3),
+            0,
+            "yrs saw nothing"
+        );
+        let applied = offer(&doc, &mut holes, &xyzw);
+        assert!(!applied.held && applied.result.is_ok());
+        assert!(holes.is_empty(), "released, and found known");
+        assert_eq!(text.get_string(&doc.transact()), "xyzw");
+    }
+}
