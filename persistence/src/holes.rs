@@ -196,22 +196,14 @@ impl PastHoles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_protocol::nesting::{NestingError, scan_update};
     use yrs::{Doc, GetString, Text, Transact};
 
-    /// Client 5 types `parts` one after another: one update per part.
+    // The cut itself (`chorus_protocol::nesting::holes`), tested here where yrs is at hand.
+
+    /// Client 5 types `parts`.
     fn typing(parts: &[&str]) -> Vec<Vec<u8>> {
-        let doc = Doc::with_client_id(5);
-        let text = doc.get_or_insert_text("t");
-        let mut out = Vec::new();
-        for p in parts {
-            let before = doc.transact().state_vector();
-            let mut txn = doc.transact_mut();
-            let len = text.len(&txn);
-            text.insert(&mut txn, len, p);
-            drop(txn);
-            out.push(doc.transact().encode_state_as_update_v1(&before));
-        }
-        out
+        crate::testing::typing(5, parts)
     }
 
     fn offer(doc: &Doc, holes: &mut PastHoles, u: &[u8]) -> Applied {
@@ -296,5 +288,148 @@ mod tests {
         assert!(!applied.held && applied.result.is_ok());
         assert!(holes.is_empty(), "released, and found known");
         assert_eq!(text.get_string(&doc.transact()), "xyzw");
+    }
+
+    fn text_of(update: &[u8]) -> String {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).expect("decodes"))
+            .expect("applies");
+        text.get_string(&doc.transact())
+    }
+
+    #[test]
+    fn an_update_within_the_documents_clocks_is_left_whole() {
+        let u = crate::testing::typing(5, &["ab", "cd"]);
+        assert_eq!(split_past_holes(&u[1], |_| 2), Ok(None));
+        assert_eq!(split_past_holes(&u[0], |_| 0), Ok(None));
+        // Overlapping what the document has is no hole.
+        let both = yrs::merge_updates_v1([&u[0], &u[1]]).expect("merges");
+        assert_eq!(split_past_holes(&both, |_| 1), Ok(None));
+        assert_eq!(
+            scan_update(&u[1], 64).map(|n| n.clocks),
+            Ok(Clocks::One {
+                client: 5,
+                from: 2,
+                to: 4
+            })
+        );
+    }
+
+    #[test]
+    fn content_past_a_hole_is_held_and_applies_once_the_hole_fills() {
+        let u = crate::testing::typing(5, &["ab", "cd", "ef"]);
+        // The second edit alone, to a document that has nothing of client 5.
+        let split = split_past_holes(&u[1], |_| 0).expect("walks").expect("cut");
+        assert_eq!(split.ready, None);
+        assert_eq!((split.held.len(), split.held[0].from), (1, 2));
+        assert_eq!(
+            split.held[0].to_update(),
+            u[1],
+            "held whole, as it came (empty delete set)"
+        );
+        // First and third merged (a skip between them): the first is ready, the third waits.
+        let gapped = yrs::merge_updates_v1([&u[0], &u[2]]).expect("merges");
+        assert_eq!(
+            scan_update(&gapped, 64).map(|n| n.clocks),
+            Ok(Clocks::Other)
+        );
+        let split = split_past_holes(&gapped, |_| 0)
+            .expect("walks")
+            .expect("cut");
+        let ready = split.ready.expect("the first edit is ready");
+        assert_eq!(text_of(&ready), "ab");
+        assert_eq!(split.held.len(), 1);
+        assert_eq!((split.held[0].client, split.held[0].from), (5, 4));
+        // The held part decodes, and a document with the first two edits takes it whole.
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let held = split.held[0].to_update();
+        for u in [&ready, &u[1], &held] {
+            let have = |c| {
+                doc.transact()
+                    .state_vector()
+                    .get(&yrs::block::ClientID::new(c))
+            };
+            assert_eq!(
+                split_past_holes(u, have),
+                Ok(None),
+                "nothing past a hole now"
+            );
+            doc.transact_mut()
+                .apply_update(Update::decode_v1(u).expect("decodes"))
+                .expect("applies");
+        }
+        assert_eq!(text.get_string(&doc.transact()), "abcdef");
+    }
+
+    #[test]
+    fn only_the_clients_past_a_hole_wait_and_the_delete_set_goes_ahead() {
+        let a = crate::testing::typing(1, &["xy"]);
+        let b = crate::testing::typing(2, &["12", "34"]);
+        let both = yrs::merge_updates_v1([&a[0], &b[1]]).expect("merges");
+        let split = split_past_holes(&both, |_| 0).expect("walks").expect("cut");
+        assert_eq!(text_of(&split.ready.expect("client 1 is ready")), "xy");
+        assert_eq!(split.held.len(), 1);
+        assert_eq!((split.held[0].client, split.held[0].from), (2, 2));
+        // A delete set alone is ready even when every block waits.
+        let doc = Doc::with_client_id(2);
+        let text = doc.get_or_insert_text("t");
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&b[0]).expect("decodes"))
+            .expect("applies");
+        let sv = doc.transact().state_vector();
+        text.remove_range(&mut doc.transact_mut(), 0, 1);
+        text.insert(&mut doc.transact_mut(), 1, "34");
+        let del = doc.transact().encode_state_as_update_v1(&sv);
+        let held = split_past_holes(&del, |_| 0).expect("walks").expect("cut");
+        let ready = held.ready.expect("the deletion goes ahead");
+        assert_eq!(
+            Update::decode_v1(&ready)
+                .expect("decodes")
+                .delete_set()
+                .len(),
+            1
+        );
+        assert!(
+            Update::decode_v1(&held.held[0].to_update())
+                .expect("decodes")
+                .delete_set()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn runs_that_continue_one_another_make_one() {
+        let u = crate::testing::typing(5, &["ab", "cd", "ef"]);
+        let cut = |u: &[u8]| {
+            let mut s = split_past_holes(u, |_| 0).expect("walks").expect("cut");
+            s.held.remove(0)
+        };
+        let mut run = cut(&u[1]);
+        run.append(cut(&u[2]));
+        assert_eq!((run.from, run.to), (2, 6));
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        for u in [u[0].clone(), run.to_update()] {
+            doc.transact_mut()
+                .apply_update(Update::decode_v1(&u).expect("decodes"))
+                .expect("applies");
+        }
+        assert_eq!(text.get_string(&doc.transact()), "abcdef");
+    }
+
+    #[test]
+    fn a_run_that_does_not_continue_the_clients_last_is_refused() {
+        // Z8 (a)'s shape: client 3 written twice, the second run starting before the first ended.
+        let one = crate::testing::typing(3, &["abcd"]);
+        let mut twice = vec![2];
+        twice.extend_from_slice(&one[0][1..one[0].len() - 1]);
+        twice.extend_from_slice(&one[0][1..]);
+        assert_eq!(
+            split_past_holes(&twice, |_| 0),
+            Err(NestingError::Malformed)
+        );
     }
 }

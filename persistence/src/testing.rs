@@ -260,3 +260,21 @@ pub fn skip(why: &str) {
         }
     }
 }
+
+/// Client `client` types `parts` one after another at the end of root text "t": one v1 update
+/// per part, each continuing the last (for tests of updates arriving out of order).
+pub fn typing(client: u64, parts: &[&str]) -> Vec<Vec<u8>> {
+    use yrs::{ReadTxn, Text, Transact};
+    let doc = yrs::Doc::with_client_id(client);
+    let text = doc.get_or_insert_text("t");
+    let mut out = Vec::new();
+    for p in parts {
+        let before = doc.transact().state_vector();
+        let mut txn = doc.transact_mut();
+        let len = text.len(&txn);
+        text.insert(&mut txn, len, p);
+        drop(txn);
+        out.push(doc.transact().encode_state_as_update_v1(&before));
+    }
+    out
+}
