@@ -97,6 +97,11 @@ impl Registry {
         self.rooms.len()
     }
 
+    /// Commands waiting in the open rooms' queues, summed (read for /metrics).
+    pub fn queued_commands(&self) -> usize {
+        self.rooms.iter().map(|r| r.value().queued()).sum()
+    }
+
     /// Whether no room is open.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()

@@ -30,6 +30,7 @@ pub mod replay;
 pub mod report;
 pub mod rooms;
 pub mod scenario;
+pub mod soak;
 pub mod target;
 pub mod trace;
 pub mod workers;

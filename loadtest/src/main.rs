@@ -224,6 +224,33 @@ enum Scenario {
         )]
         faults: Vec<chorus_loadtest::chaos::Fault>,
     },
+    /// Samples running hubs while load runs beside it (`edit` in another process): memory
+    /// and CPU from /proc, open rooms, connections and queue depths from /metrics, every
+    /// --every for --duration. Writes the samples (CSV) and their curves (SVG) and judges
+    /// whether they stayed flat (memory within 10 %, queues not climbing); fails if not.
+    Soak {
+        /// A hub's pid; repeat for every node of a cluster.
+        #[arg(long = "pid", required = true)]
+        pids: Vec<u32>,
+        /// A hub's /metrics address; repeat for every node. Default: http://127.0.0.1:8080/metrics.
+        #[arg(long = "metrics-url")]
+        metrics_urls: Vec<String>,
+        /// Time between samples. Default: 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        every: Duration,
+        /// Sampling time. Default: 30m.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Samples before this are left out of the verdict. Default: 2m.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Where the samples go. Default: soak.csv.
+        #[arg(long, default_value = "soak.csv")]
+        csv: PathBuf,
+        /// Where the curves go. Default: soak.svg.
+        #[arg(long, default_value = "soak.svg")]
+        svg: PathBuf,
+    },
     /// N users in rooms of K, each sending small edits at a rate; measures delivery latency.
     Edit {
         /// Users. Default: 100.
@@ -506,6 +533,42 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     settle,
                     faults,
                     patience: c.timeout,
+                },
+            ))
+        }
+        Scenario::Soak {
+            pids,
+            metrics_urls,
+            every,
+            duration,
+            warmup,
+            csv,
+            svg,
+        } => {
+            let metrics = if metrics_urls.is_empty() {
+                vec!["http://127.0.0.1:8080/metrics".to_string()]
+            } else {
+                metrics_urls
+            };
+            for url in &metrics {
+                let ws = url
+                    .strip_prefix("http://")
+                    .context("--metrics-url must start with http://")?;
+                chorus_loadtest::target::check(&format!("ws://{ws}"), c.allow_remote)?;
+            }
+            anyhow::ensure!(
+                every >= Duration::from_millis(100) && duration <= 2 * MAX_DURATION,
+                "--every is at least 100ms and --duration at most 2h"
+            );
+            runtime.block_on(chorus_loadtest::soak::soak(
+                &chorus_loadtest::soak::SoakParams {
+                    pids,
+                    metrics,
+                    every,
+                    duration,
+                    warmup,
+                    csv,
+                    svg,
                 },
             ))
         }

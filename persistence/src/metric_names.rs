@@ -184,6 +184,15 @@ pub const CONNECTIONS_ACTIVE: &str = "chorus_connections_active";
 /// Rooms loaded in memory.
 pub const ROOMS_OPEN: &str = "chorus_rooms_open";
 
+/// Messages waiting in connections' outbound queues (read when /metrics is scraped).
+pub const OUTBOUND_QUEUED_MESSAGES: &str = "chorus_outbound_queued_messages";
+
+/// Bytes waiting in connections' outbound queues (read when /metrics is scraped).
+pub const OUTBOUND_QUEUED_BYTES: &str = "chorus_outbound_queued_bytes";
+
+/// Commands waiting in rooms' queues (read when /metrics is scraped).
+pub const ROOM_QUEUED_COMMANDS: &str = "chorus_room_queued_commands";
+
 /// Queued rooms due for indexing now.
 pub const SEARCH_QUEUE_DUE_ROOMS: &str = "chorus_search_queue_due_rooms";
 
@@ -644,6 +653,30 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "Rooms loaded in memory",
+        label: "",
+        values: &[],
+    },
+    Metric {
+        name: OUTBOUND_QUEUED_MESSAGES,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Messages waiting in connections' outbound queues (read when /metrics is scraped)",
+        label: "",
+        values: &[],
+    },
+    Metric {
+        name: OUTBOUND_QUEUED_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes waiting in connections' outbound queues (read when /metrics is scraped)",
+        label: "",
+        values: &[],
+    },
+    Metric {
+        name: ROOM_QUEUED_COMMANDS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Commands waiting in rooms' queues (read when /metrics is scraped)",
         label: "",
         values: &[],
     },

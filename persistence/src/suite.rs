@@ -343,9 +343,10 @@ pub async fn concurrent_appends_survive_compaction(store: Arc<dyn DocStore>) {
     );
 }
 
-/// An update stored while its predecessor is missing (held back by yrs, acknowledged by the
-/// hub) survives compaction: the snapshot carries it, and it applies once the predecessor
-/// arrives. (yrs merges held-back updates into `encode_state_as_update_v1`; this guards it.)
+/// An update stored while its predecessor is missing (held back, acknowledged by the hub)
+/// survives compaction: the snapshot carries it, and it applies once the predecessor arrives.
+/// (It starts past a hole in its client's clocks: it waits in `PastHoles`, which compaction
+/// merges into the snapshot; this guards it.)
 pub async fn compaction_keeps_held_back_updates(store: Arc<dyn DocStore>) {
     let key = RoomKey::new("t", "held");
     let (first, second) = crate::testing::consecutive_edits(7, "a", "b");
@@ -365,13 +366,19 @@ pub async fn compaction_keeps_held_back_updates(store: Arc<dyn DocStore>) {
     assert_eq!(stats.merged, 2);
     let loaded = store.load(&key).await.expect("load");
     assert!(loaded.updates.is_empty(), "the log was compacted");
-    let (doc, errors) = loaded.into_doc(&key);
+    let (doc, mut holes, errors) = loaded.into_doc_holding(&key);
     assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(holes.len(), 1, "the second edit waits for the first");
     {
         let mut txn = doc.transact_mut();
+        let clocks = chorus_protocol::nesting::scan_update(&first, 64)
+            .expect("scans")
+            .clocks;
+        let split = crate::PastHoles::cut(&first, clocks, &txn.state_vector());
         let u = <yrs::Update as yrs::updates::decoder::Decode>::decode_v1(&first).expect("update");
-        txn.apply_update(u).expect("apply");
+        assert!(holes.apply(&mut txn, u, split).result.is_ok());
     }
+    assert!(holes.is_empty(), "released by the first");
     let text = text_of(&doc);
     assert!(
         text.contains("ab") && text.contains('x'),

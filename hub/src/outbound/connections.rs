@@ -42,6 +42,17 @@ impl Connections {
         }
     }
 
+    /// Messages and bytes waiting in the open connections' outbound queues, summed: read for
+    /// /metrics (each queue's lock is taken in turn, never with the set's).
+    pub fn queued(&self) -> (usize, usize) {
+        let queues: Vec<Closer> = self.lock().values().cloned().collect();
+        queues
+            .iter()
+            .filter_map(|c| c.0.upgrade())
+            .map(|q| q.depth())
+            .fold((0, 0), |(m, b), (m2, b2)| (m + m2, b + b2))
+    }
+
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Closer>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -204,6 +204,12 @@ impl Queue {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Messages and bytes waiting now.
+    fn depth(&self) -> (usize, usize) {
+        let messages = self.items().q.len();
+        (messages, self.queued.load(Ordering::Acquire))
+    }
+
     /// Appends `msg` unless the queue holds `max_messages` already. A reply replaces a waiting
     /// reply of its kind instead (returned, so its bytes leave the budget).
     fn push(&self, msg: Outbound, reply: Option<Tag>) -> Result<Option<Outbound>, Refused> {

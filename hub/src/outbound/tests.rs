@@ -152,3 +152,29 @@ fn written_messages_free_their_bytes() {
     q.written(&m);
     assert!(h.send_binary(Bytes::from_static(b"1234567")));
 }
+
+#[test]
+fn the_set_sums_what_waits_in_its_connections_queues() {
+    let set = Arc::new(Connections::default());
+    let (mut a, _) = set.reserve();
+    let (mut b, _) = set.reserve();
+    let (ha, qa) = channel(1, false, Role::Write, 100, 1 << 20);
+    let (hb, qb) = channel(2, false, Role::Write, 100, 1 << 20);
+    a.attach(1, &qa);
+    b.attach(2, &qb);
+    assert_eq!(set.queued(), (0, 0));
+    assert!(ha.send_binary(Bytes::from_static(b"12345")));
+    assert!(ha.send_binary(Bytes::from_static(b"12")));
+    assert!(hb.send_binary(Bytes::from_static(b"123")));
+    assert_eq!(set.queued(), (3, 10));
+    let m = qa.try_recv().expect("queued");
+    assert_eq!(set.queued(), (2, 10), "bytes count until written");
+    qa.written(&m);
+    assert_eq!(set.queued(), (2, 5));
+    drop(b);
+    assert_eq!(
+        set.queued(),
+        (1, 2),
+        "a closed connection's queue no longer counts"
+    );
+}

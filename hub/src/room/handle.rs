@@ -55,6 +55,11 @@ impl RoomHandle {
         }
     }
 
+    /// Commands waiting in the room's queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues `cmd`, waiting for room in the queue; hands it back if this incarnation has
     /// exited (its successor may take it).
     pub(crate) async fn offer(&self, cmd: Command) -> Result<(), Command> {

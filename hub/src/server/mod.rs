@@ -600,6 +600,13 @@ pub fn metrics_router(app: Arc<AppState>) -> Router {
 }
 
 fn render_metrics(app: &AppState) -> Response {
+    // Queue depths are read now rather than kept up to date: counting every message in and
+    // out would cost the hot path a shared atomic per member per update.
+    let (messages, bytes) = app.connections.queued();
+    metrics::gauge!(crate::metrics::names::OUTBOUND_QUEUED_MESSAGES).set(messages as f64);
+    metrics::gauge!(crate::metrics::names::OUTBOUND_QUEUED_BYTES).set(bytes as f64);
+    metrics::gauge!(crate::metrics::names::ROOM_QUEUED_COMMANDS)
+        .set(app.registry.queued_commands() as f64);
     app.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
