@@ -90,7 +90,7 @@ pub fn gauge(text: &str, name: &str) -> Option<f64> {
 
 /// Samples until `p.duration` has passed, then writes the CSV and the SVG and judges.
 pub async fn soak(p: &SoakParams) -> Report {
-    let mut report = Report::of("soak", &serde_json::json!({}), p);
+    let mut report = Report::new("soak", serde_json::to_value(p).unwrap_or_default());
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -130,15 +130,20 @@ pub async fn soak(p: &SoakParams) -> Report {
                 Err(_) => String::new(),
             };
             let read = |name| gauge(&text, name);
-            match (read("chorus_rooms_open"), read("chorus_connections_active")) {
-                (Some(rooms), Some(conns)) => {
+            match (
+                read("chorus_rooms_open"),
+                read("chorus_connections_active"),
+                read("chorus_outbound_queued_messages"),
+                read("chorus_room_queued_commands"),
+            ) {
+                (Some(rooms), Some(conns), Some(outbound), Some(commands)) => {
                     s.rooms += rooms;
                     s.connections += conns;
+                    s.outbound += outbound;
+                    s.commands += commands;
                 }
                 _ => unreadable += 1,
             }
-            s.outbound += read("chorus_outbound_queued_messages").unwrap_or(0.0);
-            s.commands += read("chorus_room_queued_commands").unwrap_or(0.0);
         }
         samples.push(s);
         if now.duration_since(start) >= p.duration {

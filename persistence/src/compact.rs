@@ -48,8 +48,9 @@ pub fn merge_into_doc<'a>(
 ) -> Vec<StoreError> {
     let mut errors = Vec::new();
     let mut txn = doc.transact_mut();
-    // The document's clocks, kept as updates apply while that is cheap to know (a log is
-    // mostly one client's runs), recomputed otherwise.
+    // A lower bound of the document's clocks (they only grow): what passes against it passes
+    // against the document; what does not is checked again against the exact clocks. Kept
+    // up as updates integrate whole, so a log of one client's runs builds it once.
     let mut have: Option<StateVector> = None;
     for bytes in updates {
         let corrupt = |detail: String| StoreError::Corrupt {
@@ -75,28 +76,30 @@ pub fn merge_into_doc<'a>(
         };
         let split = match clocks {
             Clocks::Nothing => None,
-            _ => PastHoles::cut(
-                bytes,
-                clocks,
-                have.get_or_insert_with(|| txn.state_vector()),
-            ),
+            _ => {
+                let bound = have.get_or_insert_with(|| txn.state_vector());
+                match PastHoles::cut(bytes, clocks, bound) {
+                    None => None,
+                    Some(_) => {
+                        *bound = txn.state_vector();
+                        PastHoles::cut(bytes, clocks, bound)
+                    }
+                }
+            }
         };
-        let simple = split.is_none() && holes.is_empty() && txn.store().pending_update().is_none();
+        let whole = split.is_none();
         let applied = holes.apply(&mut txn, u, split);
         let integrated = applied.result.is_ok();
         if let Err(e) = applied.result {
             errors.push(corrupt(e));
         }
-        // Given whole to yrs, with nothing waiting before or after: it all integrated, and
-        // released nothing.
-        let known =
-            simple && integrated && holes.is_empty() && txn.store().pending_update().is_none();
-        match (known, &mut have, clocks) {
-            (true, Some(sv), Clocks::One { client, to, .. }) => {
-                sv.set_max(yrs::block::ClientID::new(client), to);
-            }
-            (true, _, Clocks::Nothing) => {}
-            _ => have = None,
+        // Given whole to yrs and nothing left pending: all of it integrated.
+        if whole
+            && integrated
+            && txn.store().pending_update().is_none()
+            && let (Some(bound), Clocks::One { client, to, .. }) = (&mut have, clocks)
+        {
+            bound.set_max(yrs::block::ClientID::new(client), to);
         }
     }
     errors
@@ -160,8 +163,13 @@ pub(crate) async fn merge_loaded(
         for e in errors {
             tracing::error!(room = %k, error = %e, "skipping corrupt stored update during compaction");
         }
+        let state = doc.transact().encode_state_as_update_v1(&StateVector::default());
         // What waits for earlier clocks is kept: the updates it came in are deleted.
-        holes.merged_into(doc.transact().encode_state_as_update_v1(&StateVector::default()))
+        if holes.is_empty() {
+            Ok(state)
+        } else {
+            holes.merged_into(&state)
+        }
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))?

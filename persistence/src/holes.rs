@@ -25,7 +25,6 @@ pub struct PastHoles {
     // Per client, its runs by first clock.
     runs: BTreeMap<u64, Vec<Run>>,
     count: usize,
-    bytes: usize,
 }
 
 /// What applying an update did.
@@ -54,11 +53,6 @@ impl PastHoles {
         self.count
     }
 
-    /// Their encoded size.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Cuts update `raw` (with `clocks` from its scan) against a document's clocks `sv`:
     /// `None` if nothing of it lies past a hole. The usual update (one client's run) is
     /// decided from `clocks` alone; only one with several runs or a skip inside is walked.
@@ -73,7 +67,8 @@ impl PastHoles {
 
     /// Whether holding `split` would pass [`MAX_HELD_RUNS`].
     pub fn would_overflow(&self, split: &Split) -> bool {
-        self.count + split.held.len() > MAX_HELD_RUNS && split.held.iter().any(|r| !self.absorbs(r))
+        let new = split.held.iter().filter(|r| !self.absorbs(r)).count();
+        self.count + new > MAX_HELD_RUNS
     }
 
     /// Applies in `txn` an update cut by [`PastHoles::cut`] (`decoded` whole if `split` is
@@ -111,21 +106,19 @@ impl PastHoles {
         Applied { held, result }
     }
 
-    /// Whether `run` adds nothing to what is held: it repeats a held run, or continues one.
+    /// Whether `run` adds no run to what is held: it repeats a held run, or continues one.
     fn absorbs(&self, run: &Run) -> bool {
-        self.runs.get(&run.client).is_some_and(|list| {
-            list.iter()
-                .any(|r| (r.from <= run.from && run.to <= r.to) || r.to == run.from)
-        })
+        self.runs
+            .get(&run.client)
+            .is_some_and(|list| list.iter().any(|r| repeats(r, run) || r.to == run.from))
     }
 
     fn hold(&mut self, run: Run) {
         let list = self.runs.entry(run.client).or_default();
         // A repeat of what waits already (a client's resync): nothing to add.
-        if list.iter().any(|r| r.from <= run.from && run.to <= r.to) {
+        if list.iter().any(|r| repeats(r, &run)) {
             return;
         }
-        self.bytes += run.len();
         // Continuing a run: the two wait as one.
         if let Some(r) = list.iter_mut().find(|r| r.to == run.from) {
             r.append(run);
@@ -152,7 +145,6 @@ impl PastHoles {
             }
             self.runs.retain(|_, list| !list.is_empty());
             self.count -= due.len();
-            self.bytes -= due.iter().map(Run::len).sum::<usize>();
             for run in due {
                 let update = run.to_update();
                 // A run may hold a skip (from a merged update) with content past it.
@@ -183,14 +175,17 @@ impl PastHoles {
 
     /// `state` (a v1 update of a whole document) with the held runs merged in, for a
     /// snapshot that replaces the updates they came from. `Err` if yrs cannot merge them.
-    pub fn merged_into(&self, state: Vec<u8>) -> Result<Vec<u8>, String> {
-        if self.is_empty() {
-            return Ok(state);
-        }
-        let mut all = vec![state];
-        all.extend(self.runs.values().flatten().map(Run::to_update));
-        yrs::merge_updates_v1(&all).map_err(|e| e.to_string())
+    /// It decodes and encodes the whole state: callers skip it when nothing is held.
+    pub fn merged_into(&self, state: &[u8]) -> Result<Vec<u8>, String> {
+        let runs: Vec<Vec<u8>> = self.runs.values().flatten().map(Run::to_update).collect();
+        yrs::merge_updates_v1(std::iter::once(state).chain(runs.iter().map(Vec::as_slice)))
+            .map_err(|e| e.to_string())
     }
+}
+
+/// Whether held run `r` holds all of `run` (a repeat: same client, same clocks).
+fn repeats(r: &Run, run: &Run) -> bool {
+    r.from <= run.from && run.to <= r.to
 }
 
 #[cfg(test)]
@@ -230,14 +225,13 @@ mod tests {
         assert_eq!(clock_of(&doc.transact().state_vector(), 5), 0);
         let snapshot = holes
             .merged_into(
-                doc.transact()
+                &doc.transact()
                     .encode_state_as_update_v1(&StateVector::default()),
             )
             .expect("merges");
         let first = offer(&doc, &mut holes, &u[0]);
         assert!(!first.held && first.result.is_ok());
         assert!(holes.is_empty());
-        assert_eq!(holes.bytes(), 0);
         assert_eq!(text.get_string(&doc.transact()), "abcdef");
         // The snapshot written while they waited holds them: loaded, then the first edit,
         // it gives the same text.
@@ -247,6 +241,47 @@ mod tests {
         assert!(offer(&again, &mut h2, &snapshot).held);
         offer(&again, &mut h2, &u[0]);
         assert_eq!(t2.get_string(&again.transact()), "abcdef");
+    }
+
+    /// A log merged in one transaction (a load): the clocks the merge keeps as it goes must
+    /// not run ahead of the document when yrs holds an update back for a missing origin.
+    #[test]
+    fn a_load_holds_what_starts_past_a_hole_behind_an_update_yrs_holds_back() {
+        let five = typing(&["ab", "cd"]);
+        // Client 6 has both of 5's edits, types "X" after "cd" (its origin is 5's "d"), then
+        // "Y" at the start (which needs only 5's "a").
+        let six = Doc::with_client_id(6);
+        let text = six.get_or_insert_text("t");
+        for u in &five {
+            six.transact_mut()
+                .apply_update(Update::decode_v1(u).expect("decodes"))
+                .expect("applies");
+        }
+        let edit = |at: u32, s: &str| {
+            let before = six.transact().state_vector();
+            text.insert(&mut six.transact_mut(), at, s);
+            bytes::Bytes::from(six.transact().encode_state_as_update_v1(&before))
+        };
+        let (x, y) = (edit(4, "X"), edit(0, "Y"));
+        let key = crate::RoomKey::new("t", "r");
+        let log = [bytes::Bytes::from(five[0].clone()), x, y];
+        let doc = Doc::new();
+        let mut depth = crate::DepthIndex::new(64);
+        let mut holes = PastHoles::default();
+        let errors = crate::merge_into_doc(&doc, &key, log.iter(), &mut depth, &mut holes);
+        assert!(errors.is_empty(), "{errors:?}");
+        // yrs holds "X" back (5's "cd" is missing); "Y" must wait here, not reach yrs past
+        // the hole "X" leaves in client 6's clocks.
+        assert_eq!(holes.len(), 1);
+        assert_eq!(clock_of(&doc.transact().state_vector(), 6), 0, "no skip");
+        // The missing edit comes: everything goes in, as client 6 has it.
+        let rest = [bytes::Bytes::from(five[1].clone())];
+        let errors = crate::merge_into_doc(&doc, &key, rest.iter(), &mut depth, &mut holes);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(holes.is_empty());
+        let want = text.get_string(&six.transact());
+        let got = doc.get_or_insert_text("t").get_string(&doc.transact());
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -259,10 +294,6 @@ mod tests {
             assert!(offer(&doc, &mut holes, later).held);
         }
         assert_eq!(holes.len(), 1);
-        assert_eq!(
-            holes.bytes(),
-            u[1..].iter().map(|u| u.len() - 5).sum::<usize>()
-        );
         offer(&doc, &mut holes, &u[0]);
         assert!(holes.is_empty());
         assert_eq!(text.get_string(&doc.transact()), "abcde");

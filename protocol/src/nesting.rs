@@ -897,6 +897,45 @@ mod tests {
     }
 
     #[test]
+    fn the_scan_tells_where_content_sits_in_its_clients_clocks() {
+        use yrs::{Doc, ReadTxn, Text, Transact};
+        let clocks = |u: &[u8]| scan_update(u, 64).map(|n| n.clocks);
+        // A delete set alone: no content.
+        let mut del = bytes::BytesMut::new();
+        for v in [0, 1, 9, 1, 0, 1] {
+            crate::lib0::write_var_uint(&mut del, v);
+        }
+        assert_eq!(clocks(&del), Ok(Clocks::Nothing));
+        // One client's run, past a leading skip too: where its content is.
+        let one = [1, 1, 4, 2, 4, 1, 1, b't', 2, b'a', b'b', 0];
+        let want = Clocks::One {
+            client: 4,
+            from: 2,
+            to: 4,
+        };
+        assert_eq!(clocks(&one), Ok(want));
+        let skipped = [1, 2, 4, 0, 10, 2, 4, 1, 1, b't', 2, b'a', b'b', 0];
+        assert_eq!(clocks(&skipped), Ok(want));
+        // Content after a skip inside the run, or two clients: only a walk can tell.
+        let holed = [
+            1, 3, 4, 0, 4, 1, 1, b't', 1, b'x', 10, 1, 4, 1, 1, b't', 1, b'y', 0,
+        ];
+        assert_eq!(clocks(&holed), Ok(Clocks::Other));
+        let a = Doc::with_client_id(1);
+        a.get_or_insert_text("t")
+            .insert(&mut a.transact_mut(), 0, "a");
+        let b = Doc::with_client_id(2);
+        b.get_or_insert_text("t")
+            .insert(&mut b.transact_mut(), 0, "b");
+        let both = yrs::merge_updates_v1([
+            a.transact().encode_state_as_update_v1(&Default::default()),
+            b.transact().encode_state_as_update_v1(&Default::default()),
+        ])
+        .expect("merges");
+        assert_eq!(clocks(&both), Ok(Clocks::Other));
+    }
+
+    #[test]
     fn legacy_json_content_is_refused() {
         // Found by fuzzing (fuzz/regressions/sync_frame/json-content-held-back): one item of
         // JSON content (kind 2) with a count of 0, which yrs reads as one string and writes

@@ -55,16 +55,6 @@ impl Run {
         self.bytes.extend_from_slice(&next.bytes);
     }
 
-    /// Its encoded size.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Never: a run holds at least one block.
-    pub fn is_empty(&self) -> bool {
-        self.blocks == 0
-    }
-
     /// The run as a v1 update of its own (with an empty delete set).
     pub fn to_update(&self) -> Vec<u8> {
         let mut out = BytesMut::with_capacity(self.bytes.len() + 16);
