@@ -64,6 +64,7 @@ pub mod room;
 pub mod search;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod tenants;
 pub mod webhooks;
 

@@ -57,7 +57,7 @@ fn one_thread_runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn migrate(url: &str) -> ExitCode {
-    init_tracing(false);
+    let _logs = init_tracing(false, None);
     let Some(runtime) = one_thread_runtime() else {
         return ExitCode::FAILURE;
     };
@@ -74,7 +74,7 @@ fn migrate(url: &str) -> ExitCode {
 }
 
 fn reindex(tenant: Option<&str>, config: &Config) -> ExitCode {
-    init_tracing(false);
+    let _logs = init_tracing(false, None);
     let Some(runtime) = one_thread_runtime() else {
         return ExitCode::FAILURE;
     };
@@ -97,12 +97,24 @@ fn reindex(tenant: Option<&str>, config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    init_tracing(config.log_json || config.log_format == chorus_hub::config::LogFormat::Json);
-    // Checked before the runtime exists: the worker count sizes it.
+    // Checked before the subscriber exists: the OTLP exporter is built from the config.
     if let Err(e) = config.validate() {
+        let _logs = init_tracing(false, None);
         tracing::error!("chorus stopped: {e}");
         return ExitCode::FAILURE;
     }
+    let json = config.log_json || config.log_format == chorus_hub::config::LogFormat::Json;
+    let otlp = config
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| chorus_hub::telemetry::Otlp {
+            endpoint,
+            sample_ratio: config.otlp_sample_ratio,
+            node_id: config.node_id.as_deref(),
+        });
+    let Some(telemetry) = init_tracing(json, otlp) else {
+        return ExitCode::FAILURE;
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);
@@ -120,6 +132,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    telemetry.attach_runtime(runtime.handle().clone());
     let result = runtime.block_on(async move {
         let listener = listen(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -127,6 +140,10 @@ fn serve(config: Config) -> ExitCode {
         // the runtime's root future (clippy::large_futures).
         Box::pin(chorus_hub::run(listener, config, shutdown_signal())).await
     });
+    // Dropping what is left of the node's tasks ends their spans (connections, rooms); then
+    // the last spans are exported.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -193,17 +210,18 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+/// Installs the log subscriber (and the trace exporter with `otlp`); `None` after printing why
+/// it cannot.
+fn init_tracing(
+    json: bool,
+    otlp: Option<chorus_hub::telemetry::Otlp<'_>>,
+) -> Option<chorus_hub::telemetry::Telemetry> {
+    match chorus_hub::telemetry::init(json, otlp) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
     }
 }
 

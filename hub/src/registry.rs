@@ -193,11 +193,21 @@ impl Registry {
                 self.per_tenant.add(key.tenant.clone());
                 let registry = self.clone();
                 let task_key = key.clone();
-                tokio::spawn(async move {
-                    room.run(rx).await;
-                    registry.tasks.remove(&task_key);
-                    registry.per_tenant.remove(&task_key.tenant);
-                });
+                // A root: the room outlives the connection whose join spawned it.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "room",
+                    tenant = %key.tenant,
+                    room = %key.room,
+                );
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        room.run(rx).await;
+                        registry.tasks.remove(&task_key);
+                        registry.per_tenant.remove(&task_key.tenant);
+                    },
+                    span,
+                ));
                 metrics::gauge!(crate::metrics::names::ROOMS_OPEN).increment(1.0);
                 e.insert(handle.clone());
                 Ok(handle)

@@ -104,6 +104,8 @@ fn help_documents_every_flag_with_its_env_var() {
         "shutdown-grace",
         "log-json",
         "log-format",
+        "otlp-endpoint",
+        "otlp-sample-ratio",
     ] {
         assert!(
             help.contains(&format!("--{flag}")),
@@ -139,6 +141,10 @@ fn bad_configuration_exits_with_a_clear_error() {
     );
     serve_refuses(&["--max-rooms", "many"], "--max-rooms");
     serve_refuses(&["--ping-interval", "2h"], "--ping-interval");
+    serve_refuses(&["--otlp-endpoint", "ftp://collector"], "--otlp-endpoint");
+    serve_refuses(&["--otlp-endpoint", "collector:4318"], "--otlp-endpoint");
+    serve_refuses(&["--otlp-sample-ratio", "1.5"], "--otlp-sample-ratio");
+    serve_refuses(&["--otlp-sample-ratio", "NaN"], "--otlp-sample-ratio");
 }
 
 /// `chorus migrate` applies the Postgres schema; a hub then starts on it without migrating
@@ -358,4 +364,69 @@ fn log_format_json_writes_one_object_per_line() {
     let v = listening.unwrap_or_else(|| panic!("no `listening` line in {seen:?}"));
     let addr = v["fields"]["addr"].as_str().expect("addr field");
     assert!(addr.starts_with("127.0.0.1:"), "{v}");
+}
+
+/// A JSON log line written inside a connection carries the connection's span: its id, tenant,
+/// room and dialect, for a log pipeline to group by.
+#[tokio::test]
+async fn json_log_lines_inside_a_connection_carry_its_span() {
+    use futures_util::SinkExt;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chorus");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let within = std::time::Duration::from_secs(60);
+    // Each JSON line up to the first that `pick` accepts.
+    async fn next_matching(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+        within: std::time::Duration,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Value {
+        tokio::time::timeout(within, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                if pick(&v) {
+                    return v;
+                }
+            }
+            panic!("chorus exited");
+        })
+        .await
+        .expect("the line in time")
+    }
+    let listening = next_matching(&mut lines, within, |v| {
+        v["fields"]["message"] == "listening"
+    })
+    .await;
+    let addr = listening["fields"]["addr"].as_str().expect("addr");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/logged"))
+        .await
+        .expect("connect");
+    // A message type y-websocket does not have: refused, and logged inside the connection.
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        0x7f, 0,
+    ]))
+    .await
+    .expect("send");
+    let refused = next_matching(&mut lines, within, |v| {
+        v["fields"]["message"] == "refusing frame"
+    })
+    .await;
+    let span = &refused["span"];
+    assert_eq!(span["name"], "connection", "{refused}");
+    assert_eq!(span["tenant"], "default", "{refused}");
+    assert_eq!(span["room"], "logged", "{refused}");
+    assert_eq!(span["dialect"], "y-websocket", "{refused}");
+    assert!(span["conn"].is_u64(), "{refused}");
+    let _ = child.kill().await;
 }

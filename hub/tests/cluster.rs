@@ -297,6 +297,7 @@ async fn a_skipped_number_makes_the_room_ask_for_a_resync_and_strangers_are_igno
         let e = Envelope {
             origin: "ghost".into(),
             seq,
+            trace: None,
             payload: Payload::Update(update),
         };
         publish(e.encode()).await;
@@ -1051,6 +1052,7 @@ async fn with_a_bus_secret_nodes_still_share_rooms_and_unsigned_messages_are_dro
     let envelope = Envelope {
         origin: "intruder".into(),
         seq: 1,
+        trace: None,
         payload: Payload::Update(forged),
     }
     .encode();

@@ -186,6 +186,7 @@ async fn a_skipped_number_makes_the_room_resync_and_strangers_are_ignored() {
         let e = Envelope {
             origin: "ghost".into(),
             seq,
+            trace: None,
             payload: Payload::Update(update),
         };
         net.inject(&key, e.encode());

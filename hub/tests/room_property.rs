@@ -118,7 +118,7 @@ const GHOST: &str = "ghost";
 impl Ghost {
     fn publish(&self, payload: &Payload) {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        self.broker.publish(&self.topic, seq, payload);
+        self.broker.publish(&self.topic, seq, None, payload);
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use chorus_persistence::RoomKey;
 use futures_util::future::BoxFuture;
 
-use super::envelope::{Envelope, Payload};
+use super::envelope::{Envelope, Payload, TraceContext};
 use super::{Change, Node};
 
 /// Why a broker or membership call failed (the transport's error, as text).
@@ -80,10 +80,11 @@ pub trait Broker: Send + Sync {
     fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Undoes one [`Broker::subscribe`]; the last one stops the topic's messages.
     fn unsubscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, ()>;
-    /// Publishes this node's message number `seq` on `topic`. Never waits; a message the
-    /// transport refuses is counted as failed, and the other nodes resync on the gap. Messages
-    /// of one topic published from one task leave in the order published.
-    fn publish(&self, topic: &Topic, seq: u64, payload: &Payload);
+    /// Publishes this node's message number `seq` on `topic`, continuing `trace` if any.
+    /// Never waits; a message the transport refuses is counted as failed, and the other nodes
+    /// resync on the gap. Messages of one topic published from one task leave in the order
+    /// published.
+    fn publish(&self, topic: &Topic, seq: u64, trace: Option<&TraceContext>, payload: &Payload);
     /// Publishes a cache invalidation to every node.
     fn announce(&self, change: &Change);
 }

@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::broker::{Broker, BrokerError, BrokerHandler, Membership, Topic, handler_of};
-use super::envelope::{Envelope, Payload};
+use super::envelope::{Envelope, Payload, TraceContext};
 use super::{Change, Node};
 
 /// The channel prefix of in-memory topics.
@@ -219,8 +219,8 @@ impl Broker for MemoryBroker {
         Box::pin(std::future::ready(()))
     }
 
-    fn publish(&self, topic: &Topic, seq: u64, payload: &Payload) {
-        let raw = Envelope::encode_parts(&self.node_id, seq, payload);
+    fn publish(&self, topic: &Topic, seq: u64, trace: Option<&TraceContext>, payload: &Payload) {
+        let raw = Envelope::encode_parts(&self.node_id, seq, trace, payload);
         self.net
             .deliver(Some(&self.node_id), topic.channel(), topic.key(), raw);
     }
@@ -306,9 +306,19 @@ mod tests {
         a.subscribe(&topic).await.expect("a");
         b.subscribe(&topic).await.expect("b");
         for seq in 1..=3 {
-            a.publish(&topic, seq, &Payload::Update(Bytes::from_static(&[0, 0])));
+            a.publish(
+                &topic,
+                seq,
+                None,
+                &Payload::Update(Bytes::from_static(&[0, 0])),
+            );
         }
-        b.publish(&topic, 1, &Payload::SyncRequest(Bytes::from_static(&[0])));
+        b.publish(
+            &topic,
+            1,
+            None,
+            &Payload::SyncRequest(Bytes::from_static(&[0])),
+        );
         settle().await;
         assert_eq!(*lock(&seen[0].0), ["t/r b 1"]);
         assert_eq!(*lock(&seen[1].0), ["t/r a 1", "t/r a 2", "t/r a 3"]);
@@ -317,9 +327,19 @@ mod tests {
         // Counted subscriptions: the second unsubscribe of b stops its messages.
         b.subscribe(&topic).await.expect("again");
         b.unsubscribe(&topic).await;
-        a.publish(&topic, 4, &Payload::Update(Bytes::from_static(&[0, 0])));
+        a.publish(
+            &topic,
+            4,
+            None,
+            &Payload::Update(Bytes::from_static(&[0, 0])),
+        );
         b.unsubscribe(&topic).await;
-        a.publish(&topic, 5, &Payload::Update(Bytes::from_static(&[0, 0])));
+        a.publish(
+            &topic,
+            5,
+            None,
+            &Payload::Update(Bytes::from_static(&[0, 0])),
+        );
         settle().await;
         assert_eq!(lock(&seen[1].0).last().map(String::as_str), Some("t/r a 4"));
         assert_eq!(net.subscribers(&key), ["a"]);
@@ -327,9 +347,19 @@ mod tests {
         // Severed: nothing either way; healed: everyone hears it may have lost messages.
         b.subscribe(&topic).await.expect("b");
         net.sever("a");
-        a.publish(&topic, 6, &Payload::Update(Bytes::from_static(&[0, 0])));
+        a.publish(
+            &topic,
+            6,
+            None,
+            &Payload::Update(Bytes::from_static(&[0, 0])),
+        );
         net.heal("a");
-        a.publish(&topic, 7, &Payload::Update(Bytes::from_static(&[0, 0])));
+        a.publish(
+            &topic,
+            7,
+            None,
+            &Payload::Update(Bytes::from_static(&[0, 0])),
+        );
         a.announce(&Change::tenant("acme"));
         settle().await;
         let b_seen = lock(&seen[1].0).clone();

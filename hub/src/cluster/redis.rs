@@ -30,7 +30,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::broker::{Broker, BrokerError, BrokerHandler, Membership, Topic, handler_of};
-use super::envelope::{Envelope, Payload};
+use super::envelope::{Envelope, Payload, TraceContext};
 pub use super::signing::{open, seal};
 use super::{Change, Node};
 
@@ -556,10 +556,10 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn publish(&self, topic: &Topic, seq: u64, payload: &Payload) {
+    fn publish(&self, topic: &Topic, seq: u64, trace: Option<&TraceContext>, payload: &Payload) {
         self.send(
             topic.channel().clone(),
-            Envelope::encode_parts(&self.node_id, seq, payload),
+            Envelope::encode_parts(&self.node_id, seq, trace, payload),
         );
     }
 

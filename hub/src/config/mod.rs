@@ -219,6 +219,19 @@ pub struct Config {
     #[arg(long, env = "CHORUS_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub log_json: bool,
 
+    /// Export traces to this OpenTelemetry collector over OTLP/HTTP (protobuf), such as
+    /// `http://127.0.0.1:4318`: spans are posted to `{url}/v1/traces`. A span per connection
+    /// and per room, and along each update's path: upgrade, join, apply, persist, publish, and
+    /// the apply on the other nodes (docs/ARCHITECTURE.md). Default: none (off).
+    #[arg(long, env = "CHORUS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The share of connections and rooms traced with `--otlp-endpoint`, from 0 to 1: a
+    /// traced connection's updates are traced on every node they reach. Tracing costs CPU
+    /// (docs/BENCHMARKS.md, "Traces") and export bandwidth.
+    #[arg(long, env = "CHORUS_OTLP_SAMPLE_RATIO", default_value_t = 0.1)]
+    pub otlp_sample_ratio: f64,
+
     /// Runtime worker threads; 0 means one per CPU. On a machine shared with other busy
     /// processes (a load generator), fewer workers switch context less (docs/BENCHMARKS.md).
     #[arg(long, env = "CHORUS_WORKER_THREADS", default_value_t = 0)]
@@ -298,7 +311,18 @@ impl Config {
         self.ai.validate()?;
         self.search.validate()?;
         let hour = Duration::from_secs(3600);
-        let checks: [(bool, &str); 22] = [
+        let checks: [(bool, &str); 24] = [
+            (
+                self.otlp_endpoint.as_deref().is_none_or(|u| {
+                    url::Url::parse(u)
+                        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                }),
+                "--otlp-endpoint must be an http:// or https:// URL with a host",
+            ),
+            (
+                (0.0..=1.0).contains(&self.otlp_sample_ratio),
+                "--otlp-sample-ratio must be between 0 and 1",
+            ),
             (
                 self.operator_key.as_ref().is_none_or(|k| k.len() >= 32),
                 "--operator-key must be at least 32 characters",

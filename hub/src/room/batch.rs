@@ -16,6 +16,13 @@ pub(super) struct Batch {
     // Server edits waiting for the write that holds them.
     waiters: Vec<oneshot::Sender<bool>>,
     in_flight: Option<Written>,
+    // The `apply` span of the first traced update pending: the next write's `persist` span
+    // is its child.
+    // (Boxed, as `persisting`: each open room keeps the slot.)
+    traced: Option<Box<tracing::Span>>,
+    // The write in flight's `persist` span, when it holds a traced update: open until the
+    // write commits (and those it owes are told) or fails.
+    persisting: Option<Box<tracing::Span>>,
 }
 
 /// A write in flight, or one that has just committed: what it holds and what it owes.
@@ -40,6 +47,14 @@ impl Batch {
     pub(super) fn push(&mut self, update: Bytes) {
         self.pending_bytes += update.len();
         self.pending.push(update);
+    }
+
+    /// `span` (an `apply`) put what it applied in the batch: the write that holds it is
+    /// traced as its child, unless an earlier traced update pending already is its parent.
+    pub(super) fn traced(&mut self, span: &tracing::Span) {
+        if self.traced.is_none() && !span.is_disabled() && !self.pending.is_empty() {
+            self.traced = Some(Box::new(span.clone()));
+        }
     }
 
     /// `conn` is owed `saved` for its first `accepted` updates once what is pending now
@@ -95,6 +110,9 @@ impl Batch {
             });
         }
         let held = std::mem::take(&mut self.pending);
+        self.persisting = self.traced.take().map(|parent| {
+            Box::new(tracing::debug_span!(parent: &*parent, "persist", updates = held.len()))
+        });
         self.in_flight = Some(Written {
             updates: held.len(),
             bytes: std::mem::take(&mut self.pending_bytes),
@@ -111,6 +129,11 @@ impl Batch {
         let mut w = self.in_flight.take()?;
         w.held = Vec::new();
         Some(w)
+    }
+
+    /// The write in flight's `persist` span, if it is traced: it ends when dropped.
+    pub(super) fn take_persist_span(&mut self) -> Option<Box<tracing::Span>> {
+        self.persisting.take()
     }
 
     /// The write in flight failed: its updates go back in front of anything newer, with what
@@ -134,6 +157,7 @@ impl Batch {
     /// The room is deleted: nothing pending is written, and nobody is owed anything. A write
     /// in flight lands all the same.
     pub(super) fn discard(&mut self) {
+        self.traced = None;
         self.pending.clear();
         self.pending_bytes = 0;
         self.acks.clear();
@@ -225,6 +249,9 @@ impl Room {
 
     pub(super) fn flushed(&mut self, result: Result<(), Arc<StoreError>>) {
         self.writing = None;
+        // The write's `persist` span ends once everyone it owed is told, or with the failure.
+        let span = self.batch.take_persist_span();
+        let _persisting = span.as_deref().map(tracing::Span::enter);
         match result {
             Ok(()) => {
                 let Some(written) = self.batch.committed() else {

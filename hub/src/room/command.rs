@@ -50,6 +50,9 @@ pub enum Command {
         conn: ConnId,
         /// What it sent.
         msgs: Vec<Inbound>,
+        /// The frame's `update` span, when traced (boxed: `None` costs the queue's slots
+        /// nothing).
+        span: Option<Box<tracing::Span>>,
     },
     /// Flush everything and exit; answered when the room's data is durable.
     Shutdown {

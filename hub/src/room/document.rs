@@ -358,6 +358,9 @@ impl Room {
             );
             return;
         }
+        // A child of the frame's `update` span (entered by the room), when traced.
+        let span = tracing::debug_span!("apply", bytes = len);
+        let _applying = span.enter();
         let accepted = self.members.accept(conn);
         let outcome = match self
             .document
@@ -402,6 +405,7 @@ impl Room {
         // before, this update may have released it: then the effective update also carries
         // other members' content that the sender has never seen, so it goes to the sender too.
         self.commit_effective(conn, outcome.effective, outcome.released, true);
+        self.batch.traced(&span);
         if held_back {
             // Store it as received so a restart re-queues the held-back part; the rest is a
             // duplicate, harmless to a CRDT. Copied: `raw` is a slice of the sender's frame,

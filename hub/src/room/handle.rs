@@ -83,7 +83,22 @@ impl RoomHandle {
 
     /// Messages a member sent, in order. `false` when this incarnation has exited.
     pub async fn inbound(&self, conn: ConnId, msgs: Vec<Inbound>) -> bool {
-        self.tx.send(Command::Inbound { conn, msgs }).await.is_ok()
+        self.inbound_traced(conn, msgs, tracing::Span::none()).await
+    }
+
+    /// [`RoomHandle::inbound`] of a frame handled inside `span` (an `update` span): the room's
+    /// work on it continues that span.
+    pub async fn inbound_traced(
+        &self,
+        conn: ConnId,
+        msgs: Vec<Inbound>,
+        span: tracing::Span,
+    ) -> bool {
+        let span = (!span.is_disabled()).then(|| Box::new(span));
+        self.tx
+            .send(Command::Inbound { conn, msgs, span })
+            .await
+            .is_ok()
     }
 
     /// A member's connection ended.

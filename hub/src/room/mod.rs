@@ -462,7 +462,10 @@ impl Room {
                 self.refused.remove(&conn);
                 self.leave(conn);
             }
-            Command::Inbound { conn, msgs } => self.inbound_all(conn, msgs.into_iter()),
+            Command::Inbound { conn, msgs, span } => {
+                let _traced = span.as_deref().map(tracing::Span::enter);
+                self.inbound_all(conn, msgs.into_iter());
+            }
             Command::State { reply } => {
                 if self.encode_is_long() {
                     self.deferred = Some(Box::new(Deferred::State(reply)));

@@ -50,7 +50,16 @@ impl Room {
             return;
         };
         let seq = remote.seq.next();
-        link.broker.publish(&remote.topic, seq, &payload);
+        // An update is traced as a child of the `apply` that made it (when that is traced):
+        // the envelope carries the span's context, and the other nodes continue it.
+        let span = match &payload {
+            crate::cluster::envelope::Payload::Update(_) => tracing::debug_span!("publish", seq),
+            _ => tracing::Span::none(),
+        };
+        let _publishing = span.enter();
+        let trace = crate::telemetry::trace_context(&span);
+        link.broker
+            .publish(&remote.topic, seq, trace.as_ref(), &payload);
     }
 
     /// Asks the other nodes for what this room lacks: they answer with the difference from
@@ -77,6 +86,20 @@ impl Room {
         let gap = remote.seq.observe(&envelope.origin, envelope.seq);
         match envelope.payload {
             Payload::Update(u) => {
+                // A child of the origin's `publish` when it was traced.
+                let span = match &envelope.trace {
+                    Some(trace) => {
+                        let span = tracing::debug_span!(
+                            "remote_apply",
+                            origin = %envelope.origin,
+                            seq = envelope.seq,
+                        );
+                        crate::telemetry::continue_trace(&span, trace);
+                        span
+                    }
+                    None => tracing::Span::none(),
+                };
+                let _applying = span.enter();
                 // Its node stored it: one more entry in the log this room may compact.
                 self.log.appended(1, u.len());
                 self.apply_remote([&u]);

@@ -191,6 +191,8 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// `GET /ws/{room}`: the `connection` span (the root of everything this socket does, see
+/// `telemetry`) and, inside it, the `upgrade` span around the checks.
 async fn ws_handler(
     State(app): State<Arc<AppState>>,
     room: Result<Path<String>, PathRejection>,
@@ -198,6 +200,34 @@ async fn ws_handler(
     headers: HeaderMap,
     ws: Result<Upgrade, ApiError>,
 ) -> Response {
+    use tracing::Instrument;
+    let span = connection_span();
+    let upgrade = tracing::debug_span!(parent: &span, "upgrade");
+    ws_upgrade(app, room, params, headers, ws, span)
+        .instrument(upgrade)
+        .await
+}
+
+/// A connection's span; its fields are recorded once known.
+pub(crate) fn connection_span() -> tracing::Span {
+    tracing::info_span!(
+        "connection",
+        conn = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+        room = tracing::field::Empty,
+        dialect = tracing::field::Empty,
+    )
+}
+
+async fn ws_upgrade(
+    app: Arc<AppState>,
+    room: Result<Path<String>, PathRejection>,
+    params: Result<Query<WsParams>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<Upgrade, ApiError>,
+    span: tracing::Span,
+) -> Response {
+    use tracing::Instrument;
     if let Some(refusal) = refuse_while_draining(&app) {
         return refusal;
     }
@@ -298,6 +328,10 @@ async fn ws_handler(
         .with_user(identity.user.as_deref())
         .shown_as(identity.shown_as.clone());
     let conn_id = handle.id;
+    span.record("conn", conn_id);
+    span.record("tenant", &*key.tenant);
+    span.record("room", &*key.room);
+    span.record("dialect", if json_mode { "json" } else { "y-websocket" });
     slot.attach(conn_id, &queue);
     let recorder = app
         .config
@@ -326,7 +360,7 @@ async fn ws_handler(
             guard: Box::new((slot, admitted.slot)),
         };
         return ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
-            session::json::run(socket, session)
+            session::json::run(socket, session).instrument(span)
         });
     }
     let session = Session {
@@ -343,7 +377,7 @@ async fn ws_handler(
         guard: Box::new((slot, admitted.slot)),
     };
     ws.respond(protocol.as_deref(), ws_config(&app.config), move |socket| {
-        session::run(socket, session)
+        session::run(socket, session).instrument(span)
     })
 }
 
@@ -524,6 +558,10 @@ async fn hocuspocus_handler(
         app.config.send_queue_messages,
         app.config.send_queue_bytes,
     );
+    // Documents (rooms) are opened inside the socket: each one's `join` span names its room.
+    let span = connection_span();
+    span.record("conn", root.id);
+    span.record("dialect", "hocuspocus");
     let mut dialect = crate::session::hocuspocus::Hocuspocus::new(root, app.clone(), preauth);
     dialect.anonymous_allowed = trust == PageTrust::Full;
     // Ticks also enforce the auth deadline.
@@ -536,8 +574,12 @@ async fn hocuspocus_handler(
     ws.respond(
         protocol.as_deref(),
         ws_config(&app.config),
-        move |mut socket| async move {
-            session::serve(&mut socket, &mut queue, ping, &mut dialect).await;
+        move |mut socket| {
+            use tracing::Instrument;
+            async move {
+                session::serve(&mut socket, &mut queue, ping, &mut dialect).await;
+            }
+            .instrument(span)
         },
     )
 }

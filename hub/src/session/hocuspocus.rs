@@ -251,7 +251,10 @@ impl Hocuspocus {
             &prefix,
             identity.role == Role::Read,
         )));
-        match tokio::time::timeout(JOIN_TIMEOUT, self.app.registry.join(&key, conn.clone())).await {
+        let joining = tracing::debug_span!("join", room = %key);
+        let join =
+            tracing::Instrument::instrument(self.app.registry.join(&key, conn.clone()), joining);
+        match tokio::time::timeout(JOIN_TIMEOUT, join).await {
             Ok(Ok(room)) => {
                 metrics::counter!(crate::metrics::names::CONNECTIONS_TOTAL).increment(1);
                 crate::session::emit_presence(&self.app.events, &key, &conn, true);

@@ -95,7 +95,13 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
         });
         // The join and the refusal run once; boxed, they take no slot in the state every
         // idle connection keeps (see `serve`).
-        let room = match Box::pin(s.registry.join(&s.key, s.conn.clone())).await {
+        let joining = tracing::debug_span!("join", room = %s.key);
+        let room = match Box::pin(tracing::Instrument::instrument(
+            s.registry.join(&s.key, s.conn.clone()),
+            joining,
+        ))
+        .await
+        {
             Ok(room) => room,
             Err(e) => {
                 Box::pin(close(
@@ -495,7 +501,17 @@ pub async fn forward(
             if decoded.denied {
                 deny(conn);
             }
-            if !decoded.msgs.is_empty() && !room.inbound(conn.id, decoded.msgs).await {
+            // Traced per frame that carries an update (debug: see `telemetry`).
+            let span = if decoded
+                .msgs
+                .iter()
+                .any(|m| matches!(m, Inbound::Update { .. }))
+            {
+                tracing::debug_span!("update", conn = conn.id, room = %key)
+            } else {
+                tracing::Span::none()
+            };
+            if !decoded.msgs.is_empty() && !room.inbound_traced(conn.id, decoded.msgs, span).await {
                 return Err((CloseCode::Restarting, "room closed".into()));
             }
             Ok(())

@@ -335,6 +335,7 @@ pub fn hostile_envelopes() -> Vec<chorus_hub::cluster::envelope::Envelope> {
     .map(|(origin, payload)| Envelope {
         origin: origin.into(),
         seq: 1,
+        trace: None,
         payload,
     })
     .collect()
@@ -354,6 +355,7 @@ pub fn sync_request_from_ahead(origin: &str) -> chorus_hub::cluster::envelope::E
     Envelope {
         origin: origin.into(),
         seq: 1,
+        trace: None,
         payload: Payload::SyncRequest(sv.into()),
     }
 }
