@@ -194,12 +194,12 @@ impl Registry {
                 let registry = self.clone();
                 let task_key = key.clone();
                 // A root: the room outlives the connection whose join spawned it.
-                let span = tracing::info_span!(
+                let span = crate::telemetry::keep_if_sampled(tracing::debug_span!(
                     parent: None,
                     "room",
                     tenant = %key.tenant,
                     room = %key.room,
-                );
+                ));
                 tokio::spawn(tracing::Instrument::instrument(
                     async move {
                         room.run(rx).await;

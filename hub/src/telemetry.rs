@@ -12,11 +12,13 @@
 //! - On another node: `remote_apply`, a child of the `publish` that sent the update.
 //! - `room` (tenant, room): a room's life on this node.
 //!
-//! `connection` and `room` are at level info, so that log lines inside them carry their
-//! fields; the per-update spans are at debug, seen only by the OpenTelemetry layer. Without
-//! `--otlp-endpoint` (and under the default `info` filter) they are disabled at their call
-//! sites: each costs one relaxed atomic load.
+//! Every span is at level debug. Without `--otlp-endpoint` (and under the default `info`
+//! filter) they are disabled at their call sites: each costs one relaxed atomic load. With
+//! `RUST_LOG=info,chorus_hub=debug` log lines carry the connection's and the room's fields;
+//! at info, a connection's span cost about 400 bytes per idle connection and 8 % more CPU per
+//! delivery (docs/BENCHMARKS.md, "Traces").
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,9 +30,9 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{Layer, Registry};
 
 use crate::cluster::envelope::TraceContext;
 
@@ -115,21 +117,22 @@ pub fn traces_url(endpoint: &str) -> String {
 /// silently drop the next such span (`connection`, `room`) from the exporter
 /// (tokio-rs/tracing#2519). A dynamic filter makes every enabled callsite ask each time.
 pub fn init(json: bool, otlp: Option<Otlp<'_>>) -> Result<Telemetry, String> {
-    type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let runtime = RuntimeSlot::default();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let (provider, layers): (_, Vec<Boxed>) = match otlp {
+    let mut exporter = None;
+    let installed = match otlp {
+        // Typed layers, not a list of boxed ones: a list cannot see that the log layer's
+        // level is the filter's, so it would report no maximum level, and every `trace!`
+        // and `debug!` call site of every crate would be asked at run time (measured: about
+        // 8 % more CPU per delivery).
         None => {
-            let logs = if json {
-                logs.json().boxed()
-            } else {
-                logs.boxed()
-            };
-            (None, vec![filter.boxed(), logs])
+            let text = (!json).then(log_lines);
+            let json = json.then(|| log_lines().json());
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(text)
+                .with(json)
+                .try_init()
         }
         Some(otlp) => {
             let provider = provider(&otlp, runtime.clone())?;
@@ -152,19 +155,37 @@ pub fn init(json: bool, otlp: Option<Otlp<'_>>) -> Result<Telemetry, String> {
                 // Only the node's own spans (and the events inside them): not the libraries'.
                 .with_filter(ours)
                 .boxed();
+            // Each layer filtered on its own, each with a level hint: a list is fine here.
             let logs = if json {
-                logs.json().with_filter(filter).boxed()
+                log_lines().json().with_filter(filter).boxed()
             } else {
-                logs.with_filter(filter).boxed()
+                log_lines().with_filter(filter).boxed()
             };
-            (Some(provider), vec![traces, logs])
+            let installed = tracing_subscriber::registry()
+                .with(vec![traces, logs])
+                .try_init();
+            exporter = Some(provider);
+            EXPORTING.store(installed.is_ok(), Ordering::Relaxed);
+            installed
         }
     };
-    tracing_subscriber::registry()
-        .with(layers)
-        .try_init()
-        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
-    Ok(Telemetry { provider, runtime })
+    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    Ok(Telemetry {
+        provider: exporter,
+        runtime,
+    })
+}
+
+/// The log layer: lines on stderr, coloured on a terminal.
+fn log_lines<S>() -> tracing_subscriber::fmt::Layer<
+    S,
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    fn() -> std::io::Stderr,
+> {
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
 fn provider(otlp: &Otlp<'_>, runtime: RuntimeSlot) -> Result<SdkTracerProvider, String> {
@@ -270,6 +291,27 @@ pub fn trace_context(span: &tracing::Span) -> Option<TraceContext> {
         flags: sc.trace_flags().to_u8(),
     })
 }
+
+/// Whether `span` is recorded and sampled: the root of a trace that will be exported. Forces the
+/// sampling decision (once per connection or room; `false` at once without `--otlp-endpoint`).
+/// What is not sampled is traced no further: its per-update spans are never created.
+pub fn sampled(span: &tracing::Span) -> bool {
+    trace_context(span).is_some()
+}
+
+/// `span` unless the exporter's sampler refused it: a root it refused costs nothing more (its
+/// spans and their per-connection state are dropped at once). Without an exporter, an enabled
+/// span is kept (`RUST_LOG=...,chorus_hub=debug`: log lines carry it).
+pub fn keep_if_sampled(span: tracing::Span) -> tracing::Span {
+    if span.is_disabled() || (EXPORTING.load(Ordering::Relaxed) && !sampled(&span)) {
+        tracing::Span::none()
+    } else {
+        span
+    }
+}
+
+/// Set once the OpenTelemetry layer is installed.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Makes `span` (not yet entered) a child of the remote span `trace` names.
 pub fn continue_trace(span: &tracing::Span, trace: &TraceContext) {

@@ -366,8 +366,9 @@ fn log_format_json_writes_one_object_per_line() {
     assert!(addr.starts_with("127.0.0.1:"), "{v}");
 }
 
-/// A JSON log line written inside a connection carries the connection's span: its id, tenant,
-/// room and dialect, for a log pipeline to group by.
+/// With the node's spans on (`RUST_LOG=info,chorus_hub=debug`), a JSON log line written inside
+/// a connection carries the connection's span: its id, tenant, room and dialect, for a log
+/// pipeline to group by.
 #[tokio::test]
 async fn json_log_lines_inside_a_connection_carry_its_span() {
     use futures_util::SinkExt;
@@ -377,7 +378,7 @@ async fn json_log_lines_inside_a_connection_carry_its_span() {
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--data-dir")
         .arg(dir.path())
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,chorus_hub=debug")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

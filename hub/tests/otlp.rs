@@ -287,3 +287,73 @@ async fn one_updates_spans_link_from_the_socket_to_the_store_and_the_other_node(
         assert_eq!(room.attrs.get("room").map(String::as_str), Some("traced"));
     }
 }
+
+/// A connection the sampler refuses costs no per-update spans: beside a node that traces
+/// everything (so the receiver is known to work), a node at ratio 0 exports nothing.
+#[tokio::test]
+async fn what_the_sampler_refuses_is_not_traced_at_all() {
+    let (otlp, spans) = receiver().await;
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let mut nodes = Vec::new();
+    for (dir, (id, ratio)) in dirs.iter().zip([("all", "1"), ("none", "0")]) {
+        let data = dir.path().to_str().expect("path").to_string();
+        let (child, addr) = spawn_chorus(&[
+            "--data-dir",
+            &data,
+            "--allow-anonymous",
+            "--node-id",
+            id,
+            "--otlp-endpoint",
+            &otlp,
+            "--otlp-sample-ratio",
+            ratio,
+        ])
+        .await;
+        let c = chorus_protocol::client::Client::connect(
+            &format!("ws://{addr}/ws/sampled"),
+            Default::default(),
+        )
+        .await
+        .expect("connect");
+        c.synced(PATIENCE).await.expect("synced");
+        append(&c, "t", "x");
+        let d = chorus_protocol::client::Client::connect(
+            &format!("ws://{addr}/ws/sampled"),
+            Default::default(),
+        )
+        .await
+        .expect("connect");
+        wait_text(&[&d], "t", "x").await;
+        nodes.push((child, c, d));
+    }
+    for (child, c, d) in nodes {
+        drop((c, d));
+        stop(child).await;
+    }
+    let got = spans.lock().expect("spans").clone();
+    let of = |node: &str| -> Vec<&str> {
+        got.iter()
+            .filter(|s| s.node == node)
+            .map(|s| s.name.as_str())
+            .collect()
+    };
+    for name in [
+        "connection",
+        "upgrade",
+        "join",
+        "update",
+        "apply",
+        "persist",
+        "room",
+    ] {
+        assert!(
+            of("all").contains(&name),
+            "{name} missing at ratio 1: {:?}",
+            of("all")
+        );
+    }
+    assert!(of("none").is_empty(), "ratio 0 exported {:?}", of("none"));
+}

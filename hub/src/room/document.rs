@@ -359,7 +359,11 @@ impl Room {
             return;
         }
         // A child of the frame's `update` span (entered by the room), when traced.
-        let span = tracing::debug_span!("apply", bytes = len);
+        let span = if self.tracing {
+            tracing::debug_span!("apply", bytes = len)
+        } else {
+            tracing::Span::none()
+        };
         let _applying = span.enter();
         let accepted = self.members.accept(conn);
         let outcome = match self

@@ -185,6 +185,8 @@ pub struct Room {
     // A fault fired (tests): the room dies this way after the current command, and drops
     // the answer it owes only then, as a killed task would.
     crash: Option<(Crash, oneshot::Sender<EditReply>)>,
+    // The command being handled is a traced frame (`telemetry`).
+    tracing: bool,
 }
 
 impl Room {
@@ -214,6 +216,7 @@ impl Room {
             deferred: None,
             store_work: Vec::new(),
             crash: None,
+            tracing: false,
             ctx,
         }
     }
@@ -463,8 +466,12 @@ impl Room {
                 self.leave(conn);
             }
             Command::Inbound { conn, msgs, span } => {
+                // A sampled connection's frame: its apply and publish get spans (children of
+                // the frame's), and its write one. Nothing of the others is traced.
                 let _traced = span.as_deref().map(tracing::Span::enter);
+                self.tracing = span.is_some();
                 self.inbound_all(conn, msgs.into_iter());
+                self.tracing = false;
             }
             Command::State { reply } => {
                 if self.encode_is_long() {

@@ -53,7 +53,9 @@ impl Room {
         // An update is traced as a child of the `apply` that made it (when that is traced):
         // the envelope carries the span's context, and the other nodes continue it.
         let span = match &payload {
-            crate::cluster::envelope::Payload::Update(_) => tracing::debug_span!("publish", seq),
+            crate::cluster::envelope::Payload::Update(_) if self.tracing => {
+                tracing::debug_span!("publish", seq)
+            }
             _ => tracing::Span::none(),
         };
         let _publishing = span.enter();

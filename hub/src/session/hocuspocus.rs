@@ -82,6 +82,9 @@ pub struct Hocuspocus {
     /// Whether the page behind the socket may open documents without a token
     /// (`server::page_trust`).
     pub anonymous_allowed: bool,
+    /// Whether the socket's trace is sampled (`--otlp-endpoint`): its documents' joins and
+    /// updates get spans.
+    pub traced: bool,
     // Awareness bytes this socket may still send (all its documents together).
     awareness: crate::session::ByteBudget,
     // Before the first document authenticates: a pre-auth place (`--max-preauth-connections`)
@@ -133,6 +136,7 @@ impl Hocuspocus {
                 2 * MAX_DOCUMENTS_PER_CONNECTION as u32,
             ),
             anonymous_allowed: true,
+            traced: false,
         }
     }
 
@@ -251,7 +255,11 @@ impl Hocuspocus {
             &prefix,
             identity.role == Role::Read,
         )));
-        let joining = tracing::debug_span!("join", room = %key);
+        let joining = if self.traced {
+            tracing::debug_span!("join", room = %key)
+        } else {
+            tracing::Span::none()
+        };
         let join =
             tracing::Instrument::instrument(self.app.registry.join(&key, conn.clone()), joining);
         match tokio::time::timeout(JOIN_TIMEOUT, join).await {
@@ -343,6 +351,7 @@ impl Dialect for Hocuspocus {
                     doc.conn.role,
                     crate::session::FrameLimits::of(&self.app.config),
                     &mut self.awareness,
+                    self.traced,
                 )
                 .await
             }

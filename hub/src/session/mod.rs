@@ -65,6 +65,9 @@ pub struct Session {
     pub rate_limit: Option<u32>,
     /// Released when the connection ends (connection count).
     pub guard: Box<dyn Send + Sync>,
+    /// Whether the connection's trace is sampled (`--otlp-endpoint`): its joins and updates
+    /// get spans.
+    pub traced: bool,
 }
 
 /// Most queued messages written before one flush: batches writes under load.
@@ -95,7 +98,11 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
         });
         // The join and the refusal run once; boxed, they take no slot in the state every
         // idle connection keeps (see `serve`).
-        let joining = tracing::debug_span!("join", room = %s.key);
+        let joining = if s.traced {
+            tracing::debug_span!("join", room = %s.key)
+        } else {
+            tracing::Span::none()
+        };
         let room = match Box::pin(tracing::Instrument::instrument(
             s.registry.join(&s.key, s.conn.clone()),
             joining,
@@ -131,6 +138,7 @@ pub fn run(mut socket: WebSocket, mut s: Session) -> impl Future<Output = ()> + 
             verifier: &s.verifier,
             recorder: s.recorder.take(),
             rate: s.rate_limit.map(RateLimit::new),
+            traced: s.traced,
         };
         serve(&mut socket, &mut s.queue, s.ping_interval, &mut dialect).await;
         emit_presence(s.registry.events(), &s.key, &s.conn, false);
@@ -330,6 +338,8 @@ struct YWebsocket<'a> {
     // session; a refreshed token that grants others replaces them (boxed: rare).
     grants: &'a [String],
     regranted: Option<Box<[String]>>,
+    // The connection's trace is sampled: its updates get spans.
+    traced: bool,
 }
 
 impl YWebsocket<'_> {
@@ -410,6 +420,7 @@ impl Dialect for YWebsocket<'_> {
             self.awareness.get_or_insert_with(|| {
                 Box::new(ByteBudget::new(self.limits.awareness_bytes_per_second))
             }),
+            self.traced,
         )
         .await
     }
@@ -481,6 +492,7 @@ pub async fn forward(
     role: Role,
     limits: FrameLimits,
     awareness: &mut ByteBudget,
+    traced: bool,
 ) -> Result<(), Closing> {
     match decode_frame(frame, role, limits) {
         Ok(mut decoded) => {
@@ -501,11 +513,12 @@ pub async fn forward(
             if decoded.denied {
                 deny(conn);
             }
-            // Traced per frame that carries an update (debug: see `telemetry`).
-            let span = if decoded
-                .msgs
-                .iter()
-                .any(|m| matches!(m, Inbound::Update { .. }))
+            // A traced connection's frame that carries an update (see `telemetry`).
+            let span = if traced
+                && decoded
+                    .msgs
+                    .iter()
+                    .any(|m| matches!(m, Inbound::Update { .. }))
             {
                 tracing::debug_span!("update", conn = conn.id, room = %key)
             } else {
