@@ -14,9 +14,9 @@
 //!
 //! Every span is at level debug. Without `--otlp-endpoint` (and under the default `info`
 //! filter) they are disabled at their call sites: each costs one relaxed atomic load. With
-//! `RUST_LOG=info,chorus_hub=debug` log lines carry the connection's and the room's fields;
-//! at info, a connection's span cost about 400 bytes per idle connection and 8 % more CPU per
-//! delivery (docs/BENCHMARKS.md, "Traces").
+//! `RUST_LOG=info,chorus_hub=debug` log lines carry the connection's and the room's fields,
+//! which costs about 570 bytes per idle connection and 6 % more CPU per delivery
+//! (docs/BENCHMARKS.md, "Traces"): too much to have by default.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

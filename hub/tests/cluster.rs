@@ -426,44 +426,6 @@ async fn nodes_serve_through_a_redis_outage_and_converge_when_it_returns() {
     b.stop().await.expect("stop b");
 }
 
-/// One `chorus` process of a cluster on the shared Postgres database and Redis, with `extra`
-/// flags.
-async fn spawn_node(
-    db: &str,
-    prefix: &str,
-    id: &str,
-    extra: &[&str],
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    spawn_node_on(&redis_url(), db, prefix, id, extra).await
-}
-
-/// [`spawn_node`] with the Redis at `redis`.
-async fn spawn_node_on(
-    redis: &str,
-    db: &str,
-    prefix: &str,
-    id: &str,
-    extra: &[&str],
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut args = vec![
-        "--persist-batch",
-        "10ms",
-        "--node-ttl",
-        "900ms",
-        "--allow-anonymous",
-        "--node-id",
-        id,
-        "--redis-prefix",
-        prefix,
-        "--redis-url",
-        redis,
-        "--database-url",
-        db,
-    ];
-    args.extend_from_slice(extra);
-    spawn_chorus(&args).await
-}
-
 fn ext() -> chorus_protocol::client::ClientOptions {
     chorus_protocol::client::ClientOptions {
         ext: true,

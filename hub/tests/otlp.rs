@@ -91,34 +91,6 @@ async fn receiver() -> (String, Spans) {
     (format!("http://{addr}"), spans)
 }
 
-async fn node(
-    db: &str,
-    prefix: &str,
-    id: &str,
-    otlp: &str,
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    spawn_chorus(&[
-        "--persist-batch",
-        "10ms",
-        "--node-ttl",
-        "900ms",
-        "--allow-anonymous",
-        "--node-id",
-        id,
-        "--redis-prefix",
-        prefix,
-        "--redis-url",
-        &redis_url(),
-        "--database-url",
-        db,
-        "--otlp-endpoint",
-        otlp,
-        "--otlp-sample-ratio",
-        "1",
-    ])
-    .await
-}
-
 async fn wait_ring(addr: std::net::SocketAddr, nodes: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -137,12 +109,7 @@ async fn wait_ring(addr: std::net::SocketAddr, nodes: u64) {
 
 /// SIGTERM, and the clean exit that flushes the exporter.
 async fn stop(mut child: tokio::process::Child) {
-    let pid = child.id().expect("pid");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(&child);
     let exit = tokio::time::timeout(PATIENCE * 2, child.wait())
         .await
         .expect("exits in grace")
@@ -165,8 +132,9 @@ async fn one_updates_spans_link_from_the_socket_to_the_store_and_the_other_node(
     };
     let (otlp, spans) = receiver().await;
     let prefix = unique_prefix("otlp");
-    let (a, addr_a) = node(db.url(), &prefix, "node-a", &otlp).await;
-    let (b, addr_b) = node(db.url(), &prefix, "node-b", &otlp).await;
+    let traced = ["--otlp-endpoint", &otlp, "--otlp-sample-ratio", "1"];
+    let (a, addr_a) = spawn_node(db.url(), &prefix, "node-a", &traced).await;
+    let (b, addr_b) = spawn_node(db.url(), &prefix, "node-b", &traced).await;
     wait_ring(addr_a, 2).await;
     wait_ring(addr_b, 2).await;
 

@@ -241,12 +241,7 @@ async fn sigterm_drains_and_persists() {
         .await
         .expect("connect");
     wait_text(&[&d], "t", "flushed on sigterm").await;
-    let pid = child.id().expect("pid");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(&child);
     let (code, _) = c.wait_closed(PATIENCE).await.expect("closed");
     assert_eq!(code, 1012, "clients are told the server restarts");
     let exit = tokio::time::timeout(PATIENCE, child.wait())

@@ -93,6 +93,10 @@ pub async fn soak(p: &SoakParams) -> Report {
     let mut report = Report::new("soak", serde_json::to_value(p).unwrap_or_default());
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        // A fresh connection per read: the hub closes an idle keep-alive connection after
+        // `--header-read-timeout` (10 s), the default interval here, and a pooled connection
+        // reused just as it closes fails the read (7 of 561 in the cluster soak).
+        .pool_max_idle_per_host(0)
         .build()
     {
         Ok(h) => h,

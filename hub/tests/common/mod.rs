@@ -304,6 +304,16 @@ pub async fn spawn_chorus<S: AsRef<std::ffi::OsStr>>(
     (child, addr)
 }
 
+/// Sends SIGTERM to a `chorus` child (a graceful stop: drain, flush, exit).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
 /// What another node (or a stranger on its channel) might publish that a room must drop
 /// without harm: a sync request whose state vector does not decode, an update and awareness
 /// that do not decode, an update nesting far past the limit (it would overflow yrs' stack and
