@@ -18,7 +18,7 @@
 //! which costs about 570 bytes per idle connection and 6 % more CPU per delivery
 //! (docs/BENCHMARKS.md, "Traces"): too much to have by default.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -260,22 +260,63 @@ impl opentelemetry_http::HttpClient for Client {
         let request = reqwest::Request::try_from(request)?;
         let http = self.http.clone();
         let answer = runtime.spawn(async move {
-            let mut response = http.execute(request).await?;
-            let mut answer = http::Response::builder().status(response.status());
-            if let Some(headers) = answer.headers_mut() {
-                *headers = std::mem::take(response.headers_mut());
+            let answer = export(http, request).await;
+            let ok = answer.as_ref().is_ok_and(|a| a.status().is_success());
+            metrics::counter!(
+                crate::metrics::names::OTLP_EXPORTS_TOTAL,
+                "result" => if ok { "ok" } else { "failed" }
+            )
+            .increment(1);
+            if !ok {
+                complain(&answer);
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await? {
-                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    return Err::<_, HttpError>("the collector's answer is too large".into());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(answer.body(Bytes::from(body))?)
+            answer
         });
         answer.await?
     }
+}
+
+/// Says why exports fail, at most once a minute (the SDK's own logs are off): the first
+/// failure at once.
+fn complain(answer: &Result<http::Response<Bytes>, HttpError>) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if (last == 0 || now >= last + 60)
+        && LAST
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        match answer {
+            Ok(a) => tracing::warn!(
+                status = a.status().as_u16(),
+                "trace export refused by the collector"
+            ),
+            Err(e) => tracing::warn!(error = %e, "trace export failed"),
+        }
+    }
+}
+
+/// One export: the collector's answer, its body bounded.
+async fn export(
+    http: reqwest::Client,
+    request: reqwest::Request,
+) -> Result<http::Response<Bytes>, HttpError> {
+    let mut response = http.execute(request).await?;
+    let mut answer = http::Response::builder().status(response.status());
+    if let Some(headers) = answer.headers_mut() {
+        *headers = std::mem::take(response.headers_mut());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err::<_, HttpError>("the collector's answer is too large".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(answer.body(Bytes::from(body))?)
 }
 
 /// Where `span` sits in its trace, to carry to another node; `None` unless it is sampled.

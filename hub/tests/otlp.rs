@@ -325,3 +325,69 @@ async fn what_the_sampler_refuses_is_not_traced_at_all() {
     }
     assert!(of("none").is_empty(), "ratio 0 exported {:?}", of("none"));
 }
+
+/// A collector that cannot be reached is counted (`chorus_otlp_exports_total{result="failed"}`)
+/// and the node serves on: spans are dropped, nothing waits for them.
+#[tokio::test]
+async fn failed_exports_are_counted_and_the_node_serves_on() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().to_str().expect("path").to_string();
+    let (child, addr) = spawn_chorus(&[
+        "--data-dir",
+        &data,
+        "--allow-anonymous",
+        "--otlp-endpoint",
+        &format!("http://{dead}"),
+        "--otlp-sample-ratio",
+        "1",
+    ])
+    .await;
+    let c = chorus_protocol::client::Client::connect(
+        &format!("ws://{addr}/ws/unheard"),
+        Default::default(),
+    )
+    .await
+    .expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    append(&c, "t", "x");
+    let d = chorus_protocol::client::Client::connect(
+        &format!("ws://{addr}/ws/unheard"),
+        Default::default(),
+    )
+    .await
+    .expect("connect");
+    wait_text(&[&d], "t", "x").await;
+    drop((c, d));
+    // The batch processor exports every 5 s.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        let (status, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let failed = body
+            .lines()
+            .find_map(|l| l.strip_prefix("chorus_otlp_exports_total{result=\"failed\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failed >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed export counted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = chorus_protocol::client::Client::connect(
+        &format!("ws://{addr}/ws/unheard"),
+        Default::default(),
+    )
+    .await
+    .expect("the node still serves");
+    c.synced(PATIENCE).await.expect("synced");
+    assert_eq!(text(&c, "t"), "x");
+    stop(child).await;
+}

@@ -172,6 +172,9 @@ pub const SLOW_CONSUMER_CLOSES_TOTAL: &str = "chorus_slow_consumer_closes_total"
 /// Webhook outbox events handled, by result (delivered, retry, failed, filtered).
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "chorus_webhook_deliveries_total";
 
+/// Batches of spans posted to `--otlp-endpoint`, by result (ok, failed).
+pub const OTLP_EXPORTS_TOTAL: &str = "chorus_otlp_exports_total";
+
 /// AI runs queued or executing on this node.
 pub const AI_ACTIVE_RUNS: &str = "chorus_ai_active_runs";
 
@@ -615,6 +618,14 @@ pub const ALL: &[Metric] = &[
         help: "Connections closed with 1013 because their send queue overflowed",
         label: "",
         values: &[],
+    },
+    Metric {
+        name: OTLP_EXPORTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Batches of spans posted to --otlp-endpoint, by result (ok; failed: unreachable, timed out or not 2xx)",
+        label: "result",
+        values: &["ok", "failed"],
     },
     Metric {
         name: WEBHOOK_DELIVERIES_TOTAL,

@@ -92,7 +92,7 @@ const TRACED: u8 = 0x80;
 
 impl Envelope {
     /// `[version, kind, origin, seq, (trace), (to), body]`, lib0-encoded; the trace context
-    /// (25 bytes: trace id, span id, flags) only with [`TRACED`] set on the kind.
+    /// (25 bytes: trace id, span id, flags) only with bit 0x80 set on the kind.
     pub fn encode(&self) -> Bytes {
         Self::encode_parts(&self.origin, self.seq, self.trace.as_ref(), &self.payload)
     }
