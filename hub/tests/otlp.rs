@@ -117,6 +117,21 @@ async fn stop(mut child: tokio::process::Child) {
     assert!(exit.success(), "clean exit: {exit:?}");
 }
 
+/// A client types "x" into text `t` of `room` on the node at `addr`, and another client of the
+/// node sees it (so the node has applied it); both leave.
+async fn type_x(addr: std::net::SocketAddr, room: &str) {
+    let url = format!("ws://{addr}/ws/{room}");
+    let c = chorus_protocol::client::Client::connect(&url, Default::default())
+        .await
+        .expect("connect");
+    c.synced(PATIENCE).await.expect("synced");
+    append(&c, "t", "x");
+    let d = chorus_protocol::client::Client::connect(&url, Default::default())
+        .await
+        .expect("connect");
+    wait_text(&[&d], "t", "x").await;
+}
+
 /// The one span of `node` named `name` whose parent is `parent`.
 fn child_of<'a>(spans: &'a [Got], node: &str, name: &str, parent: &Got) -> Option<&'a Got> {
     spans.iter().find(|s| {
@@ -280,25 +295,10 @@ async fn what_the_sampler_refuses_is_not_traced_at_all() {
             ratio,
         ])
         .await;
-        let c = chorus_protocol::client::Client::connect(
-            &format!("ws://{addr}/ws/sampled"),
-            Default::default(),
-        )
-        .await
-        .expect("connect");
-        c.synced(PATIENCE).await.expect("synced");
-        append(&c, "t", "x");
-        let d = chorus_protocol::client::Client::connect(
-            &format!("ws://{addr}/ws/sampled"),
-            Default::default(),
-        )
-        .await
-        .expect("connect");
-        wait_text(&[&d], "t", "x").await;
-        nodes.push((child, c, d));
+        type_x(addr, "sampled").await;
+        nodes.push(child);
     }
-    for (child, c, d) in nodes {
-        drop((c, d));
+    for child in nodes {
         stop(child).await;
     }
     let got = spans.lock().expect("spans").clone();
@@ -346,22 +346,7 @@ async fn failed_exports_are_counted_and_the_node_serves_on() {
         "1",
     ])
     .await;
-    let c = chorus_protocol::client::Client::connect(
-        &format!("ws://{addr}/ws/unheard"),
-        Default::default(),
-    )
-    .await
-    .expect("connect");
-    c.synced(PATIENCE).await.expect("synced");
-    append(&c, "t", "x");
-    let d = chorus_protocol::client::Client::connect(
-        &format!("ws://{addr}/ws/unheard"),
-        Default::default(),
-    )
-    .await
-    .expect("connect");
-    wait_text(&[&d], "t", "x").await;
-    drop((c, d));
+    type_x(addr, "unheard").await;
     // The batch processor exports every 5 s.
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
     loop {
