@@ -10,7 +10,7 @@
 #       relay=relay:target/release/chorus-bare-relay new=chorus:target/release/chorus
 #
 # Each server runs under `valgrind --tool=callgrind` twice per measure, with a short and a
-# long load; the difference between the two runs' totals, divided by the difference in
+# long load, counted from the moment it serves; the difference between the two runs' totals, divided by the difference in
 # deliveries (or sessions), is what one more delivery (or set-up) costs, with start-up, the
 # clients' connections and shutdown cancelled out. The load is light (50 users in rooms of 10,
 # 1 edit/s each: 450 deliveries/s; 200 and 400 sessions) so that the slowed server keeps up and
@@ -34,16 +34,19 @@ start() {
   local kind=$1 bin=$2 out=$3
   rm -rf "$OUT/data"
   case $kind in
-    chorus) valgrind --tool=callgrind --callgrind-out-file="$out" \
+    chorus) valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
               "$bin" --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" > "$OUT/server.log" 2>&1 & ;;
-    relay)  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    relay)  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
               "$bin" "127.0.0.1:$PORT" > "$OUT/server.log" 2>&1 & ;;
     *) echo "unknown server kind $kind" >&2; exit 2 ;;
   esac
   SERVER=$!
   for _ in $(seq 1 600); do
     if (exec 3<> "/dev/tcp/127.0.0.1/$PORT") 2> /dev/null; then
+      # Counting starts once the server serves: its start-up is left out (quanta's clock
+      # calibration alone varies by millions of instructions from one start to the next).
       sleep 0.5
+      callgrind_control -i on "$SERVER" > /dev/null 2>&1
       return
     fi
     sleep 0.1
