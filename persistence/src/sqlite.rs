@@ -15,6 +15,16 @@ mod ai_runs;
 mod catalog;
 mod search;
 
+// LIMIT in the text. A bound `LIMIT ?` makes SQLite (3.51) re-prepare the statement at every
+// run: the planner reads the bound integer (`sqlite3ExprIsInteger`) and marks the statement
+// to expire whenever that parameter is bound again, which every run does. The background
+// loops (search jobs and changes, webhook claims) ran that way many times a second, each
+// re-prepare parsing and planning the whole statement again: about a sixth of the hub's
+// user-space instructions per delivery under light load (docs/BENCHMARKS.md, issue 20). Their
+// limits are the node's own integers, formatted into the SQL, so each keeps one cached
+// statement. The REST listings keep a bound limit: a client's page size would otherwise make
+// a statement per value.
+
 /// The embedded store: one SQLite file in WAL mode, holding documents and the catalog.
 ///
 /// SQLite has no row-level security, so every query filters by `tenant_id` itself.

@@ -532,18 +532,18 @@ impl Catalog for SqliteStore {
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         // One statement: SQLite runs it under the single write lock, so two claimers (two
-        // processes on one file) never take the same row.
+        // processes on one file) never take the same row. The limit is written into the text,
+        // not bound: see "LIMIT in the text" in sqlite.rs.
         let sql = format!(
             "UPDATE outbox SET next_attempt = ?
              WHERE id IN (SELECT id FROM outbox
                           WHERE delivered IS NULL AND failed = 0 AND next_attempt <= ?
-                          ORDER BY id LIMIT ?)
+                          ORDER BY id LIMIT {limit})
              RETURNING {OUTBOX_COLUMNS}"
         );
         let mut claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now.saturating_add(lease))
             .bind(now)
-            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?
             .iter()

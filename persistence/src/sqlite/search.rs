@@ -164,18 +164,19 @@ impl SearchIndex for SqliteStore {
         limit: u32,
     ) -> Result<Vec<SearchJob>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(
+        // The limit is written into the text, not bound: see "LIMIT in the text" in sqlite.rs.
+        let sql = format!(
             "UPDATE search_queue SET leased_until = ?1
               WHERE rowid IN (SELECT rowid FROM search_queue
                                WHERE due_ms <= ?2 AND leased_until <= ?2
-                               ORDER BY due_ms LIMIT ?3)
-              RETURNING tenant_id, room, generation",
-        )
-        .bind(now_ms.saturating_add(lease_ms))
-        .bind(now_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+                               ORDER BY due_ms LIMIT {limit})
+              RETURNING tenant_id, room, generation"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms.saturating_add(lease_ms))
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.iter()
             .map(|r| {
@@ -430,13 +431,14 @@ impl SearchIndex for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<SearchChange>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, room, seq FROM search_rooms WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // The limit is written into the text, not bound: see "LIMIT in the text" in sqlite.rs.
+        let sql = format!(
+            "SELECT tenant_id, room, seq FROM search_rooms WHERE seq > ? ORDER BY seq LIMIT {limit}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(SearchChange {
@@ -476,17 +478,18 @@ impl SearchIndex for SqliteStore {
         after: (&str, &str),
         limit: u32,
     ) -> Result<Vec<StoredVector>, StoreError> {
-        let rows = sqlx::query(
+        // The limit is written into the text, not bound: see "LIMIT in the text" in sqlite.rs.
+        let sql = format!(
             "SELECT room, hash, model, embedding FROM search_chunks
               WHERE tenant_id = ? AND (room, hash) > (?, ?) AND embedding IS NOT NULL
-              ORDER BY room, hash LIMIT ?",
-        )
-        .bind(tenant)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+              ORDER BY room, hash LIMIT {limit}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(after.0)
+            .bind(after.1)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(vector_from_row).collect()
     }
 

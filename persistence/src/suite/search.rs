@@ -155,12 +155,20 @@ pub async fn queue_is_durable_and_coalesces(store: Arc<dyn Store>) {
             .expect("backfill"),
         3
     );
-    let jobs = store
+    // The limit holds: three now, the other five (not the leased three) next.
+    let first = store
+        .claim_search_jobs(30_000, 1_000, 3)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 3);
+    let rest = store
         .claim_search_jobs(30_000, 1_000, 100)
         .await
         .expect("claim");
-    let mut keys: Vec<String> = jobs
+    assert_eq!(rest.len(), 5);
+    let mut keys: Vec<String> = first
         .iter()
+        .chain(&rest)
         .map(|j| format!("{}/{}", j.tenant, j.room))
         .collect();
     keys.sort();
