@@ -10,9 +10,9 @@
 #       relay=relay:target/release/chorus-bare-relay new=chorus:target/release/chorus
 #
 # Each server runs under `valgrind --tool=callgrind` twice per measure, with a short and a
-# long load, counted from the moment it serves; the difference between the two runs' totals, divided by the difference in
-# deliveries (or sessions), is what one more delivery (or set-up) costs, with start-up, the
-# clients' connections and shutdown cancelled out. The load is light (50 users in rooms of 10,
+# long load, counted from the moment it serves; the difference between the two runs' totals,
+# divided by the difference in deliveries (or sessions), is what one more delivery (or set-up)
+# costs, with the clients' connections and shutdown cancelled out. The load is light (50 users in rooms of 10,
 # 1 edit/s each: 450 deliveries/s; 200 and 400 sessions) so that the slowed server keeps up and
 # writes as it would at full speed.
 # Env: USERS (default 50), SHORT and LONG (edit seconds, default 10 and 20), SESSIONS (default
@@ -61,7 +61,7 @@ stop() {
 
 # measure NAME KIND BINARY: prints instructions per delivery and per set-up.
 measure() {
-  local name=$1 kind=$2 bin=$3 i
+  local name=$1 kind=$2 bin=$3
   declare -A ins=() n=()
   for run in short long; do
     local secs=$SHORT sessions=$SESSIONS
