@@ -294,6 +294,7 @@ pub async fn run_on(
         &app.config,
         ai::providers(&app.config.ai)?,
     ) {
+        search.attach_rooms(std::sync::Arc::downgrade(&app.registry));
         search.start(stop_search.clone());
         app.registry.set_search(search);
     }

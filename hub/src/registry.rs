@@ -117,6 +117,29 @@ impl Registry {
         self.rooms.get(key).map(|h| h.clone())
     }
 
+    /// The plain text of `key`'s document (search) from its live room, when the room is open
+    /// here and this node is its only writer: alone, every stored update went through this
+    /// room's document before the store, so the document covers what the store holds (which
+    /// compaction relies on too; in a cluster, another node's update may not have reached it
+    /// yet). `None` otherwise, or when
+    /// the room is being deleted, exits or does not answer in time: the caller reads the store.
+    pub async fn live_lines(
+        &self,
+        key: &RoomKey,
+        max_chars: usize,
+    ) -> Option<Vec<crate::docjson::Line>> {
+        if self.ctx.cluster.is_some() || self.deleting.contains(key) {
+            return None;
+        }
+        let handle = self.get(key)?;
+        let (reply, rx) = oneshot::channel();
+        handle
+            .offer(Command::Lines { max_chars, reply })
+            .await
+            .ok()?;
+        tokio::time::timeout(ROOM_TIMEOUT, rx).await.ok()?.ok()
+    }
+
     /// Keys of the open rooms of one tenant.
     pub fn rooms_of(&self, tenant: &str) -> Vec<RoomKey> {
         self.rooms

@@ -19,7 +19,7 @@ const OPERATOR: &str = "operator-key-for-search-tests-0123456789";
 use serde_json::{Value, json};
 use yrs::types::xml::Xml;
 use yrs::updates::decoder::Decode;
-use yrs::{Transact, XmlElementPrelim, XmlFragment, XmlTextPrelim};
+use yrs::{ReadTxn, Transact, XmlElementPrelim, XmlFragment, XmlTextPrelim};
 
 const CORPUS: [(&str, &str); 5] = [
     (
@@ -131,6 +131,18 @@ async fn search(server: &TestServer, bearer: Option<&str>, query: &str) -> (u16,
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// Rooms indexed so far from `source` (`live`: an open room's document; `store`).
+async fn indexed(server: &TestServer, source: &str) -> u64 {
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let series = format!("chorus_search_indexed_total{{source=\"{source}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or_else(|| panic!("no {series} in\n{metrics}"), |v| v as u64)
 }
 
 fn rooms(answer: &Value) -> Vec<String> {
@@ -357,6 +369,56 @@ async fn edits_are_found_by_words_by_meaning_and_both_within_the_grant() {
     assert!(used > 0, "embedding tokens count");
 }
 
+/// An open room is indexed from its live document, not rebuilt from the store: text stored
+/// behind the room's back (which a node alone, the store's only writer, never does) is not
+/// what gets indexed. The room is large enough for its plain text to be read on the blocking
+/// pool, the room waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_room_is_indexed_from_its_live_document() {
+    let s = setup(|_| {}).await;
+    let filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(1_500);
+    let c = write(
+        &s.server,
+        "team/live",
+        &format!("{filler} The alpaca grazes."),
+    )
+    .await;
+    until(&s.server, "q=alpaca&mode=text", "team/live", false).await;
+
+    // A paragraph from another client, stored (and queued for indexing) without the room.
+    let other = yrs::Doc::new();
+    {
+        let f = other.get_or_insert_xml_fragment("default");
+        let mut txn = other.transact_mut();
+        let p = f.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
+        p.push_back(&mut txn, XmlTextPrelim::new("The zeppelin lands."));
+    }
+    let behind = other
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    s.server
+        .app
+        .store
+        .append(&[chorus_persistence::AppendBatch {
+            key: chorus_persistence::RoomKey::new("default", "team/live"),
+            updates: vec![behind.into()],
+            events: Vec::new(),
+            search_due: Some(0),
+        }])
+        .await
+        .expect("append");
+    paragraph(&c, "The bison sleeps.");
+    saved(&c, 2).await;
+    until(&s.server, "q=bison&mode=text", "team/live", false).await;
+    let tok = all_rooms();
+    let (_, found) = search(&s.server, Some(&tok), "q=zeppelin&mode=text").await;
+    assert_eq!(rooms(&found), Vec::<String>::new(), "{found}");
+    let (_, found) = search(&s.server, Some(&tok), "q=alpaca&mode=text").await;
+    assert_eq!(rooms(&found), ["team/live"], "{found}");
+    drop(c);
+    s.server.stop().await.expect("stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_text_and_deleted_rooms_leave_the_index() {
     let s = setup(|_| {}).await;
@@ -558,6 +620,9 @@ async fn rooms_written_before_search_was_on_are_backfilled_at_first_start() {
     }
     let (_, a) = search(&on, Some(&tok), "q=seat+cost+in+euros&mode=semantic").await;
     assert_eq!(rooms(&a)[0], "team/pricing", "{a}");
+    // No room was open on this hub: every one was rebuilt from the store. (The counter is
+    // the process's, which the other tests of this file share: only its series is checked.)
+    assert!(indexed(&on, "store").await >= CORPUS.len() as u64);
     on.stop().await.expect("stop");
 }
 

@@ -154,7 +154,8 @@ pub const SEARCH_EMBEDDED_CHUNKS_TOTAL: &str = "chorus_search_embedded_chunks_to
 /// Indexings that failed (the room stays queued and is tried again).
 pub const SEARCH_INDEX_ERRORS_TOTAL: &str = "chorus_search_index_errors_total";
 
-/// Rooms indexed for search (each a whole room, after a debounced burst of edits).
+/// Rooms indexed for search (each a whole room, after a debounced burst of edits), by where
+/// the document was read: its live room on this node, or the store.
 pub const SEARCH_INDEXED_TOTAL: &str = "chorus_search_indexed_total";
 
 /// Searches refused because too many were in progress (node or tenant).
@@ -583,9 +584,9 @@ pub const ALL: &[Metric] = &[
         name: SEARCH_INDEXED_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "Rooms indexed for search (each a whole room, after a debounced burst of edits)",
-        label: "",
-        values: &[],
+        help: "Rooms indexed for search (each a whole room, after a debounced burst of edits), by where the document was read: its live room on this node (live) or the store (store)",
+        label: "source",
+        values: &["live", "store"],
     },
     Metric {
         name: SEARCH_REFUSED_TOTAL,

@@ -64,6 +64,14 @@ pub enum Command {
         /// The encoded state.
         reply: oneshot::Sender<Bytes>,
     },
+    /// The document's plain text, for search (`docjson::plain_lines`): what the indexer would
+    /// otherwise rebuild from the store, snapshot and log entry by entry.
+    Lines {
+        /// Most characters read.
+        max_chars: usize,
+        /// The lines; dropped if reading them panicked.
+        reply: oneshot::Sender<Vec<crate::docjson::Line>>,
+    },
     /// A server-side edit (REST API): applied like a member's update and relayed to every
     /// member. The reply carries a receiver that resolves `true` once the edit is durable.
     Edit {

@@ -24,6 +24,20 @@ pub(super) enum Deferred {
     State(oneshot::Sender<Bytes>),
     /// The snapshot of a compaction.
     Snapshot(LogSummary),
+    /// The plain text for `Command::Lines`.
+    Lines {
+        max_chars: usize,
+        reply: oneshot::Sender<Vec<crate::docjson::Line>>,
+    },
+}
+
+/// The document's plain text (search), `None` if reading it panicked (a read changes nothing:
+/// the room goes on, and the indexer reads the store instead).
+pub(super) fn read_lines(doc: &Doc, max_chars: usize) -> Option<Vec<crate::docjson::Line>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::docjson::plain_lines(doc, max_chars)
+    }))
+    .ok()
 }
 
 /// How a SyncStep1 is answered.
@@ -270,6 +284,18 @@ impl Room {
             Deferred::State(reply) => {
                 if let Some(u) = self.encode_off_worker(StateVector::default(), false).await {
                     let _ = reply.send(Bytes::from(u));
+                }
+            }
+            Deferred::Lines { max_chars, reply } => {
+                // Like a large encode: on the blocking pool, one of `ENCODES`, the room waiting.
+                let Ok(_permit) = ENCODES.acquire().await else {
+                    return;
+                };
+                let doc = self.document.doc().clone();
+                if let Ok(Some(lines)) =
+                    tokio::task::spawn_blocking(move || read_lines(&doc, max_chars)).await
+                {
+                    let _ = reply.send(lines);
                 }
             }
             Deferred::Snapshot(log) => {

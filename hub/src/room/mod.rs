@@ -262,6 +262,7 @@ impl Room {
                     Command::Leave { .. }
                     | Command::Inbound { .. }
                     | Command::State { .. }
+                    | Command::Lines { .. }
                     | Command::Members { .. }
                     | Command::Remote { .. }
                     | Command::Resync
@@ -484,6 +485,13 @@ impl Room {
                         // The reply is dropped: the caller sees the room fail.
                         None => self.restart_after_panic("encode"),
                     }
+                }
+            }
+            Command::Lines { max_chars, reply } => {
+                if self.encode_is_long() {
+                    self.deferred = Some(Box::new(Deferred::Lines { max_chars, reply }));
+                } else if let Some(lines) = document::read_lines(self.document.doc(), max_chars) {
+                    let _ = reply.send(lines);
                 }
             }
             Command::Edit { id, edit, reply } => {

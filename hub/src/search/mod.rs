@@ -253,6 +253,9 @@ pub struct Search {
     /// Queries in progress on this node, and per tenant.
     running: Arc<tokio::sync::Semaphore>,
     running_per_tenant: crate::counts::Counts<String>,
+    /// The node's rooms (held weakly: the registry holds this), whose live documents are read
+    /// instead of the store's when they are open (`Registry::live_lines`).
+    rooms: std::sync::OnceLock<std::sync::Weak<crate::registry::Registry>>,
 }
 
 impl std::fmt::Debug for Search {
@@ -284,8 +287,14 @@ impl Search {
                 seen: AtomicI64::new(0),
                 running: Arc::new(tokio::sync::Semaphore::new(MAX_QUERIES)),
                 running_per_tenant: crate::counts::Counts::default(),
+                rooms: std::sync::OnceLock::new(),
             })
         })
+    }
+
+    /// Lets indexing read the rooms open on this node from memory.
+    pub(crate) fn attach_rooms(&self, rooms: std::sync::Weak<crate::registry::Registry>) {
+        let _ = self.rooms.set(rooms);
     }
 
     /// Starts the workers, the vector index (built from the store, then following its change
@@ -439,7 +448,6 @@ impl Search {
                 let started = Instant::now();
                 let (job, again) = match self.index(&job).await {
                     Ok(()) => {
-                        metrics::counter!(crate::metrics::names::SEARCH_INDEXED_TOTAL).increment(1);
                         metrics::histogram!(crate::metrics::names::SEARCH_INDEX_SECONDS)
                             .record(started.elapsed().as_secs_f64());
                         (job, due_ms(self.config.search_debounce))
@@ -477,14 +485,31 @@ impl Search {
             return self.store.delete_room_index(&job.tenant, &job.room).await;
         }
         let key = RoomKey::new(job.tenant.as_str(), job.room.as_str());
-        let loaded = self.store.load(&key).await?;
         let max_chars = self.config.search_max_chars;
+        // An open room's document is read where it is: rebuilding it from the store merged
+        // the snapshot and every log entry again at each indexing, about a sixth of the
+        // node's instructions per delivery under a steady edit load (docs/BENCHMARKS.md).
+        let live = match self.rooms.get().and_then(std::sync::Weak::upgrade) {
+            Some(rooms) => rooms.live_lines(&key, max_chars).await,
+            None => None,
+        };
+        let source = if live.is_some() { "live" } else { "store" };
+        let loaded = match live {
+            Some(_) => None,
+            None => Some(self.store.load(&key).await?),
+        };
         let pieces = tokio::task::spawn_blocking(move || {
-            let (doc, errors) = loaded.into_doc(&key);
-            if !errors.is_empty() {
-                tracing::warn!(room = %key, errors = errors.len(), "stored updates were skipped while indexing");
-            }
-            let lines = crate::docjson::plain_lines(&doc, max_chars);
+            let lines = match (live, loaded) {
+                (Some(lines), _) => lines,
+                (None, Some(loaded)) => {
+                    let (doc, errors) = loaded.into_doc(&key);
+                    if !errors.is_empty() {
+                        tracing::warn!(room = %key, errors = errors.len(), "stored updates were skipped while indexing");
+                    }
+                    crate::docjson::plain_lines(&doc, max_chars)
+                }
+                (None, None) => Vec::new(),
+            };
             chunks::chunk(&lines, MAX_CHUNKS)
         })
         .await
@@ -554,7 +579,10 @@ impl Search {
                 now_secs(),
                 Some(job),
             )
-            .await
+            .await?;
+        metrics::counter!(crate::metrics::names::SEARCH_INDEXED_TOTAL, "source" => source)
+            .increment(1);
+        Ok(())
     }
 
     /// Queues every room with a stored document, of `tenant` or of every tenant, for
