@@ -247,6 +247,11 @@ impl Queue {
         let (out, reply) = items.q.pop_front()?;
         if let Some(tag) = reply {
             items.waiting.retain(|t| *t != tag);
+            // Like the queue: an answered connection keeps no list (its first SyncStep1's
+            // answer left 64 bytes in every idle connection).
+            if items.waiting.is_empty() {
+                items.waiting = Vec::new();
+            }
         }
         if items.q.is_empty() && items.q.capacity() > KEEP_CAPACITY {
             items.q.shrink_to(KEEP_CAPACITY);
