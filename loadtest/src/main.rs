@@ -65,6 +65,12 @@ struct Common {
     /// endpoint as --url and sends rooms as document names.
     #[arg(long, global = true, value_enum, default_value_t = Dialect::YWebsocket)]
     dialect: Dialect,
+    /// With several comma-separated URLs, which node a client goes to: `spread` gives
+    /// client i node i modulo the node count (a room's members on every node: most
+    /// deliveries cross Redis), `room` gives every member of room r node r modulo the node
+    /// count (what a load balancer hashing the room name does). Default: spread.
+    #[arg(long, global = true, value_enum, default_value_t = Placement::Spread)]
+    placement: Placement,
     /// Spread connections over source addresses 127.0.0.1 ... 127.0.0.N (each pair of
     /// addresses has ~28k ports). Default: one per 25,000 clients.
     #[arg(long, global = true)]
@@ -77,6 +83,13 @@ struct Common {
     worker_index: Option<usize>,
     #[arg(long, global = true, hide = true)]
     worker_count: Option<usize>,
+}
+
+/// Which node of several a client connects to (`--placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Placement {
+    Spread,
+    Room,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     target.dialect = c.dialect;
     target.worker = worker;
     target.progress = progress;
+    target.by_room = c.placement == Placement::Room;
     if sources > 1 {
         anyhow::ensure!(
             !c.allow_remote && sources <= 250,

@@ -70,6 +70,9 @@ pub struct Target {
     /// Clients do not apply what they receive (they only count it): see `join-storm`.
     #[serde(skip)]
     pub skip_apply: bool,
+    /// Every member of a room goes to one node (room r to node r modulo the node count), as
+    /// behind a load balancer that hashes room names; otherwise clients go round the nodes.
+    pub by_room: bool,
     /// Draw progress bars on stderr (when it is a terminal). Off by default; the command line
     /// turns it on.
     #[serde(skip)]
@@ -97,6 +100,7 @@ impl Target {
             sources: Vec::new(),
             worker: None,
             skip_apply: false,
+            by_room: false,
             progress: false,
             refusal: Arc::new(OnceLock::new()),
             next_source: Arc::new(AtomicU64::new(0)),
@@ -115,6 +119,12 @@ impl Target {
             .split(',')
             .nth(slot % self.nodes())
             .unwrap_or(&self.url)
+    }
+
+    /// The node (index into `url`, modulo the node count) a client of room `room` goes to,
+    /// `slot` being its turn among the clients.
+    fn node_for(&self, room: usize, slot: usize) -> usize {
+        (if self.by_room { room } else { slot }) % self.nodes()
     }
 
     /// The name of room number `room`.
@@ -189,6 +199,7 @@ impl Target {
 
     /// [`Target::connect_room`] on node `slot` (modulo the node count).
     async fn connect_room_on(&self, room: usize, slot: usize) -> anyhow::Result<Client> {
+        let slot = self.node_for(room, slot);
         let bind = (!self.sources.is_empty()).then(|| {
             let n = self.next_source.fetch_add(1, Ordering::Relaxed) as usize;
             self.sources[n % self.sources.len()]
@@ -770,4 +781,25 @@ pub async fn edit(target: &Target, p: &EditParams) -> Report {
             .push(format!("{diverged} rooms did not converge"));
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_by_room_keeps_a_room_on_one_node_and_spread_goes_round() {
+        let mut t = Target::new("ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws,ws://127.0.0.1:3/ws");
+        // Spread: client turns 0..6 of room 4 land on every node in turn.
+        let spread: Vec<usize> = (0..6).map(|turn| t.node_for(4, turn)).collect();
+        assert_eq!(spread, [0, 1, 2, 0, 1, 2]);
+        t.by_room = true;
+        // By room: every client of room 4 on node 1, of room 5 on node 2.
+        assert!((0..6).all(|turn| t.node_for(4, turn) == 1));
+        assert!((0..6).all(|turn| t.node_for(5, turn) == 2));
+        assert_eq!(
+            t.room_url(4, t.node_for(4, 0)),
+            format!("ws://127.0.0.1:2/ws/{}", t.room_name(4))
+        );
+    }
 }
