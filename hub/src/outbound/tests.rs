@@ -178,3 +178,18 @@ fn the_set_sums_what_waits_in_its_connections_queues() {
         "a closed connection's queue no longer counts"
     );
 }
+
+#[test]
+fn a_drained_queue_keeps_no_memory_for_its_answers_either() {
+    let (h, q) = channel(1, false, Role::Write, 1024, 1 << 20);
+    // What every connection sees first: its SyncStep1 answered, then awareness, then updates.
+    assert!(h.send_answer(Reply::Step1, Bytes::from_static(b"step2")));
+    assert!(h.send_answer(Reply::Awareness, Bytes::from_static(b"aw")));
+    assert!(h.send_binary(Bytes::from_static(b"update")));
+    while q.try_recv().is_some() {}
+    let items = q.queue.items();
+    // An idle connection holds neither the queue's buffer nor the list of waiting answers
+    // (it kept 64 bytes for the latter in every connection before).
+    assert_eq!(items.q.capacity(), 0);
+    assert_eq!(items.waiting.capacity(), 0);
+}
