@@ -121,8 +121,8 @@ impl Registry {
     /// here and this node is its only writer: alone, every stored update went through this
     /// room's document before the store, so the document covers what the store holds (which
     /// compaction relies on too; in a cluster, another node's update may not have reached it
-    /// yet). `None` otherwise, or when
-    /// the room is being deleted, exits or does not answer in time: the caller reads the store.
+    /// yet). `None` otherwise, or when the room is being deleted, exits or does not answer in
+    /// time: the caller reads the store.
     pub async fn live_lines(
         &self,
         key: &RoomKey,

@@ -12,6 +12,8 @@
 # Traffic goes only to 127.0.0.1; every run is bounded by its --duration.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# For wait_ring (this script starts its hubs with its own start_hub, defined below).
+. loadtest/bench/hub.sh
 OUT=${1:-target/bench-cluster}
 USERS=${USERS:-3000}
 RATE=${RATE:-1}
@@ -75,13 +77,7 @@ for i in $(seq 1 "$ROUNDS"); do
       ${THREE_FLAGS:-}
   done
   # Every node must see the other two before the load starts.
-  for port in 18101 18102 18103; do
-    for try in $(seq 1 101); do
-      curl -sf "http://127.0.0.1:$port/v1/route?room=x" | grep -q '"nodes":3' && break
-      [ "$try" -le 100 ] || { echo "node $port never saw three nodes" >&2; exit 1; }
-      sleep 0.05
-    done
-  done
+  wait_ring 3 18101 18102 18103
   edit "three-$TAG-$i" ws://127.0.0.1:18101/ws,ws://127.0.0.1:18102/ws,ws://127.0.0.1:18103/ws
   stop_hubs
 done

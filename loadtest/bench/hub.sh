@@ -11,3 +11,15 @@ start_hub() {
   echo "hub did not start" >&2; exit 1
 }
 stop_hub() { kill "$HUB"; wait "$HUB" || true; }
+# wait_ring N PORT...: waits until the hub on each PORT sees a ring of N nodes (10 s at most).
+wait_ring() {
+  local n=$1 port try
+  shift
+  for port in "$@"; do
+    for try in $(seq 1 201); do
+      curl -sf "http://127.0.0.1:$port/v1/route?room=x" | grep -q "\"nodes\":$n" && break
+      [ "$try" -le 200 ] || { echo "node $port never saw $n nodes" >&2; exit 1; }
+      sleep 0.05
+    done
+  done
+}

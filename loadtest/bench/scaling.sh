@@ -11,6 +11,8 @@
 # from /proc (user + system) for the hubs, every postgres process and redis-server. Traffic goes only to 127.0.0.1; every run is bounded by --duration.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# For wait_ring (this script starts its hubs with its own start_hub, defined below).
+. loadtest/bench/hub.sh
 OUT=${1:?usage: scaling.sh OUT_DIR}
 ROUNDS=${ROUNDS:-3}
 HUB=${CHORUS:-target/release/chorus}
@@ -71,13 +73,7 @@ fresh_db() {
 cluster() { # nodes prefix: starts them and waits until each sees them all
   local n=$1 prefix=$2 port
   for port in $(seq 18111 $((18110 + n))); do start_hub "$port" "$prefix"; done
-  for port in $(seq 18111 $((18110 + n))); do
-    for try in $(seq 1 201); do
-      curl -sf "http://127.0.0.1:$port/v1/route?room=x" | grep -q "\"nodes\":$n" && break
-      [ "$try" -le 200 ] || { echo "node $port never saw $n nodes" >&2; exit 1; }
-      sleep 0.05
-    done
-  done
+  wait_ring "$n" $(seq 18111 $((18110 + n)))
 }
 urls() { # nodes
   seq 18111 $((18110 + $1)) | sed 's|.*|ws://127.0.0.1:&/ws|' | paste -sd, -

@@ -11,6 +11,8 @@
 # Traffic goes only to 127.0.0.1; the load and the sampler stop by themselves.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# For wait_ring.
+. loadtest/bench/hub.sh
 OUT=${1:?usage: soak-cluster.sh OUT_DIR}
 USERS=${USERS:-15000}
 RATE=${RATE:-0.1}
@@ -41,13 +43,7 @@ for port in 18101 18102 18103; do
     sleep 0.05
   done
 done
-for port in 18101 18102 18103; do
-  for try in $(seq 1 201); do
-    curl -sf "http://127.0.0.1:$port/v1/route?room=x" | grep -q '"nodes":3' && break
-    [ "$try" -le 200 ] || { echo "node $port never saw three nodes" >&2; exit 1; }
-    sleep 0.05
-  done
-done
+wait_ring 3 18101 18102 18103
 secs() { python3 -c "import sys,re; m=re.fullmatch(r'(\d+)([smh])',sys.argv[1]); print(int(m[1])*{'s':1,'m':60,'h':3600}[m[2]])" "$1"; }
 SAMPLE=$(( $(secs "$DURATION") + 60 ))
 LOAD=$(( SAMPLE + 60 ))

@@ -259,11 +259,21 @@ impl Room {
     /// milliseconds for megabytes). The room waits: nothing else touches its document
     /// meanwhile, so the encode never contends with an update for the document's lock.
     pub(super) async fn encode_off_worker(&self, sv: StateVector, strict: bool) -> Option<Vec<u8>> {
-        let _permit = ENCODES.acquire().await.ok()?;
         metrics::counter!(crate::metrics::names::ENCODES_OFF_WORKER_TOTAL).increment(1);
+        self.off_worker(move |doc, holes| super::doc::encode_with_held(doc, holes, &sv, strict))
+            .await
+    }
+
+    /// Runs `read` over the whole document on the blocking pool, as one of `ENCODES` (see
+    /// `encode_off_worker`, which is one such read); `None` if it could not run or gave none.
+    async fn off_worker<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Doc, &PastHoles) -> Option<T> + Send + 'static,
+    ) -> Option<T> {
+        let _permit = ENCODES.acquire().await.ok()?;
         let doc = self.document.doc().clone();
         let holes = self.document.holes().clone();
-        tokio::task::spawn_blocking(move || super::doc::encode_with_held(&doc, &holes, &sv, strict))
+        tokio::task::spawn_blocking(move || read(&doc, &holes))
             .await
             .ok()
             .flatten()
@@ -287,13 +297,9 @@ impl Room {
                 }
             }
             Deferred::Lines { max_chars, reply } => {
-                // Like a large encode: on the blocking pool, one of `ENCODES`, the room waiting.
-                let Ok(_permit) = ENCODES.acquire().await else {
-                    return;
-                };
-                let doc = self.document.doc().clone();
-                if let Ok(Some(lines)) =
-                    tokio::task::spawn_blocking(move || read_lines(&doc, max_chars)).await
+                if let Some(lines) = self
+                    .off_worker(move |doc, _| read_lines(doc, max_chars))
+                    .await
                 {
                     let _ = reply.send(lines);
                 }

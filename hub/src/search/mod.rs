@@ -493,22 +493,24 @@ impl Search {
             Some(rooms) => rooms.live_lines(&key, max_chars).await,
             None => None,
         };
-        let source = if live.is_some() { "live" } else { "store" };
-        let loaded = match live {
-            Some(_) => None,
-            None => Some(self.store.load(&key).await?),
+        enum Read {
+            Live(Vec<crate::docjson::Line>),
+            Stored(chorus_persistence::LoadedDoc),
+        }
+        let (source, read) = match live {
+            Some(lines) => ("live", Read::Live(lines)),
+            None => ("store", Read::Stored(self.store.load(&key).await?)),
         };
         let pieces = tokio::task::spawn_blocking(move || {
-            let lines = match (live, loaded) {
-                (Some(lines), _) => lines,
-                (None, Some(loaded)) => {
+            let lines = match read {
+                Read::Live(lines) => lines,
+                Read::Stored(loaded) => {
                     let (doc, errors) = loaded.into_doc(&key);
                     if !errors.is_empty() {
                         tracing::warn!(room = %key, errors = errors.len(), "stored updates were skipped while indexing");
                     }
                     crate::docjson::plain_lines(&doc, max_chars)
                 }
-                (None, None) => Vec::new(),
             };
             chunks::chunk(&lines, MAX_CHUNKS)
         })
